@@ -1,0 +1,421 @@
+// Package config loads and validates the cloudstack-pd configuration file.
+//
+// One file, JSON or YAML (chosen by its extension; anything else is read as
+// YAML, of which JSON is a subset), read with viper. It accepts the old
+// generator script's config.json unchanged (api, mapping) and adds the
+// server, state and log sections. Any key can be overridden from the
+// environment as CLOUDSTACK_PD_<KEY>, dots and dashes becoming underscores:
+// CLOUDSTACK_PD_API_SECRETKEY, CLOUDSTACK_PD_STATE, CLOUDSTACK_PD_SERVER_RAPID_COMMIT.
+//
+// Load never returns a half-valid config: every problem is collected into
+// one *Error whose lines each name the key and the value at fault.
+package config
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+
+	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/relay"
+)
+
+// EnvPrefix is the prefix of environment overrides.
+const EnvPrefix = "CLOUDSTACK_PD"
+
+// Defaults of the old Kea setup.
+const (
+	DefaultPreferredLifetime = 86400
+	DefaultValidLifetime     = 172800
+	DefaultRenewTimer        = 1000
+	DefaultRebindTimer       = 2000
+	DefaultState             = "/var/lib/cloudstack-pd/state.db"
+	DefaultPrefixLen         = 60
+)
+
+// Config is the whole configuration.
+type Config struct {
+	// API is the CloudStack API endpoint (the old config.json's "api").
+	API API `mapstructure:"api"`
+	// Mapping is keyed by CloudStack pod UUID (the old config.json's "mapping").
+	Mapping map[string]Mapping `mapstructure:"mapping"`
+	Server  Server             `mapstructure:"server"`
+	// State is the path of the bbolt store.
+	State string `mapstructure:"state"`
+	Log   Log    `mapstructure:"log"`
+
+	// Path is the file the config was read from.
+	Path string `mapstructure:"-"`
+}
+
+// API is how to reach CloudStack.
+type API struct {
+	URL       string `mapstructure:"url"`
+	APIKey    string `mapstructure:"apikey"`
+	SecretKey string `mapstructure:"secretkey"`
+}
+
+// Mapping is one pool: a pod's /40 and the VLAN its relay names.
+type Mapping struct {
+	Pool        string `mapstructure:"pool"`
+	PrefixLen   int    `mapstructure:"prefix-len"`
+	InterfaceID string `mapstructure:"interface-id"`
+	IP6CIDR     string `mapstructure:"ip6-cidr"`
+	// VLAN, when set, selects every NIC on that VLAN instead of the VM's
+	// default NIC (used by the CloudStack sync).
+	VLAN int `mapstructure:"vlan"`
+}
+
+// Server is the DHCPv6 side.
+type Server struct {
+	// Listen lists the unicast [addr]:port endpoints the relays forward to.
+	Listen []string `mapstructure:"listen"`
+	// MACSources lists, in order, where the client MAC is read from (Kea names).
+	MACSources []string `mapstructure:"mac-sources"`
+	// TrustedRelays, when not empty, lists the prefixes Relay-Forwards may come from.
+	TrustedRelays []string `mapstructure:"trusted-relays"`
+	// RapidCommit lets a Solicit with Rapid Commit get a Reply at once.
+	RapidCommit bool `mapstructure:"rapid-commit"`
+	// Lifetimes and timers in seconds, with Kea's names.
+	PreferredLifetime int `mapstructure:"preferred-lifetime"`
+	ValidLifetime     int `mapstructure:"valid-lifetime"`
+	RenewTimer        int `mapstructure:"renew-timer"`
+	RebindTimer       int `mapstructure:"rebind-timer"`
+	// Workers is the number of packet workers (0: one per CPU).
+	Workers int `mapstructure:"workers"`
+	// QueueLength bounds the packets waiting for a worker (0: 1024).
+	QueueLength int `mapstructure:"queue-length"`
+}
+
+// Log configures slog.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `mapstructure:"level"`
+	// Format is text or json.
+	Format string `mapstructure:"format"`
+}
+
+// Problem is one thing wrong with a config.
+type Problem struct {
+	Key   string
+	Value any
+	Msg   string
+}
+
+func (p Problem) String() string {
+	if p.Value == nil {
+		return fmt.Sprintf("%s: %s", p.Key, p.Msg)
+	}
+	return fmt.Sprintf("%s: %q: %s", p.Key, fmt.Sprint(p.Value), p.Msg)
+}
+
+// Error lists every problem found in a config file.
+type Error struct {
+	Path     string
+	Problems []Problem
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "config %s: %d problem(s)", e.Path, len(e.Problems))
+	for _, p := range e.Problems {
+		b.WriteString("\n  ")
+		b.WriteString(p.String())
+	}
+	return b.String()
+}
+
+// Load reads, defaults and validates the config at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse is Load on data already read; path names the source in errors and
+// its extension picks the format.
+func Parse(path string, data []byte) (*Config, error) {
+	v := viper.New()
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".json":
+		v.SetConfigType("json")
+	default:
+		v.SetConfigType("yaml")
+	}
+	v.SetDefault("state", DefaultState)
+	v.SetDefault("server.mac-sources", []string{string(relay.SourceRemoteID)})
+	v.SetDefault("server.preferred-lifetime", DefaultPreferredLifetime)
+	v.SetDefault("server.valid-lifetime", DefaultValidLifetime)
+	v.SetDefault("server.renew-timer", DefaultRenewTimer)
+	v.SetDefault("server.rebind-timer", DefaultRebindTimer)
+	v.SetDefault("server.rapid-commit", false)
+	v.SetDefault("server.listen", []string{})
+	v.SetDefault("server.trusted-relays", []string{})
+	v.SetDefault("server.workers", 0)
+	v.SetDefault("server.queue-length", 0)
+	v.SetDefault("log.level", "info")
+	v.SetDefault("log.format", "text")
+	v.SetDefault("api.url", "")
+	v.SetDefault("api.apikey", "")
+	v.SetDefault("api.secretkey", "")
+	v.SetEnvPrefix(EnvPrefix)
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_", "-", "_"))
+	v.AutomaticEnv()
+
+	if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
+		return nil, &Error{Path: path, Problems: []Problem{{Key: "(file)", Msg: "cannot parse: " + err.Error()}}}
+	}
+	var c Config
+	dec := func(dc *mapstructure.DecoderConfig) {
+		dc.ErrorUnused = true
+		dc.WeaklyTypedInput = true
+		dc.ZeroFields = true
+	}
+	if err := v.Unmarshal(&c, dec); err != nil {
+		return nil, &Error{Path: path, Problems: decodeProblems(err)}
+	}
+	c.Path = path
+	for k, m := range c.Mapping {
+		if m.PrefixLen == 0 {
+			m.PrefixLen = DefaultPrefixLen
+			c.Mapping[k] = m
+		}
+	}
+	if probs := c.validate(); len(probs) > 0 {
+		return nil, &Error{Path: path, Problems: probs}
+	}
+	return &c, nil
+}
+
+// decodeProblems turns mapstructure's joined errors into problems.
+func decodeProblems(err error) []Problem {
+	var probs []Problem
+	for _, line := range strings.Split(err.Error(), "\n") {
+		line = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "*"))
+		if line == "" || strings.HasPrefix(line, "decoding failed due to") || strings.HasSuffix(line, "error(s) decoding:") {
+			continue
+		}
+		key := "(file)"
+		if i := strings.Index(line, "'"); i >= 0 {
+			if j := strings.Index(line[i+1:], "'"); j >= 0 {
+				key = line[i+1 : i+1+j]
+			}
+		}
+		probs = append(probs, Problem{Key: key, Msg: line})
+	}
+	if len(probs) == 0 {
+		probs = []Problem{{Key: "(file)", Msg: err.Error()}}
+	}
+	return probs
+}
+
+func (c *Config) validate() []Problem {
+	var probs []Problem
+	add := func(key string, val any, format string, args ...any) {
+		probs = append(probs, Problem{Key: key, Value: val, Msg: fmt.Sprintf(format, args...)})
+	}
+
+	iids := map[string]string{}
+	type named struct {
+		key string
+		p   netip.Prefix
+	}
+	var pools []named
+	for _, name := range slices.Sorted(mapsKeys(c.Mapping)) {
+		m := c.Mapping[name]
+		k := "mapping." + name
+		if name == "" {
+			add(k, name, "mapping key (pod UUID) is empty")
+		}
+		pool, err := netip.ParsePrefix(m.Pool)
+		switch {
+		case m.Pool == "":
+			add(k+".pool", nil, "missing: give the pool prefix, e.g. 2001:db8:200::/40")
+		case err != nil:
+			add(k+".pool", m.Pool, "not a prefix: %v", err)
+		case !pool.Addr().Is6() || pool.Addr().Is4In6():
+			add(k+".pool", m.Pool, "not an IPv6 prefix")
+		case pool.Masked() != pool:
+			add(k+".pool", m.Pool, "host bits set: did you mean %s?", pool.Masked())
+		default:
+			for _, o := range pools {
+				if o.p.Overlaps(pool) {
+					add(k+".pool", m.Pool, "overlaps %s (%s)", o.key, o.p)
+				}
+			}
+			pools = append(pools, named{k + ".pool", pool})
+			if m.PrefixLen < pool.Bits() || m.PrefixLen > 128 {
+				add(k+".prefix-len", m.PrefixLen, "must lie between the pool's length %d and 128", pool.Bits())
+			}
+		}
+		switch {
+		case m.InterfaceID == "":
+			add(k+".interface-id", nil, "missing: give the interface-id the relay inserts for this VLAN")
+		case iids[m.InterfaceID] != "":
+			add(k+".interface-id", m.InterfaceID, "also used by %s", iids[m.InterfaceID])
+		default:
+			iids[m.InterfaceID] = k
+		}
+		if m.IP6CIDR != "" {
+			if p, err := netip.ParsePrefix(m.IP6CIDR); err != nil || !p.Addr().Is6() {
+				add(k+".ip6-cidr", m.IP6CIDR, "not an IPv6 prefix")
+			}
+		}
+		if m.VLAN < 0 || m.VLAN > 4094 {
+			add(k+".vlan", m.VLAN, "must be 1 to 4094")
+		}
+	}
+
+	s := c.Server
+	for i, l := range s.Listen {
+		ap, err := netip.ParseAddrPort(l)
+		key := fmt.Sprintf("server.listen[%d]", i)
+		switch {
+		case err != nil:
+			add(key, l, "not [addr]:port: %v", err)
+		case !ap.Addr().Is6() || ap.Addr().Is4In6():
+			add(key, l, "not an IPv6 address")
+		case ap.Addr().IsMulticast():
+			add(key, l, "multicast: relays forward to a unicast address")
+		}
+	}
+	if len(s.MACSources) == 0 {
+		add("server.mac-sources", nil, "empty: list at least one source, e.g. [remote-id]")
+	}
+	for i, src := range s.MACSources {
+		if _, err := relay.ParseMACSource(src); err != nil {
+			add(fmt.Sprintf("server.mac-sources[%d]", i), src, "%v", err)
+		}
+	}
+	for i, tr := range s.TrustedRelays {
+		if _, err := parsePrefixOrAddr(tr); err != nil {
+			add(fmt.Sprintf("server.trusted-relays[%d]", i), tr, "not a prefix or address: %v", err)
+		}
+	}
+	for _, d := range []struct {
+		key string
+		v   int
+	}{
+		{"server.preferred-lifetime", s.PreferredLifetime},
+		{"server.valid-lifetime", s.ValidLifetime},
+		{"server.renew-timer", s.RenewTimer},
+		{"server.rebind-timer", s.RebindTimer},
+	} {
+		if d.v < 0 || int64(d.v) > 0xffffffff {
+			add(d.key, d.v, "must be 0 to 4294967295 seconds")
+		}
+	}
+	if !(s.RenewTimer <= s.RebindTimer && s.RebindTimer <= s.PreferredLifetime && s.PreferredLifetime <= s.ValidLifetime) {
+		add("server.renew-timer", s.RenewTimer, "need renew-timer (%d) <= rebind-timer (%d) <= preferred-lifetime (%d) <= valid-lifetime (%d)",
+			s.RenewTimer, s.RebindTimer, s.PreferredLifetime, s.ValidLifetime)
+	}
+	if s.ValidLifetime == 0 {
+		add("server.valid-lifetime", 0, "must be positive: a prefix with valid lifetime 0 withdraws the route")
+	}
+	if s.Workers < 0 {
+		add("server.workers", s.Workers, "must be 0 (one per CPU) or more")
+	}
+	if s.QueueLength < 0 {
+		add("server.queue-length", s.QueueLength, "must be 0 (default 1024) or more")
+	}
+	if c.State == "" {
+		add("state", nil, "empty: give the path of the state store")
+	}
+	switch strings.ToLower(c.Log.Level) {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log.level", c.Log.Level, "must be debug, info, warn or error")
+	}
+	switch strings.ToLower(c.Log.Format) {
+	case "text", "json":
+	default:
+		add("log.format", c.Log.Format, "must be text or json")
+	}
+	return probs
+}
+
+func mapsKeys[M ~map[string]V, V any](m M) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+func parsePrefixOrAddr(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		return netip.ParsePrefix(s)
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// Pools returns the mapping as allocator pools, sorted by name.
+func (c *Config) Pools() []allocator.Pool {
+	names := slices.Sorted(mapsKeys(c.Mapping))
+	pools := make([]allocator.Pool, 0, len(names))
+	for _, name := range names {
+		m := c.Mapping[name]
+		p := allocator.Pool{
+			Name:        name,
+			Prefix:      netip.MustParsePrefix(m.Pool),
+			PrefixLen:   m.PrefixLen,
+			InterfaceID: m.InterfaceID,
+		}
+		if m.IP6CIDR != "" {
+			p.IP6CIDR = netip.MustParsePrefix(m.IP6CIDR)
+		}
+		pools = append(pools, p)
+	}
+	return pools
+}
+
+// MACSources returns the configured MAC sources, parsed.
+func (c *Config) MACSources() []relay.MACSource {
+	out := make([]relay.MACSource, 0, len(c.Server.MACSources))
+	for _, s := range c.Server.MACSources {
+		src, _ := relay.ParseMACSource(s) // validated by Load
+		out = append(out, src)
+	}
+	return out
+}
+
+// TrustedRelays returns the trusted relay prefixes, parsed.
+func (c *Config) TrustedRelays() []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(c.Server.TrustedRelays))
+	for _, s := range c.Server.TrustedRelays {
+		p, _ := parsePrefixOrAddr(s) // validated by Load
+		out = append(out, p.Masked())
+	}
+	return out
+}
+
+// ListenAddrs returns the listen endpoints, parsed.
+func (c *Config) ListenAddrs() ([]netip.AddrPort, error) {
+	if len(c.Server.Listen) == 0 {
+		return nil, &Error{Path: c.Path, Problems: []Problem{{Key: "server.listen", Msg: `empty: list the unicast addresses the relays forward to, e.g. ["[2001:db8::100:69]:547"]`}}}
+	}
+	out := make([]netip.AddrPort, 0, len(c.Server.Listen))
+	for _, l := range c.Server.Listen {
+		out = append(out, netip.MustParseAddrPort(l))
+	}
+	return out, nil
+}
+
+// Seconds converts a lifetime in seconds to a Duration.
+func Seconds(s int) time.Duration { return time.Duration(s) * time.Second }
