@@ -1,0 +1,321 @@
+package allocator
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Binding is what the server recorded of one delegation to one IA_PD: what
+// a router needs to rebuild its route (Leasequery).
+//
+// Stored as JSON with kebab-case names; byte strings (DUID, interface-id,
+// remote-id, relay-id) are written as colon-separated lower-case hex, the
+// way Kea prints DUIDs, and the MAC as aa:bb:cc:dd:ee:ff:
+//
+//	{"client-duid": "00:01:00:01:…", "mac": "06:32:b2:00:04:79", "iaid": 1,
+//	 "pool": "77828509-…", "prefix": "2001:db8:200::/60",
+//	 "preferred-lifetime": 86400, "valid-lifetime": 172800,
+//	 "expires": "2026-…Z", "last-exchange": "2026-…Z", "last-message": "REQUEST",
+//	 "relay-source": "[2001:db8::1]:547", "link-address": "2001:db8:100::1",
+//	 "peer-address": "fe80::432:b2ff:fe00:479", "interface-id": "56:4c:…",
+//	 "remote-id": "…", "relay-id": "…"}
+type Binding struct {
+	ClientDUID []byte
+	MAC        net.HardwareAddr
+	IAID       uint32
+	Pool       string
+	Prefix     netip.Prefix
+	// Lifetimes in seconds, as sent.
+	PreferredLifetime, ValidLifetime uint32
+	// Expires is when the valid lifetime runs out.
+	Expires time.Time
+	// LastExchange is when the last message of this IA was answered, and
+	// LastMessage its type, e.g. "REQUEST".
+	LastExchange time.Time
+	LastMessage  string
+	// What the innermost relay said: where its Relay-Forward came from,
+	// its link-address and peer-address, and its options.
+	RelaySource netip.AddrPort
+	LinkAddress netip.Addr
+	PeerAddress netip.Addr
+	InterfaceID []byte
+	RemoteID    []byte
+	RelayID     []byte
+}
+
+// Key returns the binding's store key: the client DUID's length (1 byte),
+// the client DUID, and the IAID (4 bytes, big-endian). Keys of one client
+// are adjacent, so a cursor can list a client's IAs.
+func (b *Binding) Key() []byte { return BindingKey(b.ClientDUID, b.IAID) }
+
+// BindingKey returns the store key of the binding of IA_PD iaid of the
+// client with DUID clientDUID (see Binding.Key).
+func BindingKey(clientDUID []byte, iaid uint32) []byte {
+	k := make([]byte, 0, 1+len(clientDUID)+4)
+	k = append(k, byte(len(clientDUID)))
+	k = append(k, clientDUID...)
+	return binary.BigEndian.AppendUint32(k, iaid)
+}
+
+// bindingJSON is the stored form of a Binding.
+type bindingJSON struct {
+	ClientDUID        string         `json:"client-duid"`
+	MAC               string         `json:"mac,omitempty"`
+	IAID              uint32         `json:"iaid"`
+	Pool              string         `json:"pool,omitempty"`
+	Prefix            netip.Prefix   `json:"prefix"`
+	PreferredLifetime uint32         `json:"preferred-lifetime"`
+	ValidLifetime     uint32         `json:"valid-lifetime"`
+	Expires           time.Time      `json:"expires,omitzero"`
+	LastExchange      time.Time      `json:"last-exchange,omitzero"`
+	LastMessage       string         `json:"last-message,omitempty"`
+	RelaySource       netip.AddrPort `json:"relay-source,omitzero"`
+	LinkAddress       netip.Addr     `json:"link-address,omitzero"`
+	PeerAddress       netip.Addr     `json:"peer-address,omitzero"`
+	InterfaceID       string         `json:"interface-id,omitempty"`
+	RemoteID          string         `json:"remote-id,omitempty"`
+	RelayID           string         `json:"relay-id,omitempty"`
+}
+
+// MarshalJSON writes the stored form described on Binding.
+func (b Binding) MarshalJSON() ([]byte, error) {
+	return json.Marshal(bindingJSON{
+		ClientDUID:        hexString(b.ClientDUID),
+		MAC:               b.MAC.String(),
+		IAID:              b.IAID,
+		Pool:              b.Pool,
+		Prefix:            b.Prefix,
+		PreferredLifetime: b.PreferredLifetime,
+		ValidLifetime:     b.ValidLifetime,
+		Expires:           b.Expires,
+		LastExchange:      b.LastExchange,
+		LastMessage:       b.LastMessage,
+		RelaySource:       b.RelaySource,
+		LinkAddress:       b.LinkAddress,
+		PeerAddress:       b.PeerAddress,
+		InterfaceID:       hexString(b.InterfaceID),
+		RemoteID:          hexString(b.RemoteID),
+		RelayID:           hexString(b.RelayID),
+	})
+}
+
+// UnmarshalJSON reads the stored form described on Binding.
+func (b *Binding) UnmarshalJSON(data []byte) error {
+	var j bindingJSON
+	if err := json.Unmarshal(data, &j); err != nil {
+		return err
+	}
+	var out Binding
+	var err error
+	field := func(name, s string) []byte {
+		v, e := parseHexString(s)
+		if e != nil && err == nil {
+			err = fmt.Errorf("binding %s %q: %w", name, s, e)
+		}
+		return v
+	}
+	out.ClientDUID = field("client-duid", j.ClientDUID)
+	out.MAC = net.HardwareAddr(field("mac", j.MAC))
+	out.InterfaceID = field("interface-id", j.InterfaceID)
+	out.RemoteID = field("remote-id", j.RemoteID)
+	out.RelayID = field("relay-id", j.RelayID)
+	if err != nil {
+		return err
+	}
+	out.IAID, out.Pool, out.Prefix = j.IAID, j.Pool, j.Prefix
+	out.PreferredLifetime, out.ValidLifetime = j.PreferredLifetime, j.ValidLifetime
+	out.Expires, out.LastExchange, out.LastMessage = j.Expires, j.LastExchange, j.LastMessage
+	out.RelaySource, out.LinkAddress, out.PeerAddress = j.RelaySource, j.LinkAddress, j.PeerAddress
+	*b = out
+	return nil
+}
+
+// hexString writes b as colon-separated lower-case hex ("" for none).
+func hexString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	var s strings.Builder
+	s.Grow(3 * len(b))
+	for i, c := range b {
+		if i > 0 {
+			s.WriteByte(':')
+		}
+		s.WriteString(hex.EncodeToString([]byte{c}))
+	}
+	return s.String()
+}
+
+// parseHexString reads what hexString wrote; nil for "".
+func parseHexString(s string) ([]byte, error) {
+	if s == "" {
+		return nil, nil
+	}
+	return hex.DecodeString(strings.ReplaceAll(s, ":", ""))
+}
+
+// PutBindings records a batch of binding changes in one transaction (one
+// commit, one fsync pair): first it deletes the bindings whose keys are in
+// del, then it writes put in order, so a key in both ends up written and,
+// within put, the last binding of a key wins. A prefix is bound to at most
+// one IA: writing a binding whose prefix another key held deletes that
+// other binding. Absent keys in del are not an error. When one binding is
+// invalid (ErrInvalidBinding) nothing of the batch is written.
+func (s *Store) PutBindings(put []Binding, del [][]byte) error {
+	for i := range put {
+		b := &put[i]
+		if len(b.ClientDUID) == 0 || len(b.ClientDUID) > 255 {
+			return fmt.Errorf("binding %d (IAID %d, prefix %s): client DUID has %d bytes, want 1 to 255: %w", i, b.IAID, b.Prefix, len(b.ClientDUID), ErrInvalidBinding)
+		}
+		if !b.Prefix.IsValid() || !b.Prefix.Addr().Is6() || b.Prefix.Addr().Is4In6() {
+			return fmt.Errorf("binding of DUID %s IAID %d: prefix %s is not an IPv6 prefix: %w", hexString(b.ClientDUID), b.IAID, b.Prefix, ErrInvalidBinding)
+		}
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		bb, bp := tx.Bucket(bucketBindings), tx.Bucket(bucketBindingPrefix)
+		for _, k := range del {
+			if err := deleteBinding(bb, bp, k); err != nil {
+				return err
+			}
+		}
+		for i := range put {
+			if err := putBinding(bb, bp, &put[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// deleteBinding removes the binding at key and its prefix index entry.
+func deleteBinding(bb, bp *bolt.Bucket, key []byte) error {
+	v := bb.Get(key)
+	if v == nil {
+		return nil
+	}
+	var old Binding
+	if err := json.Unmarshal(v, &old); err != nil {
+		return fmt.Errorf("bindings/%x: %w", key, err)
+	}
+	if old.Prefix.IsValid() {
+		pk := prefixKey(old.Prefix)
+		if bytes.Equal(bp.Get(pk), key) {
+			if err := bp.Delete(pk); err != nil {
+				return fmt.Errorf("delete binding-prefix/%s: %w", old.Prefix, err)
+			}
+		}
+	}
+	if err := bb.Delete(key); err != nil {
+		return fmt.Errorf("delete bindings/%x: %w", key, err)
+	}
+	return nil
+}
+
+// putBinding writes b and keeps binding-prefix pointing at it.
+func putBinding(bb, bp *bolt.Bucket, b *Binding) error {
+	key := b.Key()
+	pk := prefixKey(b.Prefix)
+	if v := bb.Get(key); v != nil {
+		var old Binding
+		if err := json.Unmarshal(v, &old); err != nil {
+			return fmt.Errorf("bindings/%x: %w", key, err)
+		}
+		if old.Prefix.IsValid() && old.Prefix != b.Prefix {
+			opk := prefixKey(old.Prefix)
+			if bytes.Equal(bp.Get(opk), key) {
+				if err := bp.Delete(opk); err != nil {
+					return fmt.Errorf("delete binding-prefix/%s: %w", old.Prefix, err)
+				}
+			}
+		}
+	}
+	if other := bytes.Clone(bp.Get(pk)); other != nil && !bytes.Equal(other, key) {
+		// The prefix moved to another IA (a new DUID after a reinstall,
+		// say): the old binding is superseded.
+		if err := deleteBinding(bb, bp, other); err != nil {
+			return err
+		}
+	}
+	val, err := json.Marshal(b)
+	if err != nil {
+		return fmt.Errorf("encode binding of %s: %w", b.Prefix, err)
+	}
+	if err := bb.Put(key, val); err != nil {
+		return fmt.Errorf("put bindings/%x: %w", key, err)
+	}
+	if err := bp.Put(pk, key); err != nil {
+		return fmt.Errorf("put binding-prefix/%s: %w", b.Prefix, err)
+	}
+	return nil
+}
+
+// Bindings returns every recorded binding, in key order (by client DUID
+// length, DUID, then IAID).
+func (s *Store) Bindings() ([]Binding, error) {
+	var out []Binding
+	err := s.db.View(func(tx *bolt.Tx) error {
+		bb := tx.Bucket(bucketBindings)
+		if bb == nil {
+			return nil
+		}
+		return bb.ForEach(func(k, v []byte) error {
+			var b Binding
+			if err := json.Unmarshal(v, &b); err != nil {
+				return fmt.Errorf("bindings/%x: %w", k, err)
+			}
+			out = append(out, b)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", s.path, err)
+	}
+	return out, nil
+}
+
+// BindingByPrefix returns the binding that holds prefix p.
+func (s *Store) BindingByPrefix(p netip.Prefix) (Binding, bool, error) {
+	var (
+		b  Binding
+		ok bool
+	)
+	if !p.IsValid() {
+		return b, false, nil
+	}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		bb, bp := tx.Bucket(bucketBindings), tx.Bucket(bucketBindingPrefix)
+		if bb == nil || bp == nil {
+			return nil
+		}
+		key := bp.Get(prefixKey(p))
+		if key == nil {
+			return nil
+		}
+		v := bb.Get(key)
+		if v == nil {
+			return fmt.Errorf("binding-prefix/%s names binding %x, which does not exist: store is inconsistent, run check", p, key)
+		}
+		if err := json.Unmarshal(v, &b); err != nil {
+			return fmt.Errorf("bindings/%x: %w", key, err)
+		}
+		ok = true
+		return nil
+	})
+	if err != nil {
+		return Binding{}, false, fmt.Errorf("store %s: %w", s.path, err)
+	}
+	return b, ok, nil
+}

@@ -1,0 +1,227 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv6"
+
+	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/relay"
+)
+
+// Options are the handler's settings that a reload may change.
+type Options struct {
+	// MACSources lists where the client MAC is read from, in order.
+	MACSources []relay.MACSource
+	// TrustedRelays, when not empty, are the only sources Relay-Forwards
+	// are accepted from.
+	TrustedRelays []netip.Prefix
+	// RapidCommit answers a Solicit carrying Rapid Commit with a Reply.
+	RapidCommit bool
+	// Lifetimes and timers, in seconds, as sent.
+	PreferredLifetime uint32
+	ValidLifetime     uint32
+	RenewTimer        uint32
+	RebindTimer       uint32
+}
+
+// BindingSink receives the bindings the handler makes and ends. It must
+// not block: the handler calls it on the packet path.
+type BindingSink interface {
+	// Record notes that b was delegated (or renewed). The sink owns b.
+	Record(b allocator.Binding)
+	// Release notes that the binding with this key ended.
+	Release(key []byte)
+}
+
+// Handler answers relayed DHCPv6 prefix-delegation requests. It is pure:
+// bytes and the relay's address in, reply bytes and their destination out;
+// the listener owns the sockets. It is safe for concurrent use.
+type Handler struct {
+	table    allocator.Reader
+	serverID []byte
+	opts     atomic.Pointer[Options]
+	sink     BindingSink
+	now      func() time.Time
+	log      *slog.Logger
+	metrics  *Metrics
+}
+
+// HandlerConfig gathers what NewHandler needs.
+type HandlerConfig struct {
+	// Table is where allocations are read from.
+	Table allocator.Reader
+	// ServerID is the server's DUID, as kept in the store.
+	ServerID []byte
+	// Options are the initial settings.
+	Options Options
+	// Bindings receives the bindings made and released; nil discards them.
+	Bindings BindingSink
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger; nil discards.
+	Logger *slog.Logger
+	// Metrics; nil counts into a private, unregistered set.
+	Metrics *Metrics
+}
+
+// NewHandler returns a Handler.
+func NewHandler(c HandlerConfig) (*Handler, error) {
+	if _, err := dhcpv6.DUIDFromBytes(c.ServerID); err != nil || len(c.ServerID) < 3 {
+		return nil, fmt.Errorf("server id %x is not a DUID: %v", c.ServerID, err)
+	}
+	h := &Handler{
+		table:    c.Table,
+		serverID: bytes.Clone(c.ServerID),
+		sink:     c.Bindings,
+		now:      c.Now,
+		log:      c.Logger,
+		metrics:  c.Metrics,
+	}
+	if h.sink == nil {
+		h.sink = discardSink{}
+	}
+	if h.now == nil {
+		h.now = time.Now
+	}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	if h.metrics == nil {
+		h.metrics = NewMetrics(nil)
+	}
+	h.SetOptions(c.Options)
+	return h, nil
+}
+
+// SetOptions puts new settings in force for the packets that follow.
+func (h *Handler) SetOptions(o Options) { h.opts.Store(&o) }
+
+// ServerID returns the server's DUID.
+func (h *Handler) ServerID() []byte { return h.serverID }
+
+// Metrics returns the handler's counters.
+func (h *Handler) Metrics() *Metrics { return h.metrics }
+
+type discardSink struct{}
+
+func (discardSink) Record(allocator.Binding) {}
+func (discardSink) Release([]byte)           {}
+
+// Reply is an answer to send.
+type Reply struct {
+	// Data is the encoded Relay-Reply.
+	Data []byte
+	// Dst is where to send it: the relay, at port 547 or its source port.
+	Dst netip.AddrPort
+	// Type is the type of the message inside (Advertise or Reply).
+	Type dhcpv6.MessageType
+}
+
+// Handle answers one packet received from src. It returns the reply, or an
+// error wrapping a *Drop that names why the packet gets no answer. Every
+// packet is counted exactly once, as answered or as dropped with its reason.
+func (h *Handler) Handle(src netip.AddrPort, pkt []byte) (Reply, error) {
+	start := h.now()
+	r, err := h.handle(src, pkt)
+	var d *Drop
+	if errors.As(err, &d) {
+		h.metrics.Drops.WithLabelValues(string(d.Reason)).Inc()
+	} else if err == nil {
+		h.metrics.Replies.WithLabelValues(r.Type.String()).Inc()
+	}
+	h.metrics.Latency.Observe(h.now().Sub(start).Seconds())
+	return r, err
+}
+
+// exchange is the state of one packet's handling.
+type exchange struct {
+	h     *Handler
+	opts  *Options
+	src   netip.AddrPort
+	chain relay.Chain
+	msg   *dhcpv6.Message
+	// filled by identify
+	mac      net.HardwareAddr
+	table    *allocator.Table
+	pool     *allocator.Pool
+	alloc    *allocator.Allocation
+	result   Result
+	clientID []byte
+	now      time.Time
+}
+
+func (h *Handler) handle(src netip.AddrPort, pkt []byte) (Reply, error) {
+	x := &exchange{h: h, opts: h.opts.Load(), src: src, now: h.now()}
+	if len(pkt) == 0 {
+		return Reply{}, drop(ReasonMalformed, errors.New("empty packet"))
+	}
+	h.metrics.Received.WithLabelValues(dhcpv6.MessageType(pkt[0]).String()).Inc()
+	if pkt[0] != relay.MsgRelayForward {
+		return Reply{}, drop(ReasonUnrelayed, fmt.Errorf("%s sent straight to the server: its MAC cannot be trusted", dhcpv6.MessageType(pkt[0])))
+	}
+	if !x.trusted() {
+		return Reply{}, drop(ReasonUntrustedRelay, fmt.Errorf("relay %s is not in trusted-relays", src.Addr()))
+	}
+	if err := relay.DecodeInto(&x.chain, pkt); err != nil {
+		if errors.Is(err, relay.ErrTooDeep) {
+			return Reply{}, drop(ReasonTooDeep, err)
+		}
+		return Reply{}, drop(ReasonMalformedRelay, err)
+	}
+	for i := range x.chain.Levels {
+		for _, m := range x.chain.Levels[i].Malformed {
+			h.metrics.MalformedOptions.WithLabelValues(fmt.Sprint(m.Code)).Inc()
+			h.log.Debug("malformed relay option ignored", "relay", src, "level", i, "option", m.String())
+		}
+	}
+	msg, err := dhcpv6.MessageFromBytes(x.chain.Message)
+	if err != nil {
+		return Reply{}, drop(ReasonMalformed, fmt.Errorf("client message: %w", err))
+	}
+	x.msg = msg
+	answer, err := x.dispatch()
+	if err != nil {
+		return Reply{}, err
+	}
+	if h.log.Enabled(context.Background(), slog.LevelDebug) {
+		h.log.Debug("answered", "relay", src, "type", msg.MessageType, "answer", answer.MessageType,
+			"mac", x.mac, "interface-id", printable(x.chain.InterfaceID()), "result", x.result)
+	}
+	return Reply{
+		Data: x.chain.Reply(answer),
+		Dst:  netip.AddrPortFrom(src.Addr(), x.chain.ReplyPort(src.Port())),
+		Type: answer.MessageType,
+	}, nil
+}
+
+func (x *exchange) trusted() bool {
+	if len(x.opts.TrustedRelays) == 0 {
+		return true
+	}
+	a := x.src.Addr().Unmap()
+	for _, p := range x.opts.TrustedRelays {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// printable renders an interface-id for logs.
+func printable(b []byte) string {
+	for _, c := range b {
+		if c < 0x20 || c > 0x7e {
+			return fmt.Sprintf("0x%x", b)
+		}
+	}
+	return string(b)
+}

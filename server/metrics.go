@@ -1,0 +1,60 @@
+package server
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Namespace is the Prometheus namespace of every metric.
+const Namespace = "cloudstack_pd"
+
+// Metrics are the packet path's counters.
+type Metrics struct {
+	// Received counts packets by outer message type.
+	Received *prometheus.CounterVec
+	// Replies counts answers sent by message type (ADVERTISE, REPLY).
+	Replies *prometheus.CounterVec
+	// Drops counts packets that got no answer, by Reason.
+	Drops *prometheus.CounterVec
+	// Answers counts answered IAs by Result.
+	Answers *prometheus.CounterVec
+	// MalformedOptions counts relay options ignored as malformed, by option code.
+	MalformedOptions *prometheus.CounterVec
+	// Latency observes the time to handle one packet.
+	Latency prometheus.Histogram
+}
+
+// NewMetrics creates the metrics and registers them with reg (nil: not registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Received: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "packets_received_total",
+			Help: "DHCPv6 packets received, by message type.",
+		}, []string{"type"}),
+		Replies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "packets_answered_total",
+			Help: "Relay-Replies sent, by the type of the message inside.",
+		}, []string{"type"}),
+		Drops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "drops_total",
+			Help: "Packets that got no answer, by reason.",
+		}, []string{"reason"}),
+		Answers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "answers_total",
+			Help: "IAs answered, by result (prefix, unknown-mac, no-pool, ...).",
+		}, []string{"result"}),
+		MalformedOptions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "malformed_relay_options_total",
+			Help: "Relay options ignored because their value is malformed, by option code.",
+		}, []string{"code"}),
+		Latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: Namespace, Name: "handle_seconds",
+			Help:    "Time to handle one packet, from bytes in to bytes out.",
+			Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .05},
+		}),
+	}
+	for _, r := range Reasons {
+		m.Drops.WithLabelValues(string(r))
+	}
+	if reg != nil {
+		reg.MustRegister(m.Received, m.Replies, m.Drops, m.Answers, m.MalformedOptions, m.Latency)
+	}
+	return m
+}

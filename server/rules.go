@@ -1,0 +1,388 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv6"
+	"github.com/insomniacslk/dhcp/iana"
+
+	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+)
+
+// The message rules of RFC 8415 for a server that delegates prefixes and
+// assigns no addresses. What a server does with each client message:
+//
+//	Solicit        exactly one Client ID, no Server ID; Advertise, or Reply
+//	               with Rapid Commit when the client asks and rapid-commit is on
+//	Request        Server ID must be ours; Reply with the reserved prefix
+//	Renew          Server ID must be ours; Reply, fresh lifetimes
+//	Rebind         no Server ID; Reply, fresh lifetimes
+//	Release        Server ID must be ours; Reply, top-level Success
+//	Decline        Server ID must be ours; Reply, top-level Success
+//	Confirm        no Server ID; dropped (no addresses to confirm)
+//	Info-request   dropped when it carries an IA; else Reply with our Server ID
+//
+// In every answer: an IA_PD whose MAC has no usable reservation gets status
+// NoPrefixAvail with T1 = T2 = 0 (Renew and Rebind: see renewIA); an IA_NA
+// or IA_TA gets status NoAddrsAvail. A prefix the client names in a
+// Request, Renew or Rebind that is not its reservation goes back with
+// preferred = valid = 0, so that a router snooping the Reply withdraws it.
+//
+// Renew or Rebind for an IA the server recorded no binding for: the binding
+// is re-created from the reservation. The reservation table, not the
+// binding record, decides what a MAC gets, so a server that lost its
+// bindings (or took over from Kea) renews every VM without a gap.
+
+// mode is what an IA_PD answer is for.
+type mode int
+
+const (
+	modeAdvertise mode = iota // Solicit without rapid commit: offer, bind nothing
+	modeAssign                // Request, Solicit with rapid commit
+	modeRenew                 // Renew, Rebind
+)
+
+func (x *exchange) dispatch() (*dhcpv6.Message, error) {
+	m := x.msg
+	switch m.MessageType {
+	case dhcpv6.MessageTypeSolicit:
+		if err := x.checkIDs(false, true); err != nil {
+			return nil, err
+		}
+		if x.opts.RapidCommit && m.GetOneOption(dhcpv6.OptionRapidCommit) != nil {
+			ans := x.answer(dhcpv6.MessageTypeReply)
+			ans.AddOption(&dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionRapidCommit})
+			return x.answerIAs(ans, modeAssign), nil
+		}
+		return x.answerIAs(x.answer(dhcpv6.MessageTypeAdvertise), modeAdvertise), nil
+
+	case dhcpv6.MessageTypeRequest:
+		if err := x.checkIDs(true, false); err != nil {
+			return nil, err
+		}
+		return x.answerIAs(x.answer(dhcpv6.MessageTypeReply), modeAssign), nil
+
+	case dhcpv6.MessageTypeRenew:
+		if err := x.checkIDs(true, false); err != nil {
+			return nil, err
+		}
+		return x.answerIAs(x.answer(dhcpv6.MessageTypeReply), modeRenew), nil
+
+	case dhcpv6.MessageTypeRebind:
+		if err := x.checkIDs(false, false); err != nil {
+			return nil, err
+		}
+		return x.answerIAs(x.answer(dhcpv6.MessageTypeReply), modeRenew), nil
+
+	case dhcpv6.MessageTypeRelease:
+		if err := x.checkIDs(true, false); err != nil {
+			return nil, err
+		}
+		return x.release(), nil
+
+	case dhcpv6.MessageTypeDecline:
+		if err := x.checkIDs(true, false); err != nil {
+			return nil, err
+		}
+		return x.decline(), nil
+
+	case dhcpv6.MessageTypeConfirm:
+		if err := x.checkIDs(false, false); err != nil {
+			return nil, err
+		}
+		return nil, drop(ReasonConfirm, fmt.Errorf("confirm: this server assigns no addresses"))
+
+	case dhcpv6.MessageTypeInformationRequest:
+		if hasIA(m) {
+			return nil, drop(ReasonInfoRequestIA, fmt.Errorf("information-request carries an IA"))
+		}
+		if sids := m.Options.Get(dhcpv6.OptionServerID); len(sids) > 0 && !x.ours(sids) {
+			return nil, drop(ReasonServerIDMismatch, fmt.Errorf("information-request names another server"))
+		}
+		if n := len(m.Options.Get(dhcpv6.OptionClientID)); n > 1 {
+			return nil, drop(ReasonClientID, fmt.Errorf("%d client identifiers", n))
+		}
+		return x.answer(dhcpv6.MessageTypeReply), nil
+	}
+	return nil, drop(ReasonUnexpectedType, fmt.Errorf("%s is not a message a server answers", m.MessageType))
+}
+
+// checkIDs applies the Client and Server Identifier rules. With ours, the
+// message must name this server; with !ours it must name no server.
+// exactlyOneClient is the Solicit rule; the others need a Client ID too.
+func (x *exchange) checkIDs(ours bool, exactlyOneClient bool) error {
+	m := x.msg
+	cids := m.Options.Get(dhcpv6.OptionClientID)
+	switch {
+	case len(cids) == 0:
+		return drop(ReasonClientID, fmt.Errorf("%s without client identifier", m.MessageType))
+	case len(cids) > 1 && exactlyOneClient:
+		return drop(ReasonClientID, fmt.Errorf("%s with %d client identifiers", m.MessageType, len(cids)))
+	}
+	x.clientID = cids[0].ToBytes()
+	sids := m.Options.Get(dhcpv6.OptionServerID)
+	if !ours {
+		if len(sids) > 0 {
+			return drop(ReasonServerIDPresent, fmt.Errorf("%s carries a server identifier", m.MessageType))
+		}
+		return nil
+	}
+	if len(sids) == 0 {
+		return drop(ReasonServerIDMismatch, fmt.Errorf("%s without server identifier", m.MessageType))
+	}
+	if !x.ours(sids) {
+		return drop(ReasonServerIDMismatch, fmt.Errorf("%s for server %x", m.MessageType, sids[0].ToBytes()))
+	}
+	return nil
+}
+
+func (x *exchange) ours(sids []dhcpv6.Option) bool {
+	return len(sids) == 1 && bytes.Equal(sids[0].ToBytes(), x.h.serverID)
+}
+
+func hasIA(m *dhcpv6.Message) bool {
+	for _, o := range m.Options.Options {
+		switch o.Code() {
+		case dhcpv6.OptionIANA, dhcpv6.OptionIATA, dhcpv6.OptionIAPD:
+			return true
+		}
+	}
+	return false
+}
+
+// answer starts the answer to the client message: same transaction id,
+// our Server ID, the client's Client ID.
+func (x *exchange) answer(t dhcpv6.MessageType) *dhcpv6.Message {
+	ans := &dhcpv6.Message{MessageType: t, TransactionID: x.msg.TransactionID}
+	ans.AddOption(&dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionServerID, OptionData: x.h.serverID})
+	if cids := x.msg.Options.Get(dhcpv6.OptionClientID); len(cids) > 0 {
+		ans.AddOption(&dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionClientID, OptionData: cids[0].ToBytes()})
+	}
+	return ans
+}
+
+// identify finds the pool, the MAC and its allocation, and sets x.result
+// to ResultPrefix when the MAC has a prefix to serve on this VLAN.
+func (x *exchange) identify() {
+	x.table = x.h.table.Current()
+	pool, ok := x.table.PoolByInterfaceID(x.chain.InterfaceID())
+	if !ok {
+		x.result = ResultNoPool
+		return
+	}
+	x.pool = pool
+	mac, _, err := x.chain.MAC(x.opts.MACSources, x.clientID)
+	if err != nil {
+		x.result = ResultNoMAC
+		x.h.log.Debug("no MAC", "relay", x.src, "err", err)
+		return
+	}
+	x.mac = mac
+	a, ok := x.table.Lookup(mac)
+	switch {
+	case !ok:
+		x.result = ResultUnknownMAC
+	case a.Pool != pool.Name:
+		x.result = ResultOtherPool
+	case !a.Served():
+		x.result = ResultQuarantined
+	default:
+		x.alloc = a
+		x.result = ResultPrefix
+	}
+}
+
+// answerIAs answers every IA of the client message into ans.
+func (x *exchange) answerIAs(ans *dhcpv6.Message, md mode) *dhcpv6.Message {
+	x.identify()
+	n := 0
+	for _, o := range x.msg.Options.Options {
+		switch ia := o.(type) {
+		case *dhcpv6.OptIAPD:
+			ans.AddOption(x.answerPD(ia, md))
+			n++
+		case *dhcpv6.OptIANA:
+			ans.AddOption(&dhcpv6.OptIANA{IaId: ia.IaId, Options: dhcpv6.IdentityOptions{Options: dhcpv6.Options{
+				noAddrs()}}})
+			x.h.metrics.Answers.WithLabelValues(string(ResultNoAddrs)).Inc()
+			n++
+		case *dhcpv6.OptIATA:
+			ans.AddOption(&dhcpv6.OptIATA{IaId: ia.IaId, Options: dhcpv6.IdentityOptions{Options: dhcpv6.Options{
+				noAddrs()}}})
+			x.h.metrics.Answers.WithLabelValues(string(ResultNoAddrs)).Inc()
+			n++
+		}
+	}
+	if n == 0 {
+		ans.AddOption(&dhcpv6.OptStatusCode{StatusCode: iana.StatusNoPrefixAvail, StatusMessage: "no IA_PD in the request"})
+	}
+	return ans
+}
+
+func noAddrs() dhcpv6.Option {
+	return &dhcpv6.OptStatusCode{StatusCode: iana.StatusNoAddrsAvail, StatusMessage: "this server assigns no addresses, only prefixes"}
+}
+
+// answerPD answers one IA_PD.
+func (x *exchange) answerPD(req *dhcpv6.OptIAPD, md mode) *dhcpv6.OptIAPD {
+	o := x.opts
+	out := &dhcpv6.OptIAPD{IaId: req.IaId}
+	if x.alloc != nil {
+		out.T1 = seconds(o.RenewTimer)
+		out.T2 = seconds(o.RebindTimer)
+		out.Options.Add(&dhcpv6.OptIAPrefix{
+			PreferredLifetime: seconds(o.PreferredLifetime),
+			ValidLifetime:     seconds(o.ValidLifetime),
+			Prefix:            ipnet(x.alloc.Prefix),
+		})
+		if md != modeAdvertise {
+			x.withdrawOthers(req, out, x.alloc.Prefix)
+			x.record(req, md)
+		}
+		x.h.metrics.Answers.WithLabelValues(string(ResultPrefix)).Inc()
+		return out
+	}
+	if md == modeRenew && x.withdrawOthers(req, out, netip.Prefix{}) > 0 {
+		// Renew or Rebind naming prefixes the client may no longer use:
+		// send them back with zero lifetimes (RFC 8415 18.3.4, 18.3.5).
+		x.h.metrics.Answers.WithLabelValues(string(x.result)).Inc()
+		return out
+	}
+	status := &dhcpv6.OptStatusCode{StatusCode: iana.StatusNoPrefixAvail, StatusMessage: x.why()}
+	result := x.result
+	if md == modeRenew {
+		status.StatusCode = iana.StatusNoBinding
+		result = ResultNoBinding
+	}
+	out.Options.Add(status)
+	x.h.metrics.Answers.WithLabelValues(string(result)).Inc()
+	if x.h.log.Enabled(context.Background(), slog.LevelDebug) {
+		x.h.log.Debug("no prefix", "relay", x.src, "mac", x.mac, "interface-id", printable(x.chain.InterfaceID()), "result", x.result)
+	}
+	return out
+}
+
+// withdrawOthers adds, with zero lifetimes, each prefix the client named
+// that is not keep (hints of :: are not prefixes). It returns how many.
+func (x *exchange) withdrawOthers(req, out *dhcpv6.OptIAPD, keep netip.Prefix) int {
+	n := 0
+	for _, p := range req.Options.Prefixes() {
+		named, ok := prefixOf(p)
+		if !ok || named == keep {
+			continue
+		}
+		out.Options.Add(&dhcpv6.OptIAPrefix{Prefix: ipnet(named)})
+		n++
+	}
+	return n
+}
+
+// why is the status message of an IA_PD that gets no prefix.
+func (x *exchange) why() string {
+	switch x.result {
+	case ResultNoPool:
+		return "no pool for this interface-id"
+	case ResultNoMAC:
+		return "no MAC found in the relayed request"
+	case ResultOtherPool:
+		return "MAC belongs to another pool"
+	case ResultQuarantined:
+		return "prefix released"
+	}
+	return "no prefix reserved for this MAC"
+}
+
+// record hands the binding just made to the sink.
+func (x *exchange) record(req *dhcpv6.OptIAPD, md mode) {
+	in := x.chain.Innermost()
+	valid := x.opts.ValidLifetime
+	b := allocator.Binding{
+		ClientDUID:        bytes.Clone(x.clientID),
+		MAC:               bytes.Clone(x.mac),
+		IAID:              iaid(req.IaId),
+		Pool:              x.pool.Name,
+		Prefix:            x.alloc.Prefix,
+		PreferredLifetime: x.opts.PreferredLifetime,
+		ValidLifetime:     valid,
+		Expires:           x.now.Add(time.Duration(valid) * time.Second),
+		LastExchange:      x.now,
+		LastMessage:       x.msg.MessageType.String(),
+		RelaySource:       x.src,
+		LinkAddress:       in.LinkAddr,
+		PeerAddress:       in.PeerAddr,
+		InterfaceID:       bytes.Clone(in.InterfaceID),
+		RemoteID:          bytes.Clone(in.RemoteID),
+		RelayID:           bytes.Clone(in.RelayID),
+	}
+	x.h.sink.Record(b)
+}
+
+// release answers a Release: top-level Success; an IA_PD the server has no
+// binding for (no usable reservation, or naming a prefix that is not the
+// reservation) comes back with NoBinding inside it (RFC 8415 18.3.7).
+func (x *exchange) release() *dhcpv6.Message {
+	ans := x.answer(dhcpv6.MessageTypeReply)
+	ans.AddOption(&dhcpv6.OptStatusCode{StatusCode: iana.StatusSuccess, StatusMessage: "released"})
+	x.identify()
+	for _, ia := range x.msg.Options.IAPD() {
+		if x.alloc != nil && namesOnly(ia, x.alloc.Prefix) {
+			x.h.sink.Release(allocator.BindingKey(x.clientID, iaid(ia.IaId)))
+			x.h.metrics.Answers.WithLabelValues(string(ResultReleased)).Inc()
+			continue
+		}
+		ans.AddOption(&dhcpv6.OptIAPD{IaId: ia.IaId, Options: dhcpv6.PDOptions{Options: dhcpv6.Options{
+			&dhcpv6.OptStatusCode{StatusCode: iana.StatusNoBinding, StatusMessage: "no binding for this IA"}}}})
+		x.h.metrics.Answers.WithLabelValues(string(ResultNoBinding)).Inc()
+	}
+	return ans
+}
+
+// namesOnly reports whether every prefix ia names is p.
+func namesOnly(ia *dhcpv6.OptIAPD, p netip.Prefix) bool {
+	for _, o := range ia.Options.Prefixes() {
+		if named, ok := prefixOf(o); ok && named != p {
+			return false
+		}
+	}
+	return true
+}
+
+// decline answers a Decline with top-level Success. A VM that declines its
+// prefix has a problem an operator should see, so it is logged.
+func (x *exchange) decline() *dhcpv6.Message {
+	ans := x.answer(dhcpv6.MessageTypeReply)
+	ans.AddOption(&dhcpv6.OptStatusCode{StatusCode: iana.StatusSuccess, StatusMessage: "decline noted"})
+	x.identify()
+	x.h.metrics.Answers.WithLabelValues(string(ResultDeclined)).Inc()
+	x.h.log.Warn("client declined", "relay", x.src, "mac", x.mac, "interface-id", printable(x.chain.InterfaceID()))
+	return ans
+}
+
+func seconds(s uint32) time.Duration { return time.Duration(s) * time.Second }
+
+func iaid(b [4]byte) uint32 {
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+func ipnet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), 128)}
+}
+
+// prefixOf converts a named prefix; a hint (:: or no prefix) is not one.
+func prefixOf(o *dhcpv6.OptIAPrefix) (netip.Prefix, bool) {
+	if o.Prefix == nil {
+		return netip.Prefix{}, false
+	}
+	a, ok := netip.AddrFromSlice(o.Prefix.IP.To16())
+	if !ok || a.IsUnspecified() {
+		return netip.Prefix{}, false
+	}
+	bits, _ := o.Prefix.Mask.Size()
+	return netip.PrefixFrom(a, bits).Masked(), true
+}
