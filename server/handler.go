@@ -194,7 +194,7 @@ func (h *Handler) handle(src netip.AddrPort, pkt []byte) (Reply, error) {
 	}
 	if h.log.Enabled(context.Background(), slog.LevelDebug) {
 		h.log.Debug("answered", "relay", src, "type", msg.MessageType, "answer", answer.MessageType,
-			"mac", x.mac, "interface-id", printable(x.chain.InterfaceID()), "result", x.result)
+			"mac", x.mac.String(), "interface-id", printable(x.chain.InterfaceID()), "result", x.result)
 	}
 	return Reply{
 		Data: x.chain.Reply(answer),

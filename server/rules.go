@@ -263,7 +263,7 @@ func (x *exchange) answerPD(req *dhcpv6.OptIAPD, md mode) *dhcpv6.OptIAPD {
 	out.Options.Add(status)
 	x.h.metrics.Answers.WithLabelValues(string(result)).Inc()
 	if x.h.log.Enabled(context.Background(), slog.LevelDebug) {
-		x.h.log.Debug("no prefix", "relay", x.src, "mac", x.mac, "interface-id", printable(x.chain.InterfaceID()), "result", x.result)
+		x.h.log.Debug("no prefix", "relay", x.src, "mac", x.mac.String(), "interface-id", printable(x.chain.InterfaceID()), "result", x.result)
 	}
 	return out
 }
@@ -360,7 +360,7 @@ func (x *exchange) decline() *dhcpv6.Message {
 	ans.AddOption(&dhcpv6.OptStatusCode{StatusCode: iana.StatusSuccess, StatusMessage: "decline noted"})
 	x.identify()
 	x.h.metrics.Answers.WithLabelValues(string(ResultDeclined)).Inc()
-	x.h.log.Warn("client declined", "relay", x.src, "mac", x.mac, "interface-id", printable(x.chain.InterfaceID()))
+	x.h.log.Warn("client declined", "relay", x.src, "mac", x.mac.String(), "interface-id", printable(x.chain.InterfaceID()))
 	return ans
 }
 

@@ -1,9 +1,24 @@
 package main
 
 import (
-	"errors"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
+
+	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/server"
+	"github.com/cloudstack-pd/cloudstack-pd/server/config"
 )
 
 func newServeCmd() *cobra.Command {
@@ -11,10 +26,186 @@ func newServeCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Answer relayed DHCPv6 prefix-delegation requests",
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return errors.New("not yet")
+		Long: `Serve answers the DHCPv6 Relay-Forwards that the routers send to the
+addresses in server.listen, in the foreground, logging to standard error.
+
+For each relayed request it picks the pool by the innermost relay's
+interface-id, reads the client MAC from the sources in server.mac-sources
+(remote-id: the MAC the router inserted, which a VM cannot forge), and
+answers the MAC's reserved prefix from the allocation table in the store
+(state). Messages that reach it unrelayed are dropped: their MAC cannot be
+trusted.
+
+Signals:
+  SIGTERM, SIGINT  stop reading, answer what is queued, write the recorded
+                   bindings, close the store, exit 0
+  SIGHUP           re-read the config; if it is valid, put the new pools,
+                   mac-sources, lifetimes and trusted-relays in force and
+                   reload the table; if not, log why and keep the old one
+
+The store is locked while serve runs: a second serve on the same state file
+exits at once with an error instead of waiting.`,
+		Example: `  cloudstack-pd serve --config /etc/cloudstack-pd/config.yaml
+  CLOUDSTACK_PD_LOG_LEVEL=debug cloudstack-pd serve -c example/cloudstack-pd.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runServe(cmd.Context(), cfgPath, cmd.ErrOrStderr())
 		},
 	}
 	addConfigFlag(cmd, &cfgPath)
 	return cmd
 }
+
+// newLogger builds the slog logger the config asks for.
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level)) // validated by config.Load
+	opts := &slog.HandlerOptions{Level: level}
+	if strings.EqualFold(c.Format, "json") {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// handlerOptions converts the config's server section.
+func handlerOptions(c *config.Config) server.Options {
+	s := c.Server
+	return server.Options{
+		MACSources:        c.MACSources(),
+		TrustedRelays:     c.TrustedRelays(),
+		RapidCommit:       s.RapidCommit,
+		PreferredLifetime: uint32(s.PreferredLifetime),
+		ValidLifetime:     uint32(s.ValidLifetime),
+		RenewTimer:        uint32(s.RenewTimer),
+		RebindTimer:       uint32(s.RebindTimer),
+	}
+}
+
+// openStore opens the state store, failing fast when another process holds it.
+func openStore(cfg *config.Config) (*allocator.Store, error) {
+	return allocator.Open(cfg.State, allocator.StoreOptions{Timeout: time.Second})
+}
+
+// loadTable reads the table for cfg's pools and logs allocations kept for
+// pools that are no longer configured.
+func loadTable(st *allocator.Store, cfg *config.Config, log *slog.Logger) (*allocator.Table, error) {
+	tbl, rep, err := st.LoadTable(cfg.Pools())
+	if err != nil {
+		return nil, fmt.Errorf("load allocation table from %s: %w", cfg.State, err)
+	}
+	if len(rep.Orphaned) > 0 {
+		pools := map[string]int{}
+		for _, a := range rep.Orphaned {
+			pools[a.Pool]++
+		}
+		log.Warn("the store holds allocations of pools that are not configured; they are kept, not served",
+			"allocations-by-pool", pools)
+	}
+	return tbl, nil
+}
+
+func runServe(ctx context.Context, cfgPath string, stderr io.Writer) error {
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return err
+	}
+	addrs, err := cfg.ListenAddrs()
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, stderr)
+
+	st, err := openStore(cfg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			log.Error("closing the store", "err", err)
+		}
+	}()
+	tbl, err := loadTable(st, cfg, log)
+	if err != nil {
+		return err
+	}
+	live := allocator.NewLive(tbl)
+	duid, err := st.ServerDUID(func() ([]byte, error) { return server.NewServerDUID(rand.Reader, time.Now()) })
+	if err != nil {
+		return fmt.Errorf("server DUID: %w", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	metrics := server.NewMetrics(reg)
+	rec := server.NewRecorder(st, server.DefaultFlushInterval, log)
+	h, err := server.NewHandler(server.HandlerConfig{
+		Table: live, ServerID: duid, Options: handlerOptions(cfg),
+		Bindings: rec, Logger: log, Metrics: metrics,
+	})
+	if err != nil {
+		return err
+	}
+	l, err := server.Listen(server.ListenerConfig{
+		Addrs: addrs, Workers: cfg.Server.Workers, QueueLength: cfg.Server.QueueLength,
+		Logger: log, Metrics: metrics,
+	}, h)
+	if err != nil {
+		return err
+	}
+
+	recCtx, stopRec := context.WithCancel(context.Background())
+	recDone := make(chan struct{})
+	go func() { defer close(recDone); rec.Run(recCtx) }()
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				cfg = reload(cfgPath, cfg, st, live, h, log)
+			}
+		}
+	}()
+
+	log.Info("serving", "listen", l.Addrs(), "pools", len(tbl.Pools()), "allocations", len(tbl.Allocations()),
+		"mac-sources", cfg.Server.MACSources, "state", cfg.State, "server-duid", fmt.Sprintf("%x", duid))
+	err = l.Serve(ctx)
+	stopRec()
+	<-recDone // the recorder flushes once more on the way out
+	if err != nil {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// reload re-reads the config at path. A valid one is put in force (pools,
+// table, handler options) and returned; an invalid one is logged and the
+// old one returned, still in force.
+func reload(path string, old *config.Config, st *allocator.Store, live *allocator.Live, h *server.Handler, log *slog.Logger) *config.Config {
+	cfg, err := config.Load(path)
+	if err == nil {
+		_, err = cfg.ListenAddrs()
+	}
+	if err != nil {
+		log.Error("reload refused: the old config stays in force", "err", err)
+		return old
+	}
+	tbl, err := loadTable(st, cfg, log)
+	if err != nil {
+		log.Error("reload refused: the old config stays in force", "err", err)
+		return old
+	}
+	if !slices.Equal(cfg.Server.Listen, old.Server.Listen) || cfg.State != old.State ||
+		cfg.Server.Workers != old.Server.Workers || cfg.Server.QueueLength != old.Server.QueueLength {
+		log.Warn("server.listen, state, server.workers and server.queue-length change only at restart")
+	}
+	live.Swap(tbl)
+	h.SetOptions(handlerOptions(cfg))
+	log.Info("reloaded", "config", path, "pools", len(tbl.Pools()), "allocations", len(tbl.Allocations()))
+	return cfg
+}
+
