@@ -208,4 +208,3 @@ func reload(path string, old *config.Config, st *allocator.Store, live *allocato
 	log.Info("reloaded", "config", path, "pools", len(tbl.Pools()), "allocations", len(tbl.Allocations()))
 	return cfg
 }
-

@@ -182,7 +182,7 @@ func Parse(path string, data []byte) (*Config, error) {
 		dc.ZeroFields = true
 	}
 	if err := v.Unmarshal(&c, dec); err != nil {
-		return nil, &Error{Path: path, Problems: decodeProblems(err)}
+		return nil, &Error{Path: path, Problems: decodeProblems(v, err)}
 	}
 	c.Path = path
 	for k, m := range c.Mapping {
@@ -197,8 +197,9 @@ func Parse(path string, data []byte) (*Config, error) {
 	return &c, nil
 }
 
-// decodeProblems turns mapstructure's joined errors into problems.
-func decodeProblems(err error) []Problem {
+// decodeProblems turns mapstructure's joined errors into problems, naming
+// the value found at the key.
+func decodeProblems(v *viper.Viper, err error) []Problem {
 	var probs []Problem
 	for _, line := range strings.Split(err.Error(), "\n") {
 		line = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "*"))
@@ -211,7 +212,22 @@ func decodeProblems(err error) []Problem {
 				key = line[i+1 : i+1+j]
 			}
 		}
-		probs = append(probs, Problem{Key: key, Msg: line})
+		p := Problem{Key: key, Msg: line}
+		if key != "(file)" && key != "" && v.IsSet(key) {
+			p.Value = v.Get(key)
+			p.Msg = strings.TrimSpace(strings.TrimPrefix(line, "'"+key+"'"))
+		}
+		if strings.Contains(line, "has invalid keys:") {
+			p.Key = strings.TrimSpace(line[strings.Index(line, "has invalid keys:")+len("has invalid keys:"):])
+			if key != "" {
+				p.Key = key + "." + p.Key
+			}
+			p.Msg = "unknown key (a typo?); see example/cloudstack-pd.yaml for the keys"
+			p.Value = nil
+		}
+		// mapstructure writes map entries as mapping[pod]; say mapping.pod as in the file.
+		p.Key = strings.NewReplacer("[", ".", "]", "").Replace(p.Key)
+		probs = append(probs, p)
 	}
 	if len(probs) == 0 {
 		probs = []Problem{{Key: "(file)", Msg: err.Error()}}
