@@ -1,0 +1,206 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/server/config"
+)
+
+// buildBinary builds cloudstack-pd into a temporary directory.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "cloudstack-pd")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// freeUDPPort returns a UDP port on [::1] that was free a moment ago.
+func freeUDPPort(t *testing.T) int {
+	t.Helper()
+	c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+// syncBuffer is a goroutine-safe bytes.Buffer for a child's stderr.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func waitFor(t *testing.T, what string, buf *syncBuffer, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !strings.Contains(buf.String(), what) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %s for %q; log:\n%s", timeout, what, buf.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+const serveTestConfig = `
+mapping:
+  pod-a:
+    pool: 2001:db8:200::/40
+    interface-id: VLAN2701
+server:
+  listen: ["[::1]:PORT"]
+state: STATE
+`
+
+const serveTestPodB = `
+  pod-b:
+    pool: 2001:db8:300::/40
+    interface-id: VLAN2702
+`
+
+func TestServeProcess(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	port := freeUDPPort(t)
+	state := filepath.Join(dir, "state.db")
+	cfgPath := filepath.Join(dir, "cfg.yaml")
+	base := strings.NewReplacer("PORT", strconv.Itoa(port), "STATE", state).Replace(serveTestConfig)
+	writeFile(t, cfgPath, base)
+
+	// Reserve a prefix in pod-a and one in pod-b, which is not configured yet.
+	macA, _ := net.ParseMAC("06:32:b2:00:04:79")
+	macB, _ := net.ParseMAC("06:32:b2:00:04:80")
+	withB, err := config.Parse("b.yaml", []byte(strings.Replace(base, "server:", strings.TrimPrefix(serveTestPodB, "\n")+"server:", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := allocator.Open(state, allocator.StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = st.Update(withB.Pools(), func(tx *allocator.Tx) error {
+		if err := tx.Put(allocator.Allocation{Pool: "pod-a", MAC: macA, Prefix: netip.MustParsePrefix("2001:db8:200:30::/60"), State: allocator.StateActive}); err != nil {
+			return err
+		}
+		return tx.Put(allocator.Allocation{Pool: "pod-b", MAC: macB, Prefix: netip.MustParsePrefix("2001:db8:300:40::/60"), State: allocator.StateActive})
+	})
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var log syncBuffer
+	srv := exec.Command(bin, "serve", "--config", cfgPath)
+	srv.Stderr = &log
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- srv.Wait() }()
+	t.Cleanup(func() { srv.Process.Kill() })
+	waitFor(t, "msg=serving", &log, 10*time.Second)
+	if !strings.Contains(log.String(), "pod-b") {
+		t.Errorf("no warning about pod-b's allocation kept but not served:\n%s", log.String())
+	}
+
+	probe := func(mac, iid string) string {
+		var out bytes.Buffer
+		err := runProbe(&out, probeFlags{server: "[::1]:" + strconv.Itoa(port), mac: mac, interfaceID: iid, linkAddr: "::", timeout: 2 * time.Second})
+		if err != nil {
+			t.Fatalf("probe %s on %s: %v\nserver log:\n%s", mac, iid, err, log.String())
+		}
+		return out.String()
+	}
+	if out := probe("06:32:b2:00:04:79", "VLAN2701"); !strings.Contains(out, "REPLY") || !strings.Contains(out, "prefix 2001:db8:200:30::/60 preferred 24h0m0s valid 48h0m0s") {
+		t.Errorf("probe of pod-a:\n%s", out)
+	}
+	if out := probe("06:32:b2:00:04:80", "VLAN2702"); !strings.Contains(out, "NoPrefixAvail") {
+		t.Errorf("pod-b served before it is configured:\n%s", out)
+	}
+
+	// A second server on the same store says so and exits at once.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	second, err := exec.CommandContext(ctx, bin, "serve", "--config", cfgPath).CombinedOutput()
+	if err == nil || ctx.Err() != nil || !strings.Contains(string(second), "locked by another process") {
+		t.Errorf("second serve: err %v, output:\n%s", err, second)
+	}
+
+	// SIGHUP with a broken config: refused, the old one keeps serving.
+	writeFile(t, cfgPath, base+"server:\n  renew-timer: nope\n")
+	srv.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "reload refused", &log, 5*time.Second)
+	if out := probe("06:32:b2:00:04:79", "VLAN2701"); !strings.Contains(out, "2001:db8:200:30::/60") {
+		t.Errorf("not serving after a refused reload:\n%s", out)
+	}
+
+	// SIGHUP adding pod-b: its stored allocation is served.
+	writeFile(t, cfgPath, strings.Replace(base, "server:", strings.TrimPrefix(serveTestPodB, "\n")+"server:", 1))
+	srv.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "msg=reloaded", &log, 5*time.Second)
+	if out := probe("06:32:b2:00:04:80", "VLAN2702"); !strings.Contains(out, "prefix 2001:db8:300:40::/60") {
+		t.Errorf("pod-b not served after reload:\n%s", out)
+	}
+
+	// SIGTERM: exit 0, bindings in the store.
+	srv.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("serve exited with %v on SIGTERM; log:\n%s", err, log.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not exit within 10s of SIGTERM")
+	}
+	st, err = allocator.Open(state, allocator.StoreOptions{})
+	if err != nil {
+		t.Fatalf("store after shutdown: %v", err)
+	}
+	defer st.Close()
+	bs, err := st.Bindings()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, b := range bs {
+		got[b.Prefix.String()] = true
+	}
+	if !got["2001:db8:200:30::/60"] || !got["2001:db8:300:40::/60"] {
+		t.Errorf("bindings after SIGTERM: %v", got)
+	}
+}
+
+func writeFile(t *testing.T, path, s string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
