@@ -1,9 +1,3 @@
-// Package allocator owns the allocation table: per pool, which MAC owns which
-// delegated prefix. It holds the table's invariants (a prefix belongs to at
-// most one MAC; an allocation never moves) and persists the table in bbolt.
-// It does no network I/O: the server reads an immutable *Table snapshot, and
-// writers (import-kea, the CloudStack sync, later an etcd-backed syncer)
-// change the store and swap in a fresh snapshot.
 package allocator
 
 import (

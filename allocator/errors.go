@@ -21,4 +21,30 @@ var (
 	ErrDuplicatePrefix = errors.New("prefix allocated twice")
 	// ErrLocked is returned by Open when another process holds the store.
 	ErrLocked = errors.New("store is locked by another process")
+	// ErrPrefixMoved is returned when a write would give a MAC that already
+	// has an allocation a different prefix: an allocation never moves.
+	ErrPrefixMoved = errors.New("allocation would change prefix")
+	// ErrPoolExhausted is returned when a pool has no free prefix left.
+	ErrPoolExhausted = errors.New("pool has no free prefix")
+	// ErrSchema is returned by Open when the store was written with a schema
+	// this version does not know, or is not a cloudstack-pd store.
+	ErrSchema = errors.New("unsupported store schema")
+	// ErrInvalidMAC is returned when a MAC is empty, longer than 20 bytes or
+	// cannot be parsed.
+	ErrInvalidMAC = errors.New("invalid MAC")
+	// ErrInvalidState is returned when an allocation's State is not one of
+	// the State constants.
+	ErrInvalidState = errors.New("invalid allocation state")
+	// ErrInvalidBinding is returned when a binding cannot be stored: its
+	// client DUID is empty or longer than 255 bytes, or its prefix is not
+	// an IPv6 prefix.
+	ErrInvalidBinding = errors.New("invalid binding")
+	// ErrInvalidReservation is returned for a Kea reservation that cannot be
+	// adopted as it stands: no hw-address, several prefixes, a value that
+	// does not parse.
+	ErrInvalidReservation = errors.New("reservation cannot be adopted")
+	// ErrImportConflicts is returned by Import and PlanImport when the Kea
+	// config conflicts with itself, with the pools or with the store; the
+	// ImportReport lists each conflict and nothing was written.
+	ErrImportConflicts = errors.New("import conflicts")
 )

@@ -53,6 +53,7 @@ Start with:  cloudstack-pd serve --config example/cloudstack-pd.yaml`,
 	}
 	root.AddCommand(
 		newServeCmd(),
+		newImportKeaCmd(),
 		newProbeCmd(),
 	)
 	return root

@@ -1,0 +1,90 @@
+// Package allocator owns the allocation table: per pool, which MAC owns which
+// delegated prefix. It holds the table's invariants (a prefix belongs to at
+// most one MAC; an allocation never moves) and persists the table in bbolt.
+// It does no network I/O: the server reads an immutable *Table snapshot, and
+// writers (import-kea, the CloudStack sync, later an etcd-backed syncer)
+// change the store and swap in a fresh snapshot.
+//
+// # Store
+//
+// A Store is one bbolt file (the config's "state", by default
+// /var/lib/cloudstack-pd/state.db). Open takes an exclusive file lock, or a
+// shared one with StoreOptions.ReadOnly, and gives up after
+// StoreOptions.Timeout with ErrLocked instead of waiting forever.
+//
+// Allocations are changed only inside Store.Update, whose Tx checks every
+// invariant on each Put; the whole function commits or nothing does:
+//
+//	err := st.Update(pools, func(tx *allocator.Tx) error {
+//		p, err := tx.LowestFree(pool)
+//		if err != nil {
+//			return err
+//		}
+//		return tx.Put(allocator.Allocation{Pool: pool.Name, MAC: mac, Prefix: p,
+//			State: allocator.StateActive, Since: now, Source: "sync"})
+//	})
+//
+// then Store.LoadTable builds the Table the server answers from. Bindings
+// (what was actually handed to which IA_PD, for Leasequery) are written in
+// batches with Store.PutBindings. Store.Check verifies a store end to end.
+//
+// # Bucket layout (schema 1)
+//
+// Later backends (etcd) and Leasequery rely on this layout; changing it
+// means a new meta/schema value and a migration. All integers are
+// big-endian; "prefix key" is the 16 bytes of the prefix address followed
+// by one byte of prefix length, so keys sort by address.
+//
+//	bucket                    key                               value
+//	------------------------  --------------------------------  ----------------------------------------
+//	meta                      "schema"                          "1" (SchemaVersion)
+//	meta                      "server-duid"                     the server DUID, raw bytes
+//	pools/<pool>/alloc        MAC, raw bytes (1 to 20)          JSON allocation (below)
+//	pools/<pool>/prefix       prefix key (17 bytes)             MAC owning it, raw bytes
+//	macs                      MAC, raw bytes                    name of the pool holding its allocation
+//	bindings                  len(DUID) (1) + DUID + IAID (4)   JSON binding (see Binding)
+//	binding-prefix            prefix key (17 bytes)             key in bindings
+//
+// pools/<pool> is a bucket per pool, named by the pool's name (the
+// mapping key, a pod UUID), holding the two nested buckets alloc and
+// prefix. An allocation record is Allocation's JSON plus the MAC:
+//
+//	{"mac": "06:32:b2:00:04:79", "pool": "77828509-…", "prefix": "2001:db8:200::/60",
+//	 "state": "active", "since": "2026-01-02T03:04:05Z", "source": "import-kea",
+//	 "ip6": "2001:db8:100:0:432:b2ff:fe00:479"}
+//
+// The key, not the record, is the authority for the MAC and the bucket for
+// the pool; Check reports a record that disagrees.
+//
+// Indexes, kept in the same transaction as the records they index:
+//
+//   - pools/<pool>/prefix makes a prefix belong to at most one MAC. A
+//     quarantined allocation keeps its entry, so its prefix is not free.
+//   - macs makes a MAC hold at most one allocation across all pools,
+//     including pools no longer configured.
+//   - binding-prefix makes a prefix bound to at most one IA_PD and finds
+//     the binding of a prefix (Leasequery by prefix).
+//
+// # Caveats
+//
+//   - Open the store from one process only. A second cloudstack-pd (a
+//     server, or an import-kea run while the server runs) gets ErrLocked
+//     after the timeout; stop the server before importing.
+//   - Never write the bbolt file with other tools (bbolt CLI, another
+//     program): the indexes would drift from the records. Run Check (and
+//     keep a copy of the file) after anything unusual.
+//   - A Tx is valid only inside the function given to Update or View: do
+//     not keep it, nor use it from another goroutine. Do not open a View
+//     (or call LoadTable, Bindings, ServerDUID) from inside Update: bbolt
+//     can deadlock when a goroutine holds a read and a write transaction.
+//   - Changing a pool's prefix or prefix-len in the config while it has
+//     allocations makes LoadTable fail: prefixes never move silently.
+//     Removing a pool from the config keeps its allocations in the store
+//     (reported by LoadTable and Check), and keeps their MACs out of every
+//     other pool until they are deleted.
+//   - Put never changes an allocation's prefix (ErrPrefixMoved): to give a
+//     MAC another prefix, Delete it and Put it again, knowingly.
+//   - PutBindings applies deletions before writes; coalesce a key's events
+//     before calling it, or the order between them is lost.
+//   - StoreOptions.NoSync trades durability for speed: tests only.
+package allocator
