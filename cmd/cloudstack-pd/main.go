@@ -55,6 +55,7 @@ Start with:  cloudstack-pd serve --config example/cloudstack-pd.yaml`,
 		newServeCmd(),
 		newImportKeaCmd(),
 		newProbeCmd(),
+		newKeaExportCmd(),
 	)
 	return root
 }

@@ -1,0 +1,356 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/kea"
+	"github.com/cloudstack-pd/cloudstack-pd/server/config"
+)
+
+// keaExportSync, when not nil, brings the store up to date with CloudStack
+// before kea-export writes the table out, as the old generator listed the
+// VMs on every run. It writes its report to out (standard error: standard
+// output carries the Kea config). It is nil in builds without the
+// CloudStack sync; kea-export then needs --offline.
+var keaExportSync func(ctx context.Context, cfg *config.Config, st *allocator.Store, out io.Writer) error
+
+// errKeaExportNoSync is returned by kea-export without --offline when the
+// build has no CloudStack sync.
+var errKeaExportNoSync = errors.New("syncing from CloudStack before export is not available in this build; run with --offline to export the stored table")
+
+type keaExportFlags struct {
+	config, keacfg, output string
+	offline                bool
+	changedExitCode        int
+}
+
+func newKeaExportCmd() *cobra.Command {
+	var f keaExportFlags
+	cmd := &cobra.Command{
+		Use:   "kea-export",
+		Short: "Write the allocation table as an ISC Kea DHCPv6 config (replaces the old generator)",
+		Long: `Kea-export is for sites that keep ISC Kea as their DHCPv6 server: it
+replaces the old generator script (cloudstack-kea-config), taking the same
+--config and --keacfg, and the old config.json unchanged.
+
+It syncs the store from CloudStack (unless --offline: then it exports the
+stored table as it is; builds without the CloudStack sync need --offline),
+then prints the Kea config given by --keacfg with
+every key kept, except:
+
+  Dhcp6.subnet6   one entry per mapping entry, in mapping-key order:
+                  "subnet" = the mapping's ip6-cidr, "interface-id",
+                  "reservations-out-of-pool": true, "id", and
+                  "reservations": one per active or gone allocation, in
+                  prefix order: {"hw-address", "prefixes": [prefix],
+                  "ip-addresses": [the NIC's IPv6 address, when known]}.
+                  A --keacfg subnet6 entry with the same subnet is reused
+                  with its other keys (option-data, pools, …); entries no
+                  mapping matches are left out, as the old script did.
+                  Ids: a reused entry keeps its id, or the id Kea numbered
+                  it with when it had none; new entries take the lowest
+                  unused id.
+  Dhcp6.mac-sources                 server.mac-sources of --config
+  Dhcp6.host-reservation-identifiers   made to include hw-address
+
+The same table and files always give the same bytes (keys sorted, two-space
+indent). Comments in --keacfg are not carried over.
+
+It refuses, naming each problem and writing nothing, a config with a mapping
+without ip6-cidr, an empty or duplicate interface-id, overlapping subnets, a
+prefix outside its pool or misaligned, a MAC or prefix reserved twice, or
+two subnets with one id: Kea accepts most of these and then misroutes.
+
+Without --output the config goes to standard output. With --output it is
+written atomically (a temporary file in the same folder, fsync, rename): a
+failed run leaves the old file as it was, and a file whose content would not
+change is not touched at all. A new file gets the mode of --keacfg; a
+replaced one keeps its mode and owner. Messages go to standard error, ending
+with "FILE written" or "FILE unchanged".
+
+Exit status: 0 on success (written, unchanged, or printed); 1 on any error
+(nothing written); with --changed-exit-code N (2 to 125), N when --output
+was written because its content changed, so that a script can reload Kea
+only then.
+
+--offline opens the store read-only. A running 'cloudstack-pd serve' holds
+the store exclusively, so kea-export fails with "locked" there: run it where
+Kea, not cloudstack-pd, serves.`,
+		Example: `  # As the old script, from the stored table:
+  cloudstack-pd kea-export --config config.json --keacfg /etc/kea/kea-dhcp6.conf --offline
+
+  # Rewrite Kea's config in place and reload Kea only when it changed:
+  cloudstack-pd kea-export -c config.json --keacfg /etc/kea/kea-dhcp6.conf \
+      --output /etc/kea/kea-dhcp6.conf --offline --changed-exit-code 3
+  case $? in 0) ;; 3) kea-dhcp6 -t /etc/kea/kea-dhcp6.conf && systemctl reload kea-dhcp6-server ;; *) exit 1 ;; esac`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runKeaExport(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), f)
+		},
+	}
+	addConfigFlag(cmd, &f.config)
+	fl := cmd.Flags()
+	fl.StringVar(&f.keacfg, "keacfg", "/etc/kea/kea-dhcp6.conf", "the Kea DHCPv6 config to start from (every key is kept but subnet6, mac-sources, host-reservation-identifiers)")
+	fl.StringVarP(&f.output, "output", "o", "", "write the config to this file atomically instead of standard output")
+	fl.BoolVar(&f.offline, "offline", false, "do not sync from CloudStack: export the stored table (the store is opened read-only)")
+	fl.IntVar(&f.changedExitCode, "changed-exit-code", 0, "exit with this status (2 to 125) when --output was written because its content changed; 0: exit 0")
+	return cmd
+}
+
+// keaExportChanged is the outcome "--output changed" when
+// --changed-exit-code asks for a status of its own.
+type keaExportChanged struct {
+	path string
+	code int
+}
+
+func (e *keaExportChanged) Error() string {
+	return fmt.Sprintf("%s written: its content changed (exit status %d, as --changed-exit-code asks)", e.path, e.code)
+}
+
+func (e *keaExportChanged) ExitCode() int { return e.code }
+
+// runKeaExport exports the table: the Kea config to stdout (or f.output),
+// messages to stderr.
+func runKeaExport(ctx context.Context, stdout, stderr io.Writer, f keaExportFlags) error {
+	if f.changedExitCode != 0 && (f.changedExitCode < 2 || f.changedExitCode > 125) {
+		return fmt.Errorf("--changed-exit-code %d: use 2 to 125 (0 and 1 mean success and failure)", f.changedExitCode)
+	}
+	if f.changedExitCode != 0 && f.output == "" {
+		return errors.New("--changed-exit-code needs --output")
+	}
+	if !f.offline && keaExportSync == nil {
+		return errKeaExportNoSync
+	}
+	cfg, err := config.Load(f.config)
+	if err != nil {
+		return err
+	}
+	src, err := kea.Load(f.keacfg)
+	if err != nil {
+		return err
+	}
+	for _, w := range src.Warnings {
+		fmt.Fprintf(stderr, "warning: %s: %s\n", f.keacfg, w)
+	}
+
+	tbl, err := keaExportTable(ctx, cfg, f.offline, stderr)
+	if err != nil {
+		return err
+	}
+	res, err := kea.Export(src, keaExportSubnets(tbl), kea.ExportOptions{MACSources: cfg.Server.MACSources})
+	if err != nil {
+		return err
+	}
+	for _, w := range append(res.Warnings, keaLifetimeWarnings(src, cfg)...) {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
+	for _, s := range res.Subnets {
+		from := "new entry"
+		if s.Source != "" {
+			from = "reuses " + s.Source
+		}
+		fmt.Fprintf(stderr, "subnet6 id %d (%s) %s interface-id %q, mapping %s: %d reservation(s), %d added, %d removed (%s)\n",
+			s.ID, s.IDFrom, s.Subnet, s.InterfaceID, s.Name, s.Reservations, s.Added, s.Removed, from)
+	}
+
+	if f.output == "" {
+		_, err := stdout.Write(res.Data)
+		return err
+	}
+	mode := fs.FileMode(0o644)
+	if fi, err := os.Stat(f.keacfg); err == nil {
+		mode = fi.Mode().Perm()
+	}
+	changed, err := keaExportWrite(f.output, res.Data, mode, os.Rename)
+	if err != nil {
+		return err
+	}
+	if !changed {
+		fmt.Fprintf(stderr, "%s unchanged\n", f.output)
+		return nil
+	}
+	fmt.Fprintf(stderr, "%s written\n", f.output)
+	if f.changedExitCode != 0 {
+		return &keaExportChanged{path: f.output, code: f.changedExitCode}
+	}
+	return nil
+}
+
+// keaExportTable reads the table to export: after a sync, or with offline
+// as stored (read-only). The store is closed on return.
+func keaExportTable(ctx context.Context, cfg *config.Config, offline bool, stderr io.Writer) (*allocator.Table, error) {
+	opts := allocator.StoreOptions{ReadOnly: offline, Timeout: time.Second}
+	if offline {
+		if _, err := os.Stat(cfg.State); errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("store %s does not exist, so there is no table to export: adopt the Kea reservations first with 'cloudstack-pd import-kea'", cfg.State)
+		}
+	}
+	st, err := allocator.Open(cfg.State, opts)
+	if errors.Is(err, allocator.ErrLocked) {
+		return nil, fmt.Errorf("%w\nkea-export cannot read the store while 'cloudstack-pd serve' holds it: run kea-export where Kea, not cloudstack-pd, serves", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	if !offline {
+		if err := keaExportSync(ctx, cfg, st, stderr); err != nil {
+			return nil, fmt.Errorf("sync from CloudStack: %w (nothing exported; --offline exports the stored table)", err)
+		}
+	}
+	tbl, rep, err := st.LoadTable(cfg.Pools())
+	if err != nil {
+		return nil, err
+	}
+	if len(rep.Orphaned) > 0 {
+		pools := map[string]int{}
+		for _, a := range rep.Orphaned {
+			pools[a.Pool]++
+		}
+		fmt.Fprintf(stderr, "warning: the store holds allocations of pools that are not configured; they are not exported: %v\n", pools)
+	}
+	if len(tbl.Allocations()) == 0 {
+		fmt.Fprintf(stderr, "warning: the table in %s holds no allocation: the export has no reservation\n", cfg.State)
+	}
+	return tbl, nil
+}
+
+// keaExportSubnets turns the table into Export's subnets: every pool, with
+// its served (active or gone) allocations.
+func keaExportSubnets(tbl *allocator.Table) []kea.ExportSubnet {
+	byPool := map[string][]kea.ExportReservation{}
+	for _, a := range tbl.Allocations() {
+		if a.Served() {
+			byPool[a.Pool] = append(byPool[a.Pool], kea.ExportReservation{MAC: a.MAC, Prefix: a.Prefix, IP6: a.IP6})
+		}
+	}
+	var out []kea.ExportSubnet
+	for _, p := range tbl.Pools() {
+		out = append(out, kea.ExportSubnet{
+			Name: p.Name, Subnet: p.IP6CIDR, InterfaceID: p.InterfaceID,
+			Pool: p.Prefix, PrefixLen: p.PrefixLen, Reservations: byPool[p.Name],
+		})
+	}
+	return out
+}
+
+// keaLifetimeWarnings compares Kea's global lifetimes and timers with the
+// server section, which 'cloudstack-pd serve' would hand out instead.
+func keaLifetimeWarnings(src *kea.Config, cfg *config.Config) []string {
+	d6, _ := src.Raw["Dhcp6"].(map[string]any)
+	var out []string
+	for _, l := range []struct {
+		key  string
+		want int
+	}{
+		{"preferred-lifetime", cfg.Server.PreferredLifetime},
+		{"valid-lifetime", cfg.Server.ValidLifetime},
+		{"renew-timer", cfg.Server.RenewTimer},
+		{"rebind-timer", cfg.Server.RebindTimer},
+	} {
+		v, ok := d6[l.key]
+		if !ok {
+			out = append(out, fmt.Sprintf("Dhcp6.%s is not set (Kea's default applies); cloudstack-pd serve would use server.%s %d", l.key, l.key, l.want))
+			continue
+		}
+		if n, ok := v.(json.Number); ok && n.String() == fmt.Sprint(l.want) {
+			continue
+		}
+		out = append(out, fmt.Sprintf("Dhcp6.%s is %v; cloudstack-pd serve would use server.%s %d", l.key, v, l.key, l.want))
+	}
+	return out
+}
+
+// keaExportWrite replaces path with data atomically: a temporary file in
+// the same folder, fsync, rename (by rename: os.Rename but in tests), fsync
+// of the folder. It does not touch a file whose content is data already
+// (changed is then false). A symbolic link is followed, so that the file it
+// names is replaced, not the link. A replaced file keeps its mode and
+// owner; a new one gets mode. On error the old file is as it was and the
+// temporary file is removed.
+func keaExportWrite(path string, data []byte, mode fs.FileMode, rename func(oldpath, newpath string) error) (changed bool, err error) {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		if path, err = filepath.EvalSymlinks(path); err != nil {
+			return false, fmt.Errorf("--output: %w", err)
+		}
+	}
+	var uid, gid = -1, -1
+	switch fi, err := os.Stat(path); {
+	case err == nil && !fi.Mode().IsRegular():
+		return false, fmt.Errorf("--output %s: not a regular file", path)
+	case err == nil:
+		old, err := os.ReadFile(path)
+		if err != nil {
+			return false, fmt.Errorf("--output: %w", err)
+		}
+		if bytes.Equal(old, data) {
+			return false, nil
+		}
+		mode = fi.Mode().Perm()
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			uid, gid = int(st.Uid), int(st.Gid)
+		}
+	case !errors.Is(err, fs.ErrNotExist):
+		return false, fmt.Errorf("--output: %w", err)
+	}
+
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	if err != nil {
+		return false, fmt.Errorf("--output %s: %w", path, err)
+	}
+	renamed := false
+	defer func() {
+		if !renamed {
+			_ = tmp.Close()
+			_ = os.Remove(tmp.Name())
+		}
+	}()
+	if _, err := tmp.Write(data); err != nil {
+		return false, fmt.Errorf("--output %s: write %s: %w", path, tmp.Name(), err)
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		return false, fmt.Errorf("--output %s: %w", path, err)
+	}
+	if uid >= 0 && (uid != os.Geteuid() || gid != os.Getegid()) {
+		if err := tmp.Chown(uid, gid); err != nil {
+			return false, fmt.Errorf("--output %s: keep its owner %d:%d: %w", path, uid, gid, err)
+		}
+	}
+	if err := tmp.Sync(); err != nil {
+		return false, fmt.Errorf("--output %s: fsync %s: %w", path, tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return false, fmt.Errorf("--output %s: %w", path, err)
+	}
+	if err := rename(tmp.Name(), path); err != nil {
+		return false, fmt.Errorf("--output %s: %w", path, err)
+	}
+	renamed = true
+	d, err := os.Open(dir)
+	if err == nil {
+		err = d.Sync()
+		_ = d.Close()
+	}
+	if err != nil {
+		return true, fmt.Errorf("--output %s written, but the folder's fsync failed (the new content may not survive a crash): %w", path, err)
+	}
+	return true, nil
+}
