@@ -1,6 +1,8 @@
-// Package kea reads ISC Kea DHCPv6 configuration files: the subnets and
-// host reservations of the Kea that cloudstack-pd replaces, as the old
-// generator script (cloudstack-kea-config) wrote them.
+// Package kea reads and writes ISC Kea DHCPv6 configuration files. Reading
+// gives the subnets and host reservations of the Kea that cloudstack-pd
+// replaces, as the old generator script (cloudstack-kea-config) wrote them
+// (import-kea); Export writes a Kea config from the allocation table for
+// sites that stay on Kea (kea-export, see export.go).
 //
 // The reading is faithful to what Kea 2.2 accepts: `//`, `#` and `/* */`
 // comments outside strings, and extraneous commas before `}` or `]` (Kea
