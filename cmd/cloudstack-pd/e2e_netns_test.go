@@ -230,8 +230,9 @@ func newE2ENet(t *testing.T, tag string) *e2eNet {
 	n := &e2eNet{vm: base + "vm", router: base + "router", server: base + "server", dir: t.TempDir()}
 	all := []string{n.vm, n.router, n.server}
 	e2eReapStale(t)
+	var created []string
 	t.Cleanup(func() {
-		for _, ns := range all {
+		for _, ns := range created {
 			if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
 				t.Logf("ip netns del %s: %v %s", ns, err, out)
 			}
@@ -242,6 +243,7 @@ func newE2ENet(t *testing.T, tag string) *e2eNet {
 			// No CAP_SYS_ADMIN (an unprivileged container): cannot run here.
 			e2eUnavailable(t, fmt.Sprintf("ip netns add %s: %v %s", ns, err, strings.TrimSpace(string(out))))
 		}
+		created = append(created, ns)
 		// No duplicate address detection: addresses usable at once.
 		n.sh(t, ns, "echo 0 >/proc/sys/net/ipv6/conf/all/accept_dad; echo 0 >/proc/sys/net/ipv6/conf/default/accept_dad")
 		n.ip(t, "-n", ns, "link", "set", "lo", "up")
@@ -513,7 +515,6 @@ func (n *e2eNet) waitListening(t *testing.T, ns string, p *e2eProc) {
 // runs, and checks what it gets: the reserved prefix with the configured
 // lifetimes on Request and on Renew; then a Release answered.
 func (n *e2eNet) exercise(t *testing.T) {
-	t.Helper()
 	dhclient := e2eLook("dhclient")
 	events := filepath.Join(n.dir, "events")
 	if err := os.Mkdir(events, 0o755); err != nil {
@@ -676,7 +677,6 @@ func e2eWaitRelayedReply(t *testing.T, log, msg string, timeout time.Duration) {
 // tshark finds malformed or flags with an expert warning or error, and
 // checks every Relay-Reply reached the relay with the interface-id it sent.
 func (n *e2eNet) checkCapture(t *testing.T) {
-	t.Helper()
 	tshark := e2eLook("tshark")
 	bad, err := exec.Command(tshark, "-n", "-r", n.capFile, "-Y",
 		"dhcpv6 && (_ws.malformed || _ws.expert.severity >= warning)", "-O", "dhcpv6").Output()
