@@ -56,6 +56,7 @@ Start with:  cloudstack-pd serve --config example/cloudstack-pd.yaml`,
 		newImportKeaCmd(),
 		newProbeCmd(),
 		newKeaExportCmd(),
+		newCheckConfigCmd(),
 	)
 	return root
 }
