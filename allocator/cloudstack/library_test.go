@@ -1,4 +1,3 @@
-
 // These tests hold this package up against cloudstack-go v2.19.0 itself.
 // They need go.uber.org/mock (which cloudstack-go imports) in go.mod and
 // go.sum, hence the build tag:
