@@ -19,6 +19,9 @@ type Pool struct {
 	InterfaceID string
 	// IP6CIDR is the SLAAC subnet of the VMs (the Kea subnet6 "subnet").
 	IP6CIDR netip.Prefix
+	// VLAN selects the NICs of the pod that get a prefix of this pool
+	// (see SelectNICs): 0 each VM's default NIC, N every NIC on VLAN N.
+	VLAN int
 }
 
 // State is the life-cycle state of an allocation.

@@ -24,7 +24,14 @@
 //			State: allocator.StateActive, Since: now, Source: "sync"})
 //	})
 //
-// then Store.LoadTable builds the Table the server answers from. Bindings
+// then Store.LoadTable builds the Table the server answers from.
+//
+// Store.Sync feeds the table from an Inventory (CloudStack: package
+// cloudstack implements it): it lists every pool's pod, completely, then
+// Store.Reconcile applies the allocation rules in one Update – new NICs
+// get the lowest free prefix, missing ones go gone, then quarantined, then
+// released, and a sync that would mark too many gone is refused
+// (SyncOptions, RefusedError). docs/sync.md is the operator's view. Bindings
 // (what was actually handed to which IA_PD, for Leasequery) are written in
 // batches with Store.PutBindings. Store.Check verifies a store end to end.
 //
@@ -87,4 +94,7 @@
 //   - PutBindings applies deletions before writes; coalesce a key's events
 //     before calling it, or the order between them is lost.
 //   - StoreOptions.NoSync trades durability for speed: tests only.
+//   - Sync and Reconcile need a listing for every pool they are given, and
+//     must be given every configured pool: allocations of a pool left out
+//     are not reconciled, and its MACs count as allocated elsewhere.
 package allocator

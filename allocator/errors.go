@@ -47,4 +47,13 @@ var (
 	// config conflicts with itself, with the pools or with the store; the
 	// ImportReport lists each conflict and nothing was written.
 	ErrImportConflicts = errors.New("import conflicts")
+	// ErrTooManyGone is returned by Store.Sync and Store.Reconcile when a
+	// sync would newly mark more than SyncOptions.MaxReleaseFraction of a
+	// pool's active allocations gone; the *RefusedError that wraps it names
+	// the pools and the numbers, and nothing was written.
+	ErrTooManyGone = errors.New("sync would mark too many allocations gone")
+	// ErrNoListing is returned by Store.Reconcile when a configured pool
+	// has no listing: every pool must be listed, completely, or nothing is
+	// reconciled.
+	ErrNoListing = errors.New("no listing for a configured pool")
 )

@@ -529,8 +529,25 @@ func (t *Tx) ForEach(pool string, fn func(a Allocation) error) error {
 // number of allocations below the first gap. A full pool gives
 // ErrPoolExhausted.
 func (t *Tx) LowestFree(pool Pool) (netip.Prefix, error) {
+	free, err := t.lowestFree(pool, 1)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return free[0], nil
+}
+
+// lowestFree returns the n lowest free delegated prefixes of pool, in
+// address order, in one walk of the prefix index: n allocations cost one
+// walk, not n. When the pool has fewer than n free prefixes it returns
+// those it found and an error wrapping ErrPoolExhausted. It reads the index
+// as it is: prefixes Put in the same transaction after the call are not
+// accounted for.
+func (t *Tx) lowestFree(pool Pool, n int) ([]netip.Prefix, error) {
 	if !pool.Prefix.IsValid() || !pool.Prefix.Addr().Is6() || pool.PrefixLen < max(pool.Prefix.Bits(), 1) || pool.PrefixLen > 128 {
-		return netip.Prefix{}, fmt.Errorf("pool %q (%s, /%d): %w", pool.Name, pool.Prefix, pool.PrefixLen, ErrPrefixLength)
+		return nil, fmt.Errorf("pool %q (%s, /%d): %w", pool.Name, pool.Prefix, pool.PrefixLen, ErrPrefixLength)
+	}
+	exhausted := func(found []netip.Prefix) ([]netip.Prefix, error) {
+		return found, fmt.Errorf("pool %q (%s, /%d): %w", pool.Name, pool.Prefix, pool.PrefixLen, ErrPoolExhausted)
 	}
 	base := pool.Prefix.Masked().Addr()
 	cand := u128From(base)
@@ -538,34 +555,43 @@ func (t *Tx) LowestFree(pool Pool) (netip.Prefix, error) {
 	step := u128{}.setBit(128 - pool.PrefixLen)
 	_, idx, err := t.poolBuckets(pool.Name, false)
 	if err != nil {
-		return netip.Prefix{}, err
+		return nil, err
 	}
+	var (
+		c *bolt.Cursor
+		k []byte
+	)
 	if idx != nil {
-		c := idx.Cursor()
+		c = idx.Cursor()
 		seek := base.As16()
-		for k, _ := c.Seek(seek[:]); k != nil; k, _ = c.Next() {
-			if len(k) != prefixKeyLen {
-				continue // malformed: Check reports it
-			}
-			a := u128From(netip.AddrFrom16([16]byte(k[:16])))
-			if a.cmp(last) > 0 {
-				break
-			}
-			if a.cmp(cand) < 0 {
-				continue // a second entry inside the block already passed
-			}
-			next, overflow := cand.add(step)
-			if !overflow && a.cmp(next) >= 0 {
-				break // gap before a: cand is free
-			}
-			// a lies inside cand's block (normally a == cand): taken.
-			if overflow || next.cmp(last) > 0 {
-				return netip.Prefix{}, fmt.Errorf("pool %q (%s, /%d): %w", pool.Name, pool.Prefix, pool.PrefixLen, ErrPoolExhausted)
-			}
-			cand = next
-		}
+		k, _ = c.Seek(seek[:])
 	}
-	return netip.PrefixFrom(cand.addr(), pool.PrefixLen), nil
+	out := make([]netip.Prefix, 0, min(n, 1<<16))
+	for len(out) < n {
+		// Skip index entries below cand: malformed ones (Check reports
+		// them) and a second entry inside a block already passed.
+		for k != nil && (len(k) != prefixKeyLen || u128From(netip.AddrFrom16([16]byte(k[:16]))).cmp(cand) < 0) {
+			k, _ = c.Next()
+		}
+		next, overflow := cand.add(step)
+		taken := false
+		if k != nil {
+			a := u128From(netip.AddrFrom16([16]byte(k[:16])))
+			// An entry inside cand's block (normally at cand) takes it.
+			taken = a.cmp(last) <= 0 && (overflow || a.cmp(next) < 0)
+		}
+		if !taken {
+			out = append(out, netip.PrefixFrom(cand.addr(), pool.PrefixLen))
+		}
+		if len(out) == n {
+			break
+		}
+		if overflow || next.cmp(last) > 0 {
+			return exhausted(out)
+		}
+		cand = next
+	}
+	return out, nil
 }
 
 // allocRecord is an allocation as stored: the MAC, which Allocation keeps

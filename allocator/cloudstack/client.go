@@ -1,18 +1,21 @@
 package cloudstack
 
 import (
-	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
-	"strconv"
+	"strings"
 	"time"
+
+	cs "github.com/apache/cloudstack-go/v2/cloudstack"
+
+	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 )
 
 // Limits and defaults.
@@ -27,10 +30,6 @@ const (
 	// DefaultRestarts is how often a listing that changed while it was read
 	// is restarted when Options.Restarts is zero.
 	DefaultRestarts = 2
-	// expiresAfter is how long a signed request stays valid (the expires
-	// parameter). The server refuses it with 401 once that time has passed
-	// by its own clock, so this also bounds the clock skew tolerated.
-	expiresAfter = 10 * time.Minute
 	// maxBody bounds one answer. A page of 500 VMs with their NICs is about
 	// 1–3 MB.
 	maxBody = 64 << 20
@@ -46,24 +45,28 @@ type Options struct {
 	// Timeout bounds each request, from sending it to reading the whole
 	// answer. Zero (or less) means DefaultTimeout.
 	Timeout time.Duration
-	// HTTPClient sends the requests. Nil means a client of the package's
-	// own (proxy from the environment, TLS certificates verified, no
-	// timeout of its own: Timeout applies).
-	HTTPClient *http.Client
-	// Logger gets a Debug record per page, and a Warn record per NIC
-	// dropped because its MAC does not parse and per restarted listing. Nil
-	// means slog.Default().
+	// Transport sends the requests cloudstack-go builds and signs. Nil
+	// means a transport of the package's own (proxy from the environment,
+	// TLS certificates verified unless InsecureSkipVerify), shared by the
+	// calls of the Client.
+	Transport http.RoundTripper
+	// InsecureSkipVerify turns off the verification of the server's TLS
+	// certificate (config: api.verify-tls false). Ignored with Transport.
+	InsecureSkipVerify bool
+	// Logger gets a Debug record per page (and per page whose
+	// extradhcpoption or vnfnics values were dropped), and a Warn record per
+	// NIC dropped because its MAC does not parse and per restarted listing.
+	// Nil means slog.Default().
 	Logger *slog.Logger
 	// Restarts is how often a listing that changed while it was read (see
 	// ErrInconsistent) is restarted from page 1 before ListPodNICs gives up.
 	// Zero means DefaultRestarts; negative means never.
 	Restarts int
-	// Now is the clock used for the expires parameter. Nil means time.Now.
-	Now func() time.Time
 }
 
 // Client reads the VM inventory of pods from a CloudStack management
-// server. It is safe for concurrent use.
+// server through cloudstack-go. It is safe for concurrent use, and
+// implements allocator.Inventory.
 type Client struct {
 	endpoint  string
 	err       error // a bad URL, reported by every call
@@ -71,11 +74,12 @@ type Client struct {
 	secretKey string
 	pageSize  int
 	timeout   time.Duration
-	hc        *http.Client
+	base      http.RoundTripper
 	log       *slog.Logger
 	restarts  int
-	now       func() time.Time
 }
+
+var _ allocator.Inventory = (*Client)(nil)
 
 // New returns a client for the API endpoint apiURL (e.g.
 // https://cloud.example.com/client/api) with the user's API key and secret
@@ -88,10 +92,9 @@ func New(apiURL, apiKey, secretKey string, opts Options) *Client {
 		secretKey: secretKey,
 		pageSize:  opts.PageSize,
 		timeout:   opts.Timeout,
-		hc:        opts.HTTPClient,
+		base:      opts.Transport,
 		log:       opts.Logger,
 		restarts:  opts.Restarts,
-		now:       opts.Now,
 	}
 	if u, err := url.Parse(apiURL); err != nil {
 		c.err = fmt.Errorf("cloudstack: API URL: %w", err)
@@ -106,8 +109,12 @@ func New(apiURL, apiKey, secretKey string, opts Options) *Client {
 	if c.timeout <= 0 {
 		c.timeout = DefaultTimeout
 	}
-	if c.hc == nil {
-		c.hc = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	if c.base == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		if opts.InsecureSkipVerify {
+			t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // the operator asked for it: api.verify-tls false
+		}
+		c.base = t
 	}
 	if c.log == nil {
 		c.log = slog.Default()
@@ -117,9 +124,6 @@ func New(apiURL, apiKey, secretKey string, opts Options) *Client {
 		c.restarts = DefaultRestarts
 	case c.restarts < 0:
 		c.restarts = 0
-	}
-	if c.now == nil {
-		c.now = time.Now
 	}
 	return c
 }
@@ -141,8 +145,17 @@ func (c *Client) ListPodNICs(ctx context.Context, podID string) ([]NIC, error) {
 	if podID == "" {
 		return nil, errors.New("cloudstack: empty pod id")
 	}
+	if strings.Contains(podID, "~") {
+		// cloudstack-go signs "~" unencoded where the server encodes it:
+		// the request could only get 401.
+		return nil, fmt.Errorf("cloudstack: pod id %q: contains \"~\", which cloudstack-go v2.19.0 signs wrongly (see the package doc); a CloudStack pod id is a UUID", podID)
+	}
+	// A library client per call: it is cheap (no connection of its own),
+	// and its transport carries this call's context.
+	tr := &transport{base: c.base, ctx: ctx, timeout: c.timeout, endpoint: c.endpoint}
+	lib := cs.NewClient(c.endpoint, c.apiKey, c.secretKey, true, cs.WithHTTPClient(&http.Client{Transport: tr}))
 	for attempt := 0; ; attempt++ {
-		nics, err := c.listPod(ctx, podID)
+		nics, err := c.listPod(lib, tr, podID)
 		if err == nil || !errors.Is(err, ErrInconsistent) || attempt >= c.restarts {
 			if err != nil && attempt > 0 {
 				err = fmt.Errorf("%w (after %d attempts)", err, attempt+1)
@@ -155,28 +168,31 @@ func (c *Client) ListPodNICs(ctx context.Context, podID string) ([]NIC, error) {
 }
 
 // listPod reads one listing of the pod, page by page.
-func (c *Client) listPod(ctx context.Context, podID string) ([]NIC, error) {
+func (c *Client) listPod(lib *cs.CloudStackClient, tr *transport, podID string) ([]NIC, error) {
 	var (
 		nics  []NIC
 		seen  map[string]struct{}
 		count int
-		buf   bytes.Buffer
 	)
 	for page := 1; ; page++ {
 		fail := func(err error) error {
 			return fmt.Errorf("cloudstack: pod %s: %s page %d: %w", podID, cmdListVMs, page, err)
 		}
 		start := time.Now()
-		p, err := c.fetchPage(ctx, podID, page, &buf)
+		p, ex, err := c.fetchPage(lib, tr, podID, page)
 		if err != nil {
 			return nil, fail(err)
 		}
 		c.log.Debug("cloudstack: page read", "pod", podID, "page", page,
-			"vms", len(p.VMs), "count", p.Count, "bytes", buf.Len(), "took", time.Since(start))
+			"vms", len(p.VirtualMachines), "count", p.Count, "bytes", ex.bytes, "took", time.Since(start))
+		if ex.edited > 0 {
+			c.log.Debug("cloudstack: extradhcpoption or vnfnics values the library cannot decode were dropped",
+				"pod", podID, "page", page, "values", ex.edited)
+		}
 		if page == 1 {
 			count = p.Count
-			if count < 0 || (count == 0 && len(p.VMs) > 0) {
-				return nil, fail(fmt.Errorf("%w: count %d with %d VMs", ErrBadResponse, count, len(p.VMs)))
+			if count < 0 || (count == 0 && len(p.VirtualMachines) > 0) {
+				return nil, fail(fmt.Errorf("%w: count %d with %d VMs", ErrBadResponse, count, len(p.VirtualMachines)))
 			}
 			// Sized for the count, within reason: a count is not a promise.
 			hint := min(count, 1<<20)
@@ -185,21 +201,20 @@ func (c *Client) listPod(ctx context.Context, podID string) ([]NIC, error) {
 		} else if p.Count != count {
 			return nil, fail(fmt.Errorf("%w: count %d on page 1, %d on page %d", ErrInconsistent, count, p.Count, page))
 		}
-		if len(p.VMs) == 0 {
+		if len(p.VirtualMachines) == 0 {
 			if count == 0 {
 				return nil, nil // the empty listing, {"listvirtualmachinesresponse":{}}
 			}
 			return nil, fail(fmt.Errorf("%w: read %d of %d VMs", ErrIncomplete, len(seen), count))
 		}
-		for i := range p.VMs {
-			vm := &p.VMs[i]
-			if vm.ID == "" {
+		for i, vm := range p.VirtualMachines {
+			if vm == nil || vm.Id == "" {
 				return nil, fail(fmt.Errorf("%w: VM %d of the page has no id", ErrBadResponse, i))
 			}
-			if _, dup := seen[vm.ID]; dup {
-				return nil, fail(fmt.Errorf("%w: VM %s listed twice", ErrInconsistent, vm.ID))
+			if _, dup := seen[vm.Id]; dup {
+				return nil, fail(fmt.Errorf("%w: VM %s listed twice", ErrInconsistent, vm.Id))
 			}
-			seen[vm.ID] = struct{}{}
+			seen[vm.Id] = struct{}{}
 			nics = c.appendNICs(nics, podID, vm)
 		}
 		switch {
@@ -211,118 +226,76 @@ func (c *Client) listPod(ctx context.Context, podID string) ([]NIC, error) {
 	}
 }
 
-// fetchPage sends one signed listVirtualMachines request and decodes the
-// answer. buf is reused between pages.
-func (c *Client) fetchPage(ctx context.Context, podID string, page int, buf *bytes.Buffer) (*vmPage, error) {
-	params := url.Values{
-		"command":          {cmdListVMs},
-		"podid":            {podID},
-		"listall":          {"true"},
-		"details":          {"nics"},
-		"page":             {strconv.Itoa(page)},
-		"pagesize":         {strconv.Itoa(c.pageSize)},
-		"response":         {"json"},
-		"apiKey":           {c.apiKey},
-		"signatureversion": {"3"},
-		// CloudStack's own date layout: every server version parses it,
-		// while older ones refuse the RFC 3339 "Z" form cloudstack-go sends.
-		"expires": {c.now().UTC().Add(expiresAfter).Format(DateLayout)},
-	}
-	rctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(rctx, http.MethodGet, c.endpoint+"?"+signedQuery(params, c.secretKey), nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", "cloudstack-pd")
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return nil, c.transportError(ctx, rctx, err)
-	}
-	defer resp.Body.Close()
-	buf.Reset()
-	if resp.ContentLength > 0 && resp.ContentLength <= maxBody {
-		buf.Grow(int(resp.ContentLength) + bytes.MinRead) // ReadFrom wants MinRead spare to stop growing
-	}
-	n, err := buf.ReadFrom(io.LimitReader(resp.Body, maxBody+1))
+// fetchPage has cloudstack-go list one page. The transport's record of the
+// answer, not the library's flattened error, says what went wrong.
+func (c *Client) fetchPage(lib *cs.CloudStackClient, tr *transport, podID string, page int) (*cs.ListVirtualMachinesResponse, exchange, error) {
+	p := lib.VirtualMachine.NewListVirtualMachinesParams()
+	p.SetPodid(podID)
+	p.SetListall(true)
+	p.SetDetails([]string{"nics"})
+	p.SetPage(page)
+	p.SetPagesize(c.pageSize)
+	r, err := lib.VirtualMachine.ListVirtualMachines(p)
+	ex := tr.take()
 	switch {
-	case err != nil && (ctx.Err() != nil || rctx.Err() != nil || isTimeout(err)):
-		return nil, c.transportError(ctx, rctx, err)
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return nil, fmt.Errorf("%w: HTTP %d, body truncated after %d bytes", ErrBadResponse, resp.StatusCode, n)
+	case ex.err != nil:
+		return nil, ex, ex.err
+	case err != nil && !ex.sent:
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // not the signed URL
+		}
+		return nil, ex, fmt.Errorf("GET %s: %w", c.endpoint, err)
 	case err != nil:
-		return nil, fmt.Errorf("%w: HTTP %d, reading body after %d bytes: %v", ErrBadResponse, resp.StatusCode, n, err)
-	case n > maxBody:
-		return nil, fmt.Errorf("%w: HTTP %d, body larger than %d bytes", ErrBadResponse, resp.StatusCode, maxBody)
+		// A listing the transport passed that the library cannot decode.
+		return nil, ex, fmt.Errorf("%w: HTTP %d: cloudstack-go cannot decode the page: %v", ErrBadResponse, ex.status, err)
+	case r == nil:
+		return nil, ex, fmt.Errorf("%w: HTTP %d: cloudstack-go returned no page", ErrBadResponse, ex.status)
 	}
-	return decodeListVMs(cmdListVMs, resp.StatusCode, buf.Bytes())
-}
-
-// transportError classifies an error of sending a request or reading its
-// answer: the caller's context ended, the request's own Timeout passed, or
-// the network failed.
-func (c *Client) transportError(ctx, rctx context.Context, err error) error {
-	switch {
-	case ctx.Err() != nil:
-		return fmt.Errorf("canceled: %w", context.Cause(ctx))
-	case rctx.Err() != nil || isTimeout(err):
-		return fmt.Errorf("%w after %v", ErrTimeout, c.timeout)
-	}
-	// A *url.Error would print the whole signed URL.
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		err = ue.Err
-	}
-	return fmt.Errorf("GET %s: %w", c.endpoint, err)
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+	return r, ex, nil
 }
 
 // appendNICs appends the NICs of one VM.
-func (c *Client) appendNICs(nics []NIC, podID string, vm *vmJSON) []NIC {
+func (c *Client) appendNICs(nics []NIC, podID string, vm *cs.VirtualMachine) []NIC {
 	var created time.Time
 	if vm.Created != "" {
 		t, err := time.Parse(DateLayout, vm.Created)
 		if err != nil {
-			c.log.Debug("cloudstack: VM created date does not parse", "pod", podID, "vm", vm.ID, "created", vm.Created)
+			c.log.Debug("cloudstack: VM created date does not parse", "pod", podID, "vm", vm.Id, "created", vm.Created)
 		}
 		created = t
 	}
-	for i := range vm.NICs {
-		n := &vm.NICs[i]
-		mac, err := net.ParseMAC(n.MACAddress)
+	for i := range vm.Nic {
+		n := &vm.Nic[i]
+		mac, err := net.ParseMAC(n.Macaddress)
 		if err != nil {
 			c.log.Warn("cloudstack: NIC dropped: its MAC does not parse",
-				"pod", podID, "vm", vm.ID, "vm-name", vm.Name, "nic", n.ID, "mac", n.MACAddress)
+				"pod", podID, "vm", vm.Id, "vm-name", vm.Name, "nic", n.Id, "mac", n.Macaddress)
 			continue
 		}
 		nic := NIC{
-			VMID:      vm.ID,
+			VMID:      vm.Id,
 			VMName:    vm.Name,
 			VMState:   vm.State,
-			NICID:     n.ID,
+			NICID:     n.Id,
 			MAC:       mac,
-			NetworkID: n.NetworkID,
-			VLAN:      nicVLAN(n.BroadcastURI, n.IsolationURI),
-			IsDefault: n.IsDefault,
+			NetworkID: n.Networkid,
+			VLAN:      nicVLAN(n.Broadcasturi, n.Isolationuri),
+			IsDefault: n.Isdefault,
 			Created:   created,
 		}
-		if n.IP6Address != "" {
-			if a, err := netip.ParseAddr(n.IP6Address); err == nil && a.Is6() && !a.Is4In6() {
+		if n.Ip6address != "" {
+			if a, err := netip.ParseAddr(n.Ip6address); err == nil && a.Is6() && !a.Is4In6() {
 				nic.IP6 = a
 			} else {
-				c.log.Debug("cloudstack: NIC ip6address does not parse", "pod", podID, "nic", n.ID, "ip6address", n.IP6Address)
+				c.log.Debug("cloudstack: NIC ip6address does not parse", "pod", podID, "nic", n.Id, "ip6address", n.Ip6address)
 			}
 		}
-		if n.IP6CIDR != "" {
-			if p, err := netip.ParsePrefix(n.IP6CIDR); err == nil && p.Addr().Is6() {
+		if n.Ip6cidr != "" {
+			if p, err := netip.ParsePrefix(n.Ip6cidr); err == nil && p.Addr().Is6() {
 				nic.IP6CIDR = p.Masked()
 			} else {
-				c.log.Debug("cloudstack: NIC ip6cidr does not parse", "pod", podID, "nic", n.ID, "ip6cidr", n.IP6CIDR)
+				c.log.Debug("cloudstack: NIC ip6cidr does not parse", "pod", podID, "nic", n.Id, "ip6cidr", n.Ip6cidr)
 			}
 		}
 		nics = append(nics, nic)

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack/cloudstacktest"
 )
 
@@ -114,12 +115,13 @@ func TestListPodNICs(t *testing.T) {
 	}
 }
 
-// The request carries what the issue asks for and what the server needs.
+// The request carries what the issue asks for and what the server needs;
+// cloudstack-go builds it, and signs it so that the fake's verifier (the
+// server's algorithm) accepts it.
 func TestListPodNICsRequest(t *testing.T) {
 	fake := newFake(t)
-	now := time.Date(2025, 6, 7, 8, 9, 10, 0, time.FixedZone("CEST", 2*3600))
-	fake.SetClock(func() time.Time { return now })
-	c := newClient(fake, Options{PageSize: 3, Now: func() time.Time { return now }})
+	c := newClient(fake, Options{PageSize: 3})
+	before := time.Now()
 	if _, err := c.ListPodNICs(t.Context(), podA); err != nil {
 		t.Fatal(err)
 	}
@@ -134,15 +136,20 @@ func TestListPodNICsRequest(t *testing.T) {
 		"response":         "json",
 		"apiKey":           apiKey,
 		"signatureversion": "3",
-		"expires":          "2025-06-07T06:19:10+0000", // UTC, 10 minutes on
 	}
 	for k, v := range want {
 		if got := call.Params.Get(k); got != v {
 			t.Errorf("%s = %q, want %q", k, got, v)
 		}
 	}
-	if len(call.Params) != len(want)+1 || call.Params.Get("signature") == "" {
-		t.Errorf("params %v: want exactly %d plus signature", call.Params, len(want))
+	// cloudstack-go's expires: RFC 3339 in UTC, 15 minutes on.
+	exp, err := time.Parse(time.RFC3339, call.Params.Get("expires"))
+	if err != nil || !strings.HasSuffix(call.Params.Get("expires"), "Z") ||
+		exp.Before(before.Add(14*time.Minute)) || exp.After(time.Now().Add(16*time.Minute)) {
+		t.Errorf("expires = %q (%v)", call.Params.Get("expires"), err)
+	}
+	if len(call.Params) != len(want)+2 || call.Params.Get("signature") == "" {
+		t.Errorf("params %v: want exactly %d plus expires and signature", call.Params, len(want))
 	}
 }
 
@@ -153,7 +160,7 @@ func TestListPodNICsSelect(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ids []string
-	for _, n := range Select(nics, 0) {
+	for _, n := range allocator.SelectNICs(nics, 0) {
 		ids = append(ids, n.VMName+":"+n.NICID[:4])
 	}
 	// db-01's default NIC is its second one; failed-09 has no NIC.
@@ -161,8 +168,8 @@ func TestListPodNICsSelect(t *testing.T) {
 		t.Errorf("Select(0) = %v\nwant %v", ids, want)
 	}
 	ids = nil
-	for _, n := range Select(nics, 2701) {
-		if Eligible(n.VMState) {
+	for _, n := range allocator.SelectNICs(nics, 2701) {
+		if allocator.Eligible(n.VMState) {
 			ids = append(ids, n.VMName+":"+n.NICID[:4])
 		}
 	}
@@ -229,8 +236,9 @@ func TestListPodNICsFailures(t *testing.T) {
 			ErrInconsistent, []string{"page 2:", "count 6 on page 1, 5 on page 2", "(after 3 attempts)"}},
 		{"wrong secret key", func(_ *cloudstacktest.Server, opts *Options) {}, "wrong-secret",
 			&APIError{Code: 401}, []string{"unable to verify user credentials"}},
-		{"clock far behind", func(_ *cloudstacktest.Server, opts *Options) {
-			opts.Now = func() time.Time { return time.Now().Add(-11 * time.Minute) }
+		{"clock far behind", func(fake *cloudstacktest.Server, _ *Options) {
+			// cloudstack-go's requests expire 15 minutes on.
+			fake.SetClock(func() time.Time { return time.Now().Add(16 * time.Minute) })
 		}, podA, &APIError{Code: 401}, []string{"page 1:", "unable to verify user credentials"}},
 		{"unknown pod", func(*cloudstacktest.Server, *Options) {}, "11111111-2222-4333-8444-555555555555",
 			&APIError{Code: 431}, []string{"pod 11111111-2222-4333-8444-555555555555:", "Invalid parameter podid value=11111111-2222-4333-8444-555555555555"}},
@@ -433,7 +441,7 @@ func TestListPodNICsSyntheticConcurrent(t *testing.T) {
 			}
 			i++
 		}
-		total += len(Select(nics, 0))
+		total += len(allocator.SelectNICs(nics, 0))
 	}
 	if total != vms {
 		t.Errorf("%d default NICs, want %d", total, vms)

@@ -1,7 +1,8 @@
 // Package cloudstack reads, from an Apache CloudStack management server,
 // what the allocation table needs to know about a pod: every NIC of every
 // VM, with its MAC (the key the relay's remote-id gives us), its VLAN, its
-// IPv6 address and the VM's id, name and state.
+// IPv6 address and the VM's id, name and state. *Client implements
+// allocator.Inventory, and NIC is allocator.NIC.
 //
 // The allocation table is reconciled against these listings: a NIC missing
 // from a listing is eventually released. So a listing is only ever returned
@@ -11,41 +12,51 @@
 // announced, and any failure on the way aborts the listing with an error
 // that names the pod, the command, the page and what went wrong (see
 // errors.go). Reconciliation itself, and what to do with a failed sync, is
-// the caller's business.
+// the allocator's business (allocator.Store.Sync).
 //
-// Select picks the NICs that qualify for a mapping entry (each VM's default
-// NIC, or every NIC on a VLAN); Eligible says whether a VM's state allows a
-// new allocation. ParseVLAN reads broadcasturi and isolationuri.
+// ParseVLAN reads broadcasturi and isolationuri. The package cloudstacktest
+// is a fake management server for tests and benchmarks.
 //
-// The package cloudstacktest is a fake management server for tests and
-// benchmarks.
+// # cloudstack-go
 //
-// # Why not cloudstack-go
+// Requests go through github.com/apache/cloudstack-go/v2 v2.19.0: the
+// library builds each listVirtualMachines request (apiKey, command,
+// response=json, signatureversion=3, expires 15 minutes on in RFC 3339),
+// signs it with HMAC-SHA1 as the server verifies it, sends it, and decodes
+// the page into its typed VirtualMachine and Nic structs, which hold every
+// field this package needs. library_test.go checks its signatures against
+// the fake's verifier, an independent implementation of the server's.
 //
-// github.com/apache/cloudstack-go/v2 v2.19.0 is the project's reference for
-// the API, and this package follows its request format (apiKey, command,
-// response=json, signatureversion=3, expires, an HMAC-SHA1 signature), but
-// does not call it:
+// It is wrong in three ways, worked around in one place, the
+// http.RoundTripper under the library's HTTP client (transport.go, tested
+// in transport_test.go; library_test.go proves each fault still there):
 //
 //   - It cannot decode a real listVirtualMachines page: it declares
-//     nic[].extradhcpoption and vnfnics as []string, real servers send
-//     objects there, and one such VM fails the whole page. We decode with
-//     our own minimal structs, in one place (decode.go).
-//   - Its request path (newRequest, newRawRequest) is unexported. The
-//     exported CustomService.CustomRequest hides behind an empty interface,
-//     sends a POST, takes no context, and returns errors as strings, so the
-//     HTTP status of a non-JSON answer and CloudStack's errorcode are lost.
-//   - Its EncodeValues leaves "~" unencoded where the server's Java
-//     URLEncoder encodes it, so the signatures of such values are refused;
-//     and it sends expires in the RFC 3339 "Z" form, which older servers
-//     refuse (4.11 parses only CloudStack's own 2018-10-01T08:12:14+0100
-//     form, the one we send).
-//   - Importing it at all pulls go.uber.org/mock into the build.
+//     virtualmachine[].vnfnics and virtualmachine[].nic[].extradhcpoption
+//     as []string, real servers send lists of objects there (VNF
+//     appliances, PXE options), and one such VM fails the whole page. The
+//     transport replaces exactly those values, when they are not lists of
+//     strings, by null before the library decodes the page; this project
+//     needs neither field.
+//   - It flattens CloudStack's errors into strings ("CloudStack API error
+//     431 (CSExceptionErrorCode: 4350): …"), loses the HTTP status of an
+//     answer that is not JSON, and takes an error envelope sent with HTTP
+//     200, or any other one-key JSON object, for an empty listing. The
+//     transport checks every answer, records its HTTP status and
+//     errorcode, cserrorcode and errortext, and fails the round trip of
+//     anything that is not a listing, so that ListPodNICs returns
+//     *APIError, ErrBadResponse or ErrTimeout, never an empty listing.
+//   - It sends without a context: the transport attaches the call's
+//     context and a per-request timeout (Options.Timeout). A library
+//     client is made per ListPodNICs call, to carry that call's context;
+//     the connections belong to the Client's shared base transport.
 //
-// So signedQuery (sign.go) signs requests itself, with the server's
-// algorithm; its tests check it against the fake server's independent
-// implementation and, with the build tag cloudstackgo, against
-// cloudstack-go's own signature on the same parameters.
+// And one fault that needs no workaround: its EncodeValues leaves "~"
+// unencoded where the server's Java URLEncoder encodes it (%7E), so a
+// value holding "~" gets a signature the server refuses with 401. The
+// values ListPodNICs sends never hold "~": a pod id is a UUID (one with
+// "~" is refused before sending), and the others are fixed words and
+// numbers.
 //
 // # Caveats
 //
@@ -60,15 +71,20 @@
 //   - An empty listing is a complete, successful answer. Whether "this pod
 //     has no VMs" is believable is the reconciler's safety valve.
 //   - NICs of VMs in every state are returned, Destroyed and Expunging
-//     included. Use Eligible before giving a NIC a new prefix.
+//     included. Use allocator.Eligible before giving a NIC a new prefix.
 //   - A 401 means a bad API key or secret, or this host's clock more than
-//     expiresAfter (10 minutes) behind the server's: the request's expires
-//     is then already past for the server.
+//     15 minutes (cloudstack-go's expires) behind the server's: the
+//     request's expires is then already past for the server. The expires
+//     is in the library's RFC 3339 form ("…Z"), which the fake accepts as
+//     current servers' DateUtil.parseTZDateString does; a server that
+//     parsed only CloudStack's own "+0000" form would answer 401 to every
+//     request, and nothing here can change that form without breaking the
+//     library's signature.
 //   - The server unescapes Gson's \u00XX escapes after serializing, so a
 //     control character in a VM's display name reaches us raw and makes
-//     the page invalid JSON; such bytes are replaced by spaces before
-//     decoding.
-//   - Fields this project needs are decoded strictly: if CloudStack ever
-//     sent, say, isdefault as a string, the page fails with ErrBadResponse
-//     rather than yield a guess.
+//     the page invalid JSON; the transport replaces such bytes by spaces
+//     when, and only when, a page does not parse otherwise.
+//   - Fields this project needs are decoded strictly, by the library: if
+//     CloudStack ever sent, say, isdefault as a string, the page fails with
+//     ErrBadResponse rather than yield a guess.
 package cloudstack

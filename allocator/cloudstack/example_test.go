@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack/cloudstacktest"
 )
@@ -28,8 +29,8 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
-	for _, n := range cloudstack.Select(nics, 2701) {
-		fmt.Println(n.VMName, n.VMState, n.MAC, n.IP6, cloudstack.Eligible(n.VMState))
+	for _, n := range allocator.SelectNICs(nics, 2701) {
+		fmt.Println(n.VMName, n.VMState, n.MAC, n.IP6, allocator.Eligible(n.VMState))
 	}
 	// Output:
 	// web-01 Running 1e:00:5d:00:01:7a 2001:db8:100:0:1c00:5dff:fe00:17a true

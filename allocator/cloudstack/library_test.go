@@ -1,16 +1,8 @@
-// These tests hold this package up against cloudstack-go v2.19.0 itself.
-// They need go.uber.org/mock (which cloudstack-go imports) in go.mod and
-// go.sum, hence the build tag:
-//
-//	go test -tags cloudstackgo ./allocator/cloudstack/
-//
-// Without those go.mod/go.sum lines, run them with a scratch copy of
-// go.mod and go.sum that has them (go get -modfile=… leaves the real ones
-// untouched):
-//
-//	cp go.mod go.sum /tmp/csgo/
-//	go get -modfile=/tmp/csgo/go.mod github.com/apache/cloudstack-go/v2/cloudstack@v2.19.0
-//	go test -modfile=/tmp/csgo/go.mod -tags cloudstackgo ./allocator/cloudstack/
+// These tests hold cloudstack-go v2.19.0 itself up against the fake
+// server: they show where the library is right (its requests and
+// signatures are the server's) and prove that each of its faults that
+// transport.go works around is still there. When one of the fault tests
+// fails because the library was fixed, its workaround can go.
 
 package cloudstack
 
@@ -68,11 +60,12 @@ func libraryQuery(t *testing.T, keyword string) url.Values {
 	return q
 }
 
-// On the same parameters (the library's own, expires included) our
-// signature is the library's, except for values holding "~", where the
-// library departs from the server's Java URLEncoder and the fake (like the
-// real server) refuses it.
-func TestLibrarySignatureAgrees(t *testing.T) {
+// The library signs as the management server verifies (the fake's
+// Signature is the server's algorithm, written independently), except for
+// values holding "~": its EncodeValues leaves "~" as it is where the
+// server's Java URLEncoder encodes it (%7E). ListPodNICs sends no such
+// value (it refuses a pod id holding "~").
+func TestLibrarySignature(t *testing.T) {
 	for _, tt := range []struct {
 		keyword string
 		same    bool
@@ -90,18 +83,8 @@ func TestLibrarySignatureAgrees(t *testing.T) {
 					t.Errorf("library sent no %s: %v", k, q)
 				}
 			}
-			libSig := q.Get("signature")
-			q.Del("signature")
-			ours, err := url.ParseQuery(signedQuery(q, secret))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := ours.Get("signature") == libSig; got != tt.same {
-				t.Errorf("signatures equal = %v, want %v (ours %q, library %q)", got, tt.same, ours.Get("signature"), libSig)
-			}
-			// The server's algorithm sides with us.
-			if server := cloudstacktest.Signature(q, secret); server != ours.Get("signature") {
-				t.Errorf("server computes %q, we %q", server, ours.Get("signature"))
+			if got := q.Get("signature") == cloudstacktest.Signature(q, secret); got != tt.same {
+				t.Errorf("library signature equals the server's = %v, want %v", got, tt.same)
 			}
 		})
 	}
@@ -124,10 +107,11 @@ func TestLibraryAcceptedByFake(t *testing.T) {
 	}
 }
 
-// The reason decode.go exists: the library cannot decode a real page whose
-// VMs carry extradhcpoption or vnfnics objects. Without those VMs it can.
-// If this test fails because the library decodes the page, the workaround
-// may go.
+// The reason for the rewrite in transport.go: the library cannot decode a
+// real page whose VMs carry extradhcpoption or vnfnics objects. Without
+// those VMs it can. Through the transport, ListPodNICs reads every page.
+// If this test fails because the library decodes the page, the rewrite may
+// go.
 func TestLibraryDecodeFails(t *testing.T) {
 	fake := newFake(t)
 	vms, err := cloudstacktest.LoadVMs(filepath.Join(fixtures, "listVirtualMachines-pod.json"))
@@ -167,5 +151,59 @@ func TestLibraryDecodeFails(t *testing.T) {
 				t.Errorf("ListPodNICs: %v", err)
 			}
 		})
+	}
+}
+
+// The reason for the record in transport.go: the library flattens
+// CloudStack's errors into strings, and loses the HTTP status of an answer
+// that is not JSON; ListPodNICs keeps them.
+func TestLibraryFlattensErrors(t *testing.T) {
+	fake := newFake(t)
+	lib := cs.NewClient(fake.URL, apiKey, secret, false)
+	p := lib.VirtualMachine.NewListVirtualMachinesParams()
+	p.SetPodid(podA)
+
+	fake.Inject(cloudstacktest.Fault{Kind: cloudstacktest.FaultInternal, Times: 2})
+	_, err := lib.VirtualMachine.ListVirtualMachines(p)
+	var ae *APIError
+	if err == nil || errors.As(err, &ae) || !strings.Contains(err.Error(), "CloudStack API error 530 (CSExceptionErrorCode: 9999)") {
+		t.Errorf("library: err = %v", err)
+	}
+	_, err = newClient(fake, Options{}).ListPodNICs(t.Context(), podA)
+	if !errors.As(err, &ae) || ae.Code != 530 || ae.CSCode != 9999 || ae.HTTPStatus != 530 || ae.Text != cloudstacktest.TextInternal {
+		t.Errorf("ListPodNICs: err = %v", err)
+	}
+
+	fake.Inject(cloudstacktest.Fault{Kind: cloudstacktest.FaultHTTP500, Times: 2})
+	_, err = lib.VirtualMachine.ListVirtualMachines(p)
+	var syntax *json.SyntaxError
+	if !errors.As(err, &syntax) || strings.Contains(err.Error(), "500") {
+		t.Errorf("library: err = %v, want a bare JSON syntax error", err)
+	}
+	_, err = newClient(fake, Options{}).ListPodNICs(t.Context(), podA)
+	if !errors.Is(err, ErrBadResponse) || !strings.Contains(err.Error(), `HTTP 500, not JSON: HTML page "Error 500 Server Error"`) {
+		t.Errorf("ListPodNICs: err = %v", err)
+	}
+
+	// An error envelope with HTTP 200 is an empty listing to the library.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"listvirtualmachinesresponse":{"errorcode":530,"errortext":"boom"}}`))
+	}))
+	defer srv.Close()
+	r, err := cs.NewClient(srv.URL, apiKey, secret, false).VirtualMachine.ListVirtualMachines(p)
+	if err != nil || r.Count != 0 || len(r.VirtualMachines) != 0 {
+		t.Errorf("library: %+v, %v; want an empty listing", r, err)
+	}
+	_, err = New(srv.URL, apiKey, secret, Options{}).ListPodNICs(t.Context(), podA)
+	if !errors.As(err, &ae) || ae.Code != 530 || ae.HTTPStatus != 200 {
+		t.Errorf("ListPodNICs: err = %v", err)
+	}
+}
+
+func TestListPodNICsRefusesTilde(t *testing.T) {
+	fake := newFake(t)
+	_, err := newClient(fake, Options{}).ListPodNICs(t.Context(), "pod~1")
+	if err == nil || !strings.Contains(err.Error(), "signs wrongly") || len(fake.Calls()) != 0 {
+		t.Errorf("err = %v, %d calls", err, len(fake.Calls()))
 	}
 }

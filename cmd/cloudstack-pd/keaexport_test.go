@@ -473,8 +473,14 @@ func TestKeaExportExitStatus(t *testing.T) {
 		t.Fatalf("%v: %v", args, err)
 		return 0, ""
 	}
-	if code, stderr := run(); code != 1 || !strings.Contains(stderr, "run with --offline") {
-		t.Errorf("without --offline: exit %d\n%s", code, stderr)
+	// Without --offline it syncs first: with CloudStack unreachable (a
+	// closed loopback port) it fails and writes nothing.
+	t.Setenv("CLOUDSTACK_PD_API_URL", "http://[::1]:9/client/api")
+	if code, stderr := run("--output", outPath); code != 1 || !strings.Contains(stderr, "nothing exported") {
+		t.Errorf("without --offline, CloudStack down: exit %d\n%s", code, stderr)
+	}
+	if _, err := os.Stat(outPath); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a failed sync wrote %s: %v", outPath, err)
 	}
 	if code, stderr := run("--offline", "--output", outPath, "--changed-exit-code", "3"); code != 3 || !strings.Contains(stderr, "written") {
 		t.Errorf("first write: exit %d\n%s", code, stderr)

@@ -20,6 +20,8 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// kea-export syncs from CloudStack first, as the old generator did.
+	keaExportSync = syncForKeaExport
 	root := newRootCmd()
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "cloudstack-pd:", err)
@@ -57,6 +59,9 @@ Start with:  cloudstack-pd serve --config example/cloudstack-pd.yaml`,
 		newProbeCmd(),
 		newKeaExportCmd(),
 		newCheckConfigCmd(),
+		newSyncCmd(),
+		newAllocationsCmd(),
+		newCheckCmd(),
 	)
 	return root
 }

@@ -10,6 +10,8 @@ import (
 	"os/signal"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -41,7 +43,16 @@ Signals:
                    bindings, close the store, exit 0
   SIGHUP           re-read the config; if it is valid, put the new pools,
                    mac-sources, lifetimes and trusted-relays in force and
-                   reload the table; if not, log why and keep the old one
+                   reload the table; if not, log why and keep the old one;
+                   then sync from CloudStack
+
+With api.url, api.apikey and api.secretkey set, serve syncs the table from
+CloudStack (as 'cloudstack-pd sync' does, docs/sync.md) in the background:
+at start-up, every api.interval (60s) after the last sync ends, and on
+SIGHUP. Packets are answered from the table in force all along; a sync that
+changed the table swaps the new one in at once. When CloudStack is down or
+answers wrongly, the sync changes nothing and logs an error naming the pod,
+the call and CloudStack's errortext; serve keeps answering.
 
 The store is locked while serve runs: a second serve on the same state file
 exits at once with an error instead of waiting.`,
@@ -156,6 +167,19 @@ func runServe(ctx context.Context, cfgPath string, stderr io.Writer) error {
 	recDone := make(chan struct{})
 	go func() { defer close(recDone); rec.Run(recCtx) }()
 
+	// The CloudStack sync: in the background, one at a time, at start-up,
+	// every api.interval and after each reload; it swaps its table in
+	// under swapMu, which reload holds too.
+	var (
+		current atomic.Pointer[config.Config]
+		swapMu  sync.Mutex
+	)
+	current.Store(cfg)
+	syncer := newServeSync(st, live, &current, &swapMu, log)
+	syncCtx, stopSync := context.WithCancel(ctx)
+	syncDone := make(chan struct{})
+	go func() { defer close(syncDone); syncer.Run(syncCtx) }()
+
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -165,7 +189,11 @@ func runServe(ctx context.Context, cfgPath string, stderr io.Writer) error {
 			case <-ctx.Done():
 				return
 			case <-hup:
+				swapMu.Lock()
 				cfg = reload(cfgPath, cfg, st, live, h, log)
+				current.Store(cfg)
+				swapMu.Unlock()
+				syncer.Trigger()
 			}
 		}
 	}()
@@ -173,6 +201,8 @@ func runServe(ctx context.Context, cfgPath string, stderr io.Writer) error {
 	log.Info("serving", "listen", l.Addrs(), "pools", len(tbl.Pools()), "allocations", len(tbl.Allocations()),
 		"mac-sources", cfg.Server.MACSources, "state", cfg.State, "server-duid", fmt.Sprintf("%x", duid))
 	err = l.Serve(ctx)
+	stopSync()
+	<-syncDone // a sync in progress stops listing, or finishes writing
 	stopRec()
 	<-recDone // the recorder flushes once more on the way out
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -41,6 +42,18 @@ const (
 	DefaultPrefixLen         = 60
 )
 
+// Defaults of the CloudStack sync and the allocation rules.
+const (
+	DefaultAPIInterval        = 60 * time.Second
+	DefaultAPIPageSize        = MaxAPIPageSize
+	DefaultAPITimeout         = 60 * time.Second
+	DefaultReleaseAfter       = 24 * time.Hour
+	DefaultMaxReleaseFraction = 0.1
+	// MaxAPIPageSize is CloudStack's default.page.size, the largest page
+	// it serves (cloudstack.MaxPageSize).
+	MaxAPIPageSize = 500
+)
+
 // Config is the whole configuration.
 type Config struct {
 	// API is the CloudStack API endpoint (the old config.json's "api").
@@ -51,16 +64,64 @@ type Config struct {
 	// State is the path of the bbolt store.
 	State string `mapstructure:"state"`
 	Log   Log    `mapstructure:"log"`
+	// Allocation holds the rules of the CloudStack sync.
+	Allocation Allocation `mapstructure:"allocation"`
 
 	// Path is the file the config was read from.
 	Path string `mapstructure:"-"`
 }
 
-// API is how to reach CloudStack.
+// API is how to reach CloudStack, and how often to sync from it.
 type API struct {
+	// URL is the API endpoint, e.g. https://cloud.example.com/client/api;
+	// empty: no sync.
 	URL       string `mapstructure:"url"`
 	APIKey    string `mapstructure:"apikey"`
 	SecretKey string `mapstructure:"secretkey"`
+	// Interval is how often serve syncs (default 60s); 0 syncs only at
+	// start-up and on SIGHUP.
+	Interval time.Duration `mapstructure:"interval"`
+	// PageSize is the pagesize of listVirtualMachines, 1 to 500 (default).
+	PageSize int `mapstructure:"page-size"`
+	// Timeout bounds each API request, answer included (default 60s).
+	Timeout time.Duration `mapstructure:"timeout"`
+	// VerifyTLS checks the server's certificate (default true).
+	VerifyTLS bool `mapstructure:"verify-tls"`
+}
+
+// SyncConfigured reports whether the config lets cloudstack-pd sync from
+// CloudStack: api.url, api.apikey and api.secretkey all set. When not,
+// WhyNoSync says what is missing.
+func (a *API) SyncConfigured() bool { return a.WhyNoSync() == "" }
+
+// WhyNoSync says why there is no sync, "" when there is one.
+func (a *API) WhyNoSync() string {
+	switch {
+	case a.URL == "":
+		return "api.url is not set"
+	case a.APIKey == "" && a.SecretKey == "":
+		return "api.apikey and api.secretkey are empty"
+	case a.APIKey == "":
+		return "api.apikey is empty"
+	case a.SecretKey == "":
+		return "api.secretkey is empty (set it, or CLOUDSTACK_PD_API_SECRETKEY)"
+	}
+	return ""
+}
+
+// Allocation holds the allocation rules of the CloudStack sync.
+type Allocation struct {
+	// ReleaseAfter is how long a NIC missing from CloudStack keeps its
+	// prefix, still served, before the prefix is quarantined (default 24h).
+	ReleaseAfter time.Duration `mapstructure:"release-after"`
+	// Quarantine is how long a released prefix is kept out of use before
+	// another NIC may get it; at least, and by default, the valid
+	// lifetime, so that no router still routes it to the old VM.
+	Quarantine time.Duration `mapstructure:"quarantine"`
+	// MaxReleaseFraction is the safety valve: a sync that would mark more
+	// than this share of a pool's active allocations gone is refused
+	// (default 0.1; 1 turns the valve off).
+	MaxReleaseFraction float64 `mapstructure:"max-release-fraction"`
 }
 
 // Mapping is one pool: a pod's /40 and the VLAN its relay names.
@@ -168,6 +229,15 @@ func Parse(path string, data []byte) (*Config, error) {
 	v.SetDefault("api.url", "")
 	v.SetDefault("api.apikey", "")
 	v.SetDefault("api.secretkey", "")
+	v.SetDefault("api.interval", DefaultAPIInterval.String())
+	v.SetDefault("api.page-size", DefaultAPIPageSize)
+	v.SetDefault("api.timeout", DefaultAPITimeout.String())
+	v.SetDefault("api.verify-tls", true)
+	v.SetDefault("allocation.release-after", DefaultReleaseAfter.String())
+	v.SetDefault("allocation.max-release-fraction", DefaultMaxReleaseFraction)
+	// No default: unset, it follows server.valid-lifetime. Bound so that
+	// the environment can set it.
+	_ = v.BindEnv("allocation.quarantine")
 	v.SetEnvPrefix(EnvPrefix)
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_", "-", "_"))
 	v.AutomaticEnv()
@@ -191,10 +261,34 @@ func Parse(path string, data []byte) (*Config, error) {
 			c.Mapping[k] = m
 		}
 	}
-	if probs := c.validate(); len(probs) > 0 {
+	probs := durationProblems(v)
+	if !v.IsSet("allocation.quarantine") {
+		c.Allocation.Quarantine = Seconds(c.Server.ValidLifetime)
+	}
+	if probs = append(probs, c.validate()...); len(probs) > 0 {
 		return nil, &Error{Path: path, Problems: probs}
 	}
 	return &c, nil
+}
+
+// durationKeys are the keys holding Go durations.
+var durationKeys = []string{"api.interval", "api.timeout", "allocation.release-after", "allocation.quarantine"}
+
+// durationProblems refuses a duration given as a bare number: decoded, 60
+// would be 60 nanoseconds.
+func durationProblems(v *viper.Viper) []Problem {
+	var probs []Problem
+	for _, key := range durationKeys {
+		if !v.IsSet(key) {
+			continue
+		}
+		switch v.Get(key).(type) {
+		case string, time.Duration:
+		default:
+			probs = append(probs, Problem{Key: key, Value: v.Get(key), Msg: `a bare number: give a duration with its unit, e.g. "60s", "24h"`})
+		}
+	}
+	return probs
 }
 
 // decodeProblems turns mapstructure's joined errors into problems, naming
@@ -347,6 +441,32 @@ func (c *Config) validate() []Problem {
 	if c.State == "" {
 		add("state", nil, "empty: give the path of the state store")
 	}
+
+	a := c.API
+	if a.URL != "" {
+		if u, err := url.Parse(a.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			add("api.url", a.URL, "want http(s)://host/path without a query or user info, e.g. https://cloud.example.com/client/api")
+		}
+	}
+	if a.Interval < 0 || (a.Interval > 0 && a.Interval < time.Second) {
+		add("api.interval", a.Interval, "must be 0 (sync only at start-up and on SIGHUP) or at least 1s")
+	}
+	if a.PageSize < 1 || a.PageSize > MaxAPIPageSize {
+		add("api.page-size", a.PageSize, "must be 1 to %d (CloudStack's default.page.size)", MaxAPIPageSize)
+	}
+	if a.Timeout <= 0 {
+		add("api.timeout", a.Timeout, "must be positive, e.g. 60s")
+	}
+	al := c.Allocation
+	if al.ReleaseAfter <= 0 {
+		add("allocation.release-after", al.ReleaseAfter, "must be positive, e.g. 24h: a NIC missing from one listing must not lose its prefix")
+	}
+	if valid := Seconds(s.ValidLifetime); al.Quarantine < valid {
+		add("allocation.quarantine", al.Quarantine, "shorter than server.valid-lifetime (%v): a router may still route a released prefix to the old VM when another VM gets it", valid)
+	}
+	if !(al.MaxReleaseFraction > 0 && al.MaxReleaseFraction <= 1) {
+		add("allocation.max-release-fraction", al.MaxReleaseFraction, "must be more than 0 and at most 1 (1 turns the safety valve off)")
+	}
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":
 	default:
@@ -392,6 +512,7 @@ func (c *Config) Pools() []allocator.Pool {
 			Prefix:      netip.MustParsePrefix(m.Pool),
 			PrefixLen:   m.PrefixLen,
 			InterfaceID: m.InterfaceID,
+			VLAN:        m.VLAN,
 		}
 		if m.IP6CIDR != "" {
 			p.IP6CIDR = netip.MustParsePrefix(m.IP6CIDR)

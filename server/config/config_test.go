@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
 )
@@ -78,6 +79,9 @@ func TestYAMLConfig(t *testing.T) {
 	if c.Mapping["pod-a"].PrefixLen != DefaultPrefixLen {
 		t.Errorf("prefix-len default = %d", c.Mapping["pod-a"].PrefixLen)
 	}
+	if p := c.Pools(); p[0].VLAN != 2701 {
+		t.Errorf("pool VLAN = %d", p[0].VLAN)
+	}
 	addrs, err := c.ListenAddrs()
 	if err != nil || len(addrs) != 2 || addrs[0] != netip.MustParseAddrPort("[2001:db8::100:69]:547") {
 		t.Errorf("listen = %v, %v", addrs, err)
@@ -136,6 +140,22 @@ func TestInvalidConfigsNameTheKey(t *testing.T) {
 		{"unknown key (typo)", base + "server:\n  rapid_commit: true\n", "server.rapid_commit", "unknown key"},
 		{"unknown mapping key", base + "    prefixlen: 60\n", "mapping.pod-a.prefixlen", "unknown key"},
 		{"log level", base + "log:\n  level: loud\n", "log.level", "loud"},
+		{"api.url not http", base + "api:\n  url: cloud.example.com/client/api\n", "api.url", "cloud.example.com/client/api"},
+		{"api.url with a query", base + "api:\n  url: https://cloud/client/api?command=x\n", "api.url", "without a query"},
+		{"api.interval a bare number", base + "api:\n  interval: 60\n", "api.interval", `"60": a bare number: give a duration with its unit`},
+		{"api.interval negative", base + "api:\n  interval: -1m\n", "api.interval", "-1m0s"},
+		{"api.interval under a second", base + "api:\n  interval: 10ms\n", "api.interval", "at least 1s"},
+		{"api.interval not a duration", base + "api:\n  interval: 1d\n", "api.interval", "1d"},
+		{"api.page-size too big", base + "api:\n  page-size: 501\n", "api.page-size", "must be 1 to 500"},
+		{"api.page-size zero", base + "api:\n  page-size: 0\n", "api.page-size", "must be 1 to 500"},
+		{"api.timeout zero", base + "api:\n  timeout: 0s\n", "api.timeout", "must be positive"},
+		{"api.verify-tls not a bool", base + "api:\n  verify-tls: maybe\n", "api.verify-tls", "maybe"},
+		{"release-after zero", base + "allocation:\n  release-after: 0s\n", "allocation.release-after", "must be positive"},
+		{"release-after a bare number", base + "allocation:\n  release-after: 86400\n", "allocation.release-after", "a bare number"},
+		{"quarantine below the valid lifetime", base + "allocation:\n  quarantine: 24h\n", "allocation.quarantine", "shorter than server.valid-lifetime (48h0m0s)"},
+		{"max-release-fraction zero", base + "allocation:\n  max-release-fraction: 0\n", "allocation.max-release-fraction", "more than 0 and at most 1"},
+		{"max-release-fraction above 1", base + "allocation:\n  max-release-fraction: 1.5\n", "allocation.max-release-fraction", "1.5"},
+		{"unknown allocation key", base + "allocation:\n  release_after: 1h\n", "allocation.release_after", "unknown key"},
 		{"not YAML", "mapping: [\n", "(file)", "cannot parse"},
 	}
 	for _, tt := range tests {
@@ -165,5 +185,74 @@ func TestLoadMissingFile(t *testing.T) {
 	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"))
 	if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "nope.yaml") {
 		t.Errorf("err = %v", err)
+	}
+}
+
+func TestSyncDefaults(t *testing.T) {
+	c, err := Parse("cfg.yaml", []byte(fullYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, al := c.API, c.Allocation
+	if a.Interval != 60*time.Second || a.PageSize != 500 || a.Timeout != 60*time.Second || !a.VerifyTLS {
+		t.Errorf("api defaults = %+v", a)
+	}
+	// The quarantine follows the valid lifetime (7200 s in fullYAML).
+	if al.ReleaseAfter != 24*time.Hour || al.Quarantine != 2*time.Hour || al.MaxReleaseFraction != 0.1 {
+		t.Errorf("allocation defaults = %+v", al)
+	}
+	old, err := Load(filepath.Join("..", "..", "testdata", "config", "old-generator-config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if old.Allocation.Quarantine != 48*time.Hour || !old.API.SyncConfigured() {
+		t.Errorf("old config: quarantine %v, sync configured %v", old.Allocation.Quarantine, old.API.SyncConfigured())
+	}
+}
+
+func TestSyncKeys(t *testing.T) {
+	const yaml = `
+api:
+  url: https://cloud.example.com/client/api
+  apikey: AKEY
+  secretkey: SKEY
+  interval: 5m
+  page-size: 200
+  timeout: 30s
+  verify-tls: false
+allocation:
+  release-after: 72h
+  quarantine: 96h
+  max-release-fraction: 1
+mapping:
+  pod-a:
+    pool: 2001:db8:200::/40
+    interface-id: VLAN2701
+`
+	c, err := Parse("cfg.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := API{URL: "https://cloud.example.com/client/api", APIKey: "AKEY", SecretKey: "SKEY",
+		Interval: 5 * time.Minute, PageSize: 200, Timeout: 30 * time.Second, VerifyTLS: false}
+	if c.API != want {
+		t.Errorf("api = %+v", c.API)
+	}
+	if (c.Allocation != Allocation{ReleaseAfter: 72 * time.Hour, Quarantine: 96 * time.Hour, MaxReleaseFraction: 1}) {
+		t.Errorf("allocation = %+v", c.Allocation)
+	}
+	// JSON, as the old config.json would carry them, and the environment.
+	t.Setenv("CLOUDSTACK_PD_ALLOCATION_QUARANTINE", "120h")
+	t.Setenv("CLOUDSTACK_PD_API_INTERVAL", "0s")
+	c, err = Parse("cfg.json", []byte(`{"api": {"url": "https://cloud/client/api", "page-size": 100, "timeout": "10s"},
+		"allocation": {"release-after": "1h"}, "mapping": {"pod-a": {"pool": "2001:db8:200::/40", "interface-id": "V"}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.API.PageSize != 100 || c.API.Timeout != 10*time.Second || c.API.Interval != 0 || c.Allocation.ReleaseAfter != time.Hour || c.Allocation.Quarantine != 120*time.Hour {
+		t.Errorf("from JSON and env: api %+v allocation %+v", c.API, c.Allocation)
+	}
+	if c.API.SyncConfigured() || c.API.WhyNoSync() != "api.apikey and api.secretkey are empty" {
+		t.Errorf("sync configured without keys: %q", c.API.WhyNoSync())
 	}
 }
