@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
+	"net/http"
 	"os"
 	"slices"
 	"text/tabwriter"
@@ -43,10 +45,10 @@ longer configured are listed too (kept, not served), with a warning.
     "since": "2026-01-02T03:04:05Z", "gone-at": null, "quarantined-at": null,
     "ip6": "2001:db8:100:0:432:b2ff:fe00:479", "source": "sync"}]
 
-The store is opened read-only. While serve runs it holds the store's lock,
-and this command says so and exits 1: ask the running server instead, over
-its local HTTP API (GET /v1/allocations, same fields) where serve offers
-it.`,
+The store is opened read-only. While serve runs it holds the store's lock;
+then the table is read from the running server's local HTTP API
+(http.listen, GET /v1/allocations, the same fields), and when serve offers
+none, the command says so and exits 1.`,
 		Example: `  cloudstack-pd allocations --config /etc/cloudstack-pd/config.yaml
   cloudstack-pd allocations -c /etc/cloudstack-pd/config.yaml --json | jq '.[] | select(.state != "active")'`,
 		Args: cobra.NoArgs,
@@ -99,35 +101,18 @@ func runAllocations(out, stderr io.Writer, cfgPath string, asJSON bool) error {
 	if err != nil {
 		return err
 	}
-	st, err := openReadOnly(cfg, "allocations")
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	pools := cfg.Pools()
-	allocs, err := readAllocations(st, pools)
-	if err != nil {
-		return err
-	}
-	byName := map[string]*allocator.Pool{}
-	for i := range pools {
-		byName[pools[i].Name] = &pools[i]
-	}
-	orphaned := map[string]int{}
-	for _, a := range allocs {
-		if byName[a.Pool] == nil {
-			orphaned[a.Pool]++
+	views, err := storeAllocations(cfg, stderr)
+	if errors.Is(err, allocator.ErrLocked) && cfg.HTTP.Listen != "" {
+		// serve holds the store: ask it.
+		views, err = serverAllocations(cfg)
+		if err == nil {
+			fmt.Fprintf(stderr, "the store is held by the running server: table read from http://%s/v1/allocations\n", cfg.HTTP.Listen)
 		}
 	}
-	if len(orphaned) > 0 {
-		fmt.Fprintf(stderr, "warning: allocations of pools that are not configured (kept, not served): %v\n", orphaned)
+	if err != nil {
+		return err
 	}
-
 	if asJSON {
-		views := make([]httpapi.Allocation, 0, len(allocs))
-		for i := range allocs {
-			views = append(views, httpapi.AllocationOf(&allocs[i], byName[allocs[i].Pool]))
-		}
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
 		return enc.Encode(views)
@@ -136,37 +121,82 @@ func runAllocations(out, stderr io.Writer, cfgPath string, asJSON bool) error {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "MAC\tPREFIX\tSTATE\tSINCE\tPOOL\tINTERFACE-ID\tVM-NAME\tVM-ID\tNIC-ID\tIP6")
 	counts := map[allocator.State]int{}
-	for i := range allocs {
-		a := &allocs[i]
-		counts[a.State]++
-		state := string(a.State)
-		switch a.State {
+	for _, v := range views {
+		counts[v.State]++
+		state := string(v.State)
+		switch v.State {
 		case allocator.StateGone:
-			state += " " + stamp(a.GoneAt)
+			state += " " + stamp(v.GoneAt)
 		case allocator.StateQuarantined:
-			state += " " + stamp(a.QuarantinedAt)
+			state += " " + stamp(v.QuarantinedAt)
 		}
-		iid := "(not configured)"
-		if p := byName[a.Pool]; p != nil {
-			iid = p.InterfaceID
-		}
-		ip6 := ""
-		if a.IP6.IsValid() {
-			ip6 = a.IP6.String()
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.MAC, a.Prefix, state, stamp(a.Since), a.Pool, iid,
-			dash(a.VMName), dash(a.VMID), dash(a.NICID), dash(ip6))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.MAC, v.Prefix, state, stamp(v.Since), v.Pool,
+			dash(v.InterfaceID), dash(v.VMName), dash(v.VMID), dash(v.NICID), dash(v.IP6))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(out, "%d allocation(s): %d active, %d gone, %d quarantined\n", len(allocs),
+	_, err = fmt.Fprintf(out, "%d allocation(s): %d active, %d gone, %d quarantined\n", len(views),
 		counts[allocator.StateActive], counts[allocator.StateGone], counts[allocator.StateQuarantined])
 	return err
 }
 
-func stamp(t time.Time) string {
-	if t.IsZero() {
+// storeAllocations reads the table from the store, as the HTTP API's views.
+func storeAllocations(cfg *config.Config, stderr io.Writer) ([]httpapi.Allocation, error) {
+	st, err := openReadOnly(cfg, "allocations")
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	pools := cfg.Pools()
+	allocs, err := readAllocations(st, pools)
+	if err != nil {
+		return nil, err
+	}
+	byName := map[string]*allocator.Pool{}
+	for i := range pools {
+		byName[pools[i].Name] = &pools[i]
+	}
+	orphaned := map[string]int{}
+	views := make([]httpapi.Allocation, 0, len(allocs))
+	for i := range allocs {
+		p := byName[allocs[i].Pool]
+		if p == nil {
+			orphaned[allocs[i].Pool]++
+		}
+		views = append(views, httpapi.AllocationOf(&allocs[i], p))
+	}
+	if len(orphaned) > 0 {
+		fmt.Fprintf(stderr, "warning: allocations of pools that are not configured (kept, not served): %v\n", orphaned)
+	}
+	return views, nil
+}
+
+// serverAllocations asks the running server's HTTP API for the table.
+func serverAllocations(cfg *config.Config) ([]httpapi.Allocation, error) {
+	host, port, _ := net.SplitHostPort(cfg.HTTP.Listen) // validated by config.Load
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "localhost"
+	}
+	url := "http://" + net.JoinHostPort(host, port) + "/v1/allocations"
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return nil, fmt.Errorf("the store is held by another process and its HTTP API does not answer: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	var views []httpapi.Allocation
+	if err := json.NewDecoder(resp.Body).Decode(&views); err != nil {
+		return nil, fmt.Errorf("GET %s: %w", url, err)
+	}
+	return views, nil
+}
+
+func stamp(t *time.Time) string {
+	if t == nil || t.IsZero() {
 		return "-"
 	}
 	return t.UTC().Format(time.RFC3339)

@@ -33,6 +33,10 @@ func main() {
 	}
 }
 
+// version is set at build time: go build -ldflags "-X main.version=v1.2.3".
+// Empty, the module's build information is shown instead.
+var version string
+
 // exitCoder is an error that asks for a particular exit status.
 type exitCoder interface{ ExitCode() int }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"slices"
@@ -21,6 +22,7 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/server"
 	"github.com/cloudstack-pd/cloudstack-pd/server/config"
+	"github.com/cloudstack-pd/cloudstack-pd/server/httpapi"
 )
 
 func newServeCmd() *cobra.Command {
@@ -147,6 +149,9 @@ func runServe(ctx context.Context, cfgPath string, stderr io.Writer) error {
 
 	reg := prometheus.NewRegistry()
 	metrics := server.NewMetrics(reg)
+	if err := httpapi.NewCollectors(reg, live, st, version); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
 	rec := server.NewRecorder(st, server.DefaultFlushInterval, log)
 	h, err := server.NewHandler(server.HandlerConfig{
 		Table: live, ServerID: duid, Options: handlerOptions(cfg),
@@ -162,6 +167,12 @@ func runServe(ctx context.Context, cfgPath string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var httpLn net.Listener
+	if cfg.HTTP.Listen != "" {
+		if httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
+			return fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
+		}
+	}
 
 	recCtx, stopRec := context.WithCancel(context.Background())
 	recDone := make(chan struct{})
@@ -176,9 +187,41 @@ func runServe(ctx context.Context, cfgPath string, stderr io.Writer) error {
 	)
 	current.Store(cfg)
 	syncer := newServeSync(st, live, &current, &swapMu, log)
+	var syncMetrics *httpapi.SyncMetrics
+	if cfg.API.SyncConfigured() {
+		syncMetrics = httpapi.NewSyncMetrics(reg)
+		syncer.observe = func(outcome string, took time.Duration, rep *allocator.SyncReport, at time.Time) {
+			syncMetrics.Observe(outcome, took, syncChanges(rep), at)
+		}
+	}
 	syncCtx, stopSync := context.WithCancel(ctx)
 	syncDone := make(chan struct{})
 	go func() { defer close(syncDone); syncer.Run(syncCtx) }()
+
+	// The local HTTP API: ready while the listener serves, until shutdown.
+	var stopping atomic.Bool
+	httpCtx, stopHTTP := context.WithCancel(context.Background())
+	httpDone := make(chan struct{})
+	if httpLn != nil {
+		api := httpapi.New(httpapi.Config{
+			Table: live, Bindings: st, Registry: reg, Logger: log, Version: version,
+			SyncStaleAfter: syncStaleAfter(cfg),
+			Ready: func() httpapi.Readiness {
+				r := httpapi.Readiness{SyncEnabled: syncMetrics != nil}
+				if !stopping.Load() {
+					r.Listening = l.Addrs()
+				}
+				if syncMetrics != nil {
+					r.LastSync = syncMetrics.LastSuccessTime()
+				}
+				return r
+			},
+		})
+		go func() { defer close(httpDone); httpapi.Serve(httpCtx, httpLn, api, log) }()
+		log.Info("http api", "listen", httpLn.Addr().String())
+	} else {
+		close(httpDone)
+	}
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -201,15 +244,45 @@ func runServe(ctx context.Context, cfgPath string, stderr io.Writer) error {
 	log.Info("serving", "listen", l.Addrs(), "pools", len(tbl.Pools()), "allocations", len(tbl.Allocations()),
 		"mac-sources", cfg.Server.MACSources, "state", cfg.State, "server-duid", fmt.Sprintf("%x", duid))
 	err = l.Serve(ctx)
+	stopping.Store(true)
 	stopSync()
 	<-syncDone // a sync in progress stops listing, or finishes writing
 	stopRec()
 	<-recDone // the recorder flushes once more on the way out
+	stopHTTP()
+	<-httpDone // before the store closes: the API reads it
 	if err != nil {
 		return err
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// syncChanges counts a sync's changes by the kinds of
+// cloudstack_pd_sync_changes_total.
+func syncChanges(rep *allocator.SyncReport) map[string]int {
+	c := map[string]int{}
+	if rep == nil {
+		return c
+	}
+	for _, p := range rep.Pools {
+		c["added"] += len(p.Added)
+		c["kept"] += p.Kept
+		c["gone"] += len(p.Gone)
+		c["returned"] += len(p.Back)
+		c["quarantined"] += len(p.Quarantined)
+		c["released"] += len(p.Released)
+	}
+	return c
+}
+
+// syncStaleAfter is when /readyz starts warning that no sync succeeded:
+// three sync intervals, or the API's default when syncs are not periodic.
+func syncStaleAfter(cfg *config.Config) time.Duration {
+	if cfg.API.Interval > 0 {
+		return 3 * cfg.API.Interval
+	}
+	return 0
 }
 
 // reload re-reads the config at path. A valid one is put in force (pools,

@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -78,6 +80,8 @@ mapping:
 server:
   listen: ["[::1]:PORT"]
 state: STATE
+http:
+  listen: "[::1]:HTTPPORT"
 `
 
 const serveTestPodB = `
@@ -92,7 +96,9 @@ func TestServeProcess(t *testing.T) {
 	port := freeUDPPort(t)
 	state := filepath.Join(dir, "state.db")
 	cfgPath := filepath.Join(dir, "cfg.yaml")
-	base := strings.NewReplacer("PORT", strconv.Itoa(port), "STATE", state).Replace(serveTestConfig)
+	httpPort := freeTCPPort(t)
+	base := strings.NewReplacer("HTTPPORT", strconv.Itoa(httpPort), "PORT", strconv.Itoa(port), "STATE", state).Replace(serveTestConfig)
+	api := "http://[::1]:" + strconv.Itoa(httpPort)
 	writeFile(t, cfgPath, base)
 
 	// Reserve a prefix in pod-a and one in pod-b, which is not configured yet.
@@ -146,6 +152,23 @@ func TestServeProcess(t *testing.T) {
 		t.Errorf("pod-b served before it is configured:\n%s", out)
 	}
 
+	// Over HTTP: ready, and the metrics count what was answered and dropped.
+	if code, body := httpGet(t, api+"/readyz"); code != 200 || !strings.Contains(body, `"ready": true`) && !strings.Contains(body, `"ready":true`) {
+		t.Errorf("/readyz = %d %s", code, body)
+	}
+	answered := metricValue(t, api, `cloudstack_pd_packets_answered_total{type="REPLY"}`)
+	if answered < 1 {
+		t.Errorf("REPLY answers counted: %v", answered)
+	}
+	unrelayed := metricValue(t, api, `cloudstack_pd_drops_total{reason="unrelayed"}`)
+	sendRaw(t, port, []byte{1, 0, 0, 1}) // a Solicit sent straight to the server
+	waitMetric(t, api, `cloudstack_pd_drops_total{reason="unrelayed"}`, unrelayed+1)
+	probe("06:32:b2:00:04:79", "VLAN2701")
+	waitMetric(t, api, `cloudstack_pd_packets_answered_total{type="REPLY"}`, answered+1)
+	if v := metricValue(t, api, `cloudstack_pd_pool_allocations{interface_id="VLAN2701",pool="pod-a",state="active"}`); v != 1 {
+		t.Errorf("pool_allocations for pod-a = %v, want 1", v)
+	}
+
 	// A second server on the same store says so and exits at once.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -168,6 +191,21 @@ func TestServeProcess(t *testing.T) {
 	waitFor(t, "msg=reloaded", &log, 5*time.Second)
 	if out := probe("06:32:b2:00:04:80", "VLAN2702"); !strings.Contains(out, "prefix 2001:db8:300:40::/60") {
 		t.Errorf("pod-b not served after reload:\n%s", out)
+	}
+	// allocations while serve holds the store: read through its HTTP API.
+	if out, err := exec.Command(bin, "allocations", "--config", cfgPath, "--json").CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), `"prefix": "2001:db8:300:40::/60"`) || !strings.Contains(string(out), "held by the running server") {
+		t.Errorf("allocations while serving: %v\n%s", err, out)
+	}
+	if code, body := httpGet(t, api+"/v1/pools"); code != 200 || !strings.Contains(body, "pod-b") {
+		t.Errorf("/v1/pools after reload = %d %s", code, body)
+	}
+	if code, body := httpGet(t, api+"/v1/leases?mac=06:32:b2:00:04:79"); code != 200 || !strings.Contains(body, "2001:db8:200:30::/60") {
+		// Bindings reach the store within a second (the recorder's flush).
+		time.Sleep(1500 * time.Millisecond)
+		if code, body = httpGet(t, api+"/v1/leases?mac=06:32:b2:00:04:79"); code != 200 || !strings.Contains(body, "2001:db8:200:30::/60") {
+			t.Errorf("/v1/leases = %d %s", code, body)
+		}
 	}
 
 	// SIGTERM: exit 0, bindings in the store.
@@ -195,6 +233,71 @@ func TestServeProcess(t *testing.T) {
 	}
 	if !got["2001:db8:200:30::/60"] || !got["2001:db8:300:40::/60"] {
 		t.Errorf("bindings after SIGTERM: %v", got)
+	}
+}
+
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// metricValue reads one series from /metrics; 0 when absent.
+func metricValue(t *testing.T, api, series string) float64 {
+	t.Helper()
+	_, body := httpGet(t, api+"/metrics")
+	for _, line := range strings.Split(body, "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", series, err)
+			}
+			return v
+		}
+	}
+	return 0
+}
+
+func waitMetric(t *testing.T, api, series string, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := metricValue(t, api, series)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %v, want %v", series, got, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func sendRaw(t *testing.T, port int, pkt []byte) {
+	t.Helper()
+	c, err := net.DialUDP("udp6", nil, &net.UDPAddr{IP: net.IPv6loopback, Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(pkt); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -14,11 +14,13 @@ package config
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -66,6 +68,7 @@ type Config struct {
 	Log   Log    `mapstructure:"log"`
 	// Allocation holds the rules of the CloudStack sync.
 	Allocation Allocation `mapstructure:"allocation"`
+	HTTP       HTTP       `mapstructure:"http"`
 
 	// Path is the file the config was read from.
 	Path string `mapstructure:"-"`
@@ -156,6 +159,15 @@ type Server struct {
 	QueueLength int `mapstructure:"queue-length"`
 }
 
+// HTTP is the local HTTP endpoint: metrics, health and the read-only JSON API.
+type HTTP struct {
+	// Listen is the host:port to serve on (default 127.0.0.1:9547); "" turns it off.
+	Listen string `mapstructure:"listen"`
+}
+
+// DefaultHTTPListen is where the metrics, health and JSON API are served by default.
+const DefaultHTTPListen = "127.0.0.1:9547"
+
 // Log configures slog.
 type Log struct {
 	// Level is debug, info, warn or error.
@@ -171,7 +183,22 @@ type Problem struct {
 	Msg   string
 }
 
+// secretKey reports whether key names a secret, whose value is never printed.
+func secretKey(key string) bool {
+	k := strings.ToLower(key)
+	for _, w := range []string{"apikey", "secretkey", "secret", "password", "token"} {
+		if strings.Contains(k, w) {
+			return true
+		}
+	}
+	return false
+}
+
 func (p Problem) String() string {
+	if secretKey(p.Key) {
+		// The value, and the decoder's message, may quote the secret.
+		return fmt.Sprintf("%s: (value hidden): invalid", p.Key)
+	}
 	if p.Value == nil {
 		return fmt.Sprintf("%s: %s", p.Key, p.Msg)
 	}
@@ -224,6 +251,7 @@ func Parse(path string, data []byte) (*Config, error) {
 	v.SetDefault("server.trusted-relays", []string{})
 	v.SetDefault("server.workers", 0)
 	v.SetDefault("server.queue-length", 0)
+	v.SetDefault("http.listen", DefaultHTTPListen)
 	v.SetDefault("log.level", "info")
 	v.SetDefault("log.format", "text")
 	v.SetDefault("api.url", "")
@@ -466,6 +494,18 @@ func (c *Config) validate() []Problem {
 	}
 	if !(al.MaxReleaseFraction > 0 && al.MaxReleaseFraction <= 1) {
 		add("allocation.max-release-fraction", al.MaxReleaseFraction, "must be more than 0 and at most 1 (1 turns the safety valve off)")
+	}
+	if l := c.HTTP.Listen; l != "" {
+		host, port, err := net.SplitHostPort(l)
+		pn, perr := strconv.Atoi(port)
+		switch {
+		case err != nil:
+			add("http.listen", l, "not host:port: %v", err)
+		case perr != nil || pn < 0 || pn > 65535:
+			add("http.listen", l, "port must be 0 to 65535")
+		case host != "" && host != "localhost" && net.ParseIP(host) == nil:
+			add("http.listen", l, "host must be an IP address, localhost or empty (all addresses)")
+		}
 	}
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":

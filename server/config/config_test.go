@@ -256,3 +256,40 @@ mapping:
 		t.Errorf("sync configured without keys: %q", c.API.WhyNoSync())
 	}
 }
+
+func TestHTTPListen(t *testing.T) {
+	base := "mapping:\n  pod-a:\n    pool: 2001:db8:200::/40\n    interface-id: VLAN2701\n"
+	c, err := Parse("cfg.yaml", []byte(base))
+	if err != nil || c.HTTP.Listen != DefaultHTTPListen {
+		t.Fatalf("default http.listen = %q, %v", c.HTTP.Listen, err)
+	}
+	for _, ok := range []string{"", "[::1]:9547", "0.0.0.0:9547", ":9547", "localhost:0"} {
+		if _, err := Parse("cfg.yaml", []byte(base+"http:\n  listen: \""+ok+"\"\n")); err != nil {
+			t.Errorf("http.listen %q refused: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"9547", "example.com:9547", "[::1]:99999", "[::1]:http"} {
+		_, err := Parse("cfg.yaml", []byte(base+"http:\n  listen: \""+bad+"\"\n"))
+		if err == nil || !strings.Contains(err.Error(), "http.listen") || !strings.Contains(err.Error(), bad) {
+			t.Errorf("http.listen %q: err = %v", bad, err)
+		}
+	}
+}
+
+func TestProblemsNeverShowSecrets(t *testing.T) {
+	for _, y := range []string{
+		"api:\n  secretkey: [hunter2-secret]\n",
+		"api:\n  apikey: {k: hunter2-secret}\n",
+	} {
+		_, err := Parse("cfg.yaml", []byte(y))
+		if err == nil {
+			t.Fatalf("%q accepted", y)
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("error shows the secret:\n%s", err)
+		}
+		if !strings.Contains(err.Error(), "api.") {
+			t.Errorf("error does not name the key:\n%s", err)
+		}
+	}
+}
