@@ -104,8 +104,11 @@ func runAllocations(out, stderr io.Writer, cfgPath string, asJSON bool) error {
 	views, err := storeAllocations(cfg, stderr)
 	if errors.Is(err, allocator.ErrLocked) && cfg.HTTP.Listen != "" {
 		// serve holds the store: ask it.
-		views, err = serverAllocations(cfg)
-		if err == nil {
+		remote, herr := serverAllocations(cfg)
+		if herr != nil {
+			err = fmt.Errorf("%w\n(asking the running server instead failed: %v)", err, herr)
+		} else {
+			views, err = remote, nil
 			fmt.Fprintf(stderr, "the store is held by the running server: table read from http://%s/v1/allocations\n", cfg.HTTP.Listen)
 		}
 	}
@@ -182,7 +185,7 @@ func serverAllocations(cfg *config.Config) ([]httpapi.Allocation, error) {
 	c := &http.Client{Timeout: 10 * time.Second}
 	resp, err := c.Get(url)
 	if err != nil {
-		return nil, fmt.Errorf("the store is held by another process and its HTTP API does not answer: %w", err)
+		return nil, fmt.Errorf("its HTTP API does not answer: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

@@ -53,6 +53,8 @@ server:
   listen: ["[::1]:PORT"]
   mac-sources: [remote-id]
 state: STATE
+http:
+  listen: ""
 `
 
 // keaDiffAnswer is what one server gave one client: the prefixes (with

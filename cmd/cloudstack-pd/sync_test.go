@@ -53,6 +53,8 @@ mapping:
     interface-id: VLAN2701
     ip6-cidr: 2001:db8:100::/64
 state: STATE
+http:
+  listen: ""
 log:
   level: warn
 `

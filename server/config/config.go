@@ -197,7 +197,7 @@ func secretKey(key string) bool {
 func (p Problem) String() string {
 	if secretKey(p.Key) {
 		// The value, and the decoder's message, may quote the secret.
-		return fmt.Sprintf("%s: (value hidden): invalid", p.Key)
+		return fmt.Sprintf("%s: %q: invalid value (not shown: a secret); a string is expected", p.Key, "(set)")
 	}
 	if p.Value == nil {
 		return fmt.Sprintf("%s: %s", p.Key, p.Msg)
