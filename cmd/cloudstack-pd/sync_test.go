@@ -285,35 +285,6 @@ func TestSyncForKeaExport(t *testing.T) {
 	}
 }
 
-// logBuffer collects log records as text.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *logBuffer) waitFor(t *testing.T, s string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(l.String(), s) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q in the log:\n%s", s, l.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // serve's syncer: at start-up, on trigger and every interval; a sync that
 // changed the table swaps it in; a failed one logs CloudStack's error and
 // keeps the table; no api.url, no sync, said once.
@@ -337,7 +308,7 @@ func TestServeSync(t *testing.T) {
 	var (
 		current  atomic.Pointer[config.Config]
 		swapMu   sync.Mutex
-		logs     logBuffer
+		logs     syncBuffer
 		outcomes []string
 		omu      sync.Mutex
 	)
@@ -355,7 +326,7 @@ func TestServeSync(t *testing.T) {
 	go func() { defer close(done); sy.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 
-	logs.waitFor(t, `msg="no CloudStack sync: serving the stored table as it is" reason="api.url is not set"`)
+	waitFor(t, `msg="no CloudStack sync: serving the stored table as it is" reason="api.url is not set"`, &logs, 10*time.Second)
 	sy.Trigger()
 	time.Sleep(50 * time.Millisecond)
 	if n := strings.Count(logs.String(), "no CloudStack sync"); n != 1 {
@@ -365,7 +336,7 @@ func TestServeSync(t *testing.T) {
 	// With the API: synced and swapped in.
 	current.Store(cfg)
 	sy.Trigger()
-	logs.waitFor(t, "msg=synced")
+	waitFor(t, "msg=synced", &logs, 10*time.Second)
 	web, _ := net.ParseMAC("1e:00:5d:00:01:7a")
 	if a, ok := live.Current().Lookup(web); !ok || a.Prefix.String() != "2001:db8:200::/60" {
 		t.Fatalf("web-01 not in the live table: %v", a)
@@ -378,7 +349,7 @@ func TestServeSync(t *testing.T) {
 	before := live.Current()
 	s.fake.Inject(cloudstacktest.Fault{Kind: cloudstacktest.FaultThrottle})
 	sy.Trigger()
-	logs.waitFor(t, "sync failed; the table stays as it is")
+	waitFor(t, "sync failed; the table stays as it is", &logs, 10*time.Second)
 	if !strings.Contains(logs.String(), "listVirtualMachines page 1: CloudStack error 429 (cserrorcode 9999): "+cloudstacktest.TextThrottled) {
 		t.Errorf("failure log: %s", logs.String())
 	}
