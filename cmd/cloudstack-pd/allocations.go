@@ -62,18 +62,20 @@ none, the command says so and exits 1.`,
 }
 
 // openReadOnly opens the store for reading, explaining a store that does
-// not exist or that a running server holds.
-func openReadOnly(cfg *config.Config, what string) (*allocator.Store, error) {
+// not exist or that a running server holds; instead says what to do then.
+func openReadOnly(cfg *config.Config, what, instead string) (*allocator.Store, error) {
 	if _, err := os.Stat(cfg.State); errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("store %s does not exist: there is no table yet (serve, sync and import-kea create it); is state right in %s?", cfg.State, cfg.Path)
 	}
 	st, err := allocator.Open(cfg.State, allocator.StoreOptions{ReadOnly: true, Timeout: time.Second})
 	if errors.Is(err, allocator.ErrLocked) {
-		return nil, fmt.Errorf("%w\n%s reads the store, and cannot while 'cloudstack-pd serve' (or a sync or import) holds it: "+
-			"ask the running server over its local HTTP API (GET /v1/allocations) where serve offers it", err, what)
+		return nil, fmt.Errorf("%w\n%s reads the store, and cannot while 'cloudstack-pd serve' (or a sync or import) holds it: %s", err, what, instead)
 	}
 	return st, err
 }
+
+// askServer is what to do instead of reading a store that serve holds.
+const askServer = "ask the running server over its local HTTP API (GET /v1/allocations) where serve offers it"
 
 // readAllocations returns every allocation of the store, configured
 // pools or not, sorted by pool and prefix.
@@ -146,7 +148,7 @@ func runAllocations(out, stderr io.Writer, cfgPath string, asJSON bool) error {
 
 // storeAllocations reads the table from the store, as the HTTP API's views.
 func storeAllocations(cfg *config.Config, stderr io.Writer) ([]httpapi.Allocation, error) {
-	st, err := openReadOnly(cfg, "allocations")
+	st, err := openReadOnly(cfg, "allocations", askServer)
 	if err != nil {
 		return nil, err
 	}

@@ -47,7 +47,7 @@ func runCheck(out io.Writer, cfgPath string) error {
 	if err != nil {
 		return err
 	}
-	st, err := openReadOnly(cfg, "check")
+	st, err := openReadOnly(cfg, "check", askServer)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,156 @@
+package replay
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv6"
+	"github.com/insomniacslk/dhcp/iana"
+
+	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/relay"
+	"github.com/cloudstack-pd/cloudstack-pd/relay/capture"
+	"github.com/cloudstack-pd/cloudstack-pd/server"
+)
+
+// The world of these tests: one pool on VLAN2701, one VM with a prefix.
+var (
+	vmMAC     = mustMAC("06:32:b2:00:04:79")
+	otherMAC  = mustMAC("06:ff:ff:00:00:01")
+	vmPrefix  = netip.MustParsePrefix("2001:db8:200::/60")
+	linkAddr  = netip.MustParseAddr("2001:db8:100::1")
+	routerAP  = netip.MustParseAddrPort("[2001:db8:ffff::1]:547")
+	serverAP  = netip.MustParseAddrPort("[2001:db8::100:69]:547")
+	testDUID  = []byte{0, 1, 0, 1, 0x2b, 0, 0, 1, 0x02, 0, 0, 0, 0, 0x01}
+	oldDUID   = []byte{0, 1, 0, 1, 0x1a, 0, 0, 1, 0x02, 0, 0, 0, 0, 0x99}
+	frameTime = time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+)
+
+func mustMAC(s string) net.HardwareAddr {
+	m, err := net.ParseMAC(s)
+	if err != nil {
+		panic(err)
+	}
+	return m
+}
+
+func testHandler(t testing.TB) *server.Handler {
+	t.Helper()
+	tbl, err := allocator.NewTable([]allocator.Pool{
+		{Name: "pod-a", Prefix: netip.MustParsePrefix("2001:db8:200::/40"), PrefixLen: 60, InterfaceID: "VLAN2701"},
+	}, []allocator.Allocation{{Pool: "pod-a", MAC: vmMAC, Prefix: vmPrefix, State: allocator.StateActive}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := server.NewHandler(server.HandlerConfig{Table: allocator.NewLive(tbl), ServerID: testDUID, Options: server.Options{
+		MACSources: []relay.MACSource{relay.SourceRemoteID}, PreferredLifetime: 86400, ValidLifetime: 172800, RenewTimer: 1000, RebindTimer: 2000,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func handlerFunc(h *server.Handler) HandlerFunc {
+	return func(src netip.AddrPort, pkt []byte) ([]byte, netip.AddrPort, error) {
+		r, err := h.Handle(src, pkt)
+		return r.Data, r.Dst, err
+	}
+}
+
+// clientMsg is a client message of vm (DUID-LL client id) with opts.
+func clientMsg(typ dhcpv6.MessageType, xid byte, mac net.HardwareAddr, opts ...dhcpv6.Option) []byte {
+	m := &dhcpv6.Message{MessageType: typ, TransactionID: dhcpv6.TransactionID{0x10, 0, xid}}
+	m.AddOption(dhcpv6.OptClientID(&dhcpv6.DUIDLL{HWType: iana.HWTypeEthernet, LinkLayerAddr: mac}))
+	for _, o := range opts {
+		m.AddOption(o)
+	}
+	return m.ToBytes()
+}
+
+func iaPD(prefixes ...netip.Prefix) *dhcpv6.OptIAPD {
+	ia := &dhcpv6.OptIAPD{IaId: [4]byte{0, 0, 0, 1}}
+	for _, p := range prefixes {
+		ia.Options.Add(&dhcpv6.OptIAPrefix{PreferredLifetime: time.Hour, ValidLifetime: 2 * time.Hour,
+			Prefix: &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), 128)}})
+	}
+	return ia
+}
+
+func sid(d []byte) dhcpv6.Option {
+	return &dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionServerID, OptionData: d}
+}
+
+// junos wraps msg as a Junos relay on VLAN2701 does, without relay source port.
+func junos(msg []byte, mac net.HardwareAddr) []byte {
+	return relay.Encapsulate(msg, relay.Forward{LinkAddr: linkAddr, PeerAddr: netip.MustParseAddr("fe80::432:b2ff:fe00:479"),
+		InterfaceID: []byte("VLAN2701"), RemoteID: relay.JuniperRemoteID(mac)})
+}
+
+// relayed is a captured Relay-Forward from the router to the server.
+func relayed(frame int, pkt []byte) capture.Packet {
+	return capture.Packet{Index: frame, Time: frameTime.Add(time.Duration(frame) * time.Millisecond),
+		SrcMAC: mustMAC("02:00:5e:00:53:01"), Src: routerAP, Dst: serverAP, Payload: pkt}
+}
+
+// chanTarget is an asynchronous target in memory: it answers through a
+// handler on a channel, like a UDP server, and can be told to lose,
+// delay or duplicate answers.
+type chanTarget struct {
+	name    string
+	h       HandlerFunc
+	ch      chan Received
+	mu      sync.Mutex
+	n       int
+	delay   func(n int) time.Duration
+	lose    func(n int) bool
+	dup     func(n int) bool
+	sent    [][]byte
+	wg      sync.WaitGroup
+	closeMu sync.Once
+}
+
+func newChanTarget(name string, h HandlerFunc) *chanTarget {
+	return &chanTarget{name: name, h: h, ch: make(chan Received, 1024)}
+}
+
+func (c *chanTarget) Name() string             { return c.name }
+func (c *chanTarget) Answers() <-chan Received { return c.ch }
+func (c *chanTarget) Close() error {
+	c.closeMu.Do(func() { c.wg.Wait(); close(c.ch) })
+	return nil
+}
+
+func (c *chanTarget) Send(_ *Request, pkt []byte) (Sent, error) {
+	c.mu.Lock()
+	n := c.n
+	c.n++
+	c.sent = append(c.sent, append([]byte(nil), pkt...))
+	c.mu.Unlock()
+	local := netip.MustParseAddrPort("[::1]:40000")
+	s := Sent{At: time.Now(), Src: local, Dst: netip.MustParseAddrPort("[::1]:10547")}
+	reply, _, err := c.h(local, pkt)
+	if err != nil || (c.lose != nil && c.lose(n)) {
+		return s, nil
+	}
+	var d time.Duration
+	if c.delay != nil {
+		d = c.delay(n)
+	}
+	copies := 1
+	if c.dup != nil && c.dup(n) {
+		copies = 2
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		time.Sleep(d)
+		for range copies {
+			c.ch <- Received{Data: reply, At: time.Now(), Src: s.Dst, Dst: local}
+		}
+	}()
+	return s, nil
+}
