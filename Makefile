@@ -5,7 +5,7 @@ BIN      := bin/cloudstack-pd
 # Fuzz time per target for `make fuzz`.
 FUZZTIME ?= 20s
 
-.PHONY: help build run test fuzz clean
+.PHONY: help build run test fuzz bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -34,6 +34,11 @@ fuzz: ## run every Fuzz target for FUZZTIME (default 20s) each
 			$(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) $$dir; \
 		done; \
 	done
+
+# Not part of `test`: it takes minutes and its numbers are measurements,
+# never assertions. Settings: BENCH_* variables, see .ci/bench.
+bench: ## measure against Kea 2.2 (needs kea-dhcp6), Go benchmarks; updates docs/BENCHMARKS.md
+	bash .ci/bench
 
 clean: ## remove bin/
 	rm -rf bin

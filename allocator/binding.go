@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -60,10 +61,14 @@ func (b *Binding) Key() []byte { return BindingKey(b.ClientDUID, b.IAID) }
 // BindingKey returns the store key of the binding of IA_PD iaid of the
 // client with DUID clientDUID (see Binding.Key).
 func BindingKey(clientDUID []byte, iaid uint32) []byte {
-	k := make([]byte, 0, 1+len(clientDUID)+4)
-	k = append(k, byte(len(clientDUID)))
-	k = append(k, clientDUID...)
-	return binary.BigEndian.AppendUint32(k, iaid)
+	return AppendBindingKey(make([]byte, 0, 1+len(clientDUID)+4), clientDUID, iaid)
+}
+
+// AppendBindingKey appends the store key of BindingKey to dst.
+func AppendBindingKey(dst, clientDUID []byte, iaid uint32) []byte {
+	dst = append(dst, byte(len(clientDUID)))
+	dst = append(dst, clientDUID...)
+	return binary.BigEndian.AppendUint32(dst, iaid)
 }
 
 // bindingJSON is the stored form of a Binding.
@@ -187,8 +192,21 @@ func (s *Store) PutBindings(put []Binding, del [][]byte) error {
 				return err
 			}
 		}
+		// Keys and values must stay valid until the commit: they are
+		// written one after the other into arena, which is replaced,
+		// not reused, when full. Bindings are written in key order (the
+		// last of a key last), which walks the tree once instead of
+		// jumping around it.
+		var arena []byte
+		keys := make([][]byte, len(put))
+		order := make([]int, len(put))
 		for i := range put {
-			if err := putBinding(bb, bp, &put[i]); err != nil {
+			keys[i] = bindingKey(&arena, &put[i])
+			order[i] = i
+		}
+		slices.SortStableFunc(order, func(a, b int) int { return bytes.Compare(keys[a], keys[b]) })
+		for _, i := range order {
+			if err := putBinding(bb, bp, &put[i], keys[i], &arena); err != nil {
 				return err
 			}
 		}
@@ -224,40 +242,73 @@ func deleteBinding(bb, bp *bolt.Bucket, key []byte) error {
 	return nil
 }
 
-// putBinding writes b and keeps binding-prefix pointing at it.
-func putBinding(bb, bp *bolt.Bucket, b *Binding) error {
-	key := b.Key()
+// arenaRoom returns *arena, replaced by a fresh buffer when it has less
+// than room bytes free (see PutBindings).
+func arenaRoom(arena *[]byte, room int) []byte {
+	if cap(*arena)-len(*arena) < room {
+		*arena = make([]byte, 0, max(64<<10, room))
+	}
+	return *arena
+}
+
+// bindingKey writes b's key into the arena and returns it.
+func bindingKey(arena *[]byte, b *Binding) []byte {
+	a := arenaRoom(arena, 1+len(b.ClientDUID)+4)
+	n := len(a)
+	a = AppendBindingKey(a, b.ClientDUID, b.IAID)
+	*arena = a
+	return a[n:len(a):len(a)]
+}
+
+// putBinding writes b at key and keeps binding-prefix pointing at it.
+// arena is where it puts the value (see PutBindings).
+func putBinding(bb, bp *bolt.Bucket, b *Binding, key []byte, arena *[]byte) error {
 	pk := prefixKey(b.Prefix)
-	if v := bb.Get(key); v != nil {
-		var old Binding
-		if err := json.Unmarshal(v, &old); err != nil {
-			return fmt.Errorf("bindings/%x: %w", key, err)
-		}
-		if old.Prefix.IsValid() && old.Prefix != b.Prefix {
-			opk := prefixKey(old.Prefix)
-			if bytes.Equal(bp.Get(opk), key) {
-				if err := bp.Delete(opk); err != nil {
-					return fmt.Errorf("delete binding-prefix/%s: %w", old.Prefix, err)
+	// When the prefix index already names this key, the key's stored
+	// binding holds this very prefix: nothing else to unbind. (The
+	// common case: a renewal of the same IA.)
+	holder := bp.Get(pk)
+	indexed := bytes.Equal(holder, key)
+	if !indexed {
+		if v := bb.Get(key); v != nil {
+			var old struct {
+				Prefix netip.Prefix `json:"prefix"`
+			}
+			if err := json.Unmarshal(v, &old); err != nil {
+				return fmt.Errorf("bindings/%x: %w", key, err)
+			}
+			if old.Prefix.IsValid() && old.Prefix != b.Prefix {
+				opk := prefixKey(old.Prefix)
+				if bytes.Equal(bp.Get(opk), key) {
+					if err := bp.Delete(opk); err != nil {
+						return fmt.Errorf("delete binding-prefix/%s: %w", old.Prefix, err)
+					}
 				}
 			}
 		}
-	}
-	if other := bytes.Clone(bp.Get(pk)); other != nil && !bytes.Equal(other, key) {
-		// The prefix moved to another IA (a new DUID after a reinstall,
-		// say): the old binding is superseded.
-		if err := deleteBinding(bb, bp, other); err != nil {
-			return err
+		if other := bytes.Clone(holder); other != nil {
+			// The prefix moved to another IA (a new DUID after a reinstall,
+			// say): the old binding is superseded.
+			if err := deleteBinding(bb, bp, other); err != nil {
+				return err
+			}
 		}
 	}
-	val, err := json.Marshal(b)
+	a := arenaRoom(arena, 1024)
+	n := len(a)
+	a, err := appendBindingJSON(a, b)
 	if err != nil {
 		return fmt.Errorf("encode binding of %s: %w", b.Prefix, err)
 	}
+	val := a[n:len(a):len(a)]
+	*arena = a
 	if err := bb.Put(key, val); err != nil {
 		return fmt.Errorf("put bindings/%x: %w", key, err)
 	}
-	if err := bp.Put(pk, key); err != nil {
-		return fmt.Errorf("put binding-prefix/%s: %w", b.Prefix, err)
+	if !indexed {
+		if err := bp.Put(pk, key); err != nil {
+			return fmt.Errorf("put binding-prefix/%s: %w", b.Prefix, err)
+		}
 	}
 	return nil
 }

@@ -202,43 +202,6 @@ type LoadReport struct {
 	Orphaned []Allocation
 }
 
-// LoadTable reads the allocations of the configured pools and builds the
-// table from them. An allocation that no longer fits its pool (the pool's
-// prefix or prefix-len was changed in the config) makes it fail: a prefix
-// never moves silently. Allocations of pools that are not configured are
-// left in the store and listed in the report.
-func (s *Store) LoadTable(pools []Pool) (*Table, LoadReport, error) {
-	var (
-		allocs []Allocation
-		rep    LoadReport
-	)
-	err := s.View(pools, func(tx *Tx) error {
-		for _, name := range tx.StoredPools() {
-			_, configured := tx.pools[name]
-			err := tx.ForEach(name, func(a Allocation) error {
-				if configured {
-					allocs = append(allocs, a)
-				} else {
-					rep.Orphaned = append(rep.Orphaned, a)
-				}
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, LoadReport{}, fmt.Errorf("store %s: %w", s.path, err)
-	}
-	t, err := NewTable(pools, allocs)
-	if err != nil {
-		return nil, LoadReport{}, fmt.Errorf("store %s: %w", s.path, err)
-	}
-	return t, rep, nil
-}
-
 // ServerDUID returns the server's DUID, calling generate and storing its
 // result the first time, so that the DUID survives restarts. The DUID must
 // be 3 to 130 bytes (a 2-byte type and up to 128 bytes, RFC 8415).

@@ -1,67 +1,98 @@
 package allocator
 
 import (
+	"bytes"
 	"fmt"
+	"hash/maphash"
 	"net"
+	"net/netip"
 	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
+	"unsafe"
 )
 
 // Table is an immutable snapshot of the pools and their allocations. It is
 // safe for any number of concurrent readers and is never modified after
 // NewTable returns: writers build a new Table and swap it in (see Live).
+//
+// A table of a million allocations must load in well under two seconds
+// and stay small, and the server looks a MAC up in it for every packet,
+// so it does not keep a []Allocation: each allocation is a fixed-size
+// record without pointers (which the garbage collector never scans), its
+// MAC and strings are in two shared buffers, and an open-addressing index
+// of record numbers finds a MAC. Find reads it without allocating;
+// Lookup, At and Allocations build Allocation values from it.
 type Table struct {
 	pools  []Pool
 	byName map[string]*Pool
 	byIID  map[string]*Pool
-	// byMAC maps string(MAC bytes) to the allocation of that MAC. A MAC has
-	// at most one allocation in the whole table (one NIC, one pool).
-	byMAC  map[string]*Allocation
-	allocs []Allocation
+
+	recs  [][]rec          // chunks of recChunk records
+	n     int              // records
+	macs  []byte           // every MAC, one after the other
+	strs  string           // every string field, interned where repeated
+	locs  []*time.Location // the time zones of the records' times
+	index []uint64         // by MAC hash: see slot
+	seed  maphash.Seed
+
+	allOnce sync.Once
+	all     []Allocation
+	counts  atomic.Pointer[map[string]map[State]int]
 }
+
+// span is a part of Table.macs or Table.strs.
+type span struct{ off, n uint32 }
+
+// stamp is a time.Time as a record keeps it.
+type stamp struct {
+	sec  int64
+	nsec int32
+	loc  uint32 // index in Table.locs; ^0: the zero Time
+}
+
+// rec is one allocation; the fields mirror Allocation's.
+type rec struct {
+	prefix                [16]byte
+	ip6                   [16]byte
+	since, goneAt, quarAt stamp
+	mac                   span
+	state, source         span
+	vmID, vmName, nicID   span
+	ip6Zone               span
+	pool                  uint16
+	bits                  uint8
+	ip6Kind               uint8 // 0 none, 4 IPv4, 6 IPv6
+	_                     [4]byte
+}
+
+// Entry is what the packet path needs of an allocation (see Table.Find).
+type Entry struct {
+	// Pool is the allocation's pool, shared: do not modify it.
+	Pool   *Pool
+	Prefix netip.Prefix
+	State  State
+}
+
+// Served reports whether the entry's prefix is handed out to its MAC.
+func (e Entry) Served() bool { return e.State == StateActive || e.State == StateGone }
 
 // NewTable builds a snapshot and checks its invariants: pool names and
 // interface-ids are unique, every allocation names a known pool, lies inside
 // it with the pool's prefix length, and no MAC or prefix appears twice.
 func NewTable(pools []Pool, allocs []Allocation) (*Table, error) {
-	t := &Table{
-		pools:  slices.Clone(pools),
-		byName: make(map[string]*Pool, len(pools)),
-		byIID:  make(map[string]*Pool, len(pools)),
-		byMAC:  make(map[string]*Allocation, len(allocs)),
-		allocs: slices.Clone(allocs),
+	b, err := newTableBuilder(pools, len(allocs))
+	if err != nil {
+		return nil, err
 	}
-	for i := range t.pools {
-		p := &t.pools[i]
-		if _, dup := t.byName[p.Name]; dup {
-			return nil, fmt.Errorf("pool %q: %w", p.Name, ErrDuplicatePool)
+	for i := range allocs {
+		if err := b.add(&allocs[i]); err != nil {
+			return nil, err
 		}
-		if q, dup := t.byIID[p.InterfaceID]; dup {
-			return nil, fmt.Errorf("pools %q and %q: interface-id %q: %w", q.Name, p.Name, p.InterfaceID, ErrDuplicateInterfaceID)
-		}
-		t.byName[p.Name] = p
-		t.byIID[p.InterfaceID] = p
 	}
-	prefixes := make(map[string]string, len(allocs))
-	for i := range t.allocs {
-		a := &t.allocs[i]
-		p, ok := t.byName[a.Pool]
-		if !ok {
-			return nil, fmt.Errorf("allocation %s of %s: pool %q: %w", a.Prefix, a.MAC, a.Pool, ErrUnknownPool)
-		}
-		if err := p.Contains(a.Prefix); err != nil {
-			return nil, fmt.Errorf("allocation of %s: %w", a.MAC, err)
-		}
-		if other, dup := t.byMAC[string(a.MAC)]; dup {
-			return nil, fmt.Errorf("MAC %s in pools %q and %q: %w", a.MAC, other.Pool, a.Pool, ErrDuplicateMAC)
-		}
-		if owner, dup := prefixes[a.Prefix.String()]; dup {
-			return nil, fmt.Errorf("prefix %s owned by %s and %s: %w", a.Prefix, net.HardwareAddr(owner), a.MAC, ErrDuplicatePrefix)
-		}
-		prefixes[a.Prefix.String()] = string(a.MAC)
-		t.byMAC[string(a.MAC)] = a
-	}
-	return t, nil
+	return b.finish()
 }
 
 // PoolByInterfaceID returns the pool whose interface-id is iid.
@@ -76,18 +107,532 @@ func (t *Table) Pool(name string) (*Pool, bool) {
 	return p, ok
 }
 
-// Lookup returns the allocation of mac in any pool, in any state. The
-// returned pointer is shared: callers must not modify it.
+// Find returns what the packet path needs of mac's allocation, in any
+// pool and any state. It does not allocate.
+func (t *Table) Find(mac []byte) (Entry, bool) {
+	i := t.find(mac)
+	if i < 0 {
+		return Entry{}, false
+	}
+	r := t.rec(i)
+	return Entry{
+		Pool:   &t.pools[r.pool],
+		Prefix: netip.PrefixFrom(netip.AddrFrom16(r.prefix), int(r.bits)),
+		State:  State(t.str(r.state)),
+	}, true
+}
+
+// Lookup returns the allocation of mac in any pool, in any state. Its MAC
+// and strings are shared with the table: do not modify them.
 func (t *Table) Lookup(mac net.HardwareAddr) (*Allocation, bool) {
-	a, ok := t.byMAC[string(mac)]
-	return a, ok
+	i := t.find(mac)
+	if i < 0 {
+		return nil, false
+	}
+	a := t.At(i)
+	return &a, true
+}
+
+// Len returns the number of allocations.
+func (t *Table) Len() int { return t.n }
+
+// recChunk is how many records a chunk holds: records are added without
+// knowing how many will come, and chunks grow without copying.
+const recChunk = 1 << 14
+
+func (t *Table) rec(i int) *rec { return &t.recs[i/recChunk][i%recChunk] }
+
+// At returns allocation i (0 ≤ i < Len), in the order the table was built
+// from. Its MAC and strings are shared with the table: do not modify them.
+func (t *Table) At(i int) Allocation {
+	r := t.rec(i)
+	a := Allocation{
+		Pool:          t.pools[r.pool].Name,
+		MAC:           net.HardwareAddr(t.macs[r.mac.off : r.mac.off+r.mac.n : r.mac.off+r.mac.n]),
+		Prefix:        netip.PrefixFrom(netip.AddrFrom16(r.prefix), int(r.bits)),
+		State:         State(t.str(r.state)),
+		Since:         t.time(r.since),
+		GoneAt:        t.time(r.goneAt),
+		QuarantinedAt: t.time(r.quarAt),
+		VMID:          t.str(r.vmID),
+		VMName:        t.str(r.vmName),
+		NICID:         t.str(r.nicID),
+		Source:        t.str(r.source),
+	}
+	switch r.ip6Kind {
+	case 4:
+		a.IP6 = netip.AddrFrom4([4]byte(r.ip6[12:]))
+	case 6:
+		a.IP6 = netip.AddrFrom16(r.ip6).WithZone(t.str(r.ip6Zone))
+	}
+	return a
 }
 
 // Pools returns the pools in config order. The slice must not be modified.
 func (t *Table) Pools() []Pool { return t.pools }
 
-// Allocations returns every allocation. The slice must not be modified.
-func (t *Table) Allocations() []Allocation { return t.allocs }
+// Allocations returns every allocation, in the order the table was built
+// from. The slice must not be modified. The first call builds it, about
+// 250 bytes per allocation, and the table keeps it: where Len, At or
+// StateCounts do, prefer them.
+func (t *Table) Allocations() []Allocation {
+	t.allOnce.Do(func() {
+		t.all = make([]Allocation, t.n)
+		for i := range t.all {
+			t.all[i] = t.At(i)
+		}
+	})
+	return t.all
+}
+
+// StateCounts returns, by pool name, how many allocations are in each
+// state. The map is computed once and shared: do not modify it.
+func (t *Table) StateCounts() map[string]map[State]int {
+	if c := t.counts.Load(); c != nil {
+		return *c
+	}
+	c := make(map[string]map[State]int, len(t.pools))
+	for i := range t.n {
+		r := t.rec(i)
+		name := t.pools[r.pool].Name
+		if c[name] == nil {
+			c[name] = map[State]int{}
+		}
+		c[name][State(t.str(r.state))]++
+	}
+	t.counts.Store(&c)
+	return c
+}
+
+func (t *Table) str(s span) string { return t.strs[s.off : s.off+s.n] }
+
+func (t *Table) time(s stamp) time.Time {
+	if s.loc == ^uint32(0) {
+		return time.Time{}
+	}
+	return time.Unix(s.sec, int64(s.nsec)).In(t.locs[s.loc])
+}
+
+// An index slot holds the upper 32 bits of the key's hash and the record
+// number + 1; 0 is an empty slot. The hash bits spare reading the record
+// of a slot that holds another key: a probe costs one cache miss, not
+// three.
+func slot(h uint64, n int32) uint64 { return h&^(1<<32-1) | uint64(n+1) }
+
+// probe returns the record number of the key hashed to h in index, for
+// which same reports true, or -1 and the empty slot where it would go.
+func probe(index []uint64, h uint64, same func(n int) bool) (int, int) {
+	mask := uint64(len(index) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		e := index[i]
+		if e == 0 {
+			return -1, int(i)
+		}
+		if e>>32 == h>>32 && same(int(uint32(e))-1) {
+			return int(uint32(e)) - 1, int(i)
+		}
+	}
+}
+
+// find returns the record number of mac, -1 when absent.
+func (t *Table) find(mac []byte) int {
+	if len(t.index) == 0 {
+		return -1
+	}
+	n, _ := probe(t.index, maphash.Bytes(t.seed, mac), func(n int) bool {
+		m := t.rec(n).mac
+		return bytes.Equal(t.macs[m.off:m.off+m.n], mac)
+	})
+	return n
+}
+
+// tableBuilder builds a Table allocation by allocation, checking the
+// invariants as NewTable documents them.
+type tableBuilder struct {
+	t        *Table
+	strs     strings.Builder
+	interned map[string]span // repeated strings: states, sources, zones
+	locIdx   map[*time.Location]uint32
+	fixed    map[int]uint32 // unnamed fixed zones, by offset
+	prefixes []uint64       // by prefix hash: see slot; nil with taken
+	// taken, when the pools do not overlap and are small enough, marks
+	// the prefixes in use: bit k of taken[p] is pool p's k-th prefix.
+	taken   [][]uint64
+	poolIdx map[string]int
+	hint    int // how many allocations are expected
+	room    int // records the indexes have room for
+	// deferred builds the MAC index in finish, when the number of
+	// allocations is unknown at the start: one pass, no regrowing.
+	deferred bool
+}
+
+// newTableBuilder starts a table of pools, with room for n allocations.
+func newTableBuilder(pools []Pool, n int) (*tableBuilder, error) {
+	t := &Table{
+		pools:  slices.Clone(pools),
+		byName: make(map[string]*Pool, len(pools)),
+		byIID:  make(map[string]*Pool, len(pools)),
+		macs:   make([]byte, 0, 6*n),
+		seed:   maphash.MakeSeed(),
+	}
+	if len(pools) > 1<<16 {
+		return nil, fmt.Errorf("%d pools: at most %d", len(pools), 1<<16)
+	}
+	for i := range t.pools {
+		p := &t.pools[i]
+		if _, dup := t.byName[p.Name]; dup {
+			return nil, fmt.Errorf("pool %q: %w", p.Name, ErrDuplicatePool)
+		}
+		if q, dup := t.byIID[p.InterfaceID]; dup {
+			return nil, fmt.Errorf("pools %q and %q: interface-id %q: %w", q.Name, p.Name, p.InterfaceID, ErrDuplicateInterfaceID)
+		}
+		t.byName[p.Name] = p
+		t.byIID[p.InterfaceID] = p
+	}
+	b := &tableBuilder{
+		t:        t,
+		poolIdx:  make(map[string]int, len(pools)),
+		hint:     n,
+		interned: map[string]span{},
+		locIdx:   map[*time.Location]uint32{},
+		fixed:    map[int]uint32{},
+	}
+	for i := range t.pools {
+		b.poolIdx[t.pools[i].Name] = i
+	}
+	b.taken = bitmapsFor(t.pools)
+	b.grow(n)
+	return b, nil
+}
+
+// allocView is an allocation as the builder takes it: the strings may
+// point into a buffer that is reused once add returns.
+type allocView struct {
+	pool                         *Pool
+	poolIndex                    int
+	mac                          []byte
+	prefix                       netip.Prefix
+	state, source                []byte
+	vmID, vmName, nicID          []byte
+	since, goneAt, quarantinedAt time.Time
+	ip6                          netip.Addr
+}
+
+// bytesOf views s as bytes, without copying. The bytes must not be written.
+func bytesOf(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+// add adds a, checking it as NewTable does.
+func (b *tableBuilder) add(a *Allocation) error {
+	i, ok := b.poolIdx[a.Pool]
+	if !ok {
+		return fmt.Errorf("allocation %s of %s: pool %q: %w", a.Prefix, a.MAC, a.Pool, ErrUnknownPool)
+	}
+	return b.addView(&allocView{
+		pool: &b.t.pools[i], poolIndex: i,
+		mac: a.MAC, prefix: a.Prefix, state: bytesOf(string(a.State)), source: bytesOf(a.Source),
+		vmID: bytesOf(a.VMID), vmName: bytesOf(a.VMName), nicID: bytesOf(a.NICID),
+		since: a.Since, goneAt: a.GoneAt, quarantinedAt: a.QuarantinedAt, ip6: a.IP6,
+	})
+}
+
+// addView adds the allocation v of the pool v.pool (one of the table's).
+func (b *tableBuilder) addView(v *allocView) error {
+	t := b.t
+	mac := net.HardwareAddr(v.mac)
+	if err := v.pool.Contains(v.prefix); err != nil {
+		return b.fail(fmt.Errorf("allocation of %s: %w", mac, err))
+	}
+	if 2*(t.n+1) > b.room {
+		b.grow(2*t.n + 16)
+	}
+	var mh uint64
+	macSlot := -1
+	i := -1
+	if !b.deferred {
+		mh = maphash.Bytes(t.seed, v.mac)
+		i, macSlot = probe(t.index, mh, func(n int) bool {
+			m := t.rec(n).mac
+			return bytes.Equal(t.macs[m.off:m.off+m.n], v.mac)
+		})
+		if i >= 0 {
+			return fmt.Errorf("MAC %s in pools %q and %q: %w", mac, t.pools[t.rec(i).pool].Name, v.pool.Name, ErrDuplicateMAC)
+		}
+	}
+	pa, pbits := v.prefix.Addr().As16(), uint8(v.prefix.Bits())
+	var ph uint64
+	prefixSlot := -1
+	if b.taken != nil {
+		i = -1
+		if k, w := prefixBit(v.pool, pa); b.bitmap(v.poolIndex)[w]&k != 0 {
+			for j := range t.n {
+				if r := t.rec(j); r.prefix == pa && r.bits == pbits {
+					i = j
+					break
+				}
+			}
+		}
+	} else {
+		ph = prefixHash(pa, pbits)
+		i, prefixSlot = probe(b.prefixes, ph, func(n int) bool {
+			r := t.rec(n)
+			return r.prefix == pa && r.bits == pbits
+		})
+	}
+	if i >= 0 {
+		m := t.rec(i).mac
+		return b.fail(fmt.Errorf("prefix %s owned by %s and %s: %w", v.prefix, net.HardwareAddr(t.macs[m.off:m.off+m.n]), mac, ErrDuplicatePrefix))
+	}
+	r := rec{
+		prefix: pa,
+		bits:   pbits,
+		pool:   uint16(v.poolIndex),
+		state:  b.intern(v.state),
+		source: b.intern(v.source),
+		vmID:   b.str(v.vmID),
+		vmName: b.str(v.vmName),
+		nicID:  b.str(v.nicID),
+		since:  b.stamp(v.since),
+		goneAt: b.stamp(v.goneAt),
+		quarAt: b.stamp(v.quarantinedAt),
+	}
+	switch {
+	case v.ip6.Is4():
+		r.ip6Kind, r.ip6 = 4, v.ip6.As16()
+	case v.ip6.Is6():
+		r.ip6Kind, r.ip6 = 6, v.ip6.As16()
+		r.ip6Zone = b.intern(bytesOf(v.ip6.Zone()))
+	}
+	r.mac = span{uint32(len(t.macs)), uint32(len(v.mac))}
+	t.macs = append(t.macs, v.mac...)
+	n := int32(t.n)
+	if t.n%recChunk == 0 {
+		c := recChunk // the first chunk grows from what is expected
+		if t.n == 0 {
+			c = min(max(b.hint, 16), recChunk)
+		}
+		t.recs = append(t.recs, make([]rec, 0, c))
+	}
+	last := &t.recs[len(t.recs)-1]
+	*last = append(*last, r)
+	t.n++
+	if !b.deferred {
+		t.index[macSlot] = slot(mh, n)
+	}
+	if b.taken != nil {
+		k, w := prefixBit(v.pool, pa)
+		b.bitmap(v.poolIndex)[w] |= k
+	} else {
+		b.prefixes[prefixSlot] = slot(ph, n)
+	}
+	return nil
+}
+
+// finish returns the table; the builder must not be used any more.
+func (b *tableBuilder) finish() (*Table, error) {
+	if b.deferred {
+		if err := b.indexMACs(); err != nil {
+			return nil, err
+		}
+	}
+	b.t.strs = b.strs.String()
+	b.prefixes, b.taken = nil, nil
+	return b.t, nil
+}
+
+// fail returns err, the error of the allocation being added, unless a MAC
+// added before it is a duplicate (deferred: not checked yet): NewTable
+// reports the first problem in order.
+func (b *tableBuilder) fail(err error) error {
+	if b.deferred {
+		if dup := b.indexMACs(); dup != nil {
+			return dup
+		}
+	}
+	return err
+}
+
+// indexMACs builds the MAC index of a deferred builder, in one go now
+// that the number of records is known, and reports the first MAC that
+// repeats.
+func (b *tableBuilder) indexMACs() error {
+	t := b.t
+	size := 16
+	for size < 2*t.n {
+		size *= 2
+	}
+	t.index = make([]uint64, size)
+	for i := range t.n {
+		m := t.rec(i).mac
+		mac := t.macs[m.off : m.off+m.n]
+		mh := maphash.Bytes(t.seed, mac)
+		j, s := probe(t.index, mh, func(n int) bool {
+			o := t.rec(n).mac
+			return bytes.Equal(t.macs[o.off:o.off+o.n], mac)
+		})
+		if j >= 0 {
+			return fmt.Errorf("MAC %s in pools %q and %q: %w", net.HardwareAddr(mac), t.pools[t.rec(j).pool].Name, t.pools[t.rec(i).pool].Name, ErrDuplicateMAC)
+		}
+		t.index[s] = slot(mh, int32(i))
+	}
+	return nil
+}
+
+// grow makes room for n records in the indexes: the MAC index unless
+// deferred, the prefix index when there are no bitmaps.
+func (b *tableBuilder) grow(n int) {
+	t := b.t
+	size := 16
+	for size < 2*n {
+		size *= 2
+	}
+	if size <= b.room {
+		return
+	}
+	b.room = size
+	if b.deferred && b.taken != nil {
+		return // no index to build now
+	}
+	if !b.deferred {
+		t.index = make([]uint64, size)
+	}
+	if b.taken == nil {
+		b.prefixes = make([]uint64, size)
+	}
+	for i := range t.n {
+		r := t.rec(i)
+		if !b.deferred {
+			mh := maphash.Bytes(t.seed, t.macs[r.mac.off:r.mac.off+r.mac.n])
+			_, s := probe(t.index, mh, func(int) bool { return false })
+			t.index[s] = slot(mh, int32(i))
+		}
+		if b.taken == nil {
+			ph := prefixHash(r.prefix, r.bits)
+			_, s := probe(b.prefixes, ph, func(int) bool { return false })
+			b.prefixes[s] = slot(ph, int32(i))
+		}
+	}
+}
+
+// maxBitmapBits bounds the prefixes of a pool marked in a bitmap (8 MiB).
+const maxBitmapBits = 26
+
+// bitmapsFor returns empty bitmaps for pools, or nil when a pool is too
+// large for one or two pools overlap (a prefix could then be in both).
+func bitmapsFor(pools []Pool) [][]uint64 {
+	if len(pools) > 256 {
+		return nil
+	}
+	for i, p := range pools {
+		if !p.Prefix.IsValid() || !p.Prefix.Addr().Is6() || p.PrefixLen > 128 || p.PrefixLen < p.Prefix.Bits() ||
+			p.PrefixLen-p.Prefix.Bits() > maxBitmapBits {
+			return nil
+		}
+		for _, q := range pools[:i] {
+			if p.Prefix.Overlaps(q.Prefix) {
+				return nil
+			}
+		}
+	}
+	return make([][]uint64, len(pools))
+}
+
+func (b *tableBuilder) bitmap(pool int) []uint64 {
+	if b.taken[pool] == nil {
+		p := &b.t.pools[pool]
+		b.taken[pool] = make([]uint64, (1<<(p.PrefixLen-p.Prefix.Bits())+63)/64)
+	}
+	return b.taken[pool]
+}
+
+// prefixBit returns the bit (mask and word) of prefix address a, one of
+// p's delegated prefixes (p.Contains holds), in p's bitmap.
+func prefixBit(p *Pool, a [16]byte) (uint64, int) {
+	hi := uint64(a[0])<<56 | uint64(a[1])<<48 | uint64(a[2])<<40 | uint64(a[3])<<32 |
+		uint64(a[4])<<24 | uint64(a[5])<<16 | uint64(a[6])<<8 | uint64(a[7])
+	lo := uint64(a[8])<<56 | uint64(a[9])<<48 | uint64(a[10])<<40 | uint64(a[11])<<32 |
+		uint64(a[12])<<24 | uint64(a[13])<<16 | uint64(a[14])<<8 | uint64(a[15])
+	var v uint64
+	switch s := uint(128 - p.PrefixLen); {
+	case s >= 64:
+		v = hi >> (s - 64)
+	case s == 0:
+		v = lo
+	default:
+		v = lo>>s | hi<<(64-s)
+	}
+	k := v & (1<<uint(p.PrefixLen-p.Prefix.Bits()) - 1)
+	return 1 << (k % 64), int(k / 64)
+}
+
+// prefixHash mixes the address and length of a prefix (MurmurHash3's
+// finalizer on each half).
+func prefixHash(a [16]byte, bits uint8) uint64 {
+	h := uint64(bits)
+	for i := 0; i < 16; i += 8 {
+		h ^= uint64(a[i])<<56 | uint64(a[i+1])<<48 | uint64(a[i+2])<<40 | uint64(a[i+3])<<32 |
+			uint64(a[i+4])<<24 | uint64(a[i+5])<<16 | uint64(a[i+6])<<8 | uint64(a[i+7])
+		h ^= h >> 33
+		h *= 0xff51afd7ed558ccd
+		h ^= h >> 33
+		h *= 0xc4ceb9fe1a85ec53
+		h ^= h >> 33
+	}
+	return h
+}
+
+// str stores s in the strings buffer.
+func (b *tableBuilder) str(s []byte) span {
+	if len(s) == 0 {
+		return span{}
+	}
+	sp := span{uint32(b.strs.Len()), uint32(len(s))}
+	b.strs.Write(s)
+	return sp
+}
+
+// intern stores s once however often it is given.
+func (b *tableBuilder) intern(s []byte) span {
+	if len(s) == 0 {
+		return span{}
+	}
+	if sp, ok := b.interned[string(s)]; ok { // no allocation: the compiler looks up without converting
+		return sp
+	}
+	sp := b.str(s)
+	b.interned[string(s)] = sp
+	return sp
+}
+
+// stamp stores t, keeping its location.
+func (b *tableBuilder) stamp(t time.Time) stamp {
+	if t == (time.Time{}) {
+		return stamp{loc: ^uint32(0)}
+	}
+	return stamp{sec: t.Unix(), nsec: int32(t.Nanosecond()), loc: b.loc(t)}
+}
+
+func (b *tableBuilder) loc(t time.Time) uint32 {
+	l := t.Location()
+	if i, ok := b.locIdx[l]; ok {
+		return i
+	}
+	if l.String() == "" {
+		// An unnamed fixed zone, as encoding/json makes one per time it
+		// reads with an offset other than the local one: one per offset.
+		_, off := t.Zone()
+		if i, ok := b.fixed[off]; ok {
+			return i
+		}
+		i := uint32(len(b.t.locs))
+		b.t.locs = append(b.t.locs, l)
+		b.fixed[off] = i
+		return i
+	}
+	i := uint32(len(b.t.locs))
+	b.t.locs = append(b.t.locs, l)
+	b.locIdx[l] = i
+	return i
+}
 
 // Live holds the current Table and lets writers swap a new one in
 // atomically while readers keep answering from the old one.

@@ -111,6 +111,8 @@ type Chain struct {
 	Levels []Level
 	// Message is the client's message (never a relay message).
 	Message []byte
+
+	scratch replyScratch // see Reply
 }
 
 // Innermost returns the relay level closest to the client.

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -48,11 +49,16 @@ type BindingSink interface {
 type Handler struct {
 	table    allocator.Reader
 	serverID []byte
-	opts     atomic.Pointer[Options]
-	sink     BindingSink
-	now      func() time.Time
-	log      *slog.Logger
-	metrics  *Metrics
+	// serverIDOpt is the Server Identifier option of every answer, shared
+	// by them: the library only reads it.
+	serverIDOpt dhcpv6.OptionGeneric
+	opts        atomic.Pointer[Options]
+	sink        BindingSink
+	now         func() time.Time
+	log         *slog.Logger
+	metrics     *Metrics
+	// exchanges recycles the per-packet state with its scratch space.
+	exchanges sync.Pool
 }
 
 // HandlerConfig gathers what NewHandler needs.
@@ -98,6 +104,7 @@ func NewHandler(c HandlerConfig) (*Handler, error) {
 	if h.metrics == nil {
 		h.metrics = NewMetrics(nil)
 	}
+	h.serverIDOpt = dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionServerID, OptionData: h.serverID}
 	h.SetOptions(c.Options)
 	return h, nil
 }
@@ -131,40 +138,112 @@ type Reply struct {
 // packet is counted exactly once, as answered or as dropped with its reason.
 func (h *Handler) Handle(src netip.AddrPort, pkt []byte) (Reply, error) {
 	start := h.now()
-	r, err := h.handle(src, pkt)
-	var d *Drop
-	if errors.As(err, &d) {
-		h.metrics.Drops.WithLabelValues(string(d.Reason)).Inc()
-	} else if err == nil {
-		h.metrics.Replies.WithLabelValues(r.Type.String()).Inc()
+	x, _ := h.exchanges.Get().(*exchange)
+	if x == nil {
+		x = newExchange()
+	}
+	r, err := h.handle(x, src, pkt, start)
+	x.reset()
+	h.exchanges.Put(x)
+	if err == nil {
+		h.metrics.countReply(r.Type)
+	} else if d := (*Drop)(nil); errors.As(err, &d) {
+		h.metrics.countDrop(d.Reason)
 	}
 	h.metrics.Latency.Observe(h.now().Sub(start).Seconds())
 	return r, err
 }
 
-// exchange is the state of one packet's handling.
+// exchange is the state of one packet's handling. Handle recycles it, so
+// that the relay chain, the client message's option list and the answer
+// are built in the same memory packet after packet: what the handler
+// allocates itself per answered packet is the binding it records.
 type exchange struct {
 	h     *Handler
 	opts  *Options
 	src   netip.AddrPort
 	chain relay.Chain
 	msg   *dhcpv6.Message
+	// the client message's Client and Server Identifiers as received (the
+	// first of each), which the library re-encodes to the same bytes
+	clientID, serverID []byte
 	// filled by identify
 	mac      net.HardwareAddr
 	table    *allocator.Table
 	pool     *allocator.Pool
-	alloc    *allocator.Allocation
+	alloc    allocator.Entry
+	hasAlloc bool
 	result   Result
-	clientID []byte
 	now      time.Time
+
+	// scratch, reused by the next packet
+	parse    dhcpv6.OptionParser // x.parseOption, bound once
+	req      dhcpv6.Message
+	ans      dhcpv6.Message
+	ansOpts  [8]dhcpv6.Option
+	cid      dhcpv6.OptionGeneric
+	ias      int // IA_PDs answered from the arrays below
+	pds      [scratchIAs]dhcpv6.OptIAPD
+	pdOpts   [scratchIAs][2]dhcpv6.Option
+	prefixes [scratchIAs]dhcpv6.OptIAPrefix
+	nets     [scratchIAs]net.IPNet
+	ips      [scratchIAs][16]byte
+	statuses [scratchIAs]dhcpv6.OptStatusCode
 }
 
-func (h *Handler) handle(src netip.AddrPort, pkt []byte) (Reply, error) {
-	x := &exchange{h: h, opts: h.opts.Load(), src: src, now: h.now()}
+// scratchIAs is how many IA_PDs of one message are answered without
+// allocating; more are answered too.
+const scratchIAs = 4
+
+func newExchange() *exchange {
+	x := &exchange{}
+	x.parse = x.parseOption
+	return x
+}
+
+// reset clears what refers to the packet, the table or the answer.
+func (x *exchange) reset() {
+	*x = exchange{
+		chain: x.chain, parse: x.parse,
+		req: dhcpv6.Message{Options: dhcpv6.MessageOptions{Options: x.req.Options.Options[:0]}},
+	}
+	clear(x.req.Options.Options[:cap(x.req.Options.Options)])
+}
+
+// parseOption is the library's ParseOption, noting the identifiers' bytes.
+func (x *exchange) parseOption(code dhcpv6.OptionCode, data []byte) (dhcpv6.Option, error) {
+	switch {
+	case code == dhcpv6.OptionClientID && x.clientID == nil:
+		x.clientID = data[:len(data):len(data)]
+	case code == dhcpv6.OptionServerID && x.serverID == nil:
+		x.serverID = data[:len(data):len(data)]
+	}
+	return dhcpv6.ParseOption(code, data)
+}
+
+// decodeMessage decodes the client message b into x.req as
+// dhcpv6.MessageFromBytes does (b is never a relay message: see
+// relay.Decode), into recycled memory.
+func (x *exchange) decodeMessage(b []byte) error {
+	if len(b) < 4 {
+		return fmt.Errorf("failed to parse DHCPv6 header: %d bytes", len(b))
+	}
+	m := &x.req
+	m.MessageType = dhcpv6.MessageType(b[0])
+	copy(m.TransactionID[:], b[1:4])
+	if err := m.Options.FromBytesWithParser(b[4:], x.parse); err != nil {
+		return err
+	}
+	x.msg = m
+	return nil
+}
+
+func (h *Handler) handle(x *exchange, src netip.AddrPort, pkt []byte, now time.Time) (Reply, error) {
+	x.h, x.opts, x.src, x.now = h, h.opts.Load(), src, now
 	if len(pkt) == 0 {
 		return Reply{}, drop(ReasonMalformed, errors.New("empty packet"))
 	}
-	h.metrics.Received.WithLabelValues(dhcpv6.MessageType(pkt[0]).String()).Inc()
+	h.metrics.countReceived(dhcpv6.MessageType(pkt[0]))
 	if pkt[0] != relay.MsgRelayForward {
 		return Reply{}, drop(ReasonUnrelayed, fmt.Errorf("%s sent straight to the server: its MAC cannot be trusted", dhcpv6.MessageType(pkt[0])))
 	}
@@ -183,11 +262,10 @@ func (h *Handler) handle(src netip.AddrPort, pkt []byte) (Reply, error) {
 			h.log.Debug("malformed relay option ignored", "relay", src, "level", i, "option", m.String())
 		}
 	}
-	msg, err := dhcpv6.MessageFromBytes(x.chain.Message)
-	if err != nil {
+	if err := x.decodeMessage(x.chain.Message); err != nil {
 		return Reply{}, drop(ReasonMalformed, fmt.Errorf("client message: %w", err))
 	}
-	x.msg = msg
+	msg := x.msg
 	answer, err := x.dispatch()
 	if err != nil {
 		return Reply{}, err

@@ -11,10 +11,16 @@ import (
 	"runtime/debug"
 	"sync"
 	"syscall"
+
+	"github.com/cloudstack-pd/cloudstack-pd/server/udpbatch"
 )
 
 // maxPacket is the largest UDP payload read; DHCPv6 relays stay far below.
 const maxPacket = 65535
+
+// DefaultBatch is how many datagrams a read or a write moves at most, by
+// default (see ListenerConfig.Batch).
+const DefaultBatch = 16
 
 // PacketHandler answers one packet. *Handler is one.
 type PacketHandler interface {
@@ -30,6 +36,17 @@ type ListenerConfig struct {
 	// QueueLength bounds the packets waiting for a worker; 0 means 1024.
 	// A packet arriving at a full queue is dropped and counted.
 	QueueLength int
+	// SocketsPerAddr is how many sockets listen on each address, each
+	// read by its own goroutine; 0 or 1 means one. With more, they are
+	// bound with SO_REUSEPORT (Linux) and the kernel spreads the
+	// datagrams over them by source address and port: this helps when
+	// many relays send at once, not when one relay sends everything.
+	SocketsPerAddr int
+	// Batch is the most datagrams one system call reads, and the most
+	// answers a worker sends in one (Linux: recvmmsg and sendmmsg); 0
+	// means DefaultBatch, 1 one at a time. A worker handles the packets
+	// already queued, up to Batch, before it sends their answers.
+	Batch int
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// Metrics counts the listener's own drops (queue-full, panic); nil: none.
@@ -46,10 +63,11 @@ type Listener struct {
 	log     *slog.Logger
 	queue   chan packet
 	free    chan *[maxPacket]byte
+	zones   udpbatch.Zones
 }
 
 type packet struct {
-	conn *net.UDPConn
+	conn int // index in Listener.conns
 	buf  *[maxPacket]byte
 	n    int
 	src  netip.AddrPort
@@ -63,13 +81,18 @@ func Listen(cfg ListenerConfig, h PacketHandler) (*Listener, error) {
 	if cfg.QueueLength <= 0 {
 		cfg.QueueLength = 1024
 	}
+	if cfg.SocketsPerAddr <= 0 {
+		cfg.SocketsPerAddr = 1
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = DefaultBatch
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	l := &Listener{cfg: cfg, handler: h, log: cfg.Logger}
 	for _, a := range cfg.Addrs {
-		c, err := net.ListenUDP("udp6", net.UDPAddrFromAddrPort(a))
-		if err != nil {
+		if err := l.listen(a); err != nil {
 			l.closeConns()
 			if errors.Is(err, syscall.EACCES) && a.Port() < 1024 {
 				return nil, fmt.Errorf("listen %s: %w (port %d needs root or CAP_NET_BIND_SERVICE)", a, err, a.Port())
@@ -79,11 +102,10 @@ func Listen(cfg ListenerConfig, h PacketHandler) (*Listener, error) {
 			}
 			return nil, fmt.Errorf("listen %s: %w", a, err)
 		}
-		l.conns = append(l.conns, c)
 	}
-	// Buffers are allocated once: one per queued packet and per worker,
-	// plus one being read into per socket.
-	n := cfg.QueueLength + cfg.Workers + len(l.conns)
+	// Buffers are allocated once: one per queued packet and per packet a
+	// worker holds, plus a batch being read into per socket.
+	n := cfg.QueueLength + cfg.Workers*cfg.Batch + len(l.conns)*cfg.Batch
 	l.queue = make(chan packet, cfg.QueueLength)
 	l.free = make(chan *[maxPacket]byte, n)
 	for range n {
@@ -92,11 +114,38 @@ func Listen(cfg ListenerConfig, h PacketHandler) (*Listener, error) {
 	return l, nil
 }
 
-// Addrs returns the bound addresses (useful with port 0 in tests).
+// listen opens the sockets of address a.
+func (l *Listener) listen(a netip.AddrPort) error {
+	if l.cfg.SocketsPerAddr == 1 {
+		c, err := net.ListenUDP("udp6", net.UDPAddrFromAddrPort(a))
+		if err != nil {
+			return err
+		}
+		l.conns = append(l.conns, c)
+		return nil
+	}
+	lc := net.ListenConfig{Control: udpbatch.ReusePort}
+	for range l.cfg.SocketsPerAddr {
+		pc, err := lc.ListenPacket(context.Background(), "udp6", a.String())
+		if err != nil {
+			return err
+		}
+		c := pc.(*net.UDPConn)
+		l.conns = append(l.conns, c)
+		// Port 0: the others take the port the first one got.
+		a = c.LocalAddr().(*net.UDPAddr).AddrPort()
+	}
+	return nil
+}
+
+// Addrs returns the bound addresses (useful with port 0 in tests), one
+// per address, not per socket.
 func (l *Listener) Addrs() []netip.AddrPort {
-	out := make([]netip.AddrPort, len(l.conns))
+	var out []netip.AddrPort
 	for i, c := range l.conns {
-		out[i] = c.LocalAddr().(*net.UDPAddr).AddrPort()
+		if i%l.cfg.SocketsPerAddr == 0 {
+			out = append(out, c.LocalAddr().(*net.UDPAddr).AddrPort())
+		}
 	}
 	return out
 }
@@ -104,26 +153,27 @@ func (l *Listener) Addrs() []netip.AddrPort {
 // Serve reads and answers until ctx is done, then stops reading, lets the
 // workers finish the packets already queued, and returns.
 func (l *Listener) Serve(ctx context.Context) error {
+	ws := make([]*worker, l.cfg.Workers)
+	for i := range ws {
+		w, err := l.newWorker()
+		if err != nil {
+			l.closeConns()
+			return err
+		}
+		ws[i] = w
+	}
 	var workers sync.WaitGroup
-	for range l.cfg.Workers {
-		workers.Add(1)
-		go func() {
-			defer workers.Done()
-			for p := range l.queue {
-				l.serveOne(p)
-			}
-		}()
+	for _, w := range ws {
+		workers.Go(w.run)
 	}
 	var readers sync.WaitGroup
 	errs := make(chan error, len(l.conns))
-	for _, c := range l.conns {
-		readers.Add(1)
-		go func() {
-			defer readers.Done()
-			if err := l.read(ctx, c); err != nil {
+	for i := range l.conns {
+		readers.Go(func() {
+			if err := l.read(ctx, i); err != nil {
 				errs <- err
 			}
-		}()
+		})
 	}
 	var err error
 	select {
@@ -137,50 +187,145 @@ func (l *Listener) Serve(ctx context.Context) error {
 	return err
 }
 
-func (l *Listener) read(ctx context.Context, c *net.UDPConn) error {
+// read reads socket i in batches and queues the packets.
+func (l *Listener) read(ctx context.Context, i int) error {
+	c := l.conns[i]
+	bio, err := udpbatch.New(c, l.cfg.Batch, &l.zones)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", c.LocalAddr(), err)
+	}
+	size := bio.Size()
+	bufs := make([]*[maxPacket]byte, 0, size)
+	views := make([][]byte, size)
+	lens := make([]int, size)
+	srcs := make([]netip.AddrPort, size)
 	for {
-		buf := <-l.free
-		n, src, err := c.ReadFromUDPAddrPort(buf[:])
+		// At least one buffer, waiting for it; then what is free.
+		bufs = append(bufs[:0], <-l.free)
+	more:
+		for len(bufs) < size {
+			select {
+			case b := <-l.free:
+				bufs = append(bufs, b)
+			default:
+				break more
+			}
+		}
+		for j, b := range bufs {
+			views[j] = b[:]
+		}
+		n, err := bio.Read(views[:len(bufs)], lens, srcs)
+		clear(views)
 		if err != nil {
-			l.free <- buf
+			for _, b := range bufs {
+				l.free <- b
+			}
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
 			return fmt.Errorf("read %s: %w", c.LocalAddr(), err)
 		}
-		select {
-		case l.queue <- packet{conn: c, buf: buf, n: n, src: src}:
-		default:
-			l.free <- buf
-			l.countDrop(ReasonQueueFull)
-			l.log.Debug("queue full: packet dropped", "relay", src)
+		for j := range n {
+			select {
+			case l.queue <- packet{conn: i, buf: bufs[j], n: lens[j], src: srcs[j]}:
+			default:
+				l.free <- bufs[j]
+				l.countDrop(ReasonQueueFull)
+				l.log.Debug("queue full: packet dropped", "relay", srcs[j])
+			}
+		}
+		for _, b := range bufs[n:] {
+			l.free <- b
+		}
+		clear(bufs)
+	}
+}
+
+// worker handles queued packets: the one it waited for and those queued
+// behind it, up to a batch, then sends their answers together.
+type worker struct {
+	l     *Listener
+	batch []packet
+	bios  []*udpbatch.Conn // by socket
+	datas [][][]byte       // answers by socket
+	dsts  [][]netip.AddrPort
+}
+
+func (l *Listener) newWorker() (*worker, error) {
+	w := &worker{
+		l:     l,
+		batch: make([]packet, 0, l.cfg.Batch),
+		bios:  make([]*udpbatch.Conn, len(l.conns)),
+		datas: make([][][]byte, len(l.conns)),
+		dsts:  make([][]netip.AddrPort, len(l.conns)),
+	}
+	for i, c := range l.conns {
+		b, err := udpbatch.New(c, l.cfg.Batch, &l.zones)
+		if err != nil {
+			return nil, err
+		}
+		w.bios[i] = b
+	}
+	return w, nil
+}
+
+func (w *worker) run() {
+	for p := range w.l.queue {
+		w.batch = append(w.batch[:0], p)
+	more:
+		for len(w.batch) < cap(w.batch) {
+			select {
+			case q, ok := <-w.l.queue:
+				if !ok {
+					break more
+				}
+				w.batch = append(w.batch, q)
+			default:
+				break more
+			}
+		}
+		for _, p := range w.batch {
+			if r, ok := w.l.serveOne(p); ok {
+				w.datas[p.conn] = append(w.datas[p.conn], r.Data)
+				w.dsts[p.conn] = append(w.dsts[p.conn], r.Dst)
+			}
+		}
+		for i := range w.datas {
+			if len(w.datas[i]) == 0 {
+				continue
+			}
+			if err := w.bios[i].Write(w.datas[i], w.dsts[i]); err != nil {
+				w.l.log.Warn("cannot send reply", "err", err)
+			}
+			clear(w.datas[i])
+			w.datas[i], w.dsts[i] = w.datas[i][:0], w.dsts[i][:0]
 		}
 	}
 }
 
-// serveOne answers one packet; a panic costs that packet only.
-func (l *Listener) serveOne(p packet) {
+// serveOne answers one packet and frees its buffer; a panic costs that
+// packet only. ok is false when the packet gets no answer.
+func (l *Listener) serveOne(p packet) (r Reply, ok bool) {
 	defer func() { l.free <- p.buf }()
 	defer func() {
-		if r := recover(); r != nil {
+		if rec := recover(); rec != nil {
 			l.countDrop(ReasonPanic)
 			l.log.Error("panic while handling a packet: packet dropped", "relay", p.src,
-				"panic", fmt.Sprint(r), "packet", fmt.Sprintf("%x", p.buf[:p.n]), "stack", string(debug.Stack()))
+				"panic", fmt.Sprint(rec), "packet", fmt.Sprintf("%x", p.buf[:p.n]), "stack", string(debug.Stack()))
+			ok = false
 		}
 	}()
 	r, err := l.handler.Handle(p.src, p.buf[:p.n])
 	if err != nil {
 		l.log.Debug("no answer", "relay", p.src, "err", err)
-		return
+		return Reply{}, false
 	}
-	if _, err := p.conn.WriteToUDPAddrPort(r.Data, r.Dst); err != nil {
-		l.log.Warn("cannot send reply", "relay", r.Dst, "err", err)
-	}
+	return r, true
 }
 
 func (l *Listener) countDrop(r Reason) {
 	if l.cfg.Metrics != nil {
-		l.cfg.Metrics.Drops.WithLabelValues(string(r)).Inc()
+		l.cfg.Metrics.countDrop(r)
 	}
 }
 

@@ -138,3 +138,35 @@ func TestListenErrorsNameTheAddress(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+// TestListenerSocketsPerAddr listens with several SO_REUSEPORT sockets on
+// one address: it names the address once, and answers relays that the
+// kernel spreads over the sockets.
+func TestListenerSocketsPerAddr(t *testing.T) {
+	h, _ := newTestHandler(t, testOptions)
+	l, err := Listen(ListenerConfig{Addrs: []netip.AddrPort{netip.MustParseAddrPort("[::1]:0")}, SocketsPerAddr: 3, Batch: 4, Metrics: h.Metrics()}, h)
+	if err != nil {
+		t.Skipf("no IPv6 loopback or no SO_REUSEPORT: %v", err)
+	}
+	if n := len(l.conns); n != 3 {
+		t.Fatalf("%d sockets, want 3", n)
+	}
+	addrs := l.Addrs()
+	if len(addrs) != 1 || addrs[0].Port() == 0 {
+		t.Fatalf("Addrs = %v", addrs)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Serve(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+	for i := range 12 { // from 12 source ports
+		if _, err := exchangeUDP(t, addrs[0], msg(dhcpv6.MessageTypeSolicit, clientID(macA), iapd(1))); err != nil {
+			t.Fatalf("exchange %d: %v", i, err)
+		}
+	}
+}

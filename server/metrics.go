@@ -1,6 +1,11 @@
 package server
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"sync/atomic"
+
+	"github.com/insomniacslk/dhcp/dhcpv6"
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Namespace is the Prometheus namespace of every metric.
 const Namespace = "cloudstack_pd"
@@ -19,6 +24,72 @@ type Metrics struct {
 	MalformedOptions *prometheus.CounterVec
 	// Latency observes the time to handle one packet.
 	Latency prometheus.Histogram
+
+	// The packet path counts through these caches of the vectors'
+	// children: a label lookup hashes the values and takes the vector's
+	// lock, which every worker would contend for on every packet. A
+	// child is made on first use, so the exported series are the same.
+	received, replies counterCache // by message type
+	drops, answers    counterCache // by index in Reasons, results
+}
+
+// counterCache holds the children of a CounterVec by a small index.
+type counterCache struct {
+	vec *prometheus.CounterVec
+	c   [256]atomic.Pointer[prometheus.Counter]
+}
+
+// inc increments the child of index i, whose label value is label().
+func (cc *counterCache) inc(i int, label func() string) {
+	if i < 0 || i >= len(cc.c) {
+		cc.vec.WithLabelValues(label()).Inc()
+		return
+	}
+	if p := cc.c[i].Load(); p != nil {
+		(*p).Inc()
+		return
+	}
+	c := cc.vec.WithLabelValues(label())
+	cc.c[i].Store(&c)
+	c.Inc()
+}
+
+func (m *Metrics) countReceived(t dhcpv6.MessageType) {
+	m.received.inc(int(t), t.String)
+}
+
+func (m *Metrics) countReply(t dhcpv6.MessageType) {
+	m.replies.inc(int(t), t.String)
+}
+
+func (m *Metrics) countDrop(r Reason) {
+	m.drops.inc(reasonIndex(r), func() string { return string(r) })
+}
+
+func (m *Metrics) countAnswer(r Result) {
+	m.answers.inc(resultIndex(r), func() string { return string(r) })
+}
+
+func reasonIndex(r Reason) int {
+	for i, x := range Reasons {
+		if x == r {
+			return i
+		}
+	}
+	return -1
+}
+
+// results lists the Results, for resultIndex.
+var results = [...]Result{ResultPrefix, ResultNoPool, ResultNoMAC, ResultUnknownMAC, ResultOtherPool,
+	ResultQuarantined, ResultNoBinding, ResultReleased, ResultDeclined, ResultNoAddrs}
+
+func resultIndex(r Result) int {
+	for i, x := range results {
+		if x == r {
+			return i
+		}
+	}
+	return -1
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not registered).
@@ -50,6 +121,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .05},
 		}),
 	}
+	m.received.vec, m.replies.vec, m.drops.vec, m.answers.vec = m.Received, m.Replies, m.Drops, m.Answers
 	for _, r := range Reasons {
 		m.Drops.WithLabelValues(string(r))
 	}

@@ -50,7 +50,8 @@ func NewRecorder(store BindingStore, interval time.Duration, log *slog.Logger) *
 
 // Record implements BindingSink.
 func (r *Recorder) Record(b allocator.Binding) {
-	k := string(b.Key())
+	var buf [64]byte
+	k := string(allocator.AppendBindingKey(buf[:0], b.ClientDUID, b.IAID))
 	r.mu.Lock()
 	r.pending[k] = pendingOp{b: b}
 	r.mu.Unlock()

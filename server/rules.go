@@ -102,10 +102,10 @@ func (x *exchange) dispatch() (*dhcpv6.Message, error) {
 		if hasIA(m) {
 			return nil, drop(ReasonInfoRequestIA, fmt.Errorf("information-request carries an IA"))
 		}
-		if sids := m.Options.Get(dhcpv6.OptionServerID); len(sids) > 0 && !x.ours(sids) {
+		if sids := count(m, dhcpv6.OptionServerID); sids > 0 && !x.ours(sids) {
 			return nil, drop(ReasonServerIDMismatch, fmt.Errorf("information-request names another server"))
 		}
-		if n := len(m.Options.Get(dhcpv6.OptionClientID)); n > 1 {
+		if n := count(m, dhcpv6.OptionClientID); n > 1 {
 			return nil, drop(ReasonClientID, fmt.Errorf("%d client identifiers", n))
 		}
 		return x.answer(dhcpv6.MessageTypeReply), nil
@@ -118,32 +118,43 @@ func (x *exchange) dispatch() (*dhcpv6.Message, error) {
 // exactlyOneClient is the Solicit rule; the others need a Client ID too.
 func (x *exchange) checkIDs(ours bool, exactlyOneClient bool) error {
 	m := x.msg
-	cids := m.Options.Get(dhcpv6.OptionClientID)
+	cids := count(m, dhcpv6.OptionClientID)
 	switch {
-	case len(cids) == 0:
+	case cids == 0:
 		return drop(ReasonClientID, fmt.Errorf("%s without client identifier", m.MessageType))
-	case len(cids) > 1 && exactlyOneClient:
-		return drop(ReasonClientID, fmt.Errorf("%s with %d client identifiers", m.MessageType, len(cids)))
+	case cids > 1 && exactlyOneClient:
+		return drop(ReasonClientID, fmt.Errorf("%s with %d client identifiers", m.MessageType, cids))
 	}
-	x.clientID = cids[0].ToBytes()
-	sids := m.Options.Get(dhcpv6.OptionServerID)
+	sids := count(m, dhcpv6.OptionServerID)
 	if !ours {
-		if len(sids) > 0 {
+		if sids > 0 {
 			return drop(ReasonServerIDPresent, fmt.Errorf("%s carries a server identifier", m.MessageType))
 		}
 		return nil
 	}
-	if len(sids) == 0 {
+	if sids == 0 {
 		return drop(ReasonServerIDMismatch, fmt.Errorf("%s without server identifier", m.MessageType))
 	}
 	if !x.ours(sids) {
-		return drop(ReasonServerIDMismatch, fmt.Errorf("%s for server %x", m.MessageType, sids[0].ToBytes()))
+		return drop(ReasonServerIDMismatch, fmt.Errorf("%s for server %x", m.MessageType, x.serverID))
 	}
 	return nil
 }
 
-func (x *exchange) ours(sids []dhcpv6.Option) bool {
-	return len(sids) == 1 && bytes.Equal(sids[0].ToBytes(), x.h.serverID)
+// ours reports whether the message's sids Server Identifiers are one, ours.
+func (x *exchange) ours(sids int) bool {
+	return sids == 1 && bytes.Equal(x.serverID, x.h.serverID)
+}
+
+// count returns how many options of code m carries.
+func count(m *dhcpv6.Message, code dhcpv6.OptionCode) int {
+	n := 0
+	for _, o := range m.Options.Options {
+		if o.Code() == code {
+			n++
+		}
+	}
+	return n
 }
 
 func hasIA(m *dhcpv6.Message) bool {
@@ -159,10 +170,13 @@ func hasIA(m *dhcpv6.Message) bool {
 // answer starts the answer to the client message: same transaction id,
 // our Server ID, the client's Client ID.
 func (x *exchange) answer(t dhcpv6.MessageType) *dhcpv6.Message {
-	ans := &dhcpv6.Message{MessageType: t, TransactionID: x.msg.TransactionID}
-	ans.AddOption(&dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionServerID, OptionData: x.h.serverID})
-	if cids := x.msg.Options.Get(dhcpv6.OptionClientID); len(cids) > 0 {
-		ans.AddOption(&dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionClientID, OptionData: cids[0].ToBytes()})
+	ans := &x.ans
+	*ans = dhcpv6.Message{MessageType: t, TransactionID: x.msg.TransactionID}
+	ans.Options.Options = x.ansOpts[:0]
+	ans.AddOption(&x.h.serverIDOpt)
+	if x.clientID != nil {
+		x.cid = dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionClientID, OptionData: x.clientID}
+		ans.AddOption(&x.cid)
 	}
 	return ans
 }
@@ -184,16 +198,16 @@ func (x *exchange) identify() {
 		return
 	}
 	x.mac = mac
-	a, ok := x.table.Lookup(mac)
+	a, ok := x.table.Find(mac)
 	switch {
 	case !ok:
 		x.result = ResultUnknownMAC
-	case a.Pool != pool.Name:
+	case a.Pool.Name != pool.Name:
 		x.result = ResultOtherPool
 	case !a.Served():
 		x.result = ResultQuarantined
 	default:
-		x.alloc = a
+		x.alloc, x.hasAlloc = a, true
 		x.result = ResultPrefix
 	}
 }
@@ -210,12 +224,12 @@ func (x *exchange) answerIAs(ans *dhcpv6.Message, md mode) *dhcpv6.Message {
 		case *dhcpv6.OptIANA:
 			ans.AddOption(&dhcpv6.OptIANA{IaId: ia.IaId, Options: dhcpv6.IdentityOptions{Options: dhcpv6.Options{
 				noAddrs()}}})
-			x.h.metrics.Answers.WithLabelValues(string(ResultNoAddrs)).Inc()
+			x.h.metrics.countAnswer(ResultNoAddrs)
 			n++
 		case *dhcpv6.OptIATA:
 			ans.AddOption(&dhcpv6.OptIATA{IaId: ia.IaId, Options: dhcpv6.IdentityOptions{Options: dhcpv6.Options{
 				noAddrs()}}})
-			x.h.metrics.Answers.WithLabelValues(string(ResultNoAddrs)).Inc()
+			x.h.metrics.countAnswer(ResultNoAddrs)
 			n++
 		}
 	}
@@ -232,36 +246,56 @@ func noAddrs() dhcpv6.Option {
 // answerPD answers one IA_PD.
 func (x *exchange) answerPD(req *dhcpv6.OptIAPD, md mode) *dhcpv6.OptIAPD {
 	o := x.opts
-	out := &dhcpv6.OptIAPD{IaId: req.IaId}
-	if x.alloc != nil {
+	// The IA_PD, its prefix and its status come from the exchange's
+	// scratch arrays for the first scratchIAs IA_PDs.
+	var (
+		out    *dhcpv6.OptIAPD
+		prefix *dhcpv6.OptIAPrefix
+		status *dhcpv6.OptStatusCode
+		ipn    *net.IPNet
+		ip     []byte
+	)
+	if i := x.ias; i < scratchIAs {
+		x.ias++
+		out, prefix, status, ipn, ip = &x.pds[i], &x.prefixes[i], &x.statuses[i], &x.nets[i], x.ips[i][:]
+		out.Options.Options = x.pdOpts[i][:0]
+	} else {
+		out, prefix, status, ipn, ip = &dhcpv6.OptIAPD{}, &dhcpv6.OptIAPrefix{}, &dhcpv6.OptStatusCode{}, &net.IPNet{}, make([]byte, 16)
+	}
+	out.IaId = req.IaId
+	if x.hasAlloc {
 		out.T1 = seconds(o.RenewTimer)
 		out.T2 = seconds(o.RebindTimer)
-		out.Options.Add(&dhcpv6.OptIAPrefix{
+		a16 := x.alloc.Prefix.Addr().As16()
+		copy(ip, a16[:])
+		*ipn = net.IPNet{IP: net.IP(ip), Mask: cidrMask(x.alloc.Prefix.Bits())}
+		*prefix = dhcpv6.OptIAPrefix{
 			PreferredLifetime: seconds(o.PreferredLifetime),
 			ValidLifetime:     seconds(o.ValidLifetime),
-			Prefix:            ipnet(x.alloc.Prefix),
-		})
+			Prefix:            ipn,
+		}
+		out.Options.Add(prefix)
 		if md != modeAdvertise {
 			x.withdrawOthers(req, out, x.alloc.Prefix)
 			x.record(req, md)
 		}
-		x.h.metrics.Answers.WithLabelValues(string(ResultPrefix)).Inc()
+		x.h.metrics.countAnswer(ResultPrefix)
 		return out
 	}
 	if md == modeRenew && x.withdrawOthers(req, out, netip.Prefix{}) > 0 {
 		// Renew or Rebind naming prefixes the client may no longer use:
 		// send them back with zero lifetimes (RFC 8415 18.3.4, 18.3.5).
-		x.h.metrics.Answers.WithLabelValues(string(x.result)).Inc()
+		x.h.metrics.countAnswer(x.result)
 		return out
 	}
-	status := &dhcpv6.OptStatusCode{StatusCode: iana.StatusNoPrefixAvail, StatusMessage: x.why()}
+	*status = dhcpv6.OptStatusCode{StatusCode: iana.StatusNoPrefixAvail, StatusMessage: x.why()}
 	result := x.result
 	if md == modeRenew {
 		status.StatusCode = iana.StatusNoBinding
 		result = ResultNoBinding
 	}
 	out.Options.Add(status)
-	x.h.metrics.Answers.WithLabelValues(string(result)).Inc()
+	x.h.metrics.countAnswer(result)
 	if x.h.log.Enabled(context.Background(), slog.LevelDebug) {
 		x.h.log.Debug("no prefix", "relay", x.src, "mac", x.mac.String(), "interface-id", printable(x.chain.InterfaceID()), "result", x.result)
 	}
@@ -272,7 +306,11 @@ func (x *exchange) answerPD(req *dhcpv6.OptIAPD, md mode) *dhcpv6.OptIAPD {
 // that is not keep (hints of :: are not prefixes). It returns how many.
 func (x *exchange) withdrawOthers(req, out *dhcpv6.OptIAPD, keep netip.Prefix) int {
 	n := 0
-	for _, p := range req.Options.Prefixes() {
+	for _, o := range req.Options.Options {
+		p, ok := o.(*dhcpv6.OptIAPrefix)
+		if !ok {
+			continue
+		}
 		named, ok := prefixOf(p)
 		if !ok || named == keep {
 			continue
@@ -302,9 +340,20 @@ func (x *exchange) why() string {
 func (x *exchange) record(req *dhcpv6.OptIAPD, md mode) {
 	in := x.chain.Innermost()
 	valid := x.opts.ValidLifetime
+	// The byte strings the sink keeps, copied out of the packet into one
+	// allocation.
+	buf := make([]byte, 0, len(x.clientID)+len(x.mac)+len(in.InterfaceID)+len(in.RemoteID)+len(in.RelayID))
+	keep := func(b []byte) []byte {
+		if b == nil {
+			return nil
+		}
+		n := len(buf)
+		buf = append(buf, b...)
+		return buf[n:len(buf):len(buf)]
+	}
 	b := allocator.Binding{
-		ClientDUID:        bytes.Clone(x.clientID),
-		MAC:               bytes.Clone(x.mac),
+		ClientDUID:        keep(x.clientID),
+		MAC:               keep(x.mac),
 		IAID:              iaid(req.IaId),
 		Pool:              x.pool.Name,
 		Prefix:            x.alloc.Prefix,
@@ -316,9 +365,9 @@ func (x *exchange) record(req *dhcpv6.OptIAPD, md mode) {
 		RelaySource:       x.src,
 		LinkAddress:       in.LinkAddr,
 		PeerAddress:       in.PeerAddr,
-		InterfaceID:       bytes.Clone(in.InterfaceID),
-		RemoteID:          bytes.Clone(in.RemoteID),
-		RelayID:           bytes.Clone(in.RelayID),
+		InterfaceID:       keep(in.InterfaceID),
+		RemoteID:          keep(in.RemoteID),
+		RelayID:           keep(in.RelayID),
 	}
 	x.h.sink.Record(b)
 }
@@ -331,14 +380,14 @@ func (x *exchange) release() *dhcpv6.Message {
 	ans.AddOption(&dhcpv6.OptStatusCode{StatusCode: iana.StatusSuccess, StatusMessage: "released"})
 	x.identify()
 	for _, ia := range x.msg.Options.IAPD() {
-		if x.alloc != nil && namesOnly(ia, x.alloc.Prefix) {
+		if x.hasAlloc && namesOnly(ia, x.alloc.Prefix) {
 			x.h.sink.Release(allocator.BindingKey(x.clientID, iaid(ia.IaId)))
-			x.h.metrics.Answers.WithLabelValues(string(ResultReleased)).Inc()
+			x.h.metrics.countAnswer(ResultReleased)
 			continue
 		}
 		ans.AddOption(&dhcpv6.OptIAPD{IaId: ia.IaId, Options: dhcpv6.PDOptions{Options: dhcpv6.Options{
 			&dhcpv6.OptStatusCode{StatusCode: iana.StatusNoBinding, StatusMessage: "no binding for this IA"}}}})
-		x.h.metrics.Answers.WithLabelValues(string(ResultNoBinding)).Inc()
+		x.h.metrics.countAnswer(ResultNoBinding)
 	}
 	return ans
 }
@@ -359,7 +408,7 @@ func (x *exchange) decline() *dhcpv6.Message {
 	ans := x.answer(dhcpv6.MessageTypeReply)
 	ans.AddOption(&dhcpv6.OptStatusCode{StatusCode: iana.StatusSuccess, StatusMessage: "decline noted"})
 	x.identify()
-	x.h.metrics.Answers.WithLabelValues(string(ResultDeclined)).Inc()
+	x.h.metrics.countAnswer(ResultDeclined)
 	x.h.log.Warn("client declined", "relay", x.src, "mac", x.mac.String(), "interface-id", printable(x.chain.InterfaceID()))
 	return ans
 }
@@ -373,6 +422,17 @@ func iaid(b [4]byte) uint32 {
 func ipnet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), 128)}
 }
+
+// cidrMasks are the IPv6 masks by length, shared by the answers: the
+// library only reads them.
+var cidrMasks = func() (m [129]net.IPMask) {
+	for i := range m {
+		m[i] = net.CIDRMask(i, 128)
+	}
+	return m
+}()
+
+func cidrMask(bits int) net.IPMask { return cidrMasks[bits] }
 
 // prefixOf converts a named prefix; a hint (:: or no prefix) is not one.
 func prefixOf(o *dhcpv6.OptIAPrefix) (netip.Prefix, bool) {

@@ -116,7 +116,7 @@ func runImportKea(out io.Writer, cfgPath, keaPath string, dryRun, verbose bool, 
 		if err != nil {
 			return fmt.Errorf("imported, but the table does not load: %w", err)
 		}
-		fmt.Fprintf(out, "store %s now holds %d allocation(s)\n", cfg.State, len(tbl.Allocations()))
+		fmt.Fprintf(out, "store %s now holds %d allocation(s)\n", cfg.State, tbl.Len())
 	}
 	return nil
 }

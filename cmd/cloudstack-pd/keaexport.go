@@ -223,7 +223,7 @@ func keaExportTable(ctx context.Context, cfg *config.Config, offline bool, stder
 		}
 		fmt.Fprintf(stderr, "warning: the store holds allocations of pools that are not configured; they are not exported: %v\n", pools)
 	}
-	if len(tbl.Allocations()) == 0 {
+	if tbl.Len() == 0 {
 		fmt.Fprintf(stderr, "warning: the table in %s holds no allocation: the export has no reservation\n", cfg.State)
 	}
 	return tbl, nil
@@ -233,8 +233,8 @@ func keaExportTable(ctx context.Context, cfg *config.Config, offline bool, stder
 // its served (active or gone) allocations.
 func keaExportSubnets(tbl *allocator.Table) []kea.ExportSubnet {
 	byPool := map[string][]kea.ExportReservation{}
-	for _, a := range tbl.Allocations() {
-		if a.Served() {
+	for i := range tbl.Len() {
+		if a := tbl.At(i); a.Served() {
 			byPool[a.Pool] = append(byPool[a.Pool], kea.ExportReservation{MAC: a.MAC, Prefix: a.Prefix, IP6: a.IP6})
 		}
 	}

@@ -61,12 +61,13 @@ Start with:  cloudstack-pd serve --config example/cloudstack-pd.yaml`,
 		newServeCmd(),
 		newImportKeaCmd(),
 		newProbeCmd(),
-		newReplayCmd(),
 		newKeaExportCmd(),
 		newCheckConfigCmd(),
 		newSyncCmd(),
 		newAllocationsCmd(),
 		newCheckCmd(),
+		newBenchCmd(),
+		newReplayCmd(),
 	)
 	return root
 }

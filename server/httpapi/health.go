@@ -76,7 +76,7 @@ func (a *API) Status() ReadyStatus {
 	if t := a.table(); t != nil {
 		st.TableLoaded = true
 		st.Pools = len(t.Pools())
-		st.Allocations = len(t.Allocations())
+		st.Allocations = t.Len()
 		if st.Pools == 0 {
 			st.Warnings = append(st.Warnings, "no pools configured: every request gets NoPrefixAvail")
 		} else if st.Allocations == 0 {

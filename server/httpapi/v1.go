@@ -134,9 +134,9 @@ func (a *API) allocations(w http.ResponseWriter, r *http.Request) {
 			add(al)
 		}
 	} else {
-		allocs := t.Allocations()
-		for i := range allocs {
-			add(&allocs[i])
+		for i := range t.Len() {
+			al := t.At(i)
+			add(&al)
 		}
 	}
 	sortAllocations(out)

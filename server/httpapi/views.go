@@ -23,14 +23,14 @@ type Counts struct {
 // Total is the number of prefixes taken, in any state.
 func (c Counts) Total() int { return c.Active + c.Gone + c.Quarantined }
 
-func (c *Counts) add(s allocator.State) {
+func (c *Counts) addN(s allocator.State, n int) {
 	switch s {
 	case allocator.StateActive:
-		c.Active++
+		c.Active += n
 	case allocator.StateGone:
-		c.Gone++
+		c.Gone += n
 	case allocator.StateQuarantined:
-		c.Quarantined++
+		c.Quarantined += n
 	}
 }
 
@@ -218,11 +218,12 @@ func (c *countCache) get(t *allocator.Table) map[string]Counts {
 		return c.counts
 	}
 	counts := make(map[string]Counts, len(t.Pools()))
-	allocs := t.Allocations()
-	for i := range allocs {
-		pc := counts[allocs[i].Pool]
-		pc.add(allocs[i].State)
-		counts[allocs[i].Pool] = pc
+	for pool, states := range t.StateCounts() {
+		var pc Counts
+		for s, n := range states {
+			pc.addN(s, n)
+		}
+		counts[pool] = pc
 	}
 	c.table, c.counts = t, counts
 	return counts

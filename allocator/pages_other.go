@@ -1,0 +1,8 @@
+//go:build !linux
+
+package allocator
+
+import bolt "go.etcd.io/bbolt"
+
+// dropPages does nothing outside Linux (see pages_linux.go).
+func (s *Store) dropPages(*bolt.Tx) {}

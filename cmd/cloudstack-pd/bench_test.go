@@ -1,0 +1,255 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/allocatortest"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/kea"
+	"github.com/cloudstack-pd/cloudstack-pd/relay"
+	"github.com/cloudstack-pd/cloudstack-pd/server"
+)
+
+// benchServer serves the first n synthetic clients of pools pools on
+// [::1]:0, in process, until the test ends.
+func benchServer(t *testing.T, pools, n int) netip.AddrPort {
+	t.Helper()
+	ps := allocatortest.Pools(pools)
+	allocs, err := allocatortest.Allocations(ps, n, time.Unix(1700000000, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl, err := allocator.NewTable(ps, allocs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	duid := []byte{0, 1, 0, 1, 0x2f, 0, 0, 1, 2, 0xcd, 0, 0, 0, 1}
+	h, err := server.NewHandler(server.HandlerConfig{
+		Table: allocator.NewLive(tbl), ServerID: duid,
+		Options: server.Options{MACSources: []relay.MACSource{relay.SourceRemoteID},
+			PreferredLifetime: 86400, ValidLifetime: 172800, RenewTimer: 1000, RebindTimer: 2000},
+		Bindings: server.NewRecorder(nil, time.Hour, nil),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := server.Listen(server.ListenerConfig{Addrs: []netip.AddrPort{netip.MustParseAddrPort("[::1]:0")},
+		Logger: slog.New(slog.DiscardHandler)}, h)
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return l.Addrs()[0]
+}
+
+// TestBenchCountsEveryExchange runs a few hundred exchanges against a
+// server on loopback and checks the counts, and that every exchange got
+// the client's reservation. Speed is not checked: tests never assert it.
+func TestBenchCountsEveryExchange(t *testing.T) {
+	srv := benchServer(t, 4, 500)
+	res, err := runBench(t.Context(), benchFlags{
+		server: srv.String(), clients: 500, pools: 4, outstanding: 8, sockets: 2,
+		count: 300, timeout: 5 * time.Second, verify: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Exchanges < 300 {
+		t.Errorf("%d exchanges, want at least 300", res.Exchanges)
+	}
+	if res.NoPrefix != 0 || res.WrongPrefix != 0 || res.Drops != 0 || res.Unmatched != 0 || res.Malformed != 0 || res.SendErrors != 0 || res.VerifyErrors != 0 {
+		t.Errorf("every exchange should get its prefix: %+v", res)
+	}
+	if res.ServerID != "000100012f00000102cd00000001" {
+		t.Errorf("server id %q", res.ServerID)
+	}
+	if res.Latency.P50 <= 0 || res.Latency.P99 < res.Latency.P50 || res.Latency.Max < res.Latency.P99 || res.RTT.P50 <= 0 {
+		t.Errorf("latency %+v, rtt %+v", res.Latency, res.RTT)
+	}
+	var out strings.Builder
+	if err := printBench(&out, res, true); err != nil {
+		t.Fatal(err)
+	}
+	var back benchResult
+	if err := json.Unmarshal([]byte(out.String()), &back); err != nil || back.Exchanges != res.Exchanges {
+		t.Errorf("JSON output %s: %v", out.String(), err)
+	}
+}
+
+// TestBenchCountsNoPrefix plays clients the server has no reservation
+// for: their exchanges end at the Advertise, counted as "no prefix".
+func TestBenchCountsNoPrefix(t *testing.T) {
+	srv := benchServer(t, 2, 10)
+	res, err := runBench(t.Context(), benchFlags{
+		server: srv.String(), clients: 20, pools: 2, outstanding: 4, sockets: 1,
+		count: 50, duration: 10 * time.Second, timeout: 5 * time.Second, verify: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.NoPrefix == 0 || res.Exchanges == 0 || res.WrongPrefix != 0 || res.VerifyErrors != 0 {
+		t.Errorf("half the clients are unknown: %+v", res)
+	}
+}
+
+func TestBenchNoServer(t *testing.T) {
+	port := freeUDPPort(t)
+	_, err := runBench(t.Context(), benchFlags{
+		server: netip.AddrPortFrom(netip.IPv6Loopback(), uint16(port)).String(), clients: 10, pools: 1,
+		outstanding: 2, sockets: 1, duration: 300 * time.Millisecond, timeout: 100 * time.Millisecond,
+	})
+	if err == nil || !strings.Contains(err.Error(), "no exchange completed") {
+		t.Errorf("err = %v", err)
+	}
+}
+
+func TestLatencyHist(t *testing.T) {
+	var h latencyHist
+	for i := 1; i <= 1000; i++ {
+		h.record(int64(i) * int64(time.Microsecond))
+	}
+	for _, tc := range []struct {
+		q    float64
+		want time.Duration
+	}{{.5, 500 * time.Microsecond}, {.9, 900 * time.Microsecond}, {.99, 990 * time.Microsecond}, {1, 1000 * time.Microsecond}} {
+		got := h.quantile(tc.q)
+		if d := got - tc.want; d < -tc.want/50 || d > tc.want/50 {
+			t.Errorf("quantile(%v) = %s, want %s ± 2%%", tc.q, got, tc.want)
+		}
+	}
+	for _, v := range []uint64{0, 1, 63, 64, 65, 127, 128, 1000, 1 << 40, 1<<63 - 1} {
+		low, width := histLow(histBucket(v))
+		if v < low || v >= low+width {
+			t.Errorf("%d in bucket [%d, %d)", v, low, low+width)
+		}
+	}
+}
+
+// TestBenchSetup writes a small benchmark and checks that the Kea config
+// holds every client's reservation (kea-dhcp6 -t accepts it, when
+// installed) and the cloudstack-pd config loads.
+func TestBenchSetup(t *testing.T) {
+	dir := t.TempDir()
+	var out strings.Builder
+	if err := runBenchSetup(&out, benchSetupFlags{dir: dir, clients: 40, pools: 4, port: 10547, kea: true, fill: true, since: "2026-01-01T00:00:00Z"}); err != nil {
+		t.Fatal(err)
+	}
+	kc, err := kea.Load(filepath.Join(dir, "reservations.kea.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, s := range kc.Subnets {
+		for _, r := range s.Reservations {
+			mac, err := r.MAC()
+			if err != nil {
+				t.Fatal(err)
+			}
+			i, ok := allocatortest.Index(mac)
+			if !ok || len(r.Prefixes) != 1 || r.Prefixes[0] != allocatortest.Prefix(i, 4).String() || s.InterfaceID != allocatortest.InterfaceID(i%4) {
+				t.Errorf("reservation %s: %s %v in %s", r.Path, mac, r.Prefixes, s.InterfaceID)
+			}
+			n++
+		}
+	}
+	if n != 40 {
+		t.Errorf("%d reservations, want 40", n)
+	}
+	if bin, err := exec.LookPath("kea-dhcp6"); err == nil {
+		keaCheckFile(t, bin, filepath.Join(dir, "reservations.kea.conf"))
+	}
+	st, err := allocator.Open(filepath.Join(dir, "state.db"), allocator.StoreOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	tbl, _, err := st.LoadTable(allocatortest.Pools(4))
+	if err != nil || tbl.Len() != 40 {
+		t.Fatalf("store: %v, %d allocations", err, tbl.Len())
+	}
+}
+
+func TestBenchReport(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, v any) string {
+		p := filepath.Join(dir, name)
+		data, _ := json.Marshal(v)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	var kea, cs []string
+	for i, rate := range []float64{20000, 21000, 19000} {
+		kea = append(kea, write("kea"+string(rune('0'+i)), benchResult{Rate: rate, Latency: benchPercentiles{P99: 3}}))
+		cs = append(cs, write("cs"+string(rune('0'+i)), benchResult{Rate: 3 * rate, Latency: benchPercentiles{P99: 1}}))
+	}
+	gobench := filepath.Join(dir, "go.txt")
+	os.WriteFile(gobench, []byte("BenchmarkHandle/solicit-2 \t 100 \t 2000 ns/op \t 1360 B/op \t 34 allocs/op\nBenchmarkHandle/request-2 \t 100 \t 2000 ns/op \t 1360 B/op \t 40 allocs/op\n"), 0o644)
+	doc := filepath.Join(dir, "BENCHMARKS.md")
+	os.WriteFile(doc, []byte("# Benchmarks\n\nbefore\n\n"+sectionBegin+"\nold\n"+sectionEnd+"\n\nafter\n"), 0o644)
+	sec, err := benchReport(benchReportFlags{doc: doc, kea: kea, cs: cs, gobench: gobench,
+		startup: []string{write("up", benchStartup{ReadySeconds: 1.2, PeakRSSMB: 300})}, startupN: 1_000_000}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := replaceSection(doc, sec); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(doc)
+	for _, want := range []string{"before", "after", "3.00×", "1,000,000 allocations: ready", "| Kea 2.2 | 20000 |", "| cloudstack-pd | 60000 |",
+		"| ≤ 10 allocations per answered packet | 40 (BenchmarkHandle, worst case) | **not met** |", "ready ≤ 2 s | 1.20 s | **met**"} {
+		if !strings.Contains(string(got), want) {
+			t.Errorf("report lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(string(got), "old") {
+		t.Errorf("the old section is still there:\n%s", got)
+	}
+}
+
+// TestBenchReflect drives the reflector: every exchange gets its prefix,
+// and the library decodes its answers as bench reads them.
+func TestBenchReflect(t *testing.T) {
+	c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- runBenchReflect(ctx, c, 3) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("reflect: %v", err)
+		}
+	}()
+	res, err := runBench(t.Context(), benchFlags{
+		server: c.LocalAddr().(*net.UDPAddr).AddrPort().String(), clients: 1000, first: 17, pools: 3, outstanding: 16, sockets: 2,
+		count: 400, timeout: 5 * time.Second, verify: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Exchanges < 400 || res.NoPrefix+res.WrongPrefix+res.Drops+res.Unmatched+res.Malformed+res.VerifyErrors != 0 {
+		t.Errorf("%+v", res)
+	}
+}

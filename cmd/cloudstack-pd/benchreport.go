@@ -1,0 +1,332 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+type benchReportFlags struct {
+	doc      string
+	cs, kea  []string
+	reflect  string
+	gobench  string
+	startup  []string
+	command  string
+	machine  string
+	settings string
+	startupN int
+}
+
+func newBenchReportCmd() *cobra.Command {
+	var f benchReportFlags
+	cmd := &cobra.Command{
+		Use:   "report",
+		Short: "Write the results of 'make bench' into docs/BENCHMARKS.md",
+		Long: `Report reads the JSON results of 'bench' runs against cloudstack-pd (--cs)
+and Kea (--kea), the output of 'go test -bench' (--go-bench) and of 'bench
+startup --json' (--startup), and replaces the part of --doc between the
+lines "<!-- make bench: begin -->" and "<!-- make bench: end -->" with them:
+the medians of the runs, their ratio, each target of issue 7 met or not,
+the machine, the command and the date. The rest of --doc is kept as it is.
+Without --doc the section goes to standard output.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			sec, err := benchReport(f, time.Now())
+			if err != nil {
+				return err
+			}
+			if f.doc == "" {
+				_, err := io.WriteString(cmd.OutOrStdout(), sec)
+				return err
+			}
+			return replaceSection(f.doc, sec)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.doc, "doc", "", "the Markdown file to update (docs/BENCHMARKS.md)")
+	fl.StringSliceVar(&f.cs, "cs", nil, "JSON results of bench runs against cloudstack-pd")
+	fl.StringSliceVar(&f.kea, "kea", nil, "JSON results of bench runs against Kea")
+	fl.StringVar(&f.reflect, "reflect", "", "JSON result of a bench run against bench reflect")
+	fl.StringVar(&f.gobench, "go-bench", "", "output of go test -bench")
+	fl.StringSliceVar(&f.startup, "startup", nil, "JSON results of bench startup")
+	fl.StringVar(&f.command, "command", "make bench", "the command that produced the results")
+	fl.StringVar(&f.machine, "machine-load", "", "a file describing what else the machine was doing")
+	fl.StringVar(&f.settings, "settings", "", "the load settings, as shown in the report")
+	fl.IntVar(&f.startupN, "startup-allocations", 1_000_000, "allocations of the store bench startup measured")
+	return cmd
+}
+
+const (
+	sectionBegin = "<!-- make bench: begin -->"
+	sectionEnd   = "<!-- make bench: end -->"
+)
+
+func replaceSection(path, sec string) error {
+	old, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	s := string(old)
+	i, j := strings.Index(s, sectionBegin), strings.Index(s, sectionEnd)
+	var out string
+	if i < 0 || j < i {
+		out = s + "\n" + sectionBegin + "\n" + sec + sectionEnd + "\n"
+	} else {
+		out = s[:i] + sectionBegin + "\n" + sec + s[j:]
+	}
+	return os.WriteFile(path, []byte(out), 0o644)
+}
+
+func readJSONs[T any](paths []string) ([]T, error) {
+	var out []T
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		var v T
+		if err := json.Unmarshal(data, &v); err != nil {
+			return nil, fmt.Errorf("%s: %w", p, err)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func medianOf[T any](v []T, f func(T) float64) float64 {
+	out := make([]float64, len(v))
+	for i, x := range v {
+		out[i] = f(x)
+	}
+	return median(out)
+}
+
+// benchSummary is the medians over runs of one server.
+type benchSummary struct {
+	runs                    int
+	rate, p50, p90, p99, mx float64
+	drops, noPrefix, wrong  float64
+	serverCPU, benchCPU     float64
+}
+
+func summarize(rs []benchResult) benchSummary {
+	return benchSummary{
+		runs:      len(rs),
+		rate:      medianOf(rs, func(r benchResult) float64 { return r.Rate }),
+		p50:       medianOf(rs, func(r benchResult) float64 { return r.Latency.P50 }),
+		p90:       medianOf(rs, func(r benchResult) float64 { return r.Latency.P90 }),
+		p99:       medianOf(rs, func(r benchResult) float64 { return r.Latency.P99 }),
+		mx:        medianOf(rs, func(r benchResult) float64 { return r.Latency.Max }),
+		drops:     medianOf(rs, func(r benchResult) float64 { return float64(r.Drops) }),
+		noPrefix:  medianOf(rs, func(r benchResult) float64 { return float64(r.NoPrefix) }),
+		wrong:     medianOf(rs, func(r benchResult) float64 { return float64(r.WrongPrefix) }),
+		serverCPU: medianOf(rs, func(r benchResult) float64 { return r.ServerCPU }),
+		benchCPU:  medianOf(rs, func(r benchResult) float64 { return r.BenchCPU }),
+	}
+}
+
+func met(ok bool) string {
+	if ok {
+		return "**met**"
+	}
+	return "**not met**"
+}
+
+var allocsRe = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+.*?(\d+) allocs/op`)
+
+func benchReport(f benchReportFlags, now time.Time) (string, error) {
+	css, err := readJSONs[benchResult](f.cs)
+	if err != nil {
+		return "", err
+	}
+	keas, err := readJSONs[benchResult](f.kea)
+	if err != nil {
+		return "", err
+	}
+	ups, err := readJSONs[benchStartup](f.startup)
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "_Generated by `%s` on %s. Do not edit between the markers: the next run rewrites it._\n\n",
+		f.command, now.UTC().Format("2006-01-02 15:04 MST"))
+	b.WriteString("### Machine\n\n")
+	fmt.Fprintf(&b, "- CPUs (`nproc`): %d, model: %s\n", runtime.NumCPU(), cpuModel())
+	fmt.Fprintf(&b, "- memory: %s; kernel %s; %s; Kea %s\n", memTotal(), commandLine("uname", "-r"), runtime.Version(), commandLine("kea-dhcp6", "-v"))
+	if f.machine != "" {
+		if data, err := os.ReadFile(f.machine); err == nil {
+			b.WriteString("- what else ran (load average at the start, then the busiest processes):\n\n```\n")
+			b.Write(bytes.TrimSpace(data))
+			b.WriteString("\n```\n")
+		}
+	}
+	b.WriteString("\n")
+
+	if len(css) > 0 && len(keas) > 0 {
+		cs, kea := summarize(css), summarize(keas)
+		fmt.Fprintf(&b, "### Relayed exchanges, %s reservations\n\n", thousands(css[0].Clients))
+		if f.settings != "" {
+			fmt.Fprintf(&b, "Load: %s. Medians of %d runs each, Kea and cloudstack-pd alternating.\n\n", f.settings, min(cs.runs, kea.runs))
+		}
+		b.WriteString("| server | exchanges/s | drops | no prefix | wrong prefix | p50 ms | p90 ms | p99 ms | max ms | server CPU µs/exchange | bench CPU µs/exchange |\n")
+		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		row := func(name string, s benchSummary) {
+			fmt.Fprintf(&b, "| %s | %.0f | %.0f | %.0f | %.0f | %.3f | %.3f | %.3f | %.3f | %.1f | %.1f |\n",
+				name, s.rate, s.drops, s.noPrefix, s.wrong, s.p50, s.p90, s.p99, s.mx, s.serverCPU, s.benchCPU)
+		}
+		row("Kea 2.2", kea)
+		row("cloudstack-pd", cs)
+		if f.reflect != "" {
+			if rs, err := readJSONs[benchResult]([]string{f.reflect}); err == nil {
+				row("bench reflect (the generator's ceiling, 1 run)", summarize(rs))
+			}
+		}
+		ratio := 0.0
+		if kea.rate > 0 {
+			ratio = cs.rate / kea.rate
+		}
+		fmt.Fprintf(&b, "\nRatio cloudstack-pd / Kea: **%.2f×**\n\n", ratio)
+		b.WriteString("Every run:\n\n```\n")
+		for i := range max(len(css), len(keas)) {
+			if i < len(keas) {
+				r := keas[i]
+				fmt.Fprintf(&b, "kea           run %d: %8.0f/s drops %d p99 %.3fms max %.3fms\n", i+1, r.Rate, r.Drops, r.Latency.P99, r.Latency.Max)
+			}
+			if i < len(css) {
+				r := css[i]
+				fmt.Fprintf(&b, "cloudstack-pd run %d: %8.0f/s drops %d p99 %.3fms max %.3fms\n", i+1, r.Rate, r.Drops, r.Latency.P99, r.Latency.Max)
+			}
+		}
+		b.WriteString("```\n\n")
+		b.WriteString("| target (issue 7) | measured | |\n|---|---|---|\n")
+		fmt.Fprintf(&b, "| exchanges/s ≥ 3× Kea's | %.2f× | %s |\n", ratio, met(ratio >= 3))
+		var drops int64
+		for _, r := range css {
+			drops += r.Drops
+		}
+		fmt.Fprintf(&b, "| no drops at that rate | %d drops in %d runs | %s |\n", drops, len(css), met(drops == 0 && ratio >= 3))
+		fmt.Fprintf(&b, "| p99 ≤ Kea's | %.3f ms vs %.3f ms | %s |\n", cs.p99, kea.p99, met(cs.p99 <= kea.p99))
+		if len(ups) > 0 {
+			ready := medianOf(ups, func(u benchStartup) float64 { return u.ReadySeconds })
+			peak := medianOf(ups, func(u benchStartup) float64 { return u.PeakRSSMB })
+			fmt.Fprintf(&b, "| %s allocations: ready ≤ 2 s | %.2f s | %s |\n", thousands(f.startupN), ready, met(ready <= 2))
+			fmt.Fprintf(&b, "| %s allocations: resident memory < 400 MB | peak %.0f MB | %s |\n", thousands(f.startupN), peak, met(peak < 400))
+		}
+		if worst, ok := handleAllocs(f.gobench); ok {
+			fmt.Fprintf(&b, "| ≤ 10 allocations per answered packet | %d (BenchmarkHandle, worst case) | %s |\n", worst, met(worst <= 10))
+		}
+		b.WriteString("\n")
+	}
+	if len(ups) > 0 {
+		fmt.Fprintf(&b, "### Start-up with %s allocations (`bench startup`)\n\n", thousands(f.startupN))
+		b.WriteString("| run | ready s | peak RSS MB | RSS MB after 1 s | anonymous MB | file MB |\n|---:|---:|---:|---:|---:|---:|\n")
+		for i, u := range ups {
+			fmt.Fprintf(&b, "| %d | %.3f | %.0f | %.0f | %.0f | %.0f |\n", i+1, u.ReadySeconds, u.PeakRSSMB, u.RSSMB, u.AnonMB, u.FileMB)
+		}
+		b.WriteString("\n")
+	}
+	if f.gobench != "" {
+		data, err := os.ReadFile(f.gobench)
+		if err != nil {
+			return "", err
+		}
+		var lines []string
+		sc := bufio.NewScanner(bytes.NewReader(data))
+		for sc.Scan() {
+			if l := sc.Text(); strings.HasPrefix(l, "Benchmark") || strings.HasPrefix(l, "pkg:") {
+				lines = append(lines, l)
+			}
+		}
+		if len(lines) > 0 {
+			b.WriteString("### Go benchmarks\n\n```\n" + strings.Join(lines, "\n") + "\n```\n\n")
+		}
+	}
+	return b.String(), nil
+}
+
+// handleAllocs returns the largest allocs/op of the answered cases of
+// BenchmarkHandle (the median over -count repetitions of each case).
+func handleAllocs(path string) (int, bool) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, false
+	}
+	byCase := map[string][]float64{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		m := allocsRe.FindStringSubmatch(sc.Text())
+		if m == nil || !strings.HasPrefix(m[1], "BenchmarkHandle/") {
+			continue
+		}
+		n, _ := strconv.Atoi(m[2])
+		byCase[m[1]] = append(byCase[m[1]], float64(n))
+	}
+	worst, ok := 0, false
+	for _, v := range byCase {
+		worst, ok = max(worst, int(median(v))), true
+	}
+	return worst, ok
+}
+
+func cpuModel() string {
+	data, _ := os.ReadFile("/proc/cpuinfo")
+	for _, l := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
+}
+
+func memTotal() string {
+	data, _ := os.ReadFile("/proc/meminfo")
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "MemTotal:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
+			return fmt.Sprintf("%.1f GiB", kb/(1<<20))
+		}
+	}
+	return "unknown"
+}
+
+func commandLine(name string, args ...string) string {
+	out, err := exec.Command(name, args...).Output()
+	if err != nil {
+		return "(" + name + " not found)"
+	}
+	return strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
+}
+
+// thousands writes n with commas: 1,000,000.
+func thousands(n int) string {
+	s := strconv.Itoa(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}

@@ -1,0 +1,55 @@
+//go:build !linux
+
+package udpbatch
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"syscall"
+)
+
+// Conn moves one datagram per call where recvmmsg(2) and sendmmsg(2) are
+// not available.
+type Conn struct{ c *net.UDPConn }
+
+// New returns a Conn on c; size and zones are not used here.
+func New(c *net.UDPConn, _ int, _ *Zones) (*Conn, error) { return &Conn{c: c}, nil }
+
+// Size is the most datagrams a call moves: one.
+func (b *Conn) Size() int { return 1 }
+
+// Read reads one datagram into bufs[0] (see the Linux Read).
+func (b *Conn) Read(bufs [][]byte, lens []int, srcs []netip.AddrPort) (int, error) {
+	n, src, err := b.c.ReadFromUDPAddrPort(bufs[0])
+	if err != nil {
+		return 0, err
+	}
+	lens[0] = n
+	if srcs != nil {
+		srcs[0] = src
+	}
+	return 1, nil
+}
+
+// Write sends each datagram in turn (see the Linux Write).
+func (b *Conn) Write(datas [][]byte, dsts []netip.AddrPort) error {
+	var first error
+	for i := range datas {
+		var err error
+		if dsts != nil {
+			_, err = b.c.WriteToUDPAddrPort(datas[i], dsts[i])
+		} else {
+			_, err = b.c.Write(datas[i])
+		}
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// ReusePort would set SO_REUSEPORT: this package does so on Linux only.
+func ReusePort(string, string, syscall.RawConn) error {
+	return errors.New("several sockets per address (SO_REUSEPORT) need Linux")
+}

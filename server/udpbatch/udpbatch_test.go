@@ -1,0 +1,121 @@
+package udpbatch
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+func listen(t *testing.T) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestRoundTrip writes a batch from one socket to another and reads it
+// back in batches, with the sources; then answers on a connected socket.
+func TestRoundTrip(t *testing.T) {
+	a, b := listen(t), listen(t)
+	ab, err := New(a, 4, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bb, err := New(b, 4, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := b.LocalAddr().(*net.UDPAddr).AddrPort()
+	var datas [][]byte
+	var dsts []netip.AddrPort
+	for i := range 10 { // more than a batch
+		datas = append(datas, fmt.Appendf(nil, "datagram %d", i))
+		dsts = append(dsts, dst)
+	}
+	if err := ab.Write(datas, dsts); err != nil {
+		t.Fatal(err)
+	}
+	bufs := [][]byte{make([]byte, 100), make([]byte, 100), make([]byte, 100), make([]byte, 100)}
+	lens := make([]int, 4)
+	srcs := make([]netip.AddrPort, 4)
+	from := a.LocalAddr().(*net.UDPAddr).AddrPort()
+	b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for got := 0; got < len(datas); {
+		n, err := bb.Read(bufs, lens, srcs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n < 1 || n > 4 {
+			t.Fatalf("read %d datagrams", n)
+		}
+		for i := range n {
+			if !bytes.Equal(bufs[i][:lens[i]], datas[got]) || srcs[i] != from {
+				t.Errorf("datagram %d: %q from %s, want %q from %s", got, bufs[i][:lens[i]], srcs[i], datas[got], from)
+			}
+			got++
+		}
+	}
+
+	// A connected socket: no destinations, no sources.
+	c, err := net.DialUDP("udp6", nil, net.UDPAddrFromAddrPort(dst))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cb, err := New(c, 2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cb.Write([][]byte{[]byte("x"), []byte("yz")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for got := 0; got < 2; {
+		n, err := bb.Read(bufs, lens, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got += n
+	}
+}
+
+func TestReadDeadline(t *testing.T) {
+	a := listen(t)
+	ab, err := New(a, 2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	_, err = ab.Read([][]byte{make([]byte, 10)}, make([]int, 1), nil)
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Errorf("err = %v, want a timeout", err)
+	}
+	a.Close()
+	if _, err := ab.Read([][]byte{make([]byte, 10)}, make([]int, 1), nil); err == nil {
+		t.Error("read on a closed socket succeeded")
+	}
+}
+
+func TestZones(t *testing.T) {
+	var z Zones
+	ifs, err := net.Interfaces()
+	if err != nil || len(ifs) == 0 {
+		t.Skip("no interfaces")
+	}
+	if got := z.Name(ifs[0].Index); got != ifs[0].Name {
+		t.Errorf("Name(%d) = %q, want %q", ifs[0].Index, got, ifs[0].Name)
+	}
+	if got := z.Index(ifs[0].Name); got != ifs[0].Index {
+		t.Errorf("Index(%q) = %d, want %d", ifs[0].Name, got, ifs[0].Index)
+	}
+	if got := z.Index("7"); got != 7 {
+		t.Errorf("Index(7) = %d", got)
+	}
+}
