@@ -144,21 +144,9 @@ func (b *Binding) UnmarshalJSON(data []byte) error {
 	return nil
 }
 
-// hexString writes b as colon-separated lower-case hex ("" for none).
-func hexString(b []byte) string {
-	if len(b) == 0 {
-		return ""
-	}
-	var s strings.Builder
-	s.Grow(3 * len(b))
-	for i, c := range b {
-		if i > 0 {
-			s.WriteByte(':')
-		}
-		s.WriteString(hex.EncodeToString([]byte{c}))
-	}
-	return s.String()
-}
+// hexString writes b as colon-separated lower-case hex ("" for none), as a
+// hardware address of any length is written.
+func hexString(b []byte) string { return net.HardwareAddr(b).String() }
 
 // parseHexString reads what hexString wrote; nil for "".
 func parseHexString(s string) ([]byte, error) {

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/hex"
 	"math"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -139,11 +140,11 @@ type Lease struct {
 // LeaseOf returns the view of b at time now.
 func LeaseOf(b *allocator.Binding, now time.Time) Lease {
 	v := Lease{
-		ClientDUID: hexString(b.ClientDUID), IAID: b.IAID, MAC: b.MAC.String(),
+		ClientDUID: net.HardwareAddr(b.ClientDUID).String(), IAID: b.IAID, MAC: b.MAC.String(),
 		Pool: b.Pool, Prefix: b.Prefix,
 		PreferredLifetime: b.PreferredLifetime, ValidLifetime: b.ValidLifetime,
 		Expires: timePtr(b.Expires), LastExchange: timePtr(b.LastExchange), LastMessage: b.LastMessage,
-		InterfaceID: Printable(b.InterfaceID), RemoteID: hexString(b.RemoteID), RelayID: hexString(b.RelayID),
+		InterfaceID: Printable(b.InterfaceID), RemoteID: net.HardwareAddr(b.RemoteID).String(), RelayID: net.HardwareAddr(b.RelayID).String(),
 	}
 	v.Expired = !b.Expires.IsZero() && !now.Before(b.Expires)
 	if b.RelaySource.IsValid() {
@@ -167,22 +168,6 @@ func Printable(b []byte) string {
 		}
 	}
 	return string(b)
-}
-
-// hexString writes b as colon-separated lower-case hex, "" for none.
-func hexString(b []byte) string {
-	if len(b) == 0 {
-		return ""
-	}
-	var s strings.Builder
-	s.Grow(3 * len(b))
-	for i, c := range b {
-		if i > 0 {
-			s.WriteByte(':')
-		}
-		s.WriteString(hex.EncodeToString([]byte{c}))
-	}
-	return s.String()
 }
 
 func timePtr(t time.Time) *time.Time {
