@@ -241,7 +241,7 @@ func runServe(ctx context.Context, cfgPath string, stderr io.Writer) error {
 		}
 	}()
 
-	log.Info("serving", "listen", l.Addrs(), "pools", len(tbl.Pools()), "allocations", len(tbl.Allocations()),
+	log.Info("serving", "listen", l.Addrs(), "pools", len(tbl.Pools()), "allocations", tbl.Len(),
 		"mac-sources", cfg.Server.MACSources, "state", cfg.State, "server-duid", fmt.Sprintf("%x", duid))
 	err = l.Serve(ctx)
 	stopping.Store(true)
@@ -308,6 +308,6 @@ func reload(path string, old *config.Config, st *allocator.Store, live *allocato
 	}
 	live.Swap(tbl)
 	h.SetOptions(handlerOptions(cfg))
-	log.Info("reloaded", "config", path, "pools", len(tbl.Pools()), "allocations", len(tbl.Allocations()))
+	log.Info("reloaded", "config", path, "pools", len(tbl.Pools()), "allocations", tbl.Len())
 	return cfg
 }
