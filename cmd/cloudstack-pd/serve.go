@@ -41,8 +41,9 @@ answers the MAC's reserved prefix from the allocation table in the store
 trusted.
 
 Signals:
-  SIGTERM, SIGINT  stop reading, answer what is queued, write the recorded
-                   bindings, close the store, exit 0
+  SIGTERM, SIGINT  /readyz turns not ready; after server.shutdown-delay
+                   (default 0) stop reading, answer what is queued, write
+                   the recorded bindings, close the store, exit 0
   SIGHUP           re-read the config; if it is valid, put the new pools,
                    mac-sources, lifetimes and trusted-relays in force and
                    reload the table; if not, log why and keep the old one;
@@ -243,7 +244,27 @@ func runServe(ctx context.Context, cfgPath string, stderr io.Writer) error {
 
 	log.Info("serving", "listen", l.Addrs(), "pools", len(tbl.Pools()), "allocations", tbl.Len(),
 		"mac-sources", cfg.Server.MACSources, "state", cfg.State, "server-duid", fmt.Sprintf("%x", duid))
-	err = l.Serve(ctx)
+	// On SIGTERM/SIGINT: not ready at once; answering stops after
+	// server.shutdown-delay, so that health checks see the server go first.
+	serveCtx, stopServe := context.WithCancel(context.Background())
+	defer stopServe()
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-serveCtx.Done():
+			return
+		}
+		stopping.Store(true)
+		if d := current.Load().Server.ShutdownDelay; d > 0 {
+			log.Info("stopping: not ready; still answering", "for", d)
+			select {
+			case <-time.After(d):
+			case <-serveCtx.Done():
+			}
+		}
+		stopServe()
+	}()
+	err = l.Serve(serveCtx)
 	stopping.Store(true)
 	stopSync()
 	<-syncDone // a sync in progress stops listing, or finishes writing

@@ -157,6 +157,10 @@ type Server struct {
 	Workers int `mapstructure:"workers"`
 	// QueueLength bounds the packets waiting for a worker (0: 1024).
 	QueueLength int `mapstructure:"queue-length"`
+	// ShutdownDelay is how long serve keeps answering after SIGTERM or
+	// SIGINT while /readyz already says not ready, so that health checks
+	// see it go before it stops (0: stop at once).
+	ShutdownDelay time.Duration `mapstructure:"shutdown-delay"`
 }
 
 // HTTP is the local HTTP endpoint: metrics, health and the read-only JSON API.
@@ -251,6 +255,7 @@ func Parse(path string, data []byte) (*Config, error) {
 	v.SetDefault("server.trusted-relays", []string{})
 	v.SetDefault("server.workers", 0)
 	v.SetDefault("server.queue-length", 0)
+	v.SetDefault("server.shutdown-delay", "0s")
 	v.SetDefault("http.listen", DefaultHTTPListen)
 	v.SetDefault("log.level", "info")
 	v.SetDefault("log.format", "text")
@@ -465,6 +470,9 @@ func (c *Config) validate() []Problem {
 	}
 	if s.QueueLength < 0 {
 		add("server.queue-length", s.QueueLength, "must be 0 (default 1024) or more")
+	}
+	if s.ShutdownDelay < 0 || s.ShutdownDelay > 5*time.Minute {
+		add("server.shutdown-delay", s.ShutdownDelay, "must be 0s to 5m")
 	}
 	if c.State == "" {
 		add("state", nil, "empty: give the path of the state store")

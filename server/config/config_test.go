@@ -140,6 +140,8 @@ func TestInvalidConfigsNameTheKey(t *testing.T) {
 		{"unknown key (typo)", base + "server:\n  rapid_commit: true\n", "server.rapid_commit", "unknown key"},
 		{"unknown mapping key", base + "    prefixlen: 60\n", "mapping.pod-a.prefixlen", "unknown key"},
 		{"log level", base + "log:\n  level: loud\n", "log.level", "loud"},
+		{"shutdown delay negative", base + "server:\n  shutdown-delay: -1s\n", "server.shutdown-delay", "-1s"},
+		{"shutdown delay too long", base + "server:\n  shutdown-delay: 1h\n", "server.shutdown-delay", "1h0m0s"},
 		{"api.url not http", base + "api:\n  url: cloud.example.com/client/api\n", "api.url", "cloud.example.com/client/api"},
 		{"api.url with a query", base + "api:\n  url: https://cloud/client/api?command=x\n", "api.url", "without a query"},
 		{"api.interval a bare number", base + "api:\n  interval: 60\n", "api.interval", `"60": a bare number: give a duration with its unit`},
