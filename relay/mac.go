@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 )
 
@@ -136,6 +137,19 @@ func DUIDMAC(duid []byte) (net.HardwareAddr, error) {
 	default:
 		return nil, fmt.Errorf("DUID type %d carries no link-layer address", t)
 	}
+}
+
+// EUI64LinkLocal is the link-local address a host with a 6-byte mac forms
+// by SLAAC (modified EUI-64): the inverse of EUI64MAC. Another length gives
+// fe80:: with no interface identifier.
+func EUI64LinkLocal(mac net.HardwareAddr) netip.Addr {
+	var a [16]byte
+	a[0], a[1] = 0xfe, 0x80
+	if len(mac) == 6 {
+		a[8], a[9], a[10], a[11], a[12] = mac[0]^0x02, mac[1], mac[2], 0xff, 0xfe
+		a[13], a[14], a[15] = mac[3], mac[4], mac[5]
+	}
+	return netip.AddrFrom16(a)
 }
 
 // EUI64MAC derives a MAC from a link-local address whose interface

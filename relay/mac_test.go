@@ -160,3 +160,20 @@ func TestParseMACSource(t *testing.T) {
 		}
 	}
 }
+
+func TestEUI64LinkLocalRoundTrip(t *testing.T) {
+	for _, m := range []string{"06:32:b2:00:04:79", "aa:bb:cc:dd:ee:ff", "00:00:00:00:00:00"} {
+		mac, _ := net.ParseMAC(m)
+		a := EUI64LinkLocal(mac)
+		back, err := EUI64MAC(a.As16())
+		if err != nil || back.String() != m {
+			t.Errorf("%s -> %s -> %s, %v", m, a, back, err)
+		}
+	}
+	if got := EUI64LinkLocal(net.HardwareAddr{1, 2, 3}); got != netip.MustParseAddr("fe80::") {
+		t.Errorf("3-byte MAC: %s, want fe80::", got)
+	}
+	if got := EUI64LinkLocal(vmMAC); got != peerAddr {
+		t.Errorf("%s: %s, want %s", vmMAC, got, peerAddr)
+	}
+}

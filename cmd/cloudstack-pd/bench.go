@@ -595,7 +595,7 @@ func (g *benchGen) prefix(client int) [17]byte {
 func (g *benchGen) peer(client int) [16]byte {
 	var mac [6]byte
 	allocatortest.PutMAC(mac[:], client)
-	return eui64LinkLocal(mac[:]).As16()
+	return relay.EUI64LinkLocal(mac[:]).As16()
 }
 
 func (g *benchGen) requests(sid []byte) ([]benchTemplate, error) {
@@ -634,7 +634,7 @@ func newBenchTemplate(k int, t dhcpv6.MessageType, sid []byte) (benchTemplate, e
 	m.AddOption(dhcpv6.OptElapsedTime(0))
 	m.AddOption(&dhcpv6.OptIAPD{IaId: [4]byte{0, 0, 0, 1}})
 	msg := m.ToBytes()
-	peer := eui64LinkLocal(benchSentinel)
+	peer := relay.EUI64LinkLocal(benchSentinel)
 	pkt := relay.Encapsulate(msg, relay.Forward{
 		LinkAddr:      allocatortest.LinkAddr(k),
 		PeerAddr:      peer,
@@ -675,7 +675,7 @@ func (t *benchTemplate) fill(b []byte, client int, xid uint32) []byte {
 	}
 	var mac [6]byte
 	allocatortest.PutMAC(mac[:], client)
-	p := eui64LinkLocal(mac[:]).As16()
+	p := relay.EUI64LinkLocal(mac[:]).As16()
 	copy(b[t.peer:t.peer+16], p[:])
 	b[t.xid], b[t.xid+1], b[t.xid+2] = byte(xid>>16), byte(xid>>8), byte(xid)
 	return b

@@ -75,7 +75,7 @@ func newReflectTemplate(k int, t dhcpv6.MessageType) (reflectTemplate, error) {
 		Prefix: &net.IPNet{IP: reflectSentinelPrefix.Addr().AsSlice(), Mask: net.CIDRMask(60, 128)}})
 	m.AddOption(ia)
 	msg := m.ToBytes()
-	peer := eui64LinkLocal(benchSentinel)
+	peer := relay.EUI64LinkLocal(benchSentinel)
 	rr := &dhcpv6.RelayMessage{MessageType: dhcpv6.MessageTypeRelayReply, LinkAddr: allocatortest.LinkAddr(k).AsSlice(), PeerAddr: peer.AsSlice()}
 	rr.Options.Add(dhcpv6.OptInterfaceID([]byte(allocatortest.InterfaceID(k))))
 	rr.Options.Add(&dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionRelayMsg, OptionData: msg})

@@ -266,7 +266,7 @@ func TestKeaDifferential(t *testing.T) {
 	waitFor(t, "msg=serving", cs.log, 10*time.Second)
 
 	// Kea is ready when it answers.
-	ready := relay.Forward{LinkAddr: netip.MustParseAddr("2001:db8:100::1"), PeerAddr: eui64LinkLocal(macActive),
+	ready := relay.Forward{LinkAddr: netip.MustParseAddr("2001:db8:100::1"), PeerAddr: relay.EUI64LinkLocal(macActive),
 		InterfaceID: []byte("VLAN2701"), RemoteID: relay.JuniperRemoteID(macActive)}
 	for deadline := time.Now().Add(15 * time.Second); ; {
 		if keaDiffAsk(t, kea.addr, ready, macActive, 300*time.Millisecond).advertise != "no answer" {
@@ -284,7 +284,7 @@ func TestKeaDifferential(t *testing.T) {
 
 	linkA, linkB := netip.MustParseAddr("2001:db8:100::1"), netip.MustParseAddr("2001:db8:101::1")
 	junos := func(link netip.Addr, iid string, mac net.HardwareAddr) relay.Forward {
-		return relay.Forward{LinkAddr: link, PeerAddr: eui64LinkLocal(mac), InterfaceID: []byte(iid), RemoteID: relay.JuniperRemoteID(mac)}
+		return relay.Forward{LinkAddr: link, PeerAddr: relay.EUI64LinkLocal(mac), InterfaceID: []byte(iid), RemoteID: relay.JuniperRemoteID(mac)}
 	}
 	const (
 		prefixA    = "2001:db8:200::/60 (T1 16m40s T2 33m20s preferred 24h0m0s valid 48h0m0s)"
@@ -309,7 +309,7 @@ func TestKeaDifferential(t *testing.T) {
 		{name: "quarantined MAC", fwd: junos(linkA, "VLAN2701", macQuarantined), mac: macQuarantined, want: "no prefix"},
 		{name: "foreign VLAN", fwd: junos(netip.MustParseAddr("2001:db8:999::1"), "VLAN999", macActive), mac: macActive, want: "no prefix"},
 		{name: "MAC of another pool's VLAN", fwd: junos(linkA, "VLAN2701", macPodB), mac: macPodB, want: "no prefix"},
-		{name: "no interface-id, link-address in a subnet", fwd: relay.Forward{LinkAddr: linkA, PeerAddr: eui64LinkLocal(macActive),
+		{name: "no interface-id, link-address in a subnet", fwd: relay.Forward{LinkAddr: linkA, PeerAddr: relay.EUI64LinkLocal(macActive),
 			RemoteID: relay.JuniperRemoteID(macActive)}, mac: macActive, want: "no prefix", kea: prefixA,
 			why: "Kea selects the subnet by link-address when no subnet has the interface-id; cloudstack-pd selects by interface-id only"},
 		{name: "foreign interface-id, link-address in a subnet", fwd: junos(linkA, "VLAN999", macActive), mac: macActive, want: "no prefix", kea: prefixA,
@@ -318,7 +318,7 @@ func TestKeaDifferential(t *testing.T) {
 			why: "Kea 2.2 ignores the interface-id when no relay gives a global link-address (fixed in Kea 3.2)"},
 		{name: "link-local link-address", fwd: junos(netip.MustParseAddr("fe80::1"), "VLAN2701", macActive), mac: macActive, want: prefixA, kea: "no prefix",
 			why: "Kea 2.2 ignores the interface-id when the link-address is link-local"},
-		{name: "MAC as text in the remote-id", fwd: relay.Forward{LinkAddr: linkA, PeerAddr: eui64LinkLocal(macActive), InterfaceID: []byte("VLAN2701"),
+		{name: "MAC as text in the remote-id", fwd: relay.Forward{LinkAddr: linkA, PeerAddr: relay.EUI64LinkLocal(macActive), InterfaceID: []byte("VLAN2701"),
 			RemoteID: textRemoteID}, mac: macActive, want: prefixA, kea: "no prefix",
 			why: "Kea takes the remote-id's bytes as the hardware address; cloudstack-pd also reads a MAC written as text (Junos can put text there)"},
 	} {

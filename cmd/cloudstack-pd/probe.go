@@ -74,7 +74,7 @@ func runProbe(out io.Writer, f probeFlags) error {
 	}
 	defer conn.Close()
 
-	peer := eui64LinkLocal(mac)
+	peer := relay.EUI64LinkLocal(mac)
 	fwd := relay.Forward{LinkAddr: link, PeerAddr: peer, InterfaceID: []byte(f.interfaceID),
 		RemoteID: relay.JuniperRemoteID(mac), HasSourcePort: true}
 	client := dhcpv6.OptClientID(&dhcpv6.DUIDLL{HWType: iana.HWTypeEthernet, LinkLayerAddr: mac})
@@ -171,15 +171,4 @@ func printIAs(out io.Writer, m *dhcpv6.Message) {
 			fmt.Fprintf(out, "    status %s: %s\n", st.StatusCode, st.StatusMessage)
 		}
 	}
-}
-
-// eui64LinkLocal is the link-local address a host with mac forms by SLAAC.
-func eui64LinkLocal(mac net.HardwareAddr) netip.Addr {
-	var a [16]byte
-	a[0], a[1] = 0xfe, 0x80
-	if len(mac) == 6 {
-		a[8], a[9], a[10], a[11], a[12] = mac[0]^0x02, mac[1], mac[2], 0xff, 0xfe
-		a[13], a[14], a[15] = mac[3], mac[4], mac[5]
-	}
-	return netip.AddrFrom16(a)
 }

@@ -570,7 +570,7 @@ func TestReplayKeaCompare(t *testing.T) {
 	keaAddr := netip.AddrPortFrom(netip.IPv6Loopback(), uint16(keaPort))
 	// Kea is ready when it answers.
 	mac := corpus.VMA.MAC
-	ready := relay.Forward{LinkAddr: corpus.PodA.Router, PeerAddr: eui64LinkLocal(mac), InterfaceID: []byte(corpus.PodA.InterfaceID),
+	ready := relay.Forward{LinkAddr: corpus.PodA.Router, PeerAddr: relay.EUI64LinkLocal(mac), InterfaceID: []byte(corpus.PodA.InterfaceID),
 		RemoteID: relay.JuniperRemoteID(mac)}
 	for deadline := time.Now().Add(15 * time.Second); keaDiffAsk(t, keaAddr, ready, net.HardwareAddr(mac), 300*time.Millisecond).advertise == "no answer"; {
 		select {

@@ -114,18 +114,9 @@ func msg(t dhcpv6.MessageType, xid dhcpv6.TransactionID, opts ...dhcpv6.Option) 
 
 // --- relays -------------------------------------------------------------
 
-// eui64 is the link-local address a host with mac forms by SLAAC.
-func eui64(mac net.HardwareAddr) netip.Addr {
-	var a [16]byte
-	a[0], a[1] = 0xfe, 0x80
-	a[8], a[9], a[10], a[11], a[12] = mac[0]^0x02, mac[1], mac[2], 0xff, 0xfe
-	a[13], a[14], a[15] = mac[3], mac[4], mac[5]
-	return netip.AddrFrom16(a)
-}
-
 // junos is the Relay-Forward level a Junos relay on pool's VLAN builds for vm.
 func junos(p Pool, vm VM) relay.Forward {
-	return relay.Forward{LinkAddr: p.Router, PeerAddr: eui64(vm.MAC), InterfaceID: []byte(p.InterfaceID),
+	return relay.Forward{LinkAddr: p.Router, PeerAddr: relay.EUI64LinkLocal(vm.MAC), InterfaceID: []byte(p.InterfaceID),
 		RemoteID: relay.JuniperRemoteID(vm.MAC)}
 }
 

@@ -147,7 +147,7 @@ func juniperRelay() (Capture, error) {
 		relay.Encapsulate(msg(dhcpv6.MessageTypeSolicit, b.nextXID(), clientID(VMC), iaPD()), short))
 	good := relay.Encapsulate(msg(dhcpv6.MessageTypeSolicit, b.nextXID(), clientID(VMA), iaPD()), a)
 	b.relayed("malformed: the relay message option is 16 bytes longer than the packet", stretchRelayMsg(good, 16))
-	noMsg := relayHeader(0, PodA.Router, eui64(VMA.MAC))
+	noMsg := relayHeader(0, PodA.Router, relay.EUI64LinkLocal(VMA.MAC))
 	noMsg = appendOption(noMsg, relay.OptInterfaceID, []byte(PodA.InterfaceID))
 	noMsg = appendOption(noMsg, relay.OptRemoteID, relay.JuniperRemoteID(VMA.MAC))
 	b.relayed("malformed: a Relay-Forward without relay message option", noMsg)
@@ -209,9 +209,9 @@ func unrelayedTrunk() (Capture, error) {
 			"Solicit, Request, Renew and Release sent to ff02::1:2 and the answers it got; replayed with --wrap",
 		WrapInterfaceID: PodA.InterfaceID, WrapLinkAddress: PodA.Router.String()}
 	b := newBuilder(Start, 0x300000)
-	client := netip.AddrPortFrom(eui64(VMF.MAC), 546)
+	client := netip.AddrPortFrom(relay.EUI64LinkLocal(VMF.MAC), 546)
 	servers := netip.AddrPortFrom(netip.MustParseAddr("ff02::1:2"), 547)
-	routerLL := netip.AddrPortFrom(eui64(RouterMAC), 547)
+	routerLL := netip.AddrPortFrom(relay.EUI64LinkLocal(RouterMAC), 547)
 	allServers := []byte{0x33, 0x33, 0x00, 0x01, 0x00, 0x02}
 	tag := []vlanTag{{0x8100, 2701}}
 	send := func(what string, m []byte, tags []vlanTag) {
