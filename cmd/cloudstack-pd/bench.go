@@ -615,11 +615,10 @@ func (g *benchGen) requests(sid []byte) ([]benchTemplate, error) {
 
 // benchTemplate is one encoded Relay-Forward and where to write a client in it.
 type benchTemplate struct {
-	pkt     []byte
-	xid     int    // offset of the client message's transaction id
-	macs    [2]int // offsets of the MAC: remote-id and DUID-LL
-	peer    int    // offset of the relay's peer-address
-	hasPeer bool
+	pkt  []byte
+	xid  int    // offset of the client message's transaction id
+	macs [2]int // offsets of the MAC: remote-id and DUID-LL
+	peer int    // offset of the relay's peer-address
 }
 
 // newBenchTemplate encodes, with the DHCPv6 library, the message of type

@@ -30,7 +30,6 @@ type benchSetupFlags struct {
 	dir             string
 	clients, pools  int
 	port            int
-	keaPort         int
 	kea, fill       bool
 	since           string
 	workers, queued int

@@ -35,10 +35,9 @@ const (
 // syncSite is a fake CloudStack serving the fixture pod and a config
 // file that syncs from it into a store in a temporary folder.
 type syncSite struct {
-	fake         *cloudstacktest.Server
-	cfgPath      string
-	state        string
-	extraMapping string
+	fake    *cloudstacktest.Server
+	cfgPath string
+	state   string
 }
 
 const syncSiteConfig = `api:

@@ -13,7 +13,6 @@ import (
 var (
 	router547 = netip.AddrPortFrom(RouterAddr, 547)
 	server547 = netip.AddrPortFrom(ServerAddr, 547)
-	noPrefix  = netip.Prefix{}
 	hint      = netip.MustParsePrefix("::/60")
 )
 
