@@ -202,6 +202,19 @@ type LoadReport struct {
 	Orphaned []Allocation
 }
 
+// OrphanedByPool counts the orphaned allocations by pool name; nil when
+// there are none.
+func (r LoadReport) OrphanedByPool() map[string]int {
+	if len(r.Orphaned) == 0 {
+		return nil
+	}
+	pools := map[string]int{}
+	for _, a := range r.Orphaned {
+		pools[a.Pool]++
+	}
+	return pools
+}
+
 // ServerDUID returns the server's DUID, calling generate and storing its
 // result the first time, so that the DUID survives restarts. The DUID must
 // be 3 to 130 bytes (a 2-byte type and up to 128 bytes, RFC 8415).

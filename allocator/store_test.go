@@ -933,3 +933,13 @@ func ExampleTx_LowestFree() {
 	// 06:32:b2:00:04:79 2001:db8:200::/60
 	// 06:32:b2:00:04:80 2001:db8:200:10::/60
 }
+
+func TestLoadReportOrphanedByPool(t *testing.T) {
+	if got := (LoadReport{}).OrphanedByPool(); got != nil {
+		t.Errorf("no orphans: %v, want nil", got)
+	}
+	r := LoadReport{Orphaned: []Allocation{{Pool: "a"}, {Pool: "b"}, {Pool: "a"}}}
+	if got := r.OrphanedByPool(); len(got) != 2 || got["a"] != 2 || got["b"] != 1 {
+		t.Errorf("OrphanedByPool = %v", got)
+	}
+}

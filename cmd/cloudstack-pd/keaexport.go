@@ -216,11 +216,7 @@ func keaExportTable(ctx context.Context, cfg *config.Config, offline bool, stder
 	if err != nil {
 		return nil, err
 	}
-	if len(rep.Orphaned) > 0 {
-		pools := map[string]int{}
-		for _, a := range rep.Orphaned {
-			pools[a.Pool]++
-		}
+	if pools := rep.OrphanedByPool(); pools != nil {
 		fmt.Fprintf(stderr, "warning: the store holds allocations of pools that are not configured; they are not exported: %v\n", pools)
 	}
 	if tbl.Len() == 0 {

@@ -107,11 +107,7 @@ func loadTable(st *allocator.Store, cfg *config.Config, log *slog.Logger) (*allo
 	if err != nil {
 		return nil, fmt.Errorf("load allocation table from %s: %w", cfg.State, err)
 	}
-	if len(rep.Orphaned) > 0 {
-		pools := map[string]int{}
-		for _, a := range rep.Orphaned {
-			pools[a.Pool]++
-		}
+	if pools := rep.OrphanedByPool(); pools != nil {
 		log.Warn("the store holds allocations of pools that are not configured; they are kept, not served",
 			"allocations-by-pool", pools)
 	}
