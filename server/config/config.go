@@ -14,6 +14,7 @@ package config
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"net/url"
@@ -374,7 +375,7 @@ func (c *Config) validate() []Problem {
 		p   netip.Prefix
 	}
 	var pools []named
-	for _, name := range slices.Sorted(mapsKeys(c.Mapping)) {
+	for _, name := range slices.Sorted(maps.Keys(c.Mapping)) {
 		m := c.Mapping[name]
 		k := "mapping." + name
 		if name == "" {
@@ -528,16 +529,6 @@ func (c *Config) validate() []Problem {
 	return probs
 }
 
-func mapsKeys[M ~map[string]V, V any](m M) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
-}
-
 func parsePrefixOrAddr(s string) (netip.Prefix, error) {
 	if strings.Contains(s, "/") {
 		return netip.ParsePrefix(s)
@@ -551,7 +542,7 @@ func parsePrefixOrAddr(s string) (netip.Prefix, error) {
 
 // Pools returns the mapping as allocator pools, sorted by name.
 func (c *Config) Pools() []allocator.Pool {
-	names := slices.Sorted(mapsKeys(c.Mapping))
+	names := slices.Sorted(maps.Keys(c.Mapping))
 	pools := make([]allocator.Pool, 0, len(names))
 	for _, name := range names {
 		m := c.Mapping[name]
