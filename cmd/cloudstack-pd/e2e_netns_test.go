@@ -588,9 +588,49 @@ func (n *e2eNet) exercise(t *testing.T) {
 	client.stop()
 
 	if n.capture != nil {
+		n.waitCaptured(t, 5*time.Second)
 		n.capture.stop()
 		n.checkCapture(t)
 	}
+}
+
+// waitCaptured gives the capture time to catch up with dhcrelay: the
+// relay logs the last Reply as soon as it sends it, but dumpcap reads the
+// kernel's buffer and writes its file a little later, and a packet still in
+// that buffer when tshark is stopped is lost. It returns once the file holds
+// as many Relay-Replies as Relay-Forwards, or at the deadline, leaving the
+// verdict to checkCapture.
+func (n *e2eNet) waitCaptured(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if forw, repl, err := n.captureCounts(); err == nil && forw > 0 && forw == repl {
+			return
+		}
+		if time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// captureCounts counts the Relay-Forwards and Relay-Replies tshark reads in
+// the capture file so far.
+func (n *e2eNet) captureCounts() (forw, repl int, err error) {
+	out, err := exec.Command(e2eLook("tshark"), "-n", "-r", n.capFile, "-Y", "dhcpv6", "-T", "fields",
+		"-e", "dhcpv6.msgtype").Output()
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		switch {
+		case strings.HasPrefix(line, "12,"):
+			forw++
+		case strings.HasPrefix(line, "13,"):
+			repl++
+		}
+	}
+	return forw, repl, nil
 }
 
 // e2eWaitEvent waits for the dhclient script to have run with reason and
