@@ -15,8 +15,9 @@
 // This package is the one place that works around both: it walks the
 // relay's option TLVs itself, judges each option it uses on its own
 // (recording, not failing on, a malformed one the server can do without),
-// and builds each Relay-Reply level with the library's encoder from the
-// values it copied. Every other DHCPv6 encoding and decoding is the library's.
+// and writes each Relay-Reply level from the values it copied (AppendReply,
+// checked byte for byte against the library's encoder). The client message
+// inside is decoded and encoded with the library's types (see server/wire).
 //
 // The values a Chain holds point into the packet buffer passed to Decode:
 // they are valid only as long as that buffer is. Copy what must outlive it.
@@ -111,8 +112,6 @@ type Chain struct {
 	Levels []Level
 	// Message is the client's message (never a relay message).
 	Message []byte
-
-	scratch replyScratch // see Reply
 }
 
 // Innermost returns the relay level closest to the client.

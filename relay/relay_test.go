@@ -226,3 +226,48 @@ func TestReplyPort(t *testing.T) {
 		t.Errorf("with option 135: port %d, want the relay's source port 40000", p)
 	}
 }
+
+// TestAppendReplyMatchesLibrary builds the same Relay-Reply chain with the
+// library's RelayMessage encoder, level by level from the inside out, and
+// requires the same bytes from AppendReply, appended after what dst held.
+func TestAppendReplyMatchesLibrary(t *testing.T) {
+	answer := (&dhcpv6.Message{MessageType: dhcpv6.MessageTypeReply, TransactionID: dhcpv6.TransactionID{1, 2, 3}}).ToBytes()
+	cases := map[string][]Forward{
+		"juniper":            {{HopCount: 0, LinkAddr: linkAddr, PeerAddr: peerAddr, InterfaceID: []byte("VLAN2701"), RemoteID: JuniperRemoteID(vmMAC)}},
+		"bare":               {{}},
+		"empty interface-id": {{InterfaceID: []byte{}}},
+		"nested with port": {
+			{HopCount: 7, LinkAddr: netip.MustParseAddr("2001:db8::1"), HasSourcePort: true, SourcePort: 33000},
+			{HopCount: 3, LinkAddr: linkAddr, PeerAddr: peerAddr, InterfaceID: []byte("ge-0/0/1.2701"), HasSourcePort: true, SourcePort: 547},
+			{HopCount: 0, PeerAddr: peerAddr, InterfaceID: []byte{0, 1, 0xff}},
+		},
+	}
+	for name, fwds := range cases {
+		c, err := Decode(Encapsulate(solicit, fwds...))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		want := answer
+		for i := len(c.Levels) - 1; i >= 0; i-- {
+			l := c.Levels[i]
+			rr := &dhcpv6.RelayMessage{MessageType: dhcpv6.MessageTypeRelayReply, HopCount: l.HopCount,
+				LinkAddr: ip16(l.LinkAddr), PeerAddr: ip16(l.PeerAddr)}
+			if l.InterfaceID != nil {
+				rr.AddOption(&dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionInterfaceID, OptionData: l.InterfaceID})
+			}
+			if l.HasSourcePort {
+				rr.AddOption(dhcpv6.OptRelayPort(l.SourcePort))
+			}
+			rr.AddOption(&dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionRelayMsg, OptionData: want})
+			want = rr.ToBytes()
+		}
+		got := c.AppendReply([]byte("dst"), answer)
+		if !bytes.HasPrefix(got, []byte("dst")) || !bytes.Equal(got[3:], want) {
+			t.Errorf("%s: AppendReply\n%x\nlibrary\n%x", name, got, want)
+		}
+		buf := make([]byte, 0, 1024)
+		if n := testing.AllocsPerRun(20, func() { buf = c.AppendReply(buf[:0], answer) }); n != 0 {
+			t.Errorf("%s: AppendReply into a buffer with room allocates %.0f times, want 0", name, n)
+		}
+	}
+}

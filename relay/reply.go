@@ -2,77 +2,73 @@ package relay
 
 import (
 	"encoding/binary"
-	"net"
+	"slices"
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
 )
 
-// replyScratch is what Reply builds each Relay-Reply level in; a Chain
-// keeps it, so that a worker reusing its Chain (DecodeInto) builds reply
-// after reply without allocating anything of its own.
-type replyScratch struct {
-	levels []replyLevel
-}
-
-type replyLevel struct {
-	rr      dhcpv6.RelayMessage
-	opts    [3]dhcpv6.Option
-	link    [16]byte
-	peer    [16]byte
-	port    [2]byte
-	iid, sp dhcpv6.OptionGeneric
-	msg     dhcpv6.OptionGeneric
-}
-
-// Reply wraps answer (the server's message to the client) in one
-// Relay-Reply per level of the chain, innermost first, and encodes it.
+// AppendReply appends to dst the Relay-Reply that carries answer (the
+// server's message to the client, encoded) back down the chain: one
+// Relay-Reply per level, the outermost first.
 //
 // Each level copies its Relay-Forward's hop-count, link-address and
 // peer-address (RFC 8415 section 19.3) and echoes its interface-id and relay
-// source port options, as Kea does. The remote-id is not echoed (Kea does
-// not either). The library's NewRelayReplFromRelayForw is not used because
-// it renumbers hop-counts.
-//
-// The library encodes every level; the options whose value is opaque
-// bytes (interface-id, the relay message encoded by the level below, the
-// 2-byte port) are handed to it as OptionGeneric, which it writes as
-// they are. Reply reuses the chain's scratch space: it is not safe to call
-// it on one Chain from two goroutines at once.
-func (c *Chain) Reply(answer dhcpv6.DHCPv6) []byte {
-	if cap(c.scratch.levels) < len(c.Levels) {
-		c.scratch.levels = make([]replyLevel, len(c.Levels))
+// source port options, in that order, before the relay message, as Kea
+// does. The remote-id is not echoed (Kea does not either). The library's
+// NewRelayReplFromRelayForw is not used because it renumbers hop-counts, nor
+// its encoder, which allocates a buffer per level and per option: the
+// headers are written here, straight into dst, which grows at most once. TestAppendReplyMatchesLibrary checks the bytes against the
+// library's RelayMessage.ToBytes.
+func (c *Chain) AppendReply(dst, answer []byte) []byte {
+	// size[i] is the encoded length of level i and everything inside it.
+	var size [MaxLevels + 1]int
+	n := len(c.Levels)
+	size[n] = len(answer)
+	for i := n - 1; i >= 0; i-- {
+		size[i] = relayHeaderLen + c.Levels[i].optionsLen() + 4 + size[i+1]
 	}
-	sc := c.scratch.levels[:len(c.Levels)]
-	msg := answer.ToBytes()
-	for i := len(c.Levels) - 1; i >= 0; i-- {
-		lvl, s := &c.Levels[i], &sc[i]
-		s.link, s.peer = lvl.LinkAddr.As16(), lvl.PeerAddr.As16()
-		s.rr = dhcpv6.RelayMessage{
-			MessageType: dhcpv6.MessageTypeRelayReply,
-			HopCount:    lvl.HopCount,
-			LinkAddr:    net.IP(s.link[:]),
-			PeerAddr:    net.IP(s.peer[:]),
-		}
-		opts := s.opts[:0]
+	dst = slices.Grow(dst, size[0])
+	for i := range c.Levels {
+		lvl := &c.Levels[i]
+		dst = append(dst, MsgRelayReply, lvl.HopCount)
+		link, peer := lvl.LinkAddr.As16(), lvl.PeerAddr.As16()
+		dst = append(dst, link[:]...)
+		dst = append(dst, peer[:]...)
 		if lvl.InterfaceID != nil {
-			s.iid = dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionInterfaceID, OptionData: lvl.InterfaceID}
-			opts = append(opts, &s.iid)
+			dst = appendOption(dst, OptInterfaceID, len(lvl.InterfaceID))
+			dst = append(dst, lvl.InterfaceID...)
 		}
 		if lvl.HasSourcePort {
-			binary.BigEndian.PutUint16(s.port[:], lvl.SourcePort)
-			s.sp = dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionRelayPort, OptionData: s.port[:]}
-			opts = append(opts, &s.sp)
+			dst = appendOption(dst, OptRelaySourcePort, 2)
+			dst = binary.BigEndian.AppendUint16(dst, lvl.SourcePort)
 		}
-		s.msg = dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionRelayMsg, OptionData: msg}
-		opts = append(opts, &s.msg)
-		s.rr.Options.Options = opts
-		msg = s.rr.ToBytes()
+		// As the library, a value over 65535 bytes gets its length truncated.
+		dst = appendOption(dst, OptRelayMsg, size[i+1])
 	}
-	// Drop the references to this packet's bytes.
-	for i := range sc {
-		sc[i].iid.OptionData, sc[i].msg.OptionData, sc[i].rr.Options.Options = nil, nil, nil
+	return append(dst, answer...)
+}
+
+// optionsLen is the length of the options a Relay-Reply level echoes.
+func (l *Level) optionsLen() int {
+	n := 0
+	if l.InterfaceID != nil {
+		n += 4 + len(l.InterfaceID)
 	}
-	return msg
+	if l.HasSourcePort {
+		n += 4 + 2
+	}
+	return n
+}
+
+func appendOption(b []byte, code uint16, n int) []byte {
+	b = binary.BigEndian.AppendUint16(b, code)
+	return binary.BigEndian.AppendUint16(b, uint16(n))
+}
+
+// Reply is AppendReply of the answer encoded by the library, into a new
+// slice: for callers off the packet path.
+func (c *Chain) Reply(answer dhcpv6.DHCPv6) []byte {
+	return c.AppendReply(nil, answer.ToBytes())
 }
 
 // ReplyPort is the UDP port a Relay-Reply goes to: the Relay-Forward's source

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
+	"github.com/cloudstack-pd/cloudstack-pd/server/wire"
 )
 
 // Options are the handler's settings that a reload may change.
@@ -136,13 +137,21 @@ type Reply struct {
 // Handle answers one packet received from src. It returns the reply, or an
 // error wrapping a *Drop that names why the packet gets no answer. Every
 // packet is counted exactly once, as answered or as dropped with its reason.
+// The reply's Data is a new slice; HandleAppend writes it into the caller's.
 func (h *Handler) Handle(src netip.AddrPort, pkt []byte) (Reply, error) {
+	return h.HandleAppend(nil, src, pkt)
+}
+
+// HandleAppend is Handle with the reply appended to dst (Reply.Data is the
+// appended part), so that a listener reusing its buffers answers without
+// allocating for the reply.
+func (h *Handler) HandleAppend(dst []byte, src netip.AddrPort, pkt []byte) (Reply, error) {
 	start := h.now()
 	x, _ := h.exchanges.Get().(*exchange)
 	if x == nil {
 		x = newExchange()
 	}
-	r, err := h.handle(x, src, pkt, start)
+	r, err := h.handle(x, dst, src, pkt, start)
 	x.reset()
 	h.exchanges.Put(x)
 	if err == nil {
@@ -155,9 +164,9 @@ func (h *Handler) Handle(src netip.AddrPort, pkt []byte) (Reply, error) {
 }
 
 // exchange is the state of one packet's handling. Handle recycles it, so
-// that the relay chain, the client message's option list and the answer
-// are built in the same memory packet after packet: what the handler
-// allocates itself per answered packet is the binding it records.
+// that the relay chain, the client message and the answer are decoded,
+// built and encoded in the same memory packet after packet: what the
+// handler allocates itself per answered packet is the binding it records.
 type exchange struct {
 	h     *Handler
 	opts  *Options
@@ -177,10 +186,11 @@ type exchange struct {
 	now      time.Time
 
 	// scratch, reused by the next packet
-	parse    dhcpv6.OptionParser // x.parseOption, bound once
+	dec      *wire.Decoder
 	req      dhcpv6.Message
 	ans      dhcpv6.Message
 	ansOpts  [8]dhcpv6.Option
+	enc      []byte // the answer encoded, before the relay levels wrap it
 	cid      dhcpv6.OptionGeneric
 	ias      int // IA_PDs answered from the arrays below
 	pds      [scratchIAs]dhcpv6.OptIAPD
@@ -196,49 +206,26 @@ type exchange struct {
 const scratchIAs = 4
 
 func newExchange() *exchange {
-	x := &exchange{}
-	x.parse = x.parseOption
-	return x
+	return &exchange{dec: wire.NewDecoder()}
 }
 
 // reset clears what refers to the packet, the table or the answer.
 func (x *exchange) reset() {
-	*x = exchange{
-		chain: x.chain, parse: x.parse,
-		req: dhcpv6.Message{Options: dhcpv6.MessageOptions{Options: x.req.Options.Options[:0]}},
-	}
-	clear(x.req.Options.Options[:cap(x.req.Options.Options)])
+	x.dec.Reset()
+	*x = exchange{chain: x.chain, dec: x.dec, enc: x.enc[:0]}
 }
 
-// parseOption is the library's ParseOption, noting the identifiers' bytes.
-func (x *exchange) parseOption(code dhcpv6.OptionCode, data []byte) (dhcpv6.Option, error) {
-	switch {
-	case code == dhcpv6.OptionClientID && x.clientID == nil:
-		x.clientID = data[:len(data):len(data)]
-	case code == dhcpv6.OptionServerID && x.serverID == nil:
-		x.serverID = data[:len(data):len(data)]
-	}
-	return dhcpv6.ParseOption(code, data)
-}
-
-// decodeMessage decodes the client message b into x.req as
-// dhcpv6.MessageFromBytes does (b is never a relay message: see
-// relay.Decode), into recycled memory.
+// decodeMessage decodes the client message b into x.req.
 func (x *exchange) decodeMessage(b []byte) error {
-	if len(b) < 4 {
-		return fmt.Errorf("failed to parse DHCPv6 header: %d bytes", len(b))
-	}
-	m := &x.req
-	m.MessageType = dhcpv6.MessageType(b[0])
-	copy(m.TransactionID[:], b[1:4])
-	if err := m.Options.FromBytesWithParser(b[4:], x.parse); err != nil {
+	if err := x.dec.Decode(&x.req, b); err != nil {
 		return err
 	}
-	x.msg = m
+	x.msg = &x.req
+	x.clientID, x.serverID = x.dec.ClientID(), x.dec.ServerID()
 	return nil
 }
 
-func (h *Handler) handle(x *exchange, src netip.AddrPort, pkt []byte, now time.Time) (Reply, error) {
+func (h *Handler) handle(x *exchange, dst []byte, src netip.AddrPort, pkt []byte, now time.Time) (Reply, error) {
 	x.h, x.opts, x.src, x.now = h, h.opts.Load(), src, now
 	if len(pkt) == 0 {
 		return Reply{}, drop(ReasonMalformed, errors.New("empty packet"))
@@ -274,8 +261,9 @@ func (h *Handler) handle(x *exchange, src netip.AddrPort, pkt []byte, now time.T
 		h.log.Debug("answered", "relay", src, "type", msg.MessageType, "answer", answer.MessageType,
 			"mac", x.mac.String(), "interface-id", printable(x.chain.InterfaceID()), "result", x.result)
 	}
+	x.enc = wire.AppendMessage(x.enc[:0], answer)
 	return Reply{
-		Data: x.chain.Reply(answer),
+		Data: x.chain.AppendReply(dst, x.enc)[len(dst):],
 		Dst:  netip.AddrPortFrom(src.Addr(), x.chain.ReplyPort(src.Port())),
 		Type: answer.MessageType,
 	}, nil

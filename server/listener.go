@@ -22,9 +22,10 @@ const maxPacket = 65535
 // default (see ListenerConfig.Batch).
 const DefaultBatch = 16
 
-// PacketHandler answers one packet. *Handler is one.
+// PacketHandler answers one packet, appending the reply to dst (Reply.Data
+// is the appended part). *Handler is one.
 type PacketHandler interface {
-	Handle(src netip.AddrPort, pkt []byte) (Reply, error)
+	HandleAppend(dst []byte, src netip.AddrPort, pkt []byte) (Reply, error)
 }
 
 // ListenerConfig configures a Listener.
@@ -246,6 +247,7 @@ func (l *Listener) read(ctx context.Context, i int) error {
 type worker struct {
 	l     *Listener
 	batch []packet
+	outs  [][]byte         // the answers' buffers, by place in the batch
 	bios  []*udpbatch.Conn // by socket
 	datas [][][]byte       // answers by socket
 	dsts  [][]netip.AddrPort
@@ -255,6 +257,7 @@ func (l *Listener) newWorker() (*worker, error) {
 	w := &worker{
 		l:     l,
 		batch: make([]packet, 0, l.cfg.Batch),
+		outs:  make([][]byte, l.cfg.Batch),
 		bios:  make([]*udpbatch.Conn, len(l.conns)),
 		datas: make([][][]byte, len(l.conns)),
 		dsts:  make([][]netip.AddrPort, len(l.conns)),
@@ -284,8 +287,9 @@ func (w *worker) run() {
 				break more
 			}
 		}
-		for _, p := range w.batch {
-			if r, ok := w.l.serveOne(p); ok {
+		for k, p := range w.batch {
+			if r, ok := w.l.serveOne(w.outs[k][:0], p); ok {
+				w.outs[k] = r.Data
 				w.datas[p.conn] = append(w.datas[p.conn], r.Data)
 				w.dsts[p.conn] = append(w.dsts[p.conn], r.Dst)
 			}
@@ -303,9 +307,9 @@ func (w *worker) run() {
 	}
 }
 
-// serveOne answers one packet and frees its buffer; a panic costs that
-// packet only. ok is false when the packet gets no answer.
-func (l *Listener) serveOne(p packet) (r Reply, ok bool) {
+// serveOne answers one packet into out and frees its buffer; a panic costs
+// that packet only. ok is false when the packet gets no answer.
+func (l *Listener) serveOne(out []byte, p packet) (r Reply, ok bool) {
 	defer func() { l.free <- p.buf }()
 	defer func() {
 		if rec := recover(); rec != nil {
@@ -315,7 +319,7 @@ func (l *Listener) serveOne(p packet) (r Reply, ok bool) {
 			ok = false
 		}
 	}()
-	r, err := l.handler.Handle(p.src, p.buf[:p.n])
+	r, err := l.handler.HandleAppend(out, p.src, p.buf[:p.n])
 	if err != nil {
 		l.log.Debug("no answer", "relay", p.src, "err", err)
 		return Reply{}, false

@@ -78,11 +78,11 @@ type panicky struct {
 	n atomic.Int32
 }
 
-func (p *panicky) Handle(src netip.AddrPort, pkt []byte) (Reply, error) {
+func (p *panicky) HandleAppend(dst []byte, src netip.AddrPort, pkt []byte) (Reply, error) {
 	if p.n.Add(1)%2 == 1 {
 		panic("boom")
 	}
-	return p.h.Handle(src, pkt)
+	return p.h.HandleAppend(dst, src, pkt)
 }
 
 func TestListenerSurvivesPanic(t *testing.T) {
@@ -104,7 +104,7 @@ func TestListenerSurvivesPanic(t *testing.T) {
 // slow blocks every packet until released.
 type slow struct{ release chan struct{} }
 
-func (s *slow) Handle(netip.AddrPort, []byte) (Reply, error) {
+func (s *slow) HandleAppend([]byte, netip.AddrPort, []byte) (Reply, error) {
 	<-s.release
 	return Reply{}, drop(ReasonMalformed, nil)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/server/wire"
 )
 
 // The message rules of RFC 8415 for a server that delegates prefixes and
@@ -39,6 +40,10 @@ import (
 // binding record, decides what a MAC gets, so a server that lost its
 // bindings (or took over from Kea) renews every VM without a gap.
 
+// rapidCommitOpt is the Rapid Commit option of answers, shared: the encoder
+// only reads it.
+var rapidCommitOpt = &dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionRapidCommit}
+
 // mode is what an IA_PD answer is for.
 type mode int
 
@@ -57,7 +62,7 @@ func (x *exchange) dispatch() (*dhcpv6.Message, error) {
 		}
 		if x.opts.RapidCommit && m.GetOneOption(dhcpv6.OptionRapidCommit) != nil {
 			ans := x.answer(dhcpv6.MessageTypeReply)
-			ans.AddOption(&dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionRapidCommit})
+			ans.AddOption(rapidCommitOpt)
 			return x.answerIAs(ans, modeAssign), nil
 		}
 		return x.answerIAs(x.answer(dhcpv6.MessageTypeAdvertise), modeAdvertise), nil
@@ -268,7 +273,7 @@ func (x *exchange) answerPD(req *dhcpv6.OptIAPD, md mode) *dhcpv6.OptIAPD {
 		out.T2 = seconds(o.RebindTimer)
 		a16 := x.alloc.Prefix.Addr().As16()
 		copy(ip, a16[:])
-		*ipn = net.IPNet{IP: net.IP(ip), Mask: cidrMask(x.alloc.Prefix.Bits())}
+		*ipn = net.IPNet{IP: net.IP(ip), Mask: wire.Mask(x.alloc.Prefix.Bits())}
 		*prefix = dhcpv6.OptIAPrefix{
 			PreferredLifetime: seconds(o.PreferredLifetime),
 			ValidLifetime:     seconds(o.ValidLifetime),
@@ -422,17 +427,6 @@ func iaid(b [4]byte) uint32 {
 func ipnet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), 128)}
 }
-
-// cidrMasks are the IPv6 masks by length, shared by the answers: the
-// library only reads them.
-var cidrMasks = func() (m [129]net.IPMask) {
-	for i := range m {
-		m[i] = net.CIDRMask(i, 128)
-	}
-	return m
-}()
-
-func cidrMask(bits int) net.IPMask { return cidrMasks[bits] }
 
 // prefixOf converts a named prefix; a hint (:: or no prefix) is not one.
 func prefixOf(o *dhcpv6.OptIAPrefix) (netip.Prefix, bool) {
