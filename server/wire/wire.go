@@ -288,10 +288,7 @@ func AppendOptions(b []byte, opts dhcpv6.Options) []byte {
 		case *dhcpv6.OptionGeneric:
 			b = append(b, v.OptionData...)
 		case *dhcpv6.OptIAPD:
-			b = append(b, v.IaId[:]...)
-			b = appendDuration(b, v.T1)
-			b = appendDuration(b, v.T2)
-			b = AppendOptions(b, v.Options.Options)
+			b = appendIA(b, v.IaId, v.T1, v.T2, v.Options.Options)
 		case *dhcpv6.OptIAPrefix:
 			b = appendDuration(b, v.PreferredLifetime)
 			b = appendDuration(b, v.ValidLifetime)
@@ -309,10 +306,7 @@ func AppendOptions(b []byte, opts dhcpv6.Options) []byte {
 			b = binary.BigEndian.AppendUint16(b, uint16(v.StatusCode))
 			b = append(b, v.StatusMessage...)
 		case *dhcpv6.OptIANA:
-			b = append(b, v.IaId[:]...)
-			b = appendDuration(b, v.T1)
-			b = appendDuration(b, v.T2)
-			b = AppendOptions(b, v.Options.Options)
+			b = appendIA(b, v.IaId, v.T1, v.T2, v.Options.Options)
 		case *dhcpv6.OptIATA:
 			b = append(b, v.IaId[:]...)
 			b = AppendOptions(b, v.Options.Options)
@@ -323,6 +317,14 @@ func AppendOptions(b []byte, opts dhcpv6.Options) []byte {
 		binary.BigEndian.PutUint16(b[at:], uint16(len(b)-at-2))
 	}
 	return b
+}
+
+// appendIA writes the value of an IA_PD or an IA_NA, which are alike.
+func appendIA(b []byte, id [4]byte, t1, t2 time.Duration, opts dhcpv6.Options) []byte {
+	b = append(b, id[:]...)
+	b = appendDuration(b, t1)
+	b = appendDuration(b, t2)
+	return AppendOptions(b, opts)
 }
 
 // appendDuration writes d as the library's Duration.Marshal does: whole
