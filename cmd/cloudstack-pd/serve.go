@@ -230,8 +230,7 @@ func runServe(ctx context.Context, cfgPath string, stderr io.Writer) error {
 				return
 			case <-hup:
 				swapMu.Lock()
-				cfg = reload(cfgPath, cfg, st, live, h, log)
-				current.Store(cfg)
+				current.Store(reload(cfgPath, current.Load(), st, live, h, log))
 				swapMu.Unlock()
 				syncer.Trigger()
 			}
@@ -278,19 +277,12 @@ func runServe(ctx context.Context, cfgPath string, stderr io.Writer) error {
 // syncChanges counts a sync's changes by the kinds of
 // cloudstack_pd_sync_changes_total.
 func syncChanges(rep *allocator.SyncReport) map[string]int {
-	c := map[string]int{}
 	if rep == nil {
-		return c
+		return map[string]int{}
 	}
-	for _, p := range rep.Pools {
-		c["added"] += len(p.Added)
-		c["kept"] += p.Kept
-		c["gone"] += len(p.Gone)
-		c["returned"] += len(p.Back)
-		c["quarantined"] += len(p.Quarantined)
-		c["released"] += len(p.Released)
-	}
-	return c
+	t := rep.Totals()
+	return map[string]int{"added": t.Added, "kept": t.Kept, "gone": t.Gone,
+		"returned": t.Back, "quarantined": t.Quarantined, "released": t.Released}
 }
 
 // syncStaleAfter is when /readyz starts warning that no sync succeeded:

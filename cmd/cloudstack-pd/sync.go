@@ -16,6 +16,7 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack"
 	"github.com/cloudstack-pd/cloudstack-pd/server/config"
+	"github.com/cloudstack-pd/cloudstack-pd/server/httpapi"
 )
 
 type syncFlags struct {
@@ -237,14 +238,6 @@ func syncForKeaExport(ctx context.Context, cfg *config.Config, st *allocator.Sto
 	return err
 }
 
-// The outcomes of a sync in serve, as the HTTP API's sync metrics name
-// them.
-const (
-	syncOK      = "ok"
-	syncFailed  = "failed"
-	syncRefused = "refused"
-)
-
 // serveSync runs serve's CloudStack syncs, one at a time: at start-up,
 // every api.interval after the end of the last one, and when triggered
 // (SIGHUP, after the reload). A sync that wrote changes swaps a table
@@ -340,11 +333,11 @@ func (s *serveSync) once(ctx context.Context) {
 	case errors.As(err, &refused):
 		s.log.Error("sync refused by the safety valve; the table stays as it is", "err", err, "took", took.Round(time.Millisecond),
 			"hint", "if CloudStack's listing is right, raise allocation.max-release-fraction and reload (SIGHUP), or stop serve and run 'cloudstack-pd sync --force'")
-		s.observed(syncRefused, took, rep, start)
+		s.observed(httpapi.SyncRefused, took, rep, start)
 		return
 	case err != nil:
 		s.log.Error("sync failed; the table stays as it is", "err", err, "took", took.Round(time.Millisecond))
-		s.observed(syncFailed, took, rep, start)
+		s.observed(httpapi.SyncFailed, took, rep, start)
 		return
 	}
 	if rep.Written {
@@ -356,7 +349,7 @@ func (s *serveSync) once(ctx context.Context) {
 		s.swapMu.Unlock()
 		if err != nil {
 			s.log.Error("sync written, but the table does not load; the old one stays in force", "err", err)
-			s.observed(syncFailed, took, rep, start)
+			s.observed(httpapi.SyncFailed, took, rep, start)
 			return
 		}
 	}
@@ -370,7 +363,7 @@ func (s *serveSync) once(ctx context.Context) {
 		"quarantined", t.Quarantined, "released", t.Released, "still-gone", t.StillGone, "in-quarantine", t.InQuarantine,
 		"not-eligible", t.NotEligible, "conflicts", t.Conflicts, "written", rep.Written)
 	s.logDetails(ctx, rep)
-	s.observed(syncOK, took, rep, start.Add(took))
+	s.observed(httpapi.SyncOK, took, rep, start.Add(took))
 }
 
 func (s *serveSync) observed(outcome string, took time.Duration, rep *allocator.SyncReport, at time.Time) {

@@ -24,6 +24,7 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack/cloudstacktest"
 	"github.com/cloudstack-pd/cloudstack-pd/server/config"
+	"github.com/cloudstack-pd/cloudstack-pd/server/httpapi"
 )
 
 const (
@@ -374,7 +375,7 @@ func TestServeSync(t *testing.T) {
 	}
 	omu.Lock()
 	defer omu.Unlock()
-	if len(outcomes) < 4 || outcomes[0] != syncOK || outcomes[1] != syncFailed || outcomes[2] != syncOK {
+	if len(outcomes) < 4 || outcomes[0] != httpapi.SyncOK || outcomes[1] != httpapi.SyncFailed || outcomes[2] != httpapi.SyncOK {
 		t.Errorf("outcomes %v", outcomes)
 	}
 }
