@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -64,7 +63,7 @@ can run next to a running server.`,
 func runCheckConfig(out, errOut io.Writer, path string, environ []string, quiet bool) error {
 	cfg, err := config.Load(path)
 	if err != nil {
-		return maskProblems(err)
+		return err // config.Problem never prints a secret's value
 	}
 	var warnings []string
 	if _, err := cfg.ListenAddrs(); err != nil {
@@ -105,39 +104,8 @@ func runCheckConfig(out, errOut io.Writer, path string, environ []string, quiet 
 	return enc.Close()
 }
 
-// maskProblems hides the value of every problem found at a secret key: a
-// secret written with the wrong type (a list, a map) would be printed.
-func maskProblems(err error) error {
-	var ce *config.Error
-	if !errors.As(err, &ce) {
-		return err
-	}
-	for i, p := range ce.Problems {
-		last := p.Key[strings.LastIndex(p.Key, ".")+1:]
-		if p.Value != nil && secretKey(last) {
-			ce.Problems[i].Value = maskedValue
-		}
-	}
-	return err
-}
-
 // maskedValue is what a secret that is set prints as.
 const maskedValue = "(set)"
-
-// secretKey reports whether the config key (its last segment) holds a secret.
-func secretKey(name string) bool {
-	name = strings.ToLower(name)
-	switch name {
-	case "apikey", "api-key", "secretkey", "secret-key":
-		return true
-	}
-	for _, s := range []string{"secret", "password", "token"} {
-		if strings.Contains(name, s) {
-			return true
-		}
-	}
-	return false
-}
 
 // effectiveConfig renders cfg as a YAML document, keys in the order of the
 // Config struct (map keys sorted), secrets masked. It also returns every
@@ -245,7 +213,7 @@ func toNode(v reflect.Value, path string, keys map[string]string) *yaml.Node {
 
 // fieldNode is toNode for a named key, masking it when it holds a secret.
 func fieldNode(v reflect.Value, path, name string, keys map[string]string) *yaml.Node {
-	if secretKey(name) && v.Kind() == reflect.String {
+	if config.SecretKey(name) && v.Kind() == reflect.String {
 		keys[envName(path)] = path
 		s := ""
 		if v.String() != "" {

@@ -119,8 +119,8 @@ func TestCheckConfigMasksSecrets(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
-	if !secretKey("webhook-secret") || !secretKey("password") || secretKey("interface-id") || secretKey("url") {
-		t.Error("secretKey misjudges a key name")
+	if !config.SecretKey("webhook-secret") || !config.SecretKey("password") || config.SecretKey("interface-id") || config.SecretKey("url") {
+		t.Error("config.SecretKey misjudges a key name")
 	}
 }
 

@@ -188,10 +188,11 @@ type Problem struct {
 	Msg   string
 }
 
-// secretKey reports whether key names a secret, whose value is never printed.
-func secretKey(key string) bool {
+// SecretKey reports whether key (a key path or its last segment) names a
+// secret, whose value is never printed.
+func SecretKey(key string) bool {
 	k := strings.ToLower(key)
-	for _, w := range []string{"apikey", "secretkey", "secret", "password", "token"} {
+	for _, w := range []string{"apikey", "api-key", "secretkey", "secret", "password", "token"} {
 		if strings.Contains(k, w) {
 			return true
 		}
@@ -200,7 +201,7 @@ func secretKey(key string) bool {
 }
 
 func (p Problem) String() string {
-	if secretKey(p.Key) {
+	if SecretKey(p.Key) {
 		// The value, and the decoder's message, may quote the secret.
 		return fmt.Sprintf("%s: %q: invalid value (not shown: a secret); a string is expected", p.Key, "(set)")
 	}
