@@ -215,9 +215,15 @@ func (r LoadReport) OrphanedByPool() map[string]int {
 	return pools
 }
 
+// ErrNoServerDUID is returned by ServerDUID on a read-only store that has
+// no server DUID yet (serve never ran on it).
+var ErrNoServerDUID = errors.New("no server DUID yet and the store is read-only")
+
 // ServerDUID returns the server's DUID, calling generate and storing its
 // result the first time, so that the DUID survives restarts. The DUID must
-// be 3 to 130 bytes (a 2-byte type and up to 128 bytes, RFC 8415).
+// be 3 to 130 bytes (a 2-byte type and up to 128 bytes, RFC 8415). On a
+// read-only store without one it returns ErrNoServerDUID and generate is
+// not called.
 func (s *Store) ServerDUID(generate func() ([]byte, error)) ([]byte, error) {
 	var duid []byte
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -230,7 +236,7 @@ func (s *Store) ServerDUID(generate func() ([]byte, error)) ([]byte, error) {
 		return duid, err
 	}
 	if s.readOnly {
-		return nil, fmt.Errorf("store %s: no server DUID yet and the store is read-only: %w", s.path, berrors.ErrDatabaseReadOnly)
+		return nil, fmt.Errorf("store %s: %w: %w", s.path, ErrNoServerDUID, berrors.ErrDatabaseReadOnly)
 	}
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)

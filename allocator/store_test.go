@@ -220,7 +220,7 @@ func TestOpenReadOnly(t *testing.T) {
 	if !errors.Is(err, berrors.ErrTxNotWritable) {
 		t.Errorf("Put in View: %v", err)
 	}
-	if _, err := ro.ServerDUID(func() ([]byte, error) { return []byte{0, 3, 0, 1, 1, 2, 3, 4, 5, 6}, nil }); !errors.Is(err, berrors.ErrDatabaseReadOnly) {
+	if _, err := ro.ServerDUID(func() ([]byte, error) { return []byte{0, 3, 0, 1, 1, 2, 3, 4, 5, 6}, nil }); !errors.Is(err, berrors.ErrDatabaseReadOnly) || !errors.Is(err, ErrNoServerDUID) {
 		t.Errorf("ServerDUID on read-only store without one: %v", err)
 	}
 }

@@ -14,7 +14,6 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
 	"github.com/spf13/cobra"
-	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/relay/capture"
@@ -469,8 +468,8 @@ func replayHandler(cfgPath string) (h *server.Handler, note string, err error) {
 	if len(rep.Orphaned) > 0 {
 		note = fmt.Sprintf("note: the store holds %d allocations of pools %s does not configure; they are not served\n", len(rep.Orphaned), cfg.Path)
 	}
-	duid, err := st.ServerDUID(func() ([]byte, error) { return nil, errors.New("read-only") })
-	if errors.Is(err, berrors.ErrDatabaseReadOnly) {
+	duid, err := st.ServerDUID(nil) // read-only: never generates
+	if errors.Is(err, allocator.ErrNoServerDUID) {
 		duid = replayPlaceholderDUID
 		note += fmt.Sprintf("note: store %s has no server DUID yet (serve never ran on it): answering with the placeholder DUID %x", cfg.State, duid)
 	} else if err != nil {
