@@ -25,6 +25,7 @@ package relay
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -123,6 +124,18 @@ func (c *Chain) Outermost() *Level { return &c.Levels[0] }
 // InterfaceID returns the innermost relay's interface-id (nil when absent):
 // the relay closest to the client names the client's VLAN.
 func (c *Chain) InterfaceID() []byte { return c.Innermost().InterfaceID }
+
+// Printable renders an interface-id (or any option value) as text when
+// every byte is printable ASCII, else as 0x and hex: for logs, the HTTP
+// API and replay reports.
+func Printable(b []byte) string {
+	for _, c := range b {
+		if c < 0x20 || c > 0x7e {
+			return "0x" + hex.EncodeToString(b)
+		}
+	}
+	return string(b)
+}
 
 // Decode decodes a Relay-Forward chain. The chain's slices point into b.
 func Decode(b []byte) (*Chain, error) {

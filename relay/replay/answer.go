@@ -139,7 +139,7 @@ func decodeReply(b []byte) ([]replyLevel, []byte, error) {
 					msg = data
 				}
 			case relay.OptInterfaceID:
-				l.echo.InterfaceID = Printable(data)
+				l.echo.InterfaceID = relay.Printable(data)
 			case relay.OptRelaySourcePort:
 				if len(data) == 2 {
 					p := binary.BigEndian.Uint16(data)
@@ -315,20 +315,6 @@ func decodeIA(code dhcpv6.OptionCode, data []byte) (IA, error) {
 		return ia, errors.New(strings.Join(errs, "; "))
 	}
 	return ia, nil
-}
-
-// Printable renders an interface-id (or any option value) as text when
-// every byte is printable ASCII, else as 0x and hex.
-func Printable(b []byte) string {
-	if len(b) == 0 {
-		return ""
-	}
-	for _, c := range b {
-		if c < 0x20 || c > 0x7e {
-			return "0x" + hex.EncodeToString(b)
-		}
-	}
-	return string(b)
 }
 
 // Kind classifies an answer for the summary: "prefix" when an IA_PD got

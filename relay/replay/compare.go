@@ -167,7 +167,7 @@ func (c *Condition) holds(req *Request, server, compare *Answer) bool {
 	if len(c.Types) > 0 && !slices.ContainsFunc(c.Types, func(t string) bool { return strings.EqualFold(t, req.Type.String()) }) {
 		return false
 	}
-	if len(c.InterfaceIDs) > 0 && (req.Chain == nil || !slices.Contains(c.InterfaceIDs, Printable(req.InterfaceID()))) {
+	if len(c.InterfaceIDs) > 0 && (req.Chain == nil || !slices.Contains(c.InterfaceIDs, relay.Printable(req.InterfaceID()))) {
 		return false
 	}
 	if len(c.MACs) > 0 && !slices.ContainsFunc(c.MACs, func(m string) bool {

@@ -8,6 +8,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+
+	"github.com/cloudstack-pd/cloudstack-pd/relay"
 )
 
 // Golden is the normalized record of a replay: for each request of a
@@ -66,7 +68,7 @@ func NewGolden(capture string, wrap *Wrap, exs []*Exchange, target int) *Golden 
 		if wrap.LinkAddr.IsValid() {
 			link = wrap.LinkAddr.String()
 		}
-		g.Wrap = &GoldenWrap{InterfaceID: Printable(wrap.InterfaceID), LinkAddress: link}
+		g.Wrap = &GoldenWrap{InterfaceID: relay.Printable(wrap.InterfaceID), LinkAddress: link}
 	}
 	for _, ex := range exs {
 		o := &ex.Outcomes[target]
@@ -76,7 +78,7 @@ func NewGolden(capture string, wrap *Wrap, exs []*Exchange, target int) *Golden 
 }
 
 func goldenExchange(r *Request, o *Outcome) GoldenExchange {
-	ge := GoldenExchange{Frame: r.Frame, Request: r.Type.String(), InterfaceID: Printable(r.InterfaceID())}
+	ge := GoldenExchange{Frame: r.Frame, Request: r.Type.String(), InterfaceID: relay.Printable(r.InterfaceID())}
 	if r.HasXID {
 		ge.XID = hex.EncodeToString(r.XID[:])
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cloudstack-pd/cloudstack-pd/relay"
 	"github.com/cloudstack-pd/cloudstack-pd/relay/capture"
 )
 
@@ -217,7 +218,7 @@ func (r *Report) Summary(in Input, res *Result) {
 			link = in.Wrap.LinkAddr.String()
 		}
 		fmt.Fprintf(w, "  wrapped %d unrelayed client messages as a Junos relay does: interface-id %q, link-address %s, remote-id 2636 + the frame's source MAC, relay source port option\n",
-			wrapped, Printable(in.Wrap.InterfaceID), link)
+			wrapped, relay.Printable(in.Wrap.InterfaceID), link)
 		if noMAC > 0 {
 			fmt.Fprintf(w, "  %d of them were captured on a link without MAC addresses: sent without remote-id\n", noMAC)
 		}

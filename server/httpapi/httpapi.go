@@ -16,10 +16,6 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 )
 
-// DefaultListen is the default http.listen: loopback only, since the API
-// has no authentication.
-const DefaultListen = "127.0.0.1:9547"
-
 // DefaultSyncStaleAfter is how long after the last successful sync /readyz
 // starts warning that the sync is stale, when Config.SyncStaleAfter is 0.
 const DefaultSyncStaleAfter = 15 * time.Minute

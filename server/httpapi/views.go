@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"cmp"
-	"encoding/hex"
 	"math"
 	"net"
 	"net/netip"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/relay"
 )
 
 // Counts counts a pool's allocations by state.
@@ -144,7 +144,7 @@ func LeaseOf(b *allocator.Binding, now time.Time) Lease {
 		Pool: b.Pool, Prefix: b.Prefix,
 		PreferredLifetime: b.PreferredLifetime, ValidLifetime: b.ValidLifetime,
 		Expires: timePtr(b.Expires), LastExchange: timePtr(b.LastExchange), LastMessage: b.LastMessage,
-		InterfaceID: Printable(b.InterfaceID), RemoteID: net.HardwareAddr(b.RemoteID).String(), RelayID: net.HardwareAddr(b.RelayID).String(),
+		InterfaceID: relay.Printable(b.InterfaceID), RemoteID: net.HardwareAddr(b.RemoteID).String(), RelayID: net.HardwareAddr(b.RelayID).String(),
 	}
 	v.Expired = !b.Expires.IsZero() && !now.Before(b.Expires)
 	if b.RelaySource.IsValid() {
@@ -157,17 +157,6 @@ func LeaseOf(b *allocator.Binding, now time.Time) Lease {
 		v.PeerAddress = b.PeerAddress.String()
 	}
 	return v
-}
-
-// Printable renders an interface-id as text when it is printable ASCII,
-// and as 0x-prefixed hex otherwise, as the server's logs do.
-func Printable(b []byte) string {
-	for _, c := range b {
-		if c < 0x20 || c > 0x7e {
-			return "0x" + hex.EncodeToString(b)
-		}
-	}
-	return string(b)
 }
 
 func timePtr(t time.Time) *time.Time {
