@@ -172,10 +172,10 @@ type exchange struct {
 	opts  *Options
 	src   netip.AddrPort
 	chain relay.Chain
-	msg   *dhcpv6.Message
-	// the client message's Client and Server Identifiers as received (the
-	// first of each), which the library re-encodes to the same bytes
-	clientID, serverID []byte
+	// the client message, decoded by dec (which also keeps the bytes of
+	// its first Client and Server Identifiers)
+	req dhcpv6.Message
+	dec *wire.Decoder
 	// filled by identify
 	mac      net.HardwareAddr
 	table    *allocator.Table
@@ -186,8 +186,6 @@ type exchange struct {
 	now      time.Time
 
 	// scratch, reused by the next packet
-	dec      *wire.Decoder
-	req      dhcpv6.Message
 	ans      dhcpv6.Message
 	ansOpts  [8]dhcpv6.Option
 	enc      []byte // the answer encoded, before the relay levels wrap it
@@ -215,16 +213,6 @@ func (x *exchange) reset() {
 	*x = exchange{chain: x.chain, dec: x.dec, enc: x.enc[:0]}
 }
 
-// decodeMessage decodes the client message b into x.req.
-func (x *exchange) decodeMessage(b []byte) error {
-	if err := x.dec.Decode(&x.req, b); err != nil {
-		return err
-	}
-	x.msg = &x.req
-	x.clientID, x.serverID = x.dec.ClientID(), x.dec.ServerID()
-	return nil
-}
-
 func (h *Handler) handle(x *exchange, dst []byte, src netip.AddrPort, pkt []byte, now time.Time) (Reply, error) {
 	x.h, x.opts, x.src, x.now = h, h.opts.Load(), src, now
 	if len(pkt) == 0 {
@@ -249,17 +237,16 @@ func (h *Handler) handle(x *exchange, dst []byte, src netip.AddrPort, pkt []byte
 			h.log.Debug("malformed relay option ignored", "relay", src, "level", i, "option", m.String())
 		}
 	}
-	if err := x.decodeMessage(x.chain.Message); err != nil {
+	if err := x.dec.Decode(&x.req, x.chain.Message); err != nil {
 		return Reply{}, drop(ReasonMalformed, fmt.Errorf("client message: %w", err))
 	}
-	msg := x.msg
 	answer, err := x.dispatch()
 	if err != nil {
 		return Reply{}, err
 	}
 	if h.log.Enabled(context.Background(), slog.LevelDebug) {
-		h.log.Debug("answered", "relay", src, "type", msg.MessageType, "answer", answer.MessageType,
-			"mac", x.mac.String(), "interface-id", printable(x.chain.InterfaceID()), "result", x.result)
+		h.log.Debug("answered", "relay", src, "type", x.req.MessageType, "answer", answer.MessageType,
+			"mac", x.mac.String(), "interface-id", relay.Printable(x.chain.InterfaceID()), "result", x.result)
 	}
 	x.enc = wire.AppendMessage(x.enc[:0], answer)
 	return Reply{
@@ -280,14 +267,4 @@ func (x *exchange) trusted() bool {
 		}
 	}
 	return false
-}
-
-// printable renders an interface-id for logs.
-func printable(b []byte) string {
-	for _, c := range b {
-		if c < 0x20 || c > 0x7e {
-			return fmt.Sprintf("0x%x", b)
-		}
-	}
-	return string(b)
 }

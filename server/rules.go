@@ -13,6 +13,7 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/relay"
 	"github.com/cloudstack-pd/cloudstack-pd/server/wire"
 )
 
@@ -54,7 +55,7 @@ const (
 )
 
 func (x *exchange) dispatch() (*dhcpv6.Message, error) {
-	m := x.msg
+	m := &x.req
 	switch m.MessageType {
 	case dhcpv6.MessageTypeSolicit:
 		if err := x.checkIDs(false, true); err != nil {
@@ -122,7 +123,7 @@ func (x *exchange) dispatch() (*dhcpv6.Message, error) {
 // message must name this server; with !ours it must name no server.
 // exactlyOneClient is the Solicit rule; the others need a Client ID too.
 func (x *exchange) checkIDs(ours bool, exactlyOneClient bool) error {
-	m := x.msg
+	m := &x.req
 	cids := count(m, dhcpv6.OptionClientID)
 	switch {
 	case cids == 0:
@@ -141,14 +142,14 @@ func (x *exchange) checkIDs(ours bool, exactlyOneClient bool) error {
 		return drop(ReasonServerIDMismatch, fmt.Errorf("%s without server identifier", m.MessageType))
 	}
 	if !x.ours(sids) {
-		return drop(ReasonServerIDMismatch, fmt.Errorf("%s for server %x", m.MessageType, x.serverID))
+		return drop(ReasonServerIDMismatch, fmt.Errorf("%s for server %x", m.MessageType, x.dec.ServerID()))
 	}
 	return nil
 }
 
 // ours reports whether the message's sids Server Identifiers are one, ours.
 func (x *exchange) ours(sids int) bool {
-	return sids == 1 && bytes.Equal(x.serverID, x.h.serverID)
+	return sids == 1 && bytes.Equal(x.dec.ServerID(), x.h.serverID)
 }
 
 // count returns how many options of code m carries.
@@ -176,11 +177,11 @@ func hasIA(m *dhcpv6.Message) bool {
 // our Server ID, the client's Client ID.
 func (x *exchange) answer(t dhcpv6.MessageType) *dhcpv6.Message {
 	ans := &x.ans
-	*ans = dhcpv6.Message{MessageType: t, TransactionID: x.msg.TransactionID}
+	*ans = dhcpv6.Message{MessageType: t, TransactionID: x.req.TransactionID}
 	ans.Options.Options = x.ansOpts[:0]
 	ans.AddOption(&x.h.serverIDOpt)
-	if x.clientID != nil {
-		x.cid = dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionClientID, OptionData: x.clientID}
+	if x.dec.ClientID() != nil {
+		x.cid = dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionClientID, OptionData: x.dec.ClientID()}
 		ans.AddOption(&x.cid)
 	}
 	return ans
@@ -196,7 +197,7 @@ func (x *exchange) identify() {
 		return
 	}
 	x.pool = pool
-	mac, _, err := x.chain.MAC(x.opts.MACSources, x.clientID)
+	mac, _, err := x.chain.MAC(x.opts.MACSources, x.dec.ClientID())
 	if err != nil {
 		x.result = ResultNoMAC
 		x.h.log.Debug("no MAC", "relay", x.src, "err", err)
@@ -221,7 +222,7 @@ func (x *exchange) identify() {
 func (x *exchange) answerIAs(ans *dhcpv6.Message, md mode) *dhcpv6.Message {
 	x.identify()
 	n := 0
-	for _, o := range x.msg.Options.Options {
+	for _, o := range x.req.Options.Options {
 		switch ia := o.(type) {
 		case *dhcpv6.OptIAPD:
 			ans.AddOption(x.answerPD(ia, md))
@@ -302,7 +303,7 @@ func (x *exchange) answerPD(req *dhcpv6.OptIAPD, md mode) *dhcpv6.OptIAPD {
 	out.Options.Add(status)
 	x.h.metrics.countAnswer(result)
 	if x.h.log.Enabled(context.Background(), slog.LevelDebug) {
-		x.h.log.Debug("no prefix", "relay", x.src, "mac", x.mac.String(), "interface-id", printable(x.chain.InterfaceID()), "result", x.result)
+		x.h.log.Debug("no prefix", "relay", x.src, "mac", x.mac.String(), "interface-id", relay.Printable(x.chain.InterfaceID()), "result", x.result)
 	}
 	return out
 }
@@ -347,7 +348,7 @@ func (x *exchange) record(req *dhcpv6.OptIAPD, md mode) {
 	valid := x.opts.ValidLifetime
 	// The byte strings the sink keeps, copied out of the packet into one
 	// allocation.
-	buf := make([]byte, 0, len(x.clientID)+len(x.mac)+len(in.InterfaceID)+len(in.RemoteID)+len(in.RelayID))
+	buf := make([]byte, 0, len(x.dec.ClientID())+len(x.mac)+len(in.InterfaceID)+len(in.RemoteID)+len(in.RelayID))
 	keep := func(b []byte) []byte {
 		if b == nil {
 			return nil
@@ -357,7 +358,7 @@ func (x *exchange) record(req *dhcpv6.OptIAPD, md mode) {
 		return buf[n:len(buf):len(buf)]
 	}
 	b := allocator.Binding{
-		ClientDUID:        keep(x.clientID),
+		ClientDUID:        keep(x.dec.ClientID()),
 		MAC:               keep(x.mac),
 		IAID:              iaid(req.IaId),
 		Pool:              x.pool.Name,
@@ -366,7 +367,7 @@ func (x *exchange) record(req *dhcpv6.OptIAPD, md mode) {
 		ValidLifetime:     valid,
 		Expires:           x.now.Add(time.Duration(valid) * time.Second),
 		LastExchange:      x.now,
-		LastMessage:       x.msg.MessageType.String(),
+		LastMessage:       x.req.MessageType.String(),
 		RelaySource:       x.src,
 		LinkAddress:       in.LinkAddr,
 		PeerAddress:       in.PeerAddr,
@@ -384,9 +385,9 @@ func (x *exchange) release() *dhcpv6.Message {
 	ans := x.answer(dhcpv6.MessageTypeReply)
 	ans.AddOption(&dhcpv6.OptStatusCode{StatusCode: iana.StatusSuccess, StatusMessage: "released"})
 	x.identify()
-	for _, ia := range x.msg.Options.IAPD() {
+	for _, ia := range x.req.Options.IAPD() {
 		if x.hasAlloc && namesOnly(ia, x.alloc.Prefix) {
-			x.h.sink.Release(allocator.BindingKey(x.clientID, iaid(ia.IaId)))
+			x.h.sink.Release(allocator.BindingKey(x.dec.ClientID(), iaid(ia.IaId)))
 			x.h.metrics.countAnswer(ResultReleased)
 			continue
 		}
@@ -414,7 +415,7 @@ func (x *exchange) decline() *dhcpv6.Message {
 	ans.AddOption(&dhcpv6.OptStatusCode{StatusCode: iana.StatusSuccess, StatusMessage: "decline noted"})
 	x.identify()
 	x.h.metrics.countAnswer(ResultDeclined)
-	x.h.log.Warn("client declined", "relay", x.src, "mac", x.mac.String(), "interface-id", printable(x.chain.InterfaceID()))
+	x.h.log.Warn("client declined", "relay", x.src, "mac", x.mac.String(), "interface-id", relay.Printable(x.chain.InterfaceID()))
 	return ans
 }
 
@@ -425,7 +426,7 @@ func iaid(b [4]byte) uint32 {
 }
 
 func ipnet(p netip.Prefix) *net.IPNet {
-	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), 128)}
+	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: wire.Mask(p.Bits())}
 }
 
 // prefixOf converts a named prefix; a hint (:: or no prefix) is not one.
