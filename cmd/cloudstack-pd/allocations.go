@@ -67,7 +67,7 @@ func openReadOnly(cfg *config.Config, what, instead string) (*allocator.Store, e
 	if _, err := os.Stat(cfg.State); errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("store %s does not exist: there is no table yet (serve, sync and import-kea create it); is state right in %s?", cfg.State, cfg.Path)
 	}
-	st, err := allocator.Open(cfg.State, allocator.StoreOptions{ReadOnly: true, Timeout: time.Second})
+	st, err := allocator.Open(cfg.State, allocator.StoreOptions{ReadOnly: true})
 	if errors.Is(err, allocator.ErrLocked) {
 		return nil, fmt.Errorf("%w\n%s reads the store, and cannot while 'cloudstack-pd serve' (or a sync or import) holds it: %s", err, what, instead)
 	}

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -193,7 +192,7 @@ func runKeaExport(ctx context.Context, stdout, stderr io.Writer, f keaExportFlag
 // keaExportTable reads the table to export: after a sync, or with offline
 // as stored (read-only). The store is closed on return.
 func keaExportTable(ctx context.Context, cfg *config.Config, offline bool, stderr io.Writer) (*allocator.Table, error) {
-	opts := allocator.StoreOptions{ReadOnly: offline, Timeout: time.Second}
+	opts := allocator.StoreOptions{ReadOnly: offline}
 	if offline {
 		if _, err := os.Stat(cfg.State); errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("store %s does not exist, so there is no table to export: adopt the Kea reservations first with 'cloudstack-pd import-kea'", cfg.State)

@@ -139,12 +139,7 @@ func unwrapReply(b []byte) (*dhcpv6.Message, error) {
 	if err != nil {
 		return nil, err
 	}
-	for m.IsRelay() {
-		if m = m.(*dhcpv6.RelayMessage).Options.RelayMessage(); m == nil {
-			return nil, errors.New("relay-reply without a message")
-		}
-	}
-	return m.(*dhcpv6.Message), nil
+	return m.GetInnerMessage()
 }
 
 func hasPrefix(m *dhcpv6.Message) bool {

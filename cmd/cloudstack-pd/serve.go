@@ -97,7 +97,7 @@ func handlerOptions(c *config.Config) server.Options {
 
 // openStore opens the state store, failing fast when another process holds it.
 func openStore(cfg *config.Config) (*allocator.Store, error) {
-	return allocator.Open(cfg.State, allocator.StoreOptions{Timeout: time.Second})
+	return allocator.Open(cfg.State, allocator.StoreOptions{})
 }
 
 // loadTable reads the table for cfg's pools and logs allocations kept for

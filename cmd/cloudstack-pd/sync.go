@@ -121,7 +121,7 @@ func runSync(ctx context.Context, out, stderr io.Writer, f syncFlags) error {
 	if f.dryRun {
 		st, err = openForDryRun(cfg.State)
 	} else {
-		st, err = allocator.Open(cfg.State, allocator.StoreOptions{Timeout: time.Second})
+		st, err = openStore(cfg)
 	}
 	if errors.Is(err, allocator.ErrLocked) {
 		return storeLockedError(err, "sync")
