@@ -241,11 +241,7 @@ func (c *Client) fetchPage(lib *cs.CloudStackClient, tr *transport, podID string
 	case ex.err != nil:
 		return nil, ex, ex.err
 	case err != nil && !ex.sent:
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // not the signed URL
-		}
-		return nil, ex, fmt.Errorf("GET %s: %w", c.endpoint, err)
+		return nil, ex, getError(c.endpoint, err)
 	case err != nil:
 		// A listing the transport passed that the library cannot decode.
 		return nil, ex, fmt.Errorf("%w: HTTP %d: cloudstack-go cannot decode the page: %v", ErrBadResponse, ex.status, err)

@@ -158,12 +158,17 @@ func (t *transport) transportError(rctx context.Context, err error) error {
 	case rctx.Err() != nil || isTimeout(err):
 		return fmt.Errorf("%w after %v", ErrTimeout, t.timeout)
 	}
-	// A *url.Error would print the whole signed URL.
+	return getError(t.endpoint, err)
+}
+
+// getError reports err of a GET of endpoint. A *url.Error is unwrapped: it
+// would print the whole signed URL.
+func getError(endpoint string, err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		err = ue.Err
 	}
-	return fmt.Errorf("GET %s: %w", t.endpoint, err)
+	return fmt.Errorf("GET %s: %w", endpoint, err)
 }
 
 func isTimeout(err error) bool {
@@ -530,17 +535,7 @@ func (s *scanner) value() error {
 // object reads an object; member is called for each key with s.i at the
 // value, and must read it.
 func (s *scanner) object(member func(key []byte) error) error {
-	if s.depth++; s.depth > maxDepth {
-		return s.errorf("exceeded max depth")
-	}
-	defer func() { s.depth-- }()
-	s.i++ // '{'
-	s.ws()
-	if s.peek() == '}' {
-		s.i++
-		return nil
-	}
-	for {
+	return s.seq('}', "object key:value pair", func() error {
 		if s.i >= len(s.b) {
 			return s.eof()
 		}
@@ -560,41 +555,32 @@ func (s *scanner) object(member func(key []byte) error) error {
 		}
 		s.i++
 		s.ws()
-		if err := member(key); err != nil {
-			return err
-		}
-		s.ws()
-		if s.i >= len(s.b) {
-			return s.eof()
-		}
-		switch s.b[s.i] {
-		case ',':
-			s.i++
-			s.ws()
-		case '}':
-			s.i++
-			return nil
-		default:
-			return s.errorf("invalid character %q after object key:value pair", s.b[s.i])
-		}
-	}
+		return member(key)
+	})
 }
 
 // array reads an array; elem is called with s.i at each element, and must
 // read it.
 func (s *scanner) array(elem func() error) error {
+	return s.seq(']', "array element", elem)
+}
+
+// seq reads an object or array from its opening byte at s.i to the
+// closing byte end: item is called with s.i at each member or element, and
+// must read it; what names one in the error for a bad separator.
+func (s *scanner) seq(end byte, what string, item func() error) error {
 	if s.depth++; s.depth > maxDepth {
 		return s.errorf("exceeded max depth")
 	}
 	defer func() { s.depth-- }()
-	s.i++ // '['
+	s.i++ // '{' or '['
 	s.ws()
-	if s.peek() == ']' {
+	if s.peek() == end {
 		s.i++
 		return nil
 	}
 	for {
-		if err := elem(); err != nil {
+		if err := item(); err != nil {
 			return err
 		}
 		s.ws()
@@ -605,11 +591,11 @@ func (s *scanner) array(elem func() error) error {
 		case ',':
 			s.i++
 			s.ws()
-		case ']':
+		case end:
 			s.i++
 			return nil
 		default:
-			return s.errorf("invalid character %q after array element", s.b[s.i])
+			return s.errorf("invalid character %q after %s", s.b[s.i], what)
 		}
 	}
 }
