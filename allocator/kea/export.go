@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
-	"strings"
 )
 
 // ExportSubnet is one pool (one mapping entry) to write as a Dhcp6.subnet6
@@ -88,13 +87,7 @@ type ExportError struct {
 }
 
 func (e *ExportError) Error() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "kea export from %s refused: %d problem(s)", e.File, len(e.Problems))
-	for _, p := range e.Problems {
-		b.WriteString("\n  ")
-		b.WriteString(p.String())
-	}
-	return b.String()
+	return formatProblems("kea export from "+e.File+" refused", e.Problems)
 }
 
 // identifierKeys are the reservation keys naming the host; a reservation

@@ -116,10 +116,14 @@ type Error struct {
 	Problems []Problem
 }
 
-func (e *Error) Error() string {
+func (e *Error) Error() string { return formatProblems("kea config "+e.File, e.Problems) }
+
+// formatProblems returns header, the number of problems and one line for
+// each of ps.
+func formatProblems(header string, ps []Problem) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "kea config %s: %d problem(s)", e.File, len(e.Problems))
-	for _, p := range e.Problems {
+	fmt.Fprintf(&b, "%s: %d problem(s)", header, len(ps))
+	for _, p := range ps {
 		b.WriteString("\n  ")
 		b.WriteString(p.String())
 	}
