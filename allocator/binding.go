@@ -217,11 +217,8 @@ func deleteBinding(bb, bp *bolt.Bucket, key []byte) error {
 		return fmt.Errorf("bindings/%x: %w", key, err)
 	}
 	if old.Prefix.IsValid() {
-		pk := prefixKey(old.Prefix)
-		if bytes.Equal(bp.Get(pk), key) {
-			if err := bp.Delete(pk); err != nil {
-				return fmt.Errorf("delete binding-prefix/%s: %w", old.Prefix, err)
-			}
+		if err := unindex(bp, prefixKey(old.Prefix), key); err != nil {
+			return fmt.Errorf("delete binding-prefix/%s: %w", old.Prefix, err)
 		}
 	}
 	if err := bb.Delete(key); err != nil {
@@ -266,11 +263,8 @@ func putBinding(bb, bp *bolt.Bucket, b *Binding, key []byte, arena *[]byte) erro
 				return fmt.Errorf("bindings/%x: %w", key, err)
 			}
 			if old.Prefix.IsValid() && old.Prefix != b.Prefix {
-				opk := prefixKey(old.Prefix)
-				if bytes.Equal(bp.Get(opk), key) {
-					if err := bp.Delete(opk); err != nil {
-						return fmt.Errorf("delete binding-prefix/%s: %w", old.Prefix, err)
-					}
+				if err := unindex(bp, prefixKey(old.Prefix), key); err != nil {
+					return fmt.Errorf("delete binding-prefix/%s: %w", old.Prefix, err)
 				}
 			}
 		}

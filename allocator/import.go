@@ -116,12 +116,16 @@ func PlanImport(tx *Tx, cfg *kea.Config, now time.Time) (*ImportReport, error) {
 		} else if sp, err := netip.ParsePrefix(s.Subnet); err == nil && pool.IP6CIDR.IsValid() && sp.Masked() != pool.IP6CIDR.Masked() {
 			pl.rep.Warnings = append(pl.rep.Warnings, fmt.Sprintf("%s: subnet %s differs from pool %q's ip6-cidr %s", s.Path, s.Subnet, pool.Name, pool.IP6CIDR))
 		}
+		var (
+			p      *Pool
+			noPool string // only for p == nil
+		)
+		if ok {
+			p = &pool
+		} else {
+			noPool = fmt.Sprintf("subnet %s: interface-id %q names no configured pool", s.Subnet, s.InterfaceID)
+		}
 		for i := range s.Reservations {
-			var p *Pool
-			if ok {
-				p = &pool
-			}
-			noPool := fmt.Sprintf("subnet %s: interface-id %q names no configured pool", s.Subnet, s.InterfaceID)
 			if err := pl.reservation(&s.Reservations[i], p, noPool); err != nil {
 				return pl.rep, err
 			}

@@ -29,11 +29,8 @@ func (s *Store) LoadTable(pools []Pool) (*Table, LoadReport, error) {
 		stored := tx.StoredPools()
 		// How many allocations there are is not known without reading
 		// them (bucket statistics read every page): the MAC index is
-		// built at the end, in one go.
-		b, err := newTableBuilder(pools, 0)
-		if err != nil {
-			return err
-		}
+		// built at the end, in one go. View has checked the pools.
+		b := newTableBuilder(pools, 0)
 		b.deferred = true
 		var (
 			buildErr error
@@ -50,9 +47,6 @@ func (s *Store) LoadTable(pools []Pool) (*Table, LoadReport, error) {
 				continue
 			}
 			i, configured := b.poolIdx[name]
-			if _, ok := tx.pools[name]; !ok {
-				configured = false
-			}
 			err = alloc.ForEach(func(k, val []byte) error {
 				if read++; read%dropEvery == 0 {
 					s.dropPages(tx.btx)
@@ -88,6 +82,7 @@ func (s *Store) LoadTable(pools []Pool) (*Table, LoadReport, error) {
 		if buildErr != nil {
 			return buildErr
 		}
+		var err error
 		tbl, err = b.finish()
 		return err
 	})

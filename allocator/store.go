@@ -3,6 +3,7 @@ package allocator
 import (
 	"bytes"
 	"cmp"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -270,7 +271,7 @@ type Tx struct {
 }
 
 func newTx(pools []Pool) (*Tx, error) {
-	if _, err := NewTable(pools, nil); err != nil { // names and interface-ids unique
+	if err := checkPools(pools); err != nil {
 		return nil, err
 	}
 	m := make(map[string]Pool, len(pools))
@@ -451,6 +452,14 @@ func (t *Tx) PrefixOwner(pool string, prefix netip.Prefix) (net.HardwareAddr, bo
 	return net.HardwareAddr(bytes.Clone(v)), true
 }
 
+// unindex deletes the index entry pk of b if it still points at owner.
+func unindex(b *bolt.Bucket, pk, owner []byte) error {
+	if bytes.Equal(b.Get(pk), owner) {
+		return b.Delete(pk)
+	}
+	return nil
+}
+
 // Delete removes the allocation of mac in pool (configured or not) and
 // frees its prefix. Deleting what is not there is not an error.
 func (t *Tx) Delete(pool string, mac net.HardwareAddr) error {
@@ -470,11 +479,8 @@ func (t *Tx) Delete(pool string, mac net.HardwareAddr) error {
 		return err
 	}
 	if idx != nil && a.Prefix.IsValid() {
-		pk := prefixKey(a.Prefix)
-		if bytes.Equal(idx.Get(pk), mac) {
-			if err := idx.Delete(pk); err != nil {
-				return fmt.Errorf("delete pools/%s/prefix/%s: %w", pool, a.Prefix, err)
-			}
+		if err := unindex(idx, prefixKey(a.Prefix), mac); err != nil {
+			return fmt.Errorf("delete pools/%s/prefix/%s: %w", pool, a.Prefix, err)
 		}
 	}
 	if err := alloc.Delete(mac); err != nil {
@@ -630,20 +636,13 @@ type u128 struct{ hi, lo uint64 }
 
 func u128From(a netip.Addr) u128 {
 	b := a.As16()
-	var u u128
-	for i := range 8 {
-		u.hi = u.hi<<8 | uint64(b[i])
-		u.lo = u.lo<<8 | uint64(b[i+8])
-	}
-	return u
+	return u128{binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])}
 }
 
 func (u u128) addr() netip.Addr {
 	var b [16]byte
-	for i := range 8 {
-		b[7-i] = byte(u.hi >> (8 * i))
-		b[15-i] = byte(u.lo >> (8 * i))
-	}
+	binary.BigEndian.PutUint64(b[:8], u.hi)
+	binary.BigEndian.PutUint64(b[8:], u.lo)
 	return netip.AddrFrom16(b)
 }
 

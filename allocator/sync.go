@@ -402,14 +402,13 @@ func planExisting(tx *Tx, p Pool, ps *PoolSync, plan *syncPlan, byMAC map[string
 			if a.State != StateActive {
 				b.State, b.GoneAt, b.QuarantinedAt = StateActive, time.Time{}, time.Time{}
 				ps.Back = append(ps.Back, b)
+				plan.puts = append(plan.puts, b) // the state changed
 			} else {
 				ps.Kept++
 				if !sameAllocation(a, b) {
 					ps.Refreshed++
+					plan.puts = append(plan.puts, b)
 				}
-			}
-			if !sameAllocation(a, b) {
-				plan.puts = append(plan.puts, b)
 			}
 			return nil
 		}

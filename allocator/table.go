@@ -2,6 +2,7 @@ package allocator
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"hash/maphash"
 	"net"
@@ -83,10 +84,10 @@ func (e Entry) Served() bool { return e.State == StateActive || e.State == State
 // interface-ids are unique, every allocation names a known pool, lies inside
 // it with the pool's prefix length, and no MAC or prefix appears twice.
 func NewTable(pools []Pool, allocs []Allocation) (*Table, error) {
-	b, err := newTableBuilder(pools, len(allocs))
-	if err != nil {
+	if err := checkPools(pools); err != nil {
 		return nil, err
 	}
+	b := newTableBuilder(pools, len(allocs))
 	for i := range allocs {
 		if err := b.add(&allocs[i]); err != nil {
 			return nil, err
@@ -148,7 +149,7 @@ func (t *Table) At(i int) Allocation {
 	r := t.rec(i)
 	a := Allocation{
 		Pool:          t.pools[r.pool].Name,
-		MAC:           net.HardwareAddr(t.macs[r.mac.off : r.mac.off+r.mac.n : r.mac.off+r.mac.n]),
+		MAC:           net.HardwareAddr(t.macOf(r.mac)),
 		Prefix:        netip.PrefixFrom(netip.AddrFrom16(r.prefix), int(r.bits)),
 		State:         State(t.str(r.state)),
 		Since:         t.time(r.since),
@@ -206,6 +207,9 @@ func (t *Table) StateCounts() map[string]map[State]int {
 
 func (t *Table) str(s span) string { return t.strs[s.off : s.off+s.n] }
 
+// macOf returns the MAC at s in t.macs, with no room to append to.
+func (t *Table) macOf(s span) []byte { return t.macs[s.off : s.off+s.n : s.off+s.n] }
+
 func (t *Table) time(s stamp) time.Time {
 	if s.loc == ^uint32(0) {
 		return time.Time{}
@@ -234,15 +238,17 @@ func probe(index []uint64, h uint64, same func(n int) bool) (int, int) {
 	}
 }
 
+// probeMAC is probe of the MAC index for mac, whose hash is h.
+func (t *Table) probeMAC(h uint64, mac []byte) (int, int) {
+	return probe(t.index, h, func(n int) bool { return bytes.Equal(t.macOf(t.rec(n).mac), mac) })
+}
+
 // find returns the record number of mac, -1 when absent.
 func (t *Table) find(mac []byte) int {
 	if len(t.index) == 0 {
 		return -1
 	}
-	n, _ := probe(t.index, maphash.Bytes(t.seed, mac), func(n int) bool {
-		m := t.rec(n).mac
-		return bytes.Equal(t.macs[m.off:m.off+m.n], mac)
-	})
+	n, _ := t.probeMAC(maphash.Bytes(t.seed, mac), mac)
 	return n
 }
 
@@ -266,8 +272,31 @@ type tableBuilder struct {
 	deferred bool
 }
 
+// checkPools checks what NewTable requires of pools by themselves: at
+// most 1<<16 of them, names and interface-ids unique.
+func checkPools(pools []Pool) error {
+	if len(pools) > 1<<16 {
+		return fmt.Errorf("%d pools: at most %d", len(pools), 1<<16)
+	}
+	names := make(map[string]struct{}, len(pools))
+	byIID := make(map[string]string, len(pools)) // pool name by interface-id
+	for i := range pools {
+		p := &pools[i]
+		if _, dup := names[p.Name]; dup {
+			return fmt.Errorf("pool %q: %w", p.Name, ErrDuplicatePool)
+		}
+		if q, dup := byIID[p.InterfaceID]; dup {
+			return fmt.Errorf("pools %q and %q: interface-id %q: %w", q, p.Name, p.InterfaceID, ErrDuplicateInterfaceID)
+		}
+		names[p.Name] = struct{}{}
+		byIID[p.InterfaceID] = p.Name
+	}
+	return nil
+}
+
 // newTableBuilder starts a table of pools, with room for n allocations.
-func newTableBuilder(pools []Pool, n int) (*tableBuilder, error) {
+// pools must have passed checkPools.
+func newTableBuilder(pools []Pool, n int) *tableBuilder {
 	t := &Table{
 		pools:  slices.Clone(pools),
 		byName: make(map[string]*Pool, len(pools)),
@@ -275,17 +304,8 @@ func newTableBuilder(pools []Pool, n int) (*tableBuilder, error) {
 		macs:   make([]byte, 0, 6*n),
 		seed:   maphash.MakeSeed(),
 	}
-	if len(pools) > 1<<16 {
-		return nil, fmt.Errorf("%d pools: at most %d", len(pools), 1<<16)
-	}
 	for i := range t.pools {
 		p := &t.pools[i]
-		if _, dup := t.byName[p.Name]; dup {
-			return nil, fmt.Errorf("pool %q: %w", p.Name, ErrDuplicatePool)
-		}
-		if q, dup := t.byIID[p.InterfaceID]; dup {
-			return nil, fmt.Errorf("pools %q and %q: interface-id %q: %w", q.Name, p.Name, p.InterfaceID, ErrDuplicateInterfaceID)
-		}
 		t.byName[p.Name] = p
 		t.byIID[p.InterfaceID] = p
 	}
@@ -302,7 +322,7 @@ func newTableBuilder(pools []Pool, n int) (*tableBuilder, error) {
 	}
 	b.taken = bitmapsFor(t.pools)
 	b.grow(n)
-	return b, nil
+	return b
 }
 
 // allocView is an allocation as the builder takes it: the strings may
@@ -350,10 +370,7 @@ func (b *tableBuilder) addView(v *allocView) error {
 	i := -1
 	if !b.deferred {
 		mh = maphash.Bytes(t.seed, v.mac)
-		i, macSlot = probe(t.index, mh, func(n int) bool {
-			m := t.rec(n).mac
-			return bytes.Equal(t.macs[m.off:m.off+m.n], v.mac)
-		})
+		i, macSlot = t.probeMAC(mh, v.mac)
 		if i >= 0 {
 			return fmt.Errorf("MAC %s in pools %q and %q: %w", mac, t.pools[t.rec(i).pool].Name, v.pool.Name, ErrDuplicateMAC)
 		}
@@ -379,8 +396,7 @@ func (b *tableBuilder) addView(v *allocView) error {
 		})
 	}
 	if i >= 0 {
-		m := t.rec(i).mac
-		return b.fail(fmt.Errorf("prefix %s owned by %s and %s: %w", v.prefix, net.HardwareAddr(t.macs[m.off:m.off+m.n]), mac, ErrDuplicatePrefix))
+		return b.fail(fmt.Errorf("prefix %s owned by %s and %s: %w", v.prefix, net.HardwareAddr(t.macOf(t.rec(i).mac)), mac, ErrDuplicatePrefix))
 	}
 	r := rec{
 		prefix: pa,
@@ -462,13 +478,9 @@ func (b *tableBuilder) indexMACs() error {
 	}
 	t.index = make([]uint64, size)
 	for i := range t.n {
-		m := t.rec(i).mac
-		mac := t.macs[m.off : m.off+m.n]
+		mac := t.macOf(t.rec(i).mac)
 		mh := maphash.Bytes(t.seed, mac)
-		j, s := probe(t.index, mh, func(n int) bool {
-			o := t.rec(n).mac
-			return bytes.Equal(t.macs[o.off:o.off+o.n], mac)
-		})
+		j, s := t.probeMAC(mh, mac)
 		if j >= 0 {
 			return fmt.Errorf("MAC %s in pools %q and %q: %w", net.HardwareAddr(mac), t.pools[t.rec(j).pool].Name, t.pools[t.rec(i).pool].Name, ErrDuplicateMAC)
 		}
@@ -501,7 +513,7 @@ func (b *tableBuilder) grow(n int) {
 	for i := range t.n {
 		r := t.rec(i)
 		if !b.deferred {
-			mh := maphash.Bytes(t.seed, t.macs[r.mac.off:r.mac.off+r.mac.n])
+			mh := maphash.Bytes(t.seed, t.macOf(r.mac))
 			_, s := probe(t.index, mh, func(int) bool { return false })
 			t.index[s] = slot(mh, int32(i))
 		}
@@ -547,10 +559,7 @@ func (b *tableBuilder) bitmap(pool int) []uint64 {
 // prefixBit returns the bit (mask and word) of prefix address a, one of
 // p's delegated prefixes (p.Contains holds), in p's bitmap.
 func prefixBit(p *Pool, a [16]byte) (uint64, int) {
-	hi := uint64(a[0])<<56 | uint64(a[1])<<48 | uint64(a[2])<<40 | uint64(a[3])<<32 |
-		uint64(a[4])<<24 | uint64(a[5])<<16 | uint64(a[6])<<8 | uint64(a[7])
-	lo := uint64(a[8])<<56 | uint64(a[9])<<48 | uint64(a[10])<<40 | uint64(a[11])<<32 |
-		uint64(a[12])<<24 | uint64(a[13])<<16 | uint64(a[14])<<8 | uint64(a[15])
+	hi, lo := binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(a[8:])
 	var v uint64
 	switch s := uint(128 - p.PrefixLen); {
 	case s >= 64:
@@ -569,8 +578,7 @@ func prefixBit(p *Pool, a [16]byte) (uint64, int) {
 func prefixHash(a [16]byte, bits uint8) uint64 {
 	h := uint64(bits)
 	for i := 0; i < 16; i += 8 {
-		h ^= uint64(a[i])<<56 | uint64(a[i+1])<<48 | uint64(a[i+2])<<40 | uint64(a[i+3])<<32 |
-			uint64(a[i+4])<<24 | uint64(a[i+5])<<16 | uint64(a[i+6])<<8 | uint64(a[i+7])
+		h ^= binary.BigEndian.Uint64(a[i:])
 		h ^= h >> 33
 		h *= 0xff51afd7ed558ccd
 		h ^= h >> 33

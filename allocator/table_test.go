@@ -219,3 +219,20 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 	})
 }
+
+func TestFindDoesNotAllocate(t *testing.T) {
+	allocs := tableAllocations()
+	tbl, err := NewTable([]Pool{poolA, poolB}, allocs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	absent := mac("06:00:00:00:00:99")
+	if n := testing.AllocsPerRun(100, func() {
+		for _, a := range allocs {
+			_, _ = tbl.Find(a.MAC)
+		}
+		_, _ = tbl.Find(absent)
+	}); n != 0 {
+		t.Errorf("Find: %v allocations per run, want 0", n)
+	}
+}
