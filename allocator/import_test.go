@@ -43,20 +43,8 @@ func importInto(t *testing.T, s *Store, cfg *kea.Config, now time.Time) (*Import
 func storeAllocs(t *testing.T, s *Store) map[string]Allocation {
 	t.Helper()
 	out := map[string]Allocation{}
-	err := s.View(examplePools, func(tx *Tx) error {
-		for _, name := range tx.StoredPools() {
-			err := tx.ForEach(name, func(a Allocation) error {
-				out[a.MAC.String()] = a
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
+	for _, a := range allAllocs(t, s) {
+		out[a.MAC.String()] = a
 	}
 	return out
 }
@@ -147,20 +135,10 @@ func TestImportCommented(t *testing.T) {
 
 func TestImportConflictsFile(t *testing.T) {
 	s := openTest(t)
-	err := s.Update(examplePools, func(tx *Tx) error {
-		for _, a := range []Allocation{
-			{Pool: pod1.Name, MAC: mac("06:00:00:00:00:aa"), Prefix: netip.MustParsePrefix("2001:db8:200:200::/60"), State: StateActive, Since: t0},
-			{Pool: pod1.Name, MAC: mac("06:00:00:00:00:bb"), Prefix: netip.MustParsePrefix("2001:db8:200:300::/60"), State: StateActive, Since: t0},
-		} {
-			if err := tx.Put(a); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	mustPutPools(t, s, examplePools,
+		Allocation{Pool: pod1.Name, MAC: mac("06:00:00:00:00:aa"), Prefix: netip.MustParsePrefix("2001:db8:200:200::/60"), State: StateActive, Since: t0},
+		Allocation{Pool: pod1.Name, MAC: mac("06:00:00:00:00:bb"), Prefix: netip.MustParsePrefix("2001:db8:200:300::/60"), State: StateActive, Since: t0},
+	)
 	before := storeAllocs(t, s)
 	rep, err := importInto(t, s, loadKea(t, "conflicts.json"), t0)
 	if !errors.Is(err, ErrImportConflicts) {
@@ -237,16 +215,7 @@ func TestImportAgainstStore(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := openTest(t)
-			if err := s.Update(examplePools, func(tx *Tx) error {
-				for _, a := range stored {
-					if err := tx.Put(a); err != nil {
-						return err
-					}
-				}
-				return nil
-			}); err != nil {
-				t.Fatal(err)
-			}
+			mustPutPools(t, s, examplePools, stored...)
 			// The parser refuses the IPv4 address; build the config by hand then.
 			cfg, err := kea.Parse("t.json", []byte(tc.file))
 			if tc.name != "bad ip-address" && err != nil {

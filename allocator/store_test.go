@@ -59,7 +59,12 @@ func openTest(t *testing.T) *Store {
 
 func mustPut(t *testing.T, s *Store, allocs ...Allocation) {
 	t.Helper()
-	err := s.Update(testPools, func(tx *Tx) error {
+	mustPutPools(t, s, testPools, allocs...)
+}
+
+func mustPutPools(t *testing.T, s *Store, pools []Pool, allocs ...Allocation) {
+	t.Helper()
+	err := s.Update(pools, func(tx *Tx) error {
 		for _, a := range allocs {
 			if err := tx.Put(a); err != nil {
 				return err

@@ -93,6 +93,14 @@ func Prefix(i, pools int) netip.Prefix {
 // Capacity is how many clients pools pools hold.
 func Capacity(pools int) int { return pools * perPool }
 
+// checkFits fails when n clients do not fit in pools pools.
+func checkFits(n, pools int) error {
+	if n > Capacity(pools) {
+		return fmt.Errorf("%d clients do not fit in %d pools of %d prefixes", n, pools, perPool)
+	}
+	return nil
+}
+
 // Allocation returns client i's allocation, active, made at since.
 func Allocation(pools []allocator.Pool, i int, since time.Time) allocator.Allocation {
 	return allocator.Allocation{
@@ -107,8 +115,8 @@ func Allocation(pools []allocator.Pool, i int, since time.Time) allocator.Alloca
 
 // Allocations returns the allocations of clients 0 to n-1.
 func Allocations(pools []allocator.Pool, n int, since time.Time) ([]allocator.Allocation, error) {
-	if n > Capacity(len(pools)) {
-		return nil, fmt.Errorf("%d clients do not fit in %d pools of %d prefixes", n, len(pools), perPool)
+	if err := checkFits(n, len(pools)); err != nil {
+		return nil, err
 	}
 	out := make([]allocator.Allocation, n)
 	for i := range out {
@@ -120,8 +128,8 @@ func Allocations(pools []allocator.Pool, n int, since time.Time) ([]allocator.Al
 // Fill writes the allocations of clients 0 to n-1 into st, batch clients
 // per transaction (0: 100,000).
 func Fill(st *allocator.Store, pools []allocator.Pool, n, batch int, since time.Time) error {
-	if n > Capacity(len(pools)) {
-		return fmt.Errorf("%d clients do not fit in %d pools of %d prefixes", n, len(pools), perPool)
+	if err := checkFits(n, len(pools)); err != nil {
+		return err
 	}
 	if batch <= 0 {
 		batch = 100_000
