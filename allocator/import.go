@@ -269,6 +269,10 @@ func (pl *importPlan) againstStore(it ImportItem) error {
 		pl.conflict(path, macStr, ps, fmt.Errorf("prefix %s for %s is allocated to %s in the store: %w", a.Prefix, macStr, owner, ErrDuplicatePrefix))
 		return nil
 	}
+	if owner, in, ok := pl.tx.PrefixElsewhere(a.Pool, a.Prefix); ok {
+		pl.conflict(path, macStr, ps, fmt.Errorf("prefix %s for %s overlaps what %s holds in pool %q in the store: %w", a.Prefix, macStr, owner, in, ErrDuplicatePrefix))
+		return nil
+	}
 	have, ok, err := pl.tx.Lookup(a.MAC)
 	switch {
 	case err != nil:

@@ -383,6 +383,9 @@ func (t *Tx) Put(a Allocation) error {
 	if owner, taken := t.PrefixOwner(a.Pool, a.Prefix); taken && !bytes.Equal(owner, key) {
 		return fmt.Errorf("prefix %s in pool %q: owned by %s, not given to %s: %w", a.Prefix, a.Pool, owner, a.MAC, ErrDuplicatePrefix)
 	}
+	if owner, in, taken := t.PrefixElsewhere(a.Pool, a.Prefix); taken {
+		return fmt.Errorf("prefix %s in pool %q: overlaps what %s holds in pool %q, not given to %s: %w", a.Prefix, a.Pool, owner, in, a.MAC, ErrDuplicatePrefix)
+	}
 	val, err := encodeAllocation(a)
 	if err != nil {
 		return err
@@ -450,6 +453,84 @@ func (t *Tx) PrefixOwner(pool string, prefix netip.Prefix) (net.HardwareAddr, bo
 		return nil, false
 	}
 	return net.HardwareAddr(bytes.Clone(v)), true
+}
+
+// PrefixElsewhere reports whether a pool other than pool, configured or
+// not (the store keeps the allocations of pools the config dropped), holds
+// a prefix that overlaps prefix, and which MAC in which pool does. A
+// prefix belongs to at most one MAC across the whole store: a pool renamed
+// in the config must not hand out again what its old name still holds.
+func (t *Tx) PrefixElsewhere(pool string, prefix netip.Prefix) (owner net.HardwareAddr, in string, ok bool) {
+	root := t.btx.Bucket(bucketPools)
+	if root == nil || !prefix.IsValid() {
+		return nil, "", false
+	}
+	_ = root.ForEachBucket(func(name []byte) error {
+		if string(name) == pool {
+			return nil
+		}
+		if idx := root.Bucket(name).Bucket(bucketPrefix); idx != nil {
+			if v := overlapping(idx, prefix); v != nil {
+				owner, in, ok = net.HardwareAddr(bytes.Clone(v)), string(name), true
+				return errStop
+			}
+		}
+		return nil
+	})
+	return owner, in, ok
+}
+
+// errStop ends a ForEach early.
+var errStop = errors.New("stop")
+
+// overlapping returns the owner of the entry of prefix index idx that
+// overlaps p, nil when none does. Within one index prefixes never
+// overlap, so the entry just below p's address is the only one that can
+// contain it.
+func overlapping(idx *bolt.Bucket, p netip.Prefix) []byte {
+	p = p.Masked()
+	c := idx.Cursor()
+	a := p.Addr().As16()
+	k, v := c.Seek(a[:])
+	if k != nil && len(k) == prefixKeyLen && p.Contains(netip.AddrFrom16([16]byte(k[:16]))) {
+		return v
+	}
+	if k == nil {
+		k, v = c.Last()
+	} else {
+		k, v = c.Prev()
+	}
+	for ; k != nil; k, v = c.Prev() {
+		if len(k) != prefixKeyLen || k[16] > 128 {
+			continue // malformed: Check reports it
+		}
+		if netip.PrefixFrom(netip.AddrFrom16([16]byte(k[:16])), int(k[16])).Contains(p.Addr()) {
+			return v
+		}
+		return nil
+	}
+	return nil
+}
+
+// overlappingIndexes returns the prefix indexes of the other stored pools
+// that hold something inside pool's range: those lowestFree must consult.
+func (t *Tx) overlappingIndexes(pool Pool) []*bolt.Bucket {
+	root := t.btx.Bucket(bucketPools)
+	if root == nil {
+		return nil
+	}
+	var out []*bolt.Bucket
+	_ = root.ForEachBucket(func(name []byte) error {
+		if string(name) == pool.Name {
+			return nil
+		}
+		// overlapping finds any entry inside the range, or one covering it.
+		if idx := root.Bucket(name).Bucket(bucketPrefix); idx != nil && overlapping(idx, pool.Prefix) != nil {
+			out = append(out, idx)
+		}
+		return nil
+	})
+	return out
 }
 
 // unindex deletes the index entry pk of b if it still points at owner.
@@ -554,6 +635,7 @@ func (t *Tx) lowestFree(pool Pool, n int) ([]netip.Prefix, error) {
 		seek := base.As16()
 		k, _ = c.Seek(seek[:])
 	}
+	elsewhere := t.overlappingIndexes(pool)
 	out := make([]netip.Prefix, 0, min(n, 1<<16))
 	for len(out) < n {
 		// Skip index entries below cand: malformed ones (Check reports
@@ -569,7 +651,16 @@ func (t *Tx) lowestFree(pool Pool, n int) ([]netip.Prefix, error) {
 			taken = a.cmp(last) <= 0 && (overflow || a.cmp(next) < 0)
 		}
 		if !taken {
-			out = append(out, netip.PrefixFrom(cand.addr(), pool.PrefixLen))
+			p := netip.PrefixFrom(cand.addr(), pool.PrefixLen)
+			for _, other := range elsewhere {
+				if overlapping(other, p) != nil {
+					taken = true
+					break
+				}
+			}
+			if !taken {
+				out = append(out, p)
+			}
 		}
 		if len(out) == n {
 			break

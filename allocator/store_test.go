@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -946,5 +947,54 @@ func TestLoadReportOrphanedByPool(t *testing.T) {
 	r := LoadReport{Orphaned: []Allocation{{Pool: "a"}, {Pool: "b"}, {Pool: "a"}}}
 	if got := r.OrphanedByPool(); len(got) != 2 || got["a"] != 2 || got["b"] != 1 {
 		t.Errorf("OrphanedByPool = %v", got)
+	}
+}
+
+// TestPrefixUniqueAcrossPools: the store keeps the allocations of a pool
+// the config no longer names. A pool that takes over its range (a mapping
+// key renamed, same /40) must neither be handed those prefixes by
+// LowestFree nor accept them in Put, nor anything overlapping them: a
+// prefix belongs to at most one MAC in the whole store.
+func TestPrefixUniqueAcrossPools(t *testing.T) {
+	s := openTest(t)
+	old := Pool{Name: "pod-old", Prefix: poolA.Prefix, PrefixLen: 60, InterfaceID: "VLAN2701"}
+	renamed := Pool{Name: "pod-new", Prefix: poolA.Prefix, PrefixLen: 60, InterfaceID: "VLAN2701"}
+	mustPutPools(t, s, []Pool{old},
+		alloc("pod-old", "02:00:00:00:00:01", "2001:db8:200::/60"),
+		alloc("pod-old", "02:00:00:00:00:02", "2001:db8:200:20::/60"))
+	// A pool with /56 delegations over the same range.
+	wide := Pool{Name: "pod-wide", Prefix: poolA.Prefix, PrefixLen: 56, InterfaceID: "VLAN9"}
+
+	err := s.Update([]Pool{renamed, wide}, func(tx *Tx) error {
+		got, err := tx.lowestFree(renamed, 3)
+		if err != nil {
+			return err
+		}
+		want := []netip.Prefix{netip.MustParsePrefix("2001:db8:200:10::/60"), netip.MustParsePrefix("2001:db8:200:30::/60"), netip.MustParsePrefix("2001:db8:200:40::/60")}
+		if !slices.Equal(got, want) {
+			t.Errorf("lowestFree in the renamed pool = %v, want %v (skipping what pod-old holds)", got, want)
+		}
+		if p, err := tx.LowestFree(wide); err != nil || p != netip.MustParsePrefix("2001:db8:200:100::/56") {
+			t.Errorf("LowestFree of /56s = %v, %v; want 2001:db8:200:100::/56 (the first /56 overlaps pod-old's /60s)", p, err)
+		}
+		for _, a := range []Allocation{
+			alloc("pod-new", "02:00:00:00:00:03", "2001:db8:200::/60"),
+			alloc("pod-wide", "02:00:00:00:00:04", "2001:db8:200::/56"),
+		} {
+			if err := tx.Put(a); !errors.Is(err, ErrDuplicatePrefix) || !strings.Contains(err.Error(), `"pod-old"`) {
+				t.Errorf("Put %s in %s = %v, want ErrDuplicatePrefix naming pod-old", a.Prefix, a.Pool, err)
+			}
+		}
+		owner, in, ok := tx.PrefixElsewhere("pod-new", netip.MustParsePrefix("2001:db8:200:20::/60"))
+		if !ok || in != "pod-old" || owner.String() != "02:00:00:00:00:02" {
+			t.Errorf("PrefixElsewhere = %v, %q, %v", owner, in, ok)
+		}
+		if _, _, ok := tx.PrefixElsewhere("pod-old", netip.MustParsePrefix("2001:db8:200:20::/60")); ok {
+			t.Error("PrefixElsewhere counts the pool's own prefix")
+		}
+		return tx.Put(alloc("pod-new", "02:00:00:00:00:05", "2001:db8:200:10::/60"))
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
