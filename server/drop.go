@@ -38,6 +38,9 @@ const (
 	ReasonQueueFull Reason = "queue-full"
 	// ReasonPanic: handling the packet panicked (counted by the listener).
 	ReasonPanic Reason = "panic"
+	// ReasonSendFailed: the answer was built (and counted as answered) but
+	// the socket refused to send it (counted by the listener).
+	ReasonSendFailed Reason = "send-failed"
 )
 
 // Reasons lists every drop reason, for documentation and metric set-up.
@@ -45,7 +48,7 @@ var Reasons = []Reason{
 	ReasonMalformed, ReasonMalformedRelay, ReasonTooDeep, ReasonUnrelayed,
 	ReasonUntrustedRelay, ReasonUnexpectedType, ReasonClientID,
 	ReasonServerIDPresent, ReasonServerIDMismatch, ReasonInfoRequestIA,
-	ReasonConfirm, ReasonQueueFull, ReasonPanic,
+	ReasonConfirm, ReasonQueueFull, ReasonPanic, ReasonSendFailed,
 }
 
 // Drop is the error of a packet that gets no answer.

@@ -218,19 +218,23 @@ func (h *Handler) handle(x *exchange, dst []byte, src netip.AddrPort, pkt []byte
 	if len(pkt) == 0 {
 		return Reply{}, drop(ReasonMalformed, errors.New("empty packet"))
 	}
-	h.metrics.countReceived(dhcpv6.MessageType(pkt[0]))
 	if pkt[0] != relay.MsgRelayForward {
+		h.metrics.countReceived(dhcpv6.MessageType(pkt[0]))
 		return Reply{}, drop(ReasonUnrelayed, fmt.Errorf("%s sent straight to the server: its MAC cannot be trusted", dhcpv6.MessageType(pkt[0])))
 	}
 	if !x.trusted() {
+		h.metrics.countReceived(dhcpv6.MessageTypeRelayForward)
 		return Reply{}, drop(ReasonUntrustedRelay, fmt.Errorf("relay %s is not in trusted-relays", src.Addr()))
 	}
+	// Received counts the client's message inside, when there is one.
 	if err := relay.DecodeInto(&x.chain, pkt); err != nil {
+		h.metrics.countReceived(dhcpv6.MessageTypeRelayForward)
 		if errors.Is(err, relay.ErrTooDeep) {
 			return Reply{}, drop(ReasonTooDeep, err)
 		}
 		return Reply{}, drop(ReasonMalformedRelay, err)
 	}
+	h.metrics.countReceived(dhcpv6.MessageType(x.chain.Message[0]))
 	for i := range x.chain.Levels {
 		for _, m := range x.chain.Levels[i].Malformed {
 			h.metrics.MalformedOptions.WithLabelValues(fmt.Sprint(m.Code)).Inc()

@@ -299,7 +299,14 @@ func (w *worker) run() {
 				continue
 			}
 			if err := w.bios[i].Write(w.datas[i], w.dsts[i]); err != nil {
-				w.l.log.Warn("cannot send reply", "err", err)
+				failed := len(w.datas[i])
+				if se := (*udpbatch.SendError)(nil); errors.As(err, &se) {
+					failed = se.Failed
+				}
+				for range failed {
+					w.l.countDrop(ReasonSendFailed)
+				}
+				w.l.log.Debug("cannot send replies", "failed", failed, "err", err)
 			}
 			clear(w.datas[i])
 			w.datas[i], w.dsts[i] = w.datas[i][:0], w.dsts[i][:0]

@@ -12,7 +12,9 @@ const Namespace = "cloudstack_pd"
 
 // Metrics are the packet path's counters.
 type Metrics struct {
-	// Received counts packets by outer message type.
+	// Received counts packets by message type: the client's message inside
+	// the relay chain, or the packet's own type when it is not a
+	// Relay-Forward or its relay levels do not decode (RELAY-FORW).
 	Received *prometheus.CounterVec
 	// Replies counts answers sent by message type (ADVERTISE, REPLY).
 	Replies *prometheus.CounterVec
@@ -97,7 +99,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		Received: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "packets_received_total",
-			Help: "DHCPv6 packets received, by message type.",
+			Help: "DHCPv6 packets received, by the type of the client's message inside the relays (RELAY-FORW: relay levels that do not decode; any other outer type: not relayed).",
 		}, []string{"type"}),
 		Replies: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "packets_answered_total",

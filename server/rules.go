@@ -409,13 +409,15 @@ func namesOnly(ia *dhcpv6.OptIAPD, p netip.Prefix) bool {
 }
 
 // decline answers a Decline with top-level Success. A VM that declines its
-// prefix has a problem an operator should see, so it is logged.
+// prefix has a problem an operator should see: it is counted
+// (answers_total{result="declined"}) and logged at debug, as every
+// per-packet line is.
 func (x *exchange) decline() *dhcpv6.Message {
 	ans := x.answer(dhcpv6.MessageTypeReply)
 	ans.AddOption(&dhcpv6.OptStatusCode{StatusCode: iana.StatusSuccess, StatusMessage: "decline noted"})
 	x.identify()
 	x.h.metrics.countAnswer(ResultDeclined)
-	x.h.log.Warn("client declined", "relay", x.src, "mac", x.mac.String(), "interface-id", relay.Printable(x.chain.InterfaceID()))
+	x.h.log.Debug("client declined", "relay", x.src, "mac", x.mac.String(), "interface-id", relay.Printable(x.chain.InterfaceID()))
 	return ans
 }
 

@@ -13,10 +13,24 @@
 package udpbatch
 
 import (
+	"fmt"
 	"net"
 	"strconv"
 	"sync"
 )
+
+// SendError is the error of a Write that could not send every datagram:
+// how many were not sent, and why the first of them was not.
+type SendError struct {
+	Failed int
+	Err    error
+}
+
+func (e *SendError) Error() string {
+	return fmt.Sprintf("%d datagram(s) not sent: %v", e.Failed, e.Err)
+}
+
+func (e *SendError) Unwrap() error { return e.Err }
 
 // Zones maps interface indexes (an IPv6 address's scope id) to names and
 // back, as the net package does for the addresses it returns. The zero

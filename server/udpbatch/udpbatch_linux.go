@@ -27,11 +27,12 @@ type Conn struct {
 	names []unix.RawSockaddrInet6
 	zones *Zones
 
-	// the call in progress: how many messages, how many done, its error
-	n, done int
-	errno   syscall.Errno
-	readFn  func(fd uintptr) bool
-	writeFn func(fd uintptr) bool
+	// the call in progress: how many messages, how many done, its error,
+	// how many of them failed (writing)
+	n, done, failed int
+	errno           syscall.Errno
+	readFn          func(fd uintptr) bool
+	writeFn         func(fd uintptr) bool
 }
 
 // New returns a Conn moving up to size datagrams per call on c, an IPv6
@@ -97,6 +98,7 @@ func (b *Conn) send(fd uintptr) bool {
 		if b.errno == 0 {
 			b.errno = e
 		}
+		b.failed++
 		b.done++
 	}
 	return true
@@ -139,10 +141,12 @@ func (b *Conn) Read(bufs [][]byte, lens []int, srcs []netip.AddrPort) (int, erro
 }
 
 // Write sends datas[i] to dsts[i] (dsts nil: a connected socket's peer),
-// every one of them, and returns the first error: a datagram that cannot
-// be sent does not keep the others from being sent.
+// every one of them: a datagram that cannot be sent does not keep the
+// others from being sent. When some were not, the error is a *SendError
+// that says how many, with the first one's error.
 func (b *Conn) Write(datas [][]byte, dsts []netip.AddrPort) error {
 	var first error
+	failed := 0
 	for len(datas) > 0 {
 		b.n = min(len(datas), len(b.msgs))
 		for i := range b.n {
@@ -156,13 +160,16 @@ func (b *Conn) Write(datas [][]byte, dsts []netip.AddrPort) error {
 				b.msgs[i].hdr.Name, b.msgs[i].hdr.Namelen = nil, 0
 			}
 		}
-		b.done, b.errno = 0, 0
+		b.done, b.errno, b.failed = 0, 0, 0
 		err := b.rc.Write(b.writeFn)
 		for i := range b.n {
 			b.iovs[i].Base = nil
 		}
+		failed += b.failed
 		if err != nil {
-			return err
+			// The socket failed: what this call did not do, and the
+			// batches after it, are not sent.
+			return &SendError{Failed: failed + len(datas) - b.done, Err: err}
 		}
 		if b.errno != 0 && first == nil {
 			first = b.errno
@@ -172,7 +179,10 @@ func (b *Conn) Write(datas [][]byte, dsts []netip.AddrPort) error {
 			dsts = dsts[b.n:]
 		}
 	}
-	return first
+	if failed > 0 {
+		return &SendError{Failed: failed, Err: first}
+	}
+	return nil
 }
 
 func (b *Conn) addr(sa *unix.RawSockaddrInet6) netip.AddrPort {

@@ -35,6 +35,7 @@ func (b *Conn) Read(bufs [][]byte, lens []int, srcs []netip.AddrPort) (int, erro
 // Write sends each datagram in turn (see the Linux Write).
 func (b *Conn) Write(datas [][]byte, dsts []netip.AddrPort) error {
 	var first error
+	failed := 0
 	for i := range datas {
 		var err error
 		if dsts != nil {
@@ -42,11 +43,17 @@ func (b *Conn) Write(datas [][]byte, dsts []netip.AddrPort) error {
 		} else {
 			_, err = b.c.Write(datas[i])
 		}
-		if err != nil && first == nil {
-			first = err
+		if err != nil {
+			if first == nil {
+				first = err
+			}
+			failed++
 		}
 	}
-	return first
+	if failed > 0 {
+		return &SendError{Failed: failed, Err: first}
+	}
+	return nil
 }
 
 // ReusePort would set SO_REUSEPORT: this package does so on Linux only.

@@ -119,3 +119,29 @@ func TestZones(t *testing.T) {
 		t.Errorf("Index(7) = %d", got)
 	}
 }
+
+// TestWriteCountsFailures: a datagram the kernel refuses (port 0) does not
+// keep the others from going, and the error says how many were not sent.
+func TestWriteCountsFailures(t *testing.T) {
+	a, b := listen(t), listen(t)
+	ab, err := New(a, 4, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := b.LocalAddr().(*net.UDPAddr).AddrPort()
+	bad := netip.AddrPortFrom(dst.Addr(), 0)
+	err = ab.Write([][]byte{[]byte("one"), []byte("lost"), []byte("two"), []byte("lost"), []byte("three")},
+		[]netip.AddrPort{dst, bad, dst, bad, dst})
+	var se *SendError
+	if !errors.As(err, &se) || se.Failed != 2 {
+		t.Fatalf("Write = %v, want a SendError with 2 failed", err)
+	}
+	b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 100)
+	for _, want := range []string{"one", "two", "three"} {
+		n, err := b.Read(buf)
+		if err != nil || string(buf[:n]) != want {
+			t.Fatalf("read %q, %v; want %q", buf[:n], err, want)
+		}
+	}
+}
