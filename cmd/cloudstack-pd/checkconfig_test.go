@@ -185,7 +185,7 @@ func TestCheckConfigInvalidNamesTheKey(t *testing.T) {
 		{"mac sources empty", base + "server:\n  mac-sources: []\n", "server.mac-sources", "empty"},
 		{"trusted relay bad", base + "server:\n  trusted-relays: [\"x/1\"]\n", "server.trusted-relays[0]", "x/1"},
 		{"timers out of order", base + "server:\n  renew-timer: 3000\n", "server.renew-timer", "3000"},
-		{"preferred above valid", base + "server:\n  preferred-lifetime: 200000\n", "server.renew-timer", "200000"},
+		{"preferred above valid", base + "server:\n  preferred-lifetime: 200000\n", "server.preferred-lifetime", "200000"},
 		{"valid lifetime zero", base + "server:\n  valid-lifetime: 0\n  preferred-lifetime: 0\n  renew-timer: 0\n  rebind-timer: 0\n", "server.valid-lifetime", "positive"},
 		{"lifetime not a number", base + "server:\n  valid-lifetime: forever\n", "server.valid-lifetime", "forever"},
 		{"negative workers", base + "server:\n  workers: -1\n", "server.workers", "-1"},

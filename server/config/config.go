@@ -246,30 +246,9 @@ func Parse(path string, data []byte) (*Config, error) {
 	default:
 		v.SetConfigType("yaml")
 	}
-	v.SetDefault("state", DefaultState)
-	v.SetDefault("server.mac-sources", []string{string(relay.SourceRemoteID)})
-	v.SetDefault("server.preferred-lifetime", DefaultPreferredLifetime)
-	v.SetDefault("server.valid-lifetime", DefaultValidLifetime)
-	v.SetDefault("server.renew-timer", DefaultRenewTimer)
-	v.SetDefault("server.rebind-timer", DefaultRebindTimer)
-	v.SetDefault("server.rapid-commit", false)
-	v.SetDefault("server.listen", []string{})
-	v.SetDefault("server.trusted-relays", []string{})
-	v.SetDefault("server.workers", 0)
-	v.SetDefault("server.queue-length", 0)
-	v.SetDefault("server.shutdown-delay", "0s")
-	v.SetDefault("http.listen", DefaultHTTPListen)
-	v.SetDefault("log.level", "info")
-	v.SetDefault("log.format", "text")
-	v.SetDefault("api.url", "")
-	v.SetDefault("api.apikey", "")
-	v.SetDefault("api.secretkey", "")
-	v.SetDefault("api.interval", DefaultAPIInterval.String())
-	v.SetDefault("api.page-size", DefaultAPIPageSize)
-	v.SetDefault("api.timeout", DefaultAPITimeout.String())
-	v.SetDefault("api.verify-tls", true)
-	v.SetDefault("allocation.release-after", DefaultReleaseAfter.String())
-	v.SetDefault("allocation.max-release-fraction", DefaultMaxReleaseFraction)
+	for _, d := range defaults {
+		v.SetDefault(d.key, d.val)
+	}
 	// No default: unset, it follows server.valid-lifetime. Bound so that
 	// the environment can set it.
 	_ = v.BindEnv("allocation.quarantine")
@@ -286,8 +265,25 @@ func Parse(path string, data []byte) (*Config, error) {
 		dc.WeaklyTypedInput = true
 		dc.ZeroFields = true
 	}
+	// A value that does not decode is a problem, but not the end: the
+	// field keeps its default and the rest is still validated, so that one
+	// run lists every problem.
+	var decoded []Problem
+	var failed []string
 	if err := v.Unmarshal(&c, dec); err != nil {
-		return nil, &Error{Path: path, Problems: decodeProblems(v, err)}
+		decoded = decodeProblems(v, err)
+		for _, p := range decoded {
+			if p.Key == "(file)" {
+				// Not tied to a key: nothing sound is left to validate.
+				return nil, &Error{Path: path, Problems: decoded}
+			}
+			if p.Msg != unknownKeyMsg {
+				failed = append(failed, p.Key)
+			}
+		}
+		if err := resetDefaults(&c, failed); err != nil {
+			return nil, &Error{Path: path, Problems: append(decoded, Problem{Key: "(file)", Msg: err.Error()})}
+		}
 	}
 	c.Path = path
 	for k, m := range c.Mapping {
@@ -296,14 +292,106 @@ func Parse(path string, data []byte) (*Config, error) {
 			c.Mapping[k] = m
 		}
 	}
-	probs := durationProblems(v)
-	if !v.IsSet("allocation.quarantine") {
+	if !v.IsSet("allocation.quarantine") || covered("allocation.quarantine", failed) {
 		c.Allocation.Quarantine = Seconds(c.Server.ValidLifetime)
 	}
-	if probs = append(probs, c.validate()...); len(probs) > 0 {
+	probs := decoded
+	for _, p := range append(durationProblems(v), c.validate()...) {
+		// A key that did not decode is reported once, by the decoder.
+		if !covered(p.Key, failed) {
+			probs = append(probs, p)
+		}
+	}
+	if len(probs) > 0 {
 		return nil, &Error{Path: path, Problems: probs}
 	}
 	return &c, nil
+}
+
+// defaults are the values of the keys the file may leave out.
+var defaults = []struct {
+	key string
+	val any
+}{
+	{"state", DefaultState},
+	{"server.mac-sources", []string{string(relay.SourceRemoteID)}},
+	{"server.preferred-lifetime", DefaultPreferredLifetime},
+	{"server.valid-lifetime", DefaultValidLifetime},
+	{"server.renew-timer", DefaultRenewTimer},
+	{"server.rebind-timer", DefaultRebindTimer},
+	{"server.rapid-commit", false},
+	{"server.listen", []string{}},
+	{"server.trusted-relays", []string{}},
+	{"server.workers", 0},
+	{"server.queue-length", 0},
+	{"server.shutdown-delay", "0s"},
+	{"http.listen", DefaultHTTPListen},
+	{"log.level", "info"},
+	{"log.format", "text"},
+	{"api.url", ""},
+	{"api.apikey", ""},
+	{"api.secretkey", ""},
+	{"api.interval", DefaultAPIInterval.String()},
+	{"api.page-size", DefaultAPIPageSize},
+	{"api.timeout", DefaultAPITimeout.String()},
+	{"api.verify-tls", true},
+	{"allocation.release-after", DefaultReleaseAfter.String()},
+	{"allocation.max-release-fraction", DefaultMaxReleaseFraction},
+}
+
+// normKey writes a key path with dots only: mapping[pod].pool and
+// server.listen[0] become mapping.pod.pool and server.listen.0.
+func normKey(key string) string {
+	return strings.ToLower(strings.NewReplacer("[", ".", "]", "").Replace(key))
+}
+
+// covered reports whether key is one of keys or lies under one of them.
+func covered(key string, keys []string) bool {
+	k := normKey(key)
+	for _, f := range keys {
+		f = normKey(f)
+		if k == f || strings.HasPrefix(k, f+".") {
+			return true
+		}
+	}
+	return false
+}
+
+// resetDefaults gives the fields of the keys that failed to decode, and of
+// the keys under them, their defaults back; those without a default keep
+// the zero value the decoder left.
+func resetDefaults(c *Config, failed []string) error {
+	tree := map[string]any{}
+	n := 0
+	for _, d := range defaults {
+		if !covered(d.key, failed) {
+			continue
+		}
+		m := tree
+		parts := strings.Split(d.key, ".")
+		for _, part := range parts[:len(parts)-1] {
+			sub, ok := m[part].(map[string]any)
+			if !ok {
+				sub = map[string]any{}
+				m[part] = sub
+			}
+			m = sub
+		}
+		m[parts[len(parts)-1]] = d.val
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
+		Result:           c,
+		WeaklyTypedInput: true,
+		DecodeHook:       mapstructure.StringToTimeDurationHookFunc(),
+	})
+	if err != nil {
+		return err
+	}
+	return dec.Decode(tree)
 }
 
 // durationKeys are the keys holding Go durations.
@@ -325,6 +413,9 @@ func durationProblems(v *viper.Viper) []Problem {
 	}
 	return probs
 }
+
+// unknownKeyMsg is the message of a key the config does not know.
+const unknownKeyMsg = "unknown key (a typo?); see example/cloudstack-pd.yaml for the keys"
 
 // decodeProblems turns mapstructure's joined errors into problems, naming
 // the value found at the key.
@@ -351,7 +442,7 @@ func decodeProblems(v *viper.Viper, err error) []Problem {
 			if key != "" {
 				p.Key = key + "." + p.Key
 			}
-			p.Msg = "unknown key (a typo?); see example/cloudstack-pd.yaml for the keys"
+			p.Msg = unknownKeyMsg
 			p.Value = nil
 		}
 		// mapstructure writes map entries as mapping[pod]; say mapping.pod as in the file.
@@ -460,9 +551,21 @@ func (c *Config) validate() []Problem {
 			add(d.key, d.v, "must be 0 to 4294967295 seconds")
 		}
 	}
-	if !(s.RenewTimer <= s.RebindTimer && s.RebindTimer <= s.PreferredLifetime && s.PreferredLifetime <= s.ValidLifetime) {
-		add("server.renew-timer", s.RenewTimer, "need renew-timer (%d) <= rebind-timer (%d) <= preferred-lifetime (%d) <= valid-lifetime (%d)",
-			s.RenewTimer, s.RebindTimer, s.PreferredLifetime, s.ValidLifetime)
+	// Each pair out of order names its first key: the one above the next.
+	order := []struct {
+		key string
+		v   int
+	}{
+		{"server.renew-timer", s.RenewTimer},
+		{"server.rebind-timer", s.RebindTimer},
+		{"server.preferred-lifetime", s.PreferredLifetime},
+		{"server.valid-lifetime", s.ValidLifetime},
+	}
+	for i := 0; i+1 < len(order); i++ {
+		if a, b := order[i], order[i+1]; a.v > b.v {
+			add(a.key, a.v, "is above %s (%d): need renew-timer (%d) <= rebind-timer (%d) <= preferred-lifetime (%d) <= valid-lifetime (%d)",
+				b.key, b.v, s.RenewTimer, s.RebindTimer, s.PreferredLifetime, s.ValidLifetime)
+		}
 	}
 	if s.ValidLifetime == 0 {
 		add("server.valid-lifetime", 0, "must be positive: a prefix with valid lifetime 0 withdraws the route")

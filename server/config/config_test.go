@@ -133,8 +133,9 @@ func TestInvalidConfigsNameTheKey(t *testing.T) {
 		{"mac source unknown", base + "server:\n  mac-sources: [remote-id, any]\n", "server.mac-sources[1]", "any"},
 		{"mac sources empty", base + "server:\n  mac-sources: []\n", "server.mac-sources", "empty"},
 		{"trusted relay bad", base + "server:\n  trusted-relays: [\"x/1\"]\n", "server.trusted-relays[0]", "x/1"},
-		{"timers out of order", base + "server:\n  renew-timer: 3000\n", "server.renew-timer", "3000"},
-		{"preferred above valid", base + "server:\n  preferred-lifetime: 200000\n", "server.renew-timer", "200000"},
+		{"timers out of order", base + "server:\n  renew-timer: 3000\n", "server.renew-timer", `"3000": is above server.rebind-timer (2000)`},
+		{"preferred above valid", base + "server:\n  preferred-lifetime: 200000\n", "server.preferred-lifetime", `"200000": is above server.valid-lifetime (172800)`},
+		{"rebind above preferred", base + "server:\n  rebind-timer: 90000\n", "server.rebind-timer", `"90000": is above server.preferred-lifetime (86400)`},
 		{"valid lifetime zero", base + "server:\n  valid-lifetime: 0\n  preferred-lifetime: 0\n  renew-timer: 0\n  rebind-timer: 0\n", "server.valid-lifetime", "positive"},
 		{"lifetime not a number", base + "server:\n  valid-lifetime: forever\n", "server.valid-lifetime", "forever"},
 		{"unknown key (typo)", base + "server:\n  rapid_commit: true\n", "server.rapid_commit", "unknown key"},
@@ -167,9 +168,85 @@ func TestInvalidConfigsNameTheKey(t *testing.T) {
 			if !errors.As(err, &ce) {
 				t.Fatalf("err = %v, want *config.Error", err)
 			}
-			msg := err.Error()
-			if !strings.Contains(msg, tt.wantKey) || !strings.Contains(msg, tt.wantVal) {
-				t.Errorf("error does not name key %q and %q:\n%s", tt.wantKey, tt.wantVal, msg)
+			// The problem must name the key itself, not merely mention it.
+			if !hasProblem(ce, tt.wantKey, tt.wantVal) {
+				t.Errorf("no problem of key %q with %q:\n%s", tt.wantKey, tt.wantVal, err)
+			}
+		})
+	}
+}
+
+// hasProblem reports whether ce lists a problem of key whose line holds want.
+func hasProblem(ce *Error, key, want string) bool {
+	for _, p := range ce.Problems {
+		if p.Key == key && strings.Contains(p.String(), want) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestDecodeProblemsDoNotHideTheRest: a value of the wrong type or an
+// unknown key does not stop the validation of everything else; every
+// problem is listed, once, with its key.
+func TestDecodeProblemsDoNotHideTheRest(t *testing.T) {
+	base := "mapping:\n  pod-a:\n    pool: 2001:db8:200::/40\n    interface-id: VLAN2701\n"
+	type want struct{ key, val string }
+	tests := []struct {
+		name string
+		yaml string
+		want []want
+	}{
+		{"type error, unknown key, bad values, lifetimes out of order",
+			base + "unknownkey: 1\nserver:\n  renew-timer: nope\n  preferred-lifetime: 200000\nlog:\n  format: xml\n",
+			[]want{
+				{"server.renew-timer", `"nope"`},
+				{"unknownkey", "unknown key"},
+				{"log.format", `"xml": must be text or json`},
+				{"server.preferred-lifetime", `"200000": is above server.valid-lifetime (172800)`},
+			}},
+		{"type errors in a pool and a duration, a bad level",
+			"mapping:\n  pod-a:\n    pool: [x]\n    vlan: nope\n    interface-id: V\napi:\n  interval: [1]\n  page-size: 501\nlog:\n  level: loud\n",
+			[]want{
+				{"mapping.pod-a.pool", "expected type 'string'"},
+				{"mapping.pod-a.vlan", "cannot parse"},
+				{"api.interval", "time.Duration"},
+				{"api.page-size", `"501"`},
+				{"log.level", `"loud"`},
+			}},
+		{"a section of the wrong type, an unknown key in another",
+			base + "server: 5\nallocation:\n  release_after: 1h\n  max-release-fraction: 2\n",
+			[]want{
+				{"server", `"5"`},
+				{"allocation.release_after", "unknown key"},
+				{"allocation.max-release-fraction", `"2"`},
+			}},
+		{"a secret of the wrong type, a bad url",
+			base + "api:\n  secretkey: [hunter2]\n  url: ftp://cloud/client/api\n",
+			[]want{
+				{"api.secretkey", `"(set)"`},
+				{"api.url", "ftp://cloud/client/api"},
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("cfg.yaml", []byte(tt.yaml))
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("err = %v, want *config.Error", err)
+			}
+			for _, w := range tt.want {
+				if !hasProblem(ce, w.key, w.val) {
+					t.Errorf("no problem of key %q with %q:\n%s", w.key, w.val, err)
+				}
+			}
+			// A field that did not decode keeps its default: no second
+			// problem for its key, nor one caused by its zero value.
+			if len(ce.Problems) != len(tt.want) {
+				t.Errorf("%d problems, want %d:\n%s", len(ce.Problems), len(tt.want), err)
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("error shows the secret:\n%s", err)
 			}
 		})
 	}
