@@ -259,8 +259,9 @@ var Kea22Rules = []Rule{
 	{
 		Name: "kea-l2-relay",
 		Why: "Kea 2.2 selects the subnet by interface-id only when some relay's link-address is neither :: nor link-local " +
-			"(fixed in Kea 3.2); cloudstack-pd selects by interface-id whatever the link-address",
-		When:   Condition{LinkAddress: "unspecified-or-link-local"},
+			"(fixed in Kea 3.2), so it finds no subnet and gives no prefix; cloudstack-pd selects by interface-id " +
+			"whatever the link-address. Only a Kea answer without a prefix where cloudstack-pd gave one is expected",
+		When:   Condition{LinkAddress: "unspecified-or-link-local", Server: "prefix", Compare: "no-prefix"},
 		Fields: []string{"status", "ia"},
 	},
 	{
@@ -286,8 +287,9 @@ var Kea22Rules = []Rule{
 	{
 		Name: "kea-text-remote-id",
 		Why: "Kea reads the remote-id's bytes after the enterprise number as the hardware address, so a MAC written " +
-			"as text is not found; cloudstack-pd also reads a MAC written as text (Junos can put text there)",
-		When:   Condition{RemoteID: "text-mac"},
+			"as text is not found and it gives no prefix; cloudstack-pd also reads a MAC written as text (Junos can " +
+			"put text there). Only a Kea answer without a prefix where cloudstack-pd gave one is expected",
+		When:   Condition{RemoteID: "text-mac", Server: "prefix", Compare: "no-prefix"},
 		Fields: []string{"status", "ia"},
 	},
 	{

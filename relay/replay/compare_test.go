@@ -7,14 +7,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
 
+	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
 	"github.com/cloudstack-pd/cloudstack-pd/relay/capture"
+	"github.com/cloudstack-pd/cloudstack-pd/server"
 )
 
 // kea is a stand-in for Kea 2.2: our handler, with the answers changed
@@ -83,6 +86,110 @@ func TestCompareAnswers(t *testing.T) {
 	// Identical answers: nothing.
 	if ds := CompareAnswers(&reqs[0], a, a, nil); len(ds) != 0 {
 		t.Errorf("identical answers differ: %+v", ds)
+	}
+}
+
+// kea-l2-relay and kea-text-remote-id expect only Kea's known answer to
+// such requests, no prefix where cloudstack-pd delegates one: two answers
+// that both delegate a prefix but differ in it or in its lifetimes are
+// UNEXPECTED, whatever the request looks like.
+func TestKeaRulesNeedKeasAnswer(t *testing.T) {
+	text := append(relay.JuniperRemoteID(nil), []byte("06:32:b2:00:04:79")...)
+	reqs := extract(t,
+		relayed(1, relay.Encapsulate(clientMsg(dhcpv6.MessageTypeSolicit, 1, vmMAC, iaPD()), relay.Forward{LinkAddr: netip.IPv6Unspecified(),
+			PeerAddr: netip.MustParseAddr("fe80::1"), InterfaceID: []byte("VLAN2701"), RemoteID: relay.JuniperRemoteID(vmMAC)})),
+		relayed(2, relay.Encapsulate(clientMsg(dhcpv6.MessageTypeSolicit, 2, vmMAC, iaPD()), relay.Forward{LinkAddr: linkAddr,
+			PeerAddr: netip.MustParseAddr("fe80::1"), InterfaceID: []byte("VLAN2701"), RemoteID: text})),
+	)
+	if !(&Condition{LinkAddress: "unspecified-or-link-local"}).holds(&reqs[0], nil, nil) ||
+		(&Condition{LinkAddress: "unspecified-or-link-local"}).holds(&reqs[1], nil, nil) ||
+		!(&Condition{RemoteID: "text-mac"}).holds(&reqs[1], nil, nil) {
+		t.Fatal("the requests are not shaped as the test needs")
+	}
+	rule := map[int]string{1: "kea-l2-relay", 2: "kea-text-remote-id"}
+	answer := func(t1, t2 uint32, status string, leases ...Lease) *Answer {
+		return &Answer{Type: "ADVERTISE", ServerID: PlaceholderServerID, ClientID: ClientIDEchoed, Relay: []Echo{},
+			IAs: []IA{{Kind: "IA_PD", IAID: "00000001", T1: t1, T2: t2, Status: status, Prefixes: leases}}}
+	}
+	ours := answer(1000, 2000, "", Lease{Prefix: "2001:db8:200::/60", Preferred: 86400, Valid: 172800})
+	for _, tc := range []struct {
+		name    string
+		compare *Answer
+		want    []string // the differing fields, all UNEXPECTED
+	}{
+		{"lifetimes", answer(1000, 2000, "", Lease{Prefix: "2001:db8:200::/60", Preferred: 90000, Valid: 100000}),
+			[]string{"ias[IA_PD 00000001].prefixes[2001:db8:200::/60]"}},
+		{"timers", answer(500, 800, "", Lease{Prefix: "2001:db8:200::/60", Preferred: 86400, Valid: 172800}),
+			[]string{"ias[IA_PD 00000001].t1", "ias[IA_PD 00000001].t2"}},
+		{"prefix", answer(1000, 2000, "", Lease{Prefix: "2001:db8:210::/60", Preferred: 86400, Valid: 172800}),
+			[]string{"ias[IA_PD 00000001].prefixes[2001:db8:200::/60]", "ias[IA_PD 00000001].prefixes[2001:db8:210::/60]"}},
+	} {
+		for i := range reqs {
+			ds := CompareAnswers(&reqs[i], ours, tc.compare, Kea22Rules)
+			var fields []string
+			for _, d := range ds {
+				fields = append(fields, d.Field)
+				if d.Expected != nil {
+					t.Errorf("%s, frame %d: %s (%s / %s) expected by %s, want UNEXPECTED", tc.name, reqs[i].Frame, d.Field, d.Server, d.Compare, d.Expected.Name)
+				}
+			}
+			slices.Sort(fields)
+			if !slices.Equal(fields, tc.want) {
+				t.Errorf("%s, frame %d: differences in %v, want %v", tc.name, reqs[i].Frame, fields, tc.want)
+			}
+		}
+	}
+	// Kea's known answer, NoPrefixAvail and no prefix, is still expected.
+	kea := answer(0, 0, "NoPrefixAvail")
+	for i := range reqs {
+		ds := CompareAnswers(&reqs[i], ours, kea, Kea22Rules)
+		if len(ds) == 0 {
+			t.Errorf("frame %d: no difference from Kea's NoPrefixAvail", reqs[i].Frame)
+		}
+		for _, d := range ds {
+			if d.Expected == nil || d.Expected.Name != rule[reqs[i].Frame] {
+				t.Errorf("frame %d: %+v not expected by %s", reqs[i].Frame, d, rule[reqs[i].Frame])
+			}
+		}
+		// The other way round (Kea a prefix, cloudstack-pd none) is not
+		// theirs (kea-link-address-fallback's on a global link-address).
+		for _, d := range CompareAnswers(&reqs[i], kea, ours, Kea22Rules) {
+			if d.Expected != nil && d.Expected.Name == rule[reqs[i].Frame] {
+				t.Errorf("frame %d reversed: %+v expected by %s", reqs[i].Frame, d, d.Expected.Name)
+			}
+		}
+	}
+
+	// The audit's case end to end: two cloudstack-pd servers that differ
+	// only in lifetimes, through Run and the report.
+	h := handlerFunc(testHandler(t))
+	other, err := server.NewHandler(server.HandlerConfig{Table: allocator.NewLive(mustTable(t)), ServerID: testDUID, Options: server.Options{
+		MACSources: []relay.MACSource{relay.SourceRemoteID}, PreferredLifetime: 90000, ValidLifetime: 100000, RenewTimer: 1000, RebindTimer: 2000,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Run(context.Background(), reqs, []Target{NewFunc("ours", h), NewFunc("other", handlerFunc(other))}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	rep := &Report{W: &out, Rules: Kea22Rules, Labels: []string{"server", "compare"}}
+	for _, x := range res.Exchanges {
+		rep.Exchange(x)
+	}
+	ds := rep.Differences()
+	if len(ds) != 2 {
+		t.Fatalf("%d differences, want the prefix's lifetimes on frames 1 and 2:\n%s", len(ds), out.String())
+	}
+	for _, d := range ds {
+		if d.Expected != nil {
+			t.Errorf("%+v expected by %s, want UNEXPECTED", d, d.Expected.Name)
+		}
+	}
+	want := "differs ias[IA_PD 00000001].prefixes[2001:db8:200::/60]: server preferred 86400 valid 172800, compare preferred 90000 valid 100000 (UNEXPECTED)"
+	if n := strings.Count(out.String(), want); n != 2 {
+		t.Errorf("output has %q %d times, want 2:\n%s", want, n, out.String())
 	}
 }
 

@@ -37,7 +37,8 @@ func mustMAC(s string) net.HardwareAddr {
 	return m
 }
 
-func testHandler(t testing.TB) *server.Handler {
+// mustTable is the tests' allocation table: the pool and the VM's prefix.
+func mustTable(t testing.TB) *allocator.Table {
 	t.Helper()
 	tbl, err := allocator.NewTable([]allocator.Pool{
 		{Name: "pod-a", Prefix: netip.MustParsePrefix("2001:db8:200::/40"), PrefixLen: 60, InterfaceID: "VLAN2701"},
@@ -45,7 +46,12 @@ func testHandler(t testing.TB) *server.Handler {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := server.NewHandler(server.HandlerConfig{Table: allocator.NewLive(tbl), ServerID: testDUID, Options: server.Options{
+	return tbl
+}
+
+func testHandler(t testing.TB) *server.Handler {
+	t.Helper()
+	h, err := server.NewHandler(server.HandlerConfig{Table: allocator.NewLive(mustTable(t)), ServerID: testDUID, Options: server.Options{
 		MACSources: []relay.MACSource{relay.SourceRemoteID}, PreferredLifetime: 86400, ValidLifetime: 172800, RenewTimer: 1000, RebindTimer: 2000,
 	}})
 	if err != nil {
