@@ -3,6 +3,7 @@ package cloudstack
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	cs "github.com/apache/cloudstack-go/v2/cloudstack"
@@ -55,7 +57,8 @@ type Options struct {
 	InsecureSkipVerify bool
 	// Logger gets a Debug record per page (and per page whose
 	// extradhcpoption or vnfnics values were dropped), and a Warn record per
-	// NIC dropped because its MAC does not parse and per restarted listing.
+	// NIC dropped because its MAC does not parse, per restarted listing and
+	// per page read with the fallback decoder (see DecodeFallbacks).
 	// Nil means slog.Default().
 	Logger *slog.Logger
 	// Restarts is how often a listing that changed while it was read (see
@@ -77,6 +80,7 @@ type Client struct {
 	base      http.RoundTripper
 	log       *slog.Logger
 	restarts  int
+	fallbacks atomic.Uint64
 }
 
 var _ allocator.Inventory = (*Client)(nil)
@@ -128,6 +132,13 @@ func New(apiURL, apiKey, secretKey string, opts Options) *Client {
 	return c
 }
 
+// DecodeFallbacks returns how many pages, since New, cloudstack-go could
+// not decode (a field of an unexpected JSON type, in any VM of the page)
+// and were read instead with only the fields this package needs. Each such
+// page is also logged at Warn level with its pod, page and the library's
+// error.
+func (c *Client) DecodeFallbacks() uint64 { return c.fallbacks.Load() }
+
 // ListPodNICs returns every NIC of every VM CloudStack lists in the pod
 // (listVirtualMachines podid=… listall=true details=nics), VMs of every
 // state included, in listing order. It reads page after page until it has
@@ -136,8 +147,11 @@ func New(apiURL, apiKey, secretKey string, opts Options) *Client {
 // *APIError), a timeout, a truncated or non-JSON body, a listing that ends
 // before its count (ErrIncomplete) or changes while it is read
 // (ErrInconsistent) – aborts with an error that names the pod, the command
-// and the page. A NIC whose MAC does not parse is dropped and logged; a VM
-// without NICs contributes none.
+// and the page. A page cloudstack-go cannot decode because some field is of
+// an unexpected type is read with only the fields this package needs (see
+// DecodeFallbacks); if those do not decode, it fails with ErrBadResponse. A
+// NIC whose MAC does not parse is dropped and logged; a VM without NICs
+// contributes none.
 func (c *Client) ListPodNICs(ctx context.Context, podID string) ([]NIC, error) {
 	if c.err != nil {
 		return nil, c.err
@@ -185,6 +199,11 @@ func (c *Client) listPod(lib *cs.CloudStackClient, tr *transport, podID string) 
 		}
 		c.log.Debug("cloudstack: page read", "pod", podID, "page", page,
 			"vms", len(p.VirtualMachines), "count", p.Count, "bytes", ex.bytes, "took", time.Since(start))
+		if ex.libErr != nil {
+			c.fallbacks.Add(1)
+			c.log.Warn("cloudstack: cloudstack-go cannot decode the page; read the fields this package needs with the fallback decoder",
+				"pod", podID, "page", page, "vms", len(p.VirtualMachines), "err", ex.libErr)
+		}
 		if ex.edited > 0 {
 			c.log.Debug("cloudstack: extradhcpoption or vnfnics values the library cannot decode were dropped",
 				"pod", podID, "page", page, "values", ex.edited)
@@ -243,8 +262,22 @@ func (c *Client) fetchPage(lib *cs.CloudStackClient, tr *transport, podID string
 	case err != nil && !ex.sent:
 		return nil, ex, getError(c.endpoint, err)
 	case err != nil:
-		// A listing the transport passed that the library cannot decode.
-		return nil, ex, fmt.Errorf("%w: HTTP %d: cloudstack-go cannot decode the page: %v", ErrBadResponse, ex.status, err)
+		// A listing the transport passed that the library cannot decode. If
+		// it failed on the type of a field (one VM is enough to fail the
+		// page), read the fields this package needs without it; listPod
+		// logs and counts that. If those fields themselves do not decode,
+		// the page fails as the library failed it.
+		var typ *json.UnmarshalTypeError
+		if !errors.As(err, &typ) {
+			return nil, ex, fmt.Errorf("%w: HTTP %d: cloudstack-go cannot decode the page: %v", ErrBadResponse, ex.status, err)
+		}
+		r, ferr := decodeNeeded(ex.body)
+		if ferr != nil {
+			return nil, ex, fmt.Errorf("%w: HTTP %d: cloudstack-go cannot decode the page: %v; nor can the fallback decoder of the fields this package reads: %v",
+				ErrBadResponse, ex.status, err, ferr)
+		}
+		ex.libErr = err
+		return r, ex, nil
 	case r == nil:
 		return nil, ex, fmt.Errorf("%w: HTTP %d: cloudstack-go returned no page", ErrBadResponse, ex.status)
 	}

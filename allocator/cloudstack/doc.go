@@ -28,8 +28,9 @@
 // the fake's verifier, an independent implementation of the server's.
 //
 // It is wrong in three ways, worked around in one place, the
-// http.RoundTripper under the library's HTTP client (transport.go, tested
-// in transport_test.go; library_test.go proves each fault still there):
+// http.RoundTripper under the library's HTTP client and the decoding of
+// the page it keeps (transport.go, tested in transport_test.go;
+// library_test.go proves each fault still there):
 //
 //   - It cannot decode a real listVirtualMachines page: it declares
 //     virtualmachine[].vnfnics and virtualmachine[].nic[].extradhcpoption
@@ -37,7 +38,15 @@
 //     appliances, PXE options), and one such VM fails the whole page. The
 //     transport replaces exactly those values, when they are not lists of
 //     strings, by null before the library decodes the page; this project
-//     needs neither field.
+//     needs neither field. Any other field of an unexpected JSON type
+//     (say "cpunumber":"2" or "details":"x") fails the page just the same:
+//     then the page the transport kept is decoded again, with
+//     encoding/json, into only the fields this package reads (decodeNeeded),
+//     which gives them the values the library would have given. Each such
+//     page is logged at Warn level, naming the pod, the page and the
+//     library's error, and counted (Client.DecodeFallbacks). The rewrite
+//     stays: real pages carry those two fields, and without it each such
+//     page would be decoded twice and logged as a fallback.
 //   - It flattens CloudStack's errors into strings ("CloudStack API error
 //     431 (CSExceptionErrorCode: 4350): …"), loses the HTTP status of an
 //     answer that is not JSON, and takes an error envelope sent with HTTP
@@ -84,7 +93,8 @@
 //     control character in a VM's display name reaches us raw and makes
 //     the page invalid JSON; the transport replaces such bytes by spaces
 //     when, and only when, a page does not parse otherwise.
-//   - Fields this project needs are decoded strictly, by the library: if
-//     CloudStack ever sent, say, isdefault as a string, the page fails with
-//     ErrBadResponse rather than yield a guess.
+//   - Fields this project needs are decoded strictly, by the library or
+//     the fallback decoder: if CloudStack ever sent, say, isdefault as a
+//     string or macaddress as a number, the page fails with ErrBadResponse
+//     rather than yield a guess.
 package cloudstack

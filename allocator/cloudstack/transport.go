@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	cs "github.com/apache/cloudstack-go/v2/cloudstack"
 )
 
 // This file is the one place where this package works around
@@ -36,7 +38,12 @@ import (
 //     strings (real servers send lists of objects there; the library
 //     declares []string and fails the whole page), and, only when the page
 //     does not parse otherwise, replaces raw control bytes by spaces (see
-//     scrubControlBytes). Every other byte reaches the library unchanged.
+//     scrubControlBytes). Every other byte reaches the library unchanged;
+//  5. keeps that listing until the next request, so that a page the library
+//     still cannot decode – some other field of an unexpected JSON type,
+//     which makes encoding/json fail the whole page – is decoded again by
+//     decodeNeeded, into only the fields this package reads (see
+//     Client.fetchPage, which logs and counts each such page).
 
 // transport carries one ListPodNICs call: the library client that uses it
 // is made per call, so ctx is the call's.
@@ -61,6 +68,12 @@ type exchange struct {
 	bytes int
 	// edited counts the values replaced by null.
 	edited int
+	// body is the listing handed to the library (nil unless err is nil).
+	// It may share the transport's buffer: valid until the next request.
+	body []byte
+	// libErr is the library's error on a page that decodeNeeded read
+	// instead (set by Client.fetchPage, not by the transport).
+	libErr error
 	// apiErr is CloudStack's error envelope, if the answer was one.
 	apiErr *APIError
 	// err is why the answer is not a listing (an *APIError, or an error
@@ -135,7 +148,8 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, ex.err
 	}
 	// The library reads the body before the next request: the buffer can
-	// be reused then.
+	// be reused then. So can t.last.body, which fetchPage reads at once.
+	t.last.body = body
 	resp.Body = io.NopCloser(bytes.NewReader(body))
 	resp.ContentLength = int64(len(body))
 	resp.Header.Del("Content-Length")
@@ -247,6 +261,97 @@ func checkListing(command string, status int, body []byte) ([]byte, pageCheck) {
 		}
 	}
 	return w.apply(trimmed), pageCheck{edited: len(w.edits)}
+}
+
+// neededPage is a listVirtualMachines page reduced to the fields this
+// package reads (listPod and appendNICs), under the library's JSON names
+// and of the library's types: decoded with encoding/json, as the library
+// decodes, it yields the same values for them. A field listed here that
+// is of an unexpected type still fails the page; any other field is
+// ignored. Keep it in step with appendNICs.
+type neededPage struct {
+	Response struct {
+		Count           int         `json:"count"`
+		VirtualMachines []*neededVM `json:"virtualmachine"`
+	} `json:"listvirtualmachinesresponse"`
+}
+
+type neededVM struct {
+	Id      string      `json:"id"`
+	Name    string      `json:"name"`
+	State   string      `json:"state"`
+	Created string      `json:"created"`
+	Nic     []neededNIC `json:"nic"`
+}
+
+type neededNIC struct {
+	Id           string `json:"id"`
+	Macaddress   string `json:"macaddress"`
+	Networkid    string `json:"networkid"`
+	Broadcasturi string `json:"broadcasturi"`
+	Isolationuri string `json:"isolationuri"`
+	Isdefault    bool   `json:"isdefault"`
+	Ip6address   string `json:"ip6address"`
+	Ip6cidr      string `json:"ip6cidr"`
+}
+
+// UnmarshalJSON does what cloudstack-go's VirtualMachine.UnmarshalJSON
+// does before its typed decode: when success is a string or ostypeid a
+// number, it decodes the VM from its re-encoded map (keys sorted, one per
+// name), so that even duplicate keys resolve as the library resolves them.
+func (vm *neededVM) UnmarshalJSON(b []byte) error {
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	_, successString := m["success"].(string)
+	_, ostypeidNumber := m["ostypeid"].(float64)
+	if successString || ostypeidNumber {
+		var err error
+		if b, err = json.Marshal(m); err != nil {
+			return err
+		}
+	}
+	type plain neededVM
+	return json.Unmarshal(b, (*plain)(vm))
+}
+
+// decodeNeeded decodes a listing that checkListing passed but the library
+// cannot decode: only the fields this package reads, into the library's
+// types, as the library would have decoded them. It fails, as the library
+// did, if one of those fields is of an unexpected type.
+func decodeNeeded(body []byte) (*cs.ListVirtualMachinesResponse, error) {
+	var p neededPage
+	if err := json.Unmarshal(body, &p); err != nil {
+		return nil, err
+	}
+	r := &cs.ListVirtualMachinesResponse{Count: p.Response.Count}
+	if p.Response.VirtualMachines != nil {
+		r.VirtualMachines = make([]*cs.VirtualMachine, len(p.Response.VirtualMachines))
+	}
+	for i, vm := range p.Response.VirtualMachines {
+		if vm == nil {
+			continue
+		}
+		v := &cs.VirtualMachine{Id: vm.Id, Name: vm.Name, State: vm.State, Created: vm.Created}
+		if vm.Nic != nil {
+			v.Nic = make([]cs.Nic, len(vm.Nic))
+		}
+		for j, n := range vm.Nic {
+			v.Nic[j] = cs.Nic{
+				Id:           n.Id,
+				Macaddress:   n.Macaddress,
+				Networkid:    n.Networkid,
+				Broadcasturi: n.Broadcasturi,
+				Isolationuri: n.Isolationuri,
+				Isdefault:    n.Isdefault,
+				Ip6address:   n.Ip6address,
+				Ip6cidr:      n.Ip6cidr,
+			}
+		}
+		r.VirtualMachines[i] = v
+	}
+	return r, nil
 }
 
 // errorBody is the inside of an error envelope, whatever its key (the

@@ -251,9 +251,10 @@ func TestCheckListing(t *testing.T) {
 	}
 }
 
-// A page the transport passes that the library still cannot decode (a
-// field this project does not touch, of an unexpected type) fails the page
-// with ErrBadResponse naming the field.
+// A page the transport passes that the library still cannot decode, on a
+// field this project reads (of an unexpected type), fails the page with
+// ErrBadResponse naming the field: the fallback decoder fails on it too
+// (see fallback_test.go for fields this project does not read).
 func TestLibraryDecodeErrorIsBadResponse(t *testing.T) {
 	for _, tt := range []struct{ body, has string }{
 		{`{"listvirtualmachinesresponse":{"count":1,"virtualmachine":[{"id":"x","nic":[{"isdefault":"true"}]}]}}`, "isdefault"},
@@ -299,7 +300,8 @@ func TestWalkListingAgreesWithEncodingJSON(t *testing.T) {
 // Whatever the bytes, checkListing answers a body or an error, never both
 // or neither, and never panics; a body it passes is valid JSON that differs
 // from the input only in the values the library cannot decode; and
-// walkListing agrees with encoding/json on what is JSON.
+// walkListing agrees with encoding/json on what is JSON; and on a body the
+// library decodes, decodeNeeded gives the library's values.
 func FuzzCheckListing(f *testing.F) {
 	for _, name := range []string{"listVirtualMachines-pod.json", "listVirtualMachines-empty.json", "error-401.json", "error-431.json"} {
 		b, err := os.ReadFile(filepath.Join(fixtures, name))
@@ -311,6 +313,7 @@ func FuzzCheckListing(f *testing.F) {
 	f.Add(500, []byte("<html><title>x</title></html>"))
 	f.Add(200, []byte(`{"listvirtualmachinesresponse":{"count":1,"virtualmachine":[{"id":"a\x01"}]}}`))
 	f.Add(200, []byte(`{"listvirtualmachinesresponse":{"count":1,"virtualmachine":[{"id":"a","vnfnics":[{}],"nic":[{"extradhcpoption":[1]}]}]}}`))
+	f.Add(200, []byte(`{"listvirtualmachinesresponse":{"count":2,"virtualmachine":[{"id":"a","cpunumber":"2","nic":[{"id":"n","macaddress":"02:00:00:00:00:01"}]},{"id":"b","details":"x","ostypeid":1,"ID":"c"}]}}`))
 	f.Fuzz(func(t *testing.T, status int, body []byte) {
 		if len(body) > 1<<16 {
 			t.Skip()
@@ -336,6 +339,7 @@ func FuzzCheckListing(f *testing.F) {
 			if !bytes.ContainsFunc(in, func(r rune) bool { return r < 0x20 && r != '\t' && r != '\n' && r != '\r' }) {
 				assertOnlyWorkaroundFieldsChanged(t, in, out)
 			}
+			assertNeededAgrees(t, out)
 		}
 	})
 }
