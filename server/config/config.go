@@ -523,6 +523,8 @@ func (c *Config) validate() []Problem {
 			add(key, l, "not an IPv6 address")
 		case ap.Addr().IsMulticast():
 			add(key, l, "multicast: relays forward to a unicast address")
+		case ap.Addr().IsUnspecified():
+			add(key, l, "the unspecified address: list the unicast addresses the relays forward to, so that each reply leaves from the address its relay sent to")
 		}
 	}
 	if len(s.MACSources) == 0 {

@@ -130,6 +130,8 @@ func TestInvalidConfigsNameTheKey(t *testing.T) {
 		{"vlan out of range", base + "    vlan: 5000\n", "mapping.pod-a.vlan", "5000"},
 		{"listen not addr:port", base + "server:\n  listen: [\"2001:db8::1\"]\n", "server.listen[0]", "2001:db8::1"},
 		{"listen IPv4", base + "server:\n  listen: [\"127.0.0.1:547\"]\n", "server.listen[0]", "127.0.0.1:547"},
+		{"listen multicast", base + "server:\n  listen: [\"[ff02::1:2]:547\"]\n", "server.listen[0]", "multicast"},
+		{"listen unspecified", base + "server:\n  listen: [\"[::]:547\"]\n", "server.listen[0]", "unspecified"},
 		{"mac source unknown", base + "server:\n  mac-sources: [remote-id, any]\n", "server.mac-sources[1]", "any"},
 		{"mac sources empty", base + "server:\n  mac-sources: []\n", "server.mac-sources", "empty"},
 		{"trusted relay bad", base + "server:\n  trusted-relays: [\"x/1\"]\n", "server.trusted-relays[0]", "x/1"},
