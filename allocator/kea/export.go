@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 )
 
 // ExportSubnet is one pool (one mapping entry) to write as a Dhcp6.subnet6
@@ -104,14 +105,24 @@ var keaDefaultIdentifiers = []any{"hw-address", "duid"}
 // Dhcp6.host-reservation-identifiers (made to include "hw-address").
 //
 // Each subnet6 entry holds "subnet" (ExportSubnet.Subnet), "interface-id",
-// "reservations-out-of-pool": true, "id" and "reservations". When
-// src's Dhcp6.subnet6 has an entry with the same subnet (compared as
-// prefixes), that entry is reused: its other keys (option-data, pools,
-// relay, …) are kept, "reservation-mode" is dropped (Kea 2.6 removed it and
-// Kea refuses it beside reservations-out-of-pool), "interface" is dropped
-// (Kea refuses it beside interface-id), and "reservations-in-subnet" is set
-// to true if it was there. Source entries that no subnet reuses are left
-// out, as the old generator did. shared-networks are kept as they are.
+// "reservations-in-subnet": true, "reservations-out-of-pool": true, "id"
+// and "reservations": set on every entry, so that no global
+// reservations-in-subnet: false or reservation-mode: "disabled" / "global"
+// inherited from Dhcp6 makes Kea ignore the reservations. When src's
+// Dhcp6.subnet6 has an entry with the same subnet (compared as prefixes),
+// that entry is reused: its other keys (option-data, pools, relay, …) are
+// kept, "reservation-mode" is dropped (Kea 2.6 removed it and Kea refuses
+// it beside reservations-out-of-pool; what it said of reservations-global is
+// written out), and "interface" is dropped (Kea refuses it beside
+// interface-id). Source entries that no subnet reuses are left out, as the
+// old generator did. shared-networks are kept as they are, but for
+// reservation-mode.
+//
+// reservation-mode survives at no level: at Dhcp6, in a shared network or
+// in one of its subnets it is replaced by the keys Kea 2.2 translates it
+// into (reservations-global, -in-subnet, -out-of-pool), with a warning
+// naming where it was; beside one of those keys (which Kea refuses) or with
+// a value Kea does not know, it is only dropped.
 //
 // Each reservation is {"hw-address", "prefixes": [prefix], "ip-addresses":
 // [IP6]}; when the reused entry had a reservation for the same hw-address,
@@ -127,7 +138,11 @@ var keaDefaultIdentifiers = []any{"hw-address", "duid"}
 //     their id-less ones with), in subnet Name order.
 //
 // An id of rule 2 that is taken falls back to rule 3 with a warning. An
-// export fed back in as the next src keeps every id (rule 1).
+// export fed back in as the next src keeps every id (rule 1), and a later
+// new entry never changes an existing one's. src is the only record of the
+// ids: a src without the previous entries (a template without subnet6)
+// numbers them anew in Name order, so a new Name sorting first shifts them;
+// Export warns when it reuses no src entry at all.
 //
 // Export refuses, returning an *ExportError that names each problem and no
 // result, a config with: a subnet without ip6-cidr or interface-id, two
@@ -226,6 +241,10 @@ func (x *exporter) run(subnets []ExportSubnet, opts ExportOptions) {
 	x.assignIDs(outs, kept)
 	x.reservations(outs)
 
+	if len(outs) > 0 && !slices.ContainsFunc(outs, func(o *outSubnet) bool { return o.src != nil }) {
+		x.warn("Dhcp6.subnet6: no entry of the source is reused, so the ids are numbered anew in mapping-key order: feed this output back as the next source (--keacfg, or --keacfg = --output), else a new mapping key that sorts first shifts the ids and orphans Kea's leases")
+	}
+
 	for _, s := range sources {
 		if !s.used {
 			n := 0
@@ -253,9 +272,7 @@ func (x *exporter) run(subnets []ExportSubnet, opts ExportOptions) {
 	d6["mac-sources"] = ms
 	x.identifiers(d6)
 
-	if v, ok := d6["reservation-mode"]; ok {
-		x.warn("Dhcp6.reservation-mode %v: kept, but Kea 2.6 removed it: use reservations-in-subnet / reservations-out-of-pool", v)
-	}
+	x.dropReservationModes(d6)
 }
 
 // identifiers makes Dhcp6.host-reservation-identifiers include hw-address:
@@ -430,16 +447,25 @@ func (x *exporter) buildEntries(outs []*outSubnet, sources []*sourceSubnet) {
 				x.warn("%s: interface-id %q replaced by %s's %q", o.src.path, old, o.key, s.InterfaceID)
 			}
 			if v, ok := e["reservation-mode"]; ok {
-				delete(e, "reservation-mode")
-				x.warn("%s: reservation-mode %v replaced by reservations-out-of-pool: true (Kea 2.6 removed reservation-mode)", o.src.path, v)
+				// reservations-in-subnet and -out-of-pool are set to
+				// true below whatever the mode said; what it said of
+				// reservations-global is kept.
+				written := x.moveReservationMode(e)
+				keys := "reservations-out-of-pool: true, reservations-in-subnet: true"
+				if g, ok := written["reservations-global"]; ok {
+					keys += fmt.Sprintf(", reservations-global: %t", g)
+				}
+				x.warn("%s: reservation-mode %v replaced by %s (Kea 2.6 removed reservation-mode)", o.src.path, v, keys)
 			}
 			if v, ok := e["interface"]; ok {
 				delete(e, "interface")
 				x.warn("%s: interface %v dropped: Kea refuses it beside interface-id, and the subnet is reached through relays", o.src.path, v)
 			}
 			if v, ok := e["reservations-in-subnet"]; ok && v != true {
-				e["reservations-in-subnet"] = true
 				x.warn("%s: reservations-in-subnet %v set to true: Kea would ignore the subnet's reservations", o.src.path, v)
+			}
+			if v, ok := e["reservations-out-of-pool"]; ok && v != true {
+				x.warn("%s: reservations-out-of-pool %v set to true: the reservations are outside the subnet's pools", o.src.path, v)
 			}
 			if _, ok := e["pd-pools"]; ok {
 				x.warn("%s: pd-pools kept: Kea will delegate prefixes from them to MACs without a reservation, which cloudstack-pd refuses", o.src.path)
@@ -452,7 +478,94 @@ func (x *exporter) buildEntries(outs []*outSubnet, sources []*sourceSubnet) {
 			}
 		}
 		e["interface-id"] = s.InterfaceID
+		// Set on every entry, so that no global or inherited
+		// reservations-in-subnet: false (or reservation-mode: disabled,
+		// "global") makes Kea ignore the entry's reservations.
+		e["reservations-in-subnet"] = true
 		e["reservations-out-of-pool"] = true
+	}
+}
+
+// reservationModeFlags are the keys Kea 2.0 to 2.4 translate the removed
+// reservation-mode into, in the order warnings name them.
+var reservationModeFlags = []string{"reservations-global", "reservations-in-subnet", "reservations-out-of-pool"}
+
+// reservationModeKeys is Kea's translation of a reservation-mode value
+// (BaseNetworkParser::moveReservationMode); nil for a value Kea refuses.
+func reservationModeKeys(mode any) map[string]bool {
+	s, _ := mode.(string)
+	switch s {
+	case "disabled", "off":
+		return map[string]bool{"reservations-global": false, "reservations-in-subnet": false}
+	case "out-of-pool":
+		return map[string]bool{"reservations-global": false, "reservations-in-subnet": true, "reservations-out-of-pool": true}
+	case "global":
+		return map[string]bool{"reservations-global": true, "reservations-in-subnet": false}
+	case "all":
+		return map[string]bool{"reservations-global": false, "reservations-in-subnet": true, "reservations-out-of-pool": false}
+	}
+	return nil
+}
+
+// moveReservationMode removes m's reservation-mode and writes it as Kea
+// reads it, in the modern keys, returning what it wrote. It writes nothing
+// when the value is not one Kea knows or when m already has a modern key
+// (Kea refuses both: the explicit keys are kept).
+func (x *exporter) moveReservationMode(m map[string]any) map[string]bool {
+	v := m["reservation-mode"]
+	delete(m, "reservation-mode")
+	for _, k := range reservationModeFlags {
+		if _, ok := m[k]; ok {
+			return nil
+		}
+	}
+	keys := reservationModeKeys(v)
+	for k, b := range keys {
+		m[k] = b
+	}
+	return keys
+}
+
+// dropReservationModes removes reservation-mode from Dhcp6 and from the
+// kept shared networks and their subnets (Kea 2.6 refuses it), writing
+// its meaning in the modern keys, with a warning naming each place.
+func (x *exporter) dropReservationModes(d6 map[string]any) {
+	drop := func(path string, m map[string]any) {
+		v, ok := m["reservation-mode"]
+		if !ok {
+			return
+		}
+		written := x.moveReservationMode(m)
+		if written == nil {
+			if reservationModeKeys(v) == nil {
+				x.warn("%s.reservation-mode %v dropped: not a mode Kea knows (Kea refuses it), nothing written in its place", path, v)
+			} else {
+				x.warn("%s.reservation-mode %v dropped (Kea 2.6 removed it): the reservations-* keys beside it are kept (Kea refuses both)", path, v)
+			}
+			return
+		}
+		var keys []string
+		for _, k := range reservationModeFlags {
+			if b, ok := written[k]; ok {
+				keys = append(keys, fmt.Sprintf("%s: %t", k, b))
+			}
+		}
+		x.warn("%s.reservation-mode %v replaced by %s, as Kea 2.2 reads it (Kea 2.6 removed reservation-mode)", path, v, strings.Join(keys, ", "))
+	}
+	drop("Dhcp6", d6)
+	nets, _ := d6["shared-networks"].([]any)
+	for i, nv := range nets {
+		n, ok := nv.(map[string]any)
+		if !ok {
+			continue
+		}
+		drop(fmt.Sprintf("Dhcp6.shared-networks[%d]", i), n)
+		subs, _ := n["subnet6"].([]any)
+		for j, sv := range subs {
+			if s, ok := sv.(map[string]any); ok {
+				drop(fmt.Sprintf("Dhcp6.shared-networks[%d].subnet6[%d]", i, j), s)
+			}
+		}
 	}
 }
 

@@ -12,8 +12,15 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv6"
+	"github.com/insomniacslk/dhcp/iana"
+
+	"github.com/cloudstack-pd/cloudstack-pd/relay"
 )
 
 var updateExport = flag.Bool("update-export", false, "rewrite the golden files in testdata/kea-export")
@@ -55,14 +62,16 @@ func res(m, prefix, ip string) ExportReservation {
 
 // exportCases are the golden shapes: a source config in testdata/kea-export
 // and the table exported into it.
-var exportCases = []struct {
+type exportTestCase struct {
 	name    string
 	subnets []ExportSubnet
 	opts    ExportOptions
 	// warnings expected, each a substring of one warning, in order.
 	warnings []string
 	info     []ExportedSubnet
-}{
+}
+
+var exportCases = []exportTestCase{
 	{
 		name: "minimal",
 		subnets: []ExportSubnet{{
@@ -74,9 +83,64 @@ var exportCases = []struct {
 				res("1e:00:91:00:00:0c", "2001:db8:2ff:fff0::/60", "2001:db8:100:0:1c00:91ff:fe00:c"),
 			},
 		}},
-		opts: ExportOptions{MACSources: []string{"remote-id", "client-link-addr-option"}},
+		opts:     ExportOptions{MACSources: []string{"remote-id", "client-link-addr-option"}},
+		warnings: []string{`Dhcp6.subnet6: no entry of the source is reused, so the ids are numbered anew in mapping-key order`},
 		info: []ExportedSubnet{{Name: "77828509-4043-40bc-8756-7745c8ec7a99", ID: 1, IDFrom: "new", Subnet: netip.MustParsePrefix("2001:db8:100::/64"),
 			InterfaceID: "VLAN2701", Reservations: 3, Added: 3}},
+	},
+	{
+		// Global reservations-in-subnet: false: every exported entry sets
+		// its own true. The kept shared network loses reservation-mode.
+		name: "inherit-off",
+		subnets: []ExportSubnet{
+			{
+				Name: "pod-a", Subnet: netip.MustParsePrefix("2001:db8:100::/64"), InterfaceID: "VLAN2701",
+				Pool: netip.MustParsePrefix("2001:db8:200::/40"), PrefixLen: 60,
+				Reservations: []ExportReservation{res("06:32:b2:00:04:79", "2001:db8:200::/60", "")},
+			},
+			{
+				Name: "pod-b", Subnet: netip.MustParsePrefix("2001:db8:101::/64"), InterfaceID: "VLAN2702",
+				Pool: netip.MustParsePrefix("2001:db8:300::/40"), PrefixLen: 56,
+				Reservations: []ExportReservation{res("06:51:34:00:00:5e", "2001:db8:300:100::/56", "")},
+			},
+		},
+		opts: ExportOptions{MACSources: []string{"remote-id"}},
+		warnings: []string{
+			`Dhcp6.shared-networks[0].reservation-mode global replaced by reservations-global: true, reservations-in-subnet: false, as Kea 2.2 reads it`,
+			`Dhcp6.shared-networks[0].subnet6[0].reservation-mode all replaced by reservations-global: false, reservations-in-subnet: true, reservations-out-of-pool: false, as Kea 2.2 reads it`,
+		},
+		info: []ExportedSubnet{
+			{Name: "pod-a", ID: 1, IDFrom: "source", Subnet: netip.MustParsePrefix("2001:db8:100::/64"), InterfaceID: "VLAN2701",
+				Source: "Dhcp6.subnet6[0]", Reservations: 1},
+			{Name: "pod-b", ID: 2, IDFrom: "new", Subnet: netip.MustParsePrefix("2001:db8:101::/64"), InterfaceID: "VLAN2702",
+				Reservations: 1, Added: 1},
+		},
+	},
+	{
+		// Global reservation-mode "disabled", no subnet6: dropped,
+		// translated, and overridden by every exported entry.
+		name: "mode-disabled",
+		subnets: []ExportSubnet{
+			{
+				Name: "pod-b", Subnet: netip.MustParsePrefix("2001:db8:101::/64"), InterfaceID: "VLAN2702",
+				Pool: netip.MustParsePrefix("2001:db8:300::/40"), PrefixLen: 56,
+				Reservations: []ExportReservation{res("06:51:34:00:00:5e", "2001:db8:300:100::/56", "")},
+			},
+			{
+				Name: "pod-a", Subnet: netip.MustParsePrefix("2001:db8:100::/64"), InterfaceID: "VLAN2701",
+				Pool: netip.MustParsePrefix("2001:db8:200::/40"), PrefixLen: 60,
+				Reservations: []ExportReservation{res("06:32:b2:00:04:79", "2001:db8:200::/60", "2001:db8:100:0:432:b2ff:fe00:479")},
+			},
+		},
+		opts: ExportOptions{MACSources: []string{"remote-id"}},
+		warnings: []string{
+			`Dhcp6.subnet6: no entry of the source is reused`,
+			`Dhcp6.reservation-mode disabled replaced by reservations-global: false, reservations-in-subnet: false, as Kea 2.2 reads it`,
+		},
+		info: []ExportedSubnet{
+			{Name: "pod-a", ID: 1, IDFrom: "new", Subnet: netip.MustParsePrefix("2001:db8:100::/64"), InterfaceID: "VLAN2701", Reservations: 1, Added: 1},
+			{Name: "pod-b", ID: 2, IDFrom: "new", Subnet: netip.MustParsePrefix("2001:db8:101::/64"), InterfaceID: "VLAN2702", Reservations: 1, Added: 1},
+		},
 	},
 	{
 		name: "shared",
@@ -109,12 +173,12 @@ var exportCases = []struct {
 			`Dhcp6.subnet6[0]: interface lo dropped`,
 			`Dhcp6.subnet6[0]: reservations-in-subnet false set to true`,
 			`Dhcp6.subnet6[2]: interface-id "VLAN-OLD" replaced by mapping.pod-b's "VLAN2702"`,
-			`Dhcp6.subnet6[2]: reservation-mode out-of-pool replaced by reservations-out-of-pool: true`,
+			`Dhcp6.subnet6[2]: reservation-mode out-of-pool replaced by reservations-out-of-pool: true, reservations-in-subnet: true, reservations-global: false`,
 			`mapping.pod-a: reservation of 06:32:b2:00:04:80: ip6 2001:db8:555::1 is not inside ip6-cidr 2001:db8:100::/64`,
 			`mapping.pod-a: reservation of 06:32:b2:00:04:81: ip6 2001:db8:100:0:432:b2ff:fe00:479 is also 06:32:b2:00:04:79's`,
 			`Dhcp6.subnet6[1]: subnet 2001:db8:1ff::/64 is no mapping's ip6-cidr: left out with its 0 reservation(s)`,
 			`Dhcp6.host-reservation-identifiers: hw-address added first`,
-			`Dhcp6.reservation-mode all: kept, but Kea 2.6 removed it`,
+			`Dhcp6.reservation-mode all replaced by reservations-global: false, reservations-in-subnet: true, reservations-out-of-pool: false, as Kea 2.2 reads it`,
 		},
 		info: []ExportedSubnet{
 			{Name: "pod-a", ID: 2, IDFrom: "kea-auto", Subnet: netip.MustParsePrefix("2001:db8:100::/64"), InterfaceID: "VLAN2701",
@@ -124,6 +188,16 @@ var exportCases = []struct {
 			{Name: "pod-c", ID: 3, IDFrom: "new", Subnet: netip.MustParsePrefix("2001:db8:102::/64"), InterfaceID: "VLAN2703"},
 		},
 	},
+}
+
+// exportCase returns the exportCases entry of that name.
+func exportCase(name string) *exportTestCase {
+	for i := range exportCases {
+		if exportCases[i].name == name {
+			return &exportCases[i]
+		}
+	}
+	panic("no export case " + name)
 }
 
 func TestExportGolden(t *testing.T) {
@@ -251,7 +325,7 @@ func TestExportKeepsKeaIDs(t *testing.T) {
 // many times over (Go randomises map order): the bytes never change.
 // Feeding an export back in as the source gives it back unchanged.
 func TestExportDeterministic(t *testing.T) {
-	tc := exportCases[1]
+	tc := exportCase("shared")
 	src, err := Load(filepath.Join(exportdata, tc.name+".kea.conf"))
 	if err != nil {
 		t.Fatal(err)
@@ -410,7 +484,7 @@ func FuzzExport(f *testing.F) {
 	f.Add([]byte(`{"Dhcp6": {"shared-networks": [{"subnet6": [{"subnet": "2001:db8:100::/64"}]}]}}`))
 	// Explicit ids that collide with the ones Kea would number.
 	f.Add([]byte(`{"Dhcp6": {"subnet6": [{"subnet": "2001:db8:1::/64"}, {"id": 1, "subnet": "2001:db8:101::/64"}]}}`))
-	tc := exportCases[1]
+	tc := exportCase("shared")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		src, err := Parse("fuzz.conf", data)
 		if err != nil {
@@ -436,4 +510,105 @@ func FuzzExport(f *testing.F) {
 			t.Fatalf("exporting into the export changes it:\n%s\nfirst:\n%s", second.Data, first.Data)
 		}
 	})
+}
+
+// keaAdvertised starts kea-dhcp6 on config (a file listening on lo/::1),
+// plays a Junos relay (interface-id, remote-id with the MAC, a global
+// link-address) sending a Solicit for an IA_PD, and returns the prefixes of
+// Kea's Advertise, "" when it has none. It waits up to 15 s for Kea.
+func keaAdvertised(t *testing.T, kea, config, iid string, link netip.Addr, m net.HardwareAddr) string {
+	t.Helper()
+	dir := t.TempDir()
+	pc, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	pc.Close()
+	cmd := exec.Command(kea, "-c", config, "-p", strconv.Itoa(port))
+	cmd.Env = append(os.Environ(), "KEA_PIDFILE_DIR="+dir, "KEA_LOCKFILE_DIR="+dir, "KEA_LOG_FILE_DIR="+dir)
+	var log bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+	conn, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	srv := netip.AddrPortFrom(netip.IPv6Loopback(), uint16(port))
+	fwd := relay.Forward{LinkAddr: link, PeerAddr: relay.EUI64LinkLocal(m), InterfaceID: []byte(iid),
+		RemoteID: relay.JuniperRemoteID(m), HasSourcePort: true}
+	buf := make([]byte, 65535)
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); {
+		sol, err := dhcpv6.NewMessage(dhcpv6.WithClientID(&dhcpv6.DUIDLL{HWType: iana.HWTypeEthernet, LinkLayerAddr: m}),
+			dhcpv6.WithIAPD([4]byte{0, 0, 0, 1}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.WriteToUDPAddrPort(relay.Encapsulate(sol.ToBytes(), fwd), srv); err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		n, _, err := conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			continue // Kea not up yet, or the port unreachable
+		}
+		outer, err := dhcpv6.FromBytes(buf[:n])
+		if err != nil {
+			t.Fatalf("Kea's answer does not decode: %v", err)
+		}
+		adv, err := outer.GetInnerMessage()
+		if err != nil || adv.TransactionID != sol.TransactionID {
+			continue
+		}
+		var got []string
+		for _, ia := range adv.Options.IAPD() {
+			for _, p := range ia.Options.Prefixes() {
+				if p.ValidLifetime > 0 && p.Prefix != nil {
+					got = append(got, p.Prefix.String())
+				}
+			}
+		}
+		return strings.Join(got, " ")
+	}
+	t.Fatalf("kea-dhcp6 -c %s does not answer within 15 s:\n%s", config, log.String())
+	return ""
+}
+
+// TestExportReservationsServedByKea serves the exports of templates whose
+// global settings switch reservations off (reservations-in-subnet: false,
+// reservation-mode: disabled) with Kea itself: the reservations count.
+// Without the entry's own reservations-in-subnet, Kea would ignore them.
+func TestExportReservationsServedByKea(t *testing.T) {
+	kea := requireKea(t)
+	vm := mac("06:32:b2:00:04:79")
+	link := netip.MustParseAddr("2001:db8:100::1")
+	for _, name := range []string{"inherit-off", "mode-disabled"} {
+		t.Run(name, func(t *testing.T) {
+			golden := filepath.Join(exportdata, name+".golden.json")
+			if got := keaAdvertised(t, kea, golden, "VLAN2701", link, vm); got != "2001:db8:200::/60" {
+				t.Errorf("Kea serving %s advertises %q to %s, want 2001:db8:200::/60", golden, got, vm)
+			}
+			// The control: the same config without the entries' own
+			// reservations-in-subnet inherits the template's false.
+			data, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatal(err)
+			}
+			without := filepath.Join(t.TempDir(), "without.json")
+			if err := os.WriteFile(without, bytes.ReplaceAll(data, []byte(`"reservations-in-subnet": true,
+        "reservations-out-of-pool": true,`), []byte(`"reservations-out-of-pool": true,`)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if got := keaAdvertised(t, kea, without, "VLAN2701", link, vm); got != "" {
+				t.Errorf("control: Kea advertises %q without the subnet's reservations-in-subnet: the template does not switch reservations off", got)
+			}
+		})
+	}
 }

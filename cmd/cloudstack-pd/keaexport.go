@@ -52,7 +52,10 @@ every key kept, except:
 
   Dhcp6.subnet6   one entry per mapping entry, in mapping-key order:
                   "subnet" = the mapping's ip6-cidr, "interface-id",
-                  "reservations-out-of-pool": true, "id", and
+                  "reservations-in-subnet": true and
+                  "reservations-out-of-pool": true (so that no setting
+                  inherited from Dhcp6 or a shared network can switch the
+                  reservations off), "id", and
                   "reservations": one per active or gone allocation, in
                   prefix order: {"hw-address", "prefixes": [prefix],
                   "ip-addresses": [the NIC's IPv6 address, when known]}.
@@ -61,7 +64,12 @@ every key kept, except:
                   mapping matches are left out, as the old script did.
                   Ids: a reused entry keeps its id, or the id Kea numbered
                   it with when it had none; new entries take the lowest
-                  unused id.
+                  unused id. Kea ties leases to subnet ids: pass the
+                  previous output as --keacfg (as in the second example),
+                  so that a new pod never renumbers the others.
+  reservation-mode                  dropped at every level (Kea 2.6 refuses
+                                    it), replaced by the keys Kea 2.2
+                                    translates it into, with a warning
   Dhcp6.mac-sources                 server.mac-sources of --config
   Dhcp6.host-reservation-identifiers   made to include hw-address
 
