@@ -58,6 +58,11 @@ type Allocation struct {
 	VMName string     `json:"vm-name,omitempty"`
 	NICID  string     `json:"nic-id,omitempty"`
 	IP6    netip.Addr `json:"ip6,omitzero"`
+	// IP6CIDR is the pool's ip6-cidr (the SLAAC subnet of the VM's
+	// network, Kea's subnet6 "subnet") when the allocation was last
+	// written; zero if the pool had none, and in records written before
+	// it was kept.
+	IP6CIDR netip.Prefix `json:"ip6-cidr,omitzero"`
 	// Source says who made the allocation: "import-kea" or "sync".
 	Source string `json:"source,omitempty"`
 }

@@ -69,7 +69,15 @@
 //
 //	{"mac": "06:32:b2:00:04:79", "pool": "77828509-…", "prefix": "2001:db8:200::/60",
 //	 "state": "active", "since": "2026-01-02T03:04:05Z", "source": "import-kea",
-//	 "ip6": "2001:db8:100:0:432:b2ff:fe00:479"}
+//	 "ip6": "2001:db8:100:0:432:b2ff:fe00:479", "ip6-cidr": "2001:db8:100::/64"}
+//
+// Its fields: mac, pool, prefix, state and since always; gone-at and
+// quarantined-at once the NIC went missing; vm-id, vm-name, nic-id and ip6,
+// what CloudStack says of the NIC; ip6-cidr, the pool's ip6-cidr (the
+// VMs' SLAAC subnet, Kea's subnet6 "subnet") when the record was last
+// written; source. Optional fields are left out when empty; a record
+// without ip6-cidr (written before it was kept) reads as having none, and
+// the next sync adds it.
 //
 // The key, not the record, is the authority for the MAC and the bucket for
 // the pool; Check reports a record that disagrees.

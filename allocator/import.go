@@ -248,7 +248,8 @@ func (pl *importPlan) reservation(r *kea.Reservation, pool *Pool, noPool string)
 	if mac == nil || pool == nil || len(r.Prefixes) != 1 || len(good) != 1 {
 		return nil
 	}
-	a := Allocation{Pool: pool.Name, MAC: mac, Prefix: good[0], State: StateActive, Since: pl.now, Source: ImportSource}
+	a := Allocation{Pool: pool.Name, MAC: mac, Prefix: good[0], State: StateActive, Since: pl.now,
+		IP6CIDR: pool.IP6CIDR, Source: ImportSource}
 	if len(r.IPAddresses) > 0 {
 		ip, err := netip.ParseAddr(r.IPAddresses[0])
 		if err != nil || !ip.Is6() || ip.Is4In6() {

@@ -80,6 +80,10 @@ func TestImportOldGeneratorOutput(t *testing.T) {
 	}
 	for m, w := range want {
 		w.MAC, w.State, w.Since, w.Source = mac(m), StateActive, t0, ImportSource
+		w.IP6CIDR = pod1.IP6CIDR // the pool's ip6-cidr is stored with each
+		if w.Pool == pod2.Name {
+			w.IP6CIDR = pod2.IP6CIDR
+		}
 		if !equalAlloc(got[m], w) {
 			t.Errorf("%s:\n got %+v\nwant %+v", m, got[m], w)
 		}

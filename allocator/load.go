@@ -1,6 +1,7 @@
 package allocator
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 	"time"
@@ -109,6 +110,7 @@ const (
 	fieldVMName
 	fieldNICID
 	fieldIP6
+	fieldIP6CIDR
 	fieldSource
 )
 
@@ -137,6 +139,8 @@ func recordField(key []byte) int {
 		return fieldNICID
 	case "ip6":
 		return fieldIP6
+	case "ip6-cidr":
+		return fieldIP6CIDR
 	case "source":
 		return fieldSource
 	}
@@ -148,9 +152,10 @@ func recordField(key []byte) int {
 // would, when the record is a flat object of known keys, each once, with
 // string values without escapes. Otherwise it returns false and the caller
 // asks encoding/json, which also reports the errors. v's byte strings
-// point into val.
+// point into val. Reusing v for the next record spares parsing the same
+// ip6-cidr again.
 func decodeRecord(val []byte, v *allocView) bool {
-	*v = allocView{}
+	*v = allocView{lastCIDR: v.lastCIDR}
 	d := recordDecoder{b: val}
 	if !d.skipSpace() || d.b[d.i] != '{' {
 		return false
@@ -215,6 +220,16 @@ func decodeRecord(val []byte, v *allocView) bool {
 				return false
 			}
 			v.ip6 = a
+		case fieldIP6CIDR:
+			c := &v.lastCIDR // at first nil and the zero Prefix: "" is right
+			if !bytes.Equal(s, c.text) {
+				var p netip.Prefix
+				if p.UnmarshalText(s) != nil {
+					return false
+				}
+				c.text, c.p = append(c.text[:0], s...), p
+			}
+			v.ip6CIDR = c.p
 		case fieldSource:
 			v.source = s
 		}

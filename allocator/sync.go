@@ -97,7 +97,8 @@ type PoolSync struct {
 	// Added are new allocations, each with the lowest free prefix.
 	Added []Allocation
 	// Kept counts the listed allocations that stay active, Refreshed
-	// those of them whose VM fields (id, name, NIC id, IPv6) changed.
+	// those of them whose VM fields (id, name, NIC id, IPv6) or pool's
+	// ip6-cidr changed.
 	Kept, Refreshed int
 	// Back are gone or quarantined allocations listed again: active, same
 	// prefix.
@@ -238,13 +239,18 @@ func (s *Store) Sync(ctx context.Context, pools []Pool, inv Inventory, opts Sync
 //     not Eligible, or its MAC is allocated in another pool or listed more
 //     than once (a conflict: see SyncConflict);
 //   - an allocation whose NIC is listed keeps its prefix and takes the
-//     NIC's VM id, VM name, NIC id and IPv6 address; gone or quarantined,
+//     NIC's VM id, VM name, NIC id and IPv6 address and the pool's
+//     ip6-cidr (a changed one counts as refreshed); gone or quarantined,
 //     it is active again ("back") – a quarantined one only if its VM is
 //     Eligible;
 //   - an active allocation whose NIC is missing is marked gone (GoneAt);
 //     gone for ReleaseAfter, it is quarantined (QuarantinedAt: no longer
 //     served, prefix still taken); quarantined for Quarantine, it is
 //     deleted and its prefix free from the next sync on.
+//
+// Every allocation it writes takes the pool's ip6-cidr: when the config's
+// changes, the listed allocations are refreshed with it; the others (gone,
+// quarantined) take it with their next change of state.
 //
 // If, in any pool, more than MaxReleaseFraction of the active allocations
 // would be marked gone, nothing is written and the error is a
@@ -399,6 +405,7 @@ func planExisting(tx *Tx, p Pool, ps *PoolSync, plan *syncPlan, byMAC map[string
 		case here && (a.State != StateQuarantined || Eligible(l.nic.VMState)):
 			b := a
 			b.VMID, b.VMName, b.NICID, b.IP6 = l.nic.VMID, l.nic.VMName, l.nic.NICID, l.nic.IP6
+			b.IP6CIDR = p.IP6CIDR
 			if a.State != StateActive {
 				b.State, b.GoneAt, b.QuarantinedAt = StateActive, time.Time{}, time.Time{}
 				ps.Back = append(ps.Back, b)
@@ -415,6 +422,7 @@ func planExisting(tx *Tx, p Pool, ps *PoolSync, plan *syncPlan, byMAC map[string
 		// Missing from the listing (or listed again but not eligible
 		// while quarantined: the quarantine runs on).
 		b := a
+		b.IP6CIDR = p.IP6CIDR
 		switch a.State {
 		case StateActive:
 			b.State, b.GoneAt = StateGone, now
@@ -445,7 +453,11 @@ func planExisting(tx *Tx, p Pool, ps *PoolSync, plan *syncPlan, byMAC map[string
 		default:
 			return fmt.Errorf("pools/%s/alloc/%s: state %q: %w", p.Name, a.MAC, a.State, ErrInvalidState)
 		}
-		if !sameAllocation(a, b) {
+		// The pool's ip6-cidr goes with another change; by itself it does
+		// not rewrite a record the report does not list.
+		unchanged := b
+		unchanged.IP6CIDR = a.IP6CIDR
+		if !sameAllocation(a, unchanged) {
 			plan.puts = append(plan.puts, b)
 		}
 		return nil
@@ -495,7 +507,7 @@ func planNew(tx *Tx, p Pool, ps *PoolSync, plan *syncPlan, nics []NIC, byMAC map
 			continue
 		}
 		a := Allocation{Pool: p.Name, MAC: cloneMAC(n.MAC), Prefix: free[i], State: StateActive, Since: now,
-			VMID: n.VMID, VMName: n.VMName, NICID: n.NICID, IP6: n.IP6, Source: SyncSource}
+			VMID: n.VMID, VMName: n.VMName, NICID: n.NICID, IP6: n.IP6, IP6CIDR: p.IP6CIDR, Source: SyncSource}
 		ps.Added = append(ps.Added, a)
 		plan.puts = append(plan.puts, a)
 	}
@@ -508,5 +520,6 @@ func cloneMAC(m net.HardwareAddr) net.HardwareAddr { return append(net.HardwareA
 func sameAllocation(a, b Allocation) bool {
 	return a.Pool == b.Pool && bytes.Equal(a.MAC, b.MAC) && a.Prefix == b.Prefix && a.State == b.State &&
 		a.Since.Equal(b.Since) && a.GoneAt.Equal(b.GoneAt) && a.QuarantinedAt.Equal(b.QuarantinedAt) &&
-		a.VMID == b.VMID && a.VMName == b.VMName && a.NICID == b.NICID && a.IP6 == b.IP6 && a.Source == b.Source
+		a.VMID == b.VMID && a.VMName == b.VMName && a.NICID == b.NICID && a.IP6 == b.IP6 && a.IP6CIDR == b.IP6CIDR &&
+		a.Source == b.Source
 }

@@ -34,10 +34,16 @@ func withIP6(n NIC, ip string) NIC {
 	return n
 }
 
-// stored is an allocation as an earlier sync left it.
+// stored is an allocation as an earlier sync left it, with its pool's
+// ip6-cidr.
 func stored(pool, m, prefix string, state State, at time.Time) Allocation {
 	a := alloc(pool, m, prefix)
 	a.VMID, a.VMName, a.NICID = "vm-"+m[len(m)-2:], "name-"+m[len(m)-2:], "nic-"+m
+	for _, p := range syncPools {
+		if p.Name == pool {
+			a.IP6CIDR = p.IP6CIDR
+		}
+	}
 	a.State = state
 	switch state {
 	case StateGone:
@@ -539,6 +545,89 @@ func TestReconcileIdempotent(t *testing.T) {
 	if tot := rep.Totals(); tot.Kept != 2 || tot.StillGone != 1 || tot.NotEligible != 1 || tot.Listed != 3 {
 		t.Errorf("totals %+v", tot)
 	}
+}
+
+// TestReconcileStoresPoolIP6CIDR: new allocations get their pool's
+// ip6-cidr, a listed one written before it was kept takes it (refreshed),
+// and a changed ip6-cidr in the config refreshes the listed allocations;
+// a gone one takes it with its next change of state only.
+func TestReconcileStoresPoolIP6CIDR(t *testing.T) {
+	s := openTest(t)
+	legacy := stored("pod-a", "06:00:00:00:00:03", "2001:db8:200:30::/60", StateActive, t0)
+	legacy.IP6CIDR = netip.Prefix{} // as written before ip6-cidr was kept
+	gone := stored("pod-a", "06:00:00:00:00:09", "2001:db8:200:90::/60", StateGone, t0.Add(-time.Hour))
+	mustPut(t, s, legacy, gone)
+	l := listings(map[string][]NIC{
+		"pod-a": {vmNIC("01", "06:00:00:00:00:01", "Running"), vmNIC("03", "06:00:00:00:00:03", "Running")},
+		"pod-v": {onVLAN(vmNIC("11", "06:00:00:00:00:11", "Running"), 2701, false)},
+	})
+	opts := syncOptions
+	opts.Now = func() time.Time { return t0 }
+	cidrs := func() map[string]netip.Prefix {
+		out := map[string]netip.Prefix{}
+		for _, a := range allAllocs(t, s) {
+			out[a.MAC.String()] = a.IP6CIDR
+		}
+		return out
+	}
+	wantCIDRs := func(step string, want map[string]netip.Prefix) {
+		t.Helper()
+		got := cidrs()
+		for m, w := range want {
+			if got[m] != w {
+				t.Errorf("%s: %s has ip6-cidr %v, want %v", step, m, got[m], w)
+			}
+		}
+	}
+
+	rep, err := s.Reconcile(syncPools, l, opts)
+	if err != nil || !rep.Written {
+		t.Fatalf("first sync: %v, written %v", err, rep.Written)
+	}
+	if got, want := describeReport(rep), "pod-a: added 1 kept 1 refreshed 1 back 0 gone 0 quarantined 0 released 0 still-gone 1 in-quarantine 0 not-eligible 0 conflicts 0; "+
+		"pod-v: added 1 kept 0 refreshed 0 back 0 gone 0 quarantined 0 released 0 still-gone 0 in-quarantine 0 not-eligible 0 conflicts 0"; got != want {
+		t.Errorf("first sync:\n%s\nwant\n%s", got, want)
+	}
+	if a := rep.Pools[0].Added; len(a) != 1 || a[0].IP6CIDR != poolA.IP6CIDR {
+		t.Errorf("Added = %+v, want pod-a's ip6-cidr", a)
+	}
+	wantCIDRs("first sync", map[string]netip.Prefix{
+		"06:00:00:00:00:01": poolA.IP6CIDR, "06:00:00:00:00:03": poolA.IP6CIDR, "06:00:00:00:00:09": poolA.IP6CIDR,
+		"06:00:00:00:00:11": {}, // pod-v has none
+	})
+
+	// The config's ip6-cidr of pod-a changes.
+	pools := slices.Clone(syncPools)
+	newCIDR := netip.MustParsePrefix("2001:db8:1ff::/64")
+	pools[0].IP6CIDR = newCIDR
+	rep, err = s.Reconcile(pools, l, opts)
+	if err != nil || !rep.Written || rep.Pools[0].Refreshed != 2 || rep.Pools[0].Kept != 2 {
+		t.Fatalf("sync after the change: %v, written %v: %s", err, rep.Written, describeReport(rep))
+	}
+	wantCIDRs("after the change", map[string]netip.Prefix{
+		"06:00:00:00:00:01": newCIDR, "06:00:00:00:00:03": newCIDR,
+		"06:00:00:00:00:09": poolA.IP6CIDR, // gone, still gone: not rewritten for it
+		"06:00:00:00:00:11": {},
+	})
+	tbl, _, err := s.LoadTable(pools)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, ok := tbl.Lookup(mac("06:00:00:00:00:01")); !ok || a.IP6CIDR != newCIDR {
+		t.Errorf("table: %+v", a)
+	}
+
+	// Nothing else changes: nothing is written.
+	if rep, err = s.Reconcile(pools, l, opts); err != nil || rep.Written || rep.Changed() {
+		t.Fatalf("third sync: %v, written %v: %s", err, rep.Written, describeReport(rep))
+	}
+
+	// The gone one takes the new ip6-cidr when it is quarantined.
+	opts.Now = func() time.Time { return t0.Add(48 * time.Hour) }
+	if rep, err = s.Reconcile(pools, l, opts); err != nil || len(rep.Pools[0].Quarantined) != 1 || rep.Pools[0].Quarantined[0].IP6CIDR != newCIDR {
+		t.Fatalf("quarantining sync: %v: %+v", err, rep.Pools[0].Quarantined)
+	}
+	wantCIDRs("quarantined", map[string]netip.Prefix{"06:00:00:00:00:09": newCIDR})
 }
 
 func TestReconcileNeedsEveryListing(t *testing.T) {

@@ -36,6 +36,7 @@ type Table struct {
 	macs  []byte           // every MAC, one after the other
 	strs  string           // every string field, interned where repeated
 	locs  []*time.Location // the time zones of the records' times
+	cidrs []netip.Prefix   // the distinct ip6-cidrs of the records
 	index []uint64         // by MAC hash: see slot
 	seed  maphash.Seed
 
@@ -65,8 +66,8 @@ type rec struct {
 	ip6Zone               span
 	pool                  uint16
 	bits                  uint8
-	ip6Kind               uint8 // 0 none, 4 IPv4, 6 IPv6
-	_                     [4]byte
+	ip6Kind               uint8  // 0 none, 4 IPv4, 6 IPv6
+	cidr                  uint32 // index in Table.cidrs + 1; 0: none
 }
 
 // Entry is what the packet path needs of an allocation (see Table.Find).
@@ -159,6 +160,9 @@ func (t *Table) At(i int) Allocation {
 		VMName:        t.str(r.vmName),
 		NICID:         t.str(r.nicID),
 		Source:        t.str(r.source),
+	}
+	if r.cidr != 0 {
+		a.IP6CIDR = t.cidrs[r.cidr-1]
 	}
 	switch r.ip6Kind {
 	case 4:
@@ -260,7 +264,12 @@ type tableBuilder struct {
 	interned map[string]span // repeated strings: states, sources, zones
 	locIdx   map[*time.Location]uint32
 	fixed    map[int]uint32 // unnamed fixed zones, by offset
-	prefixes []uint64       // by prefix hash: see slot; nil with taken
+	cidrIdx  map[netip.Prefix]uint32
+	lastCIDR struct { // the last ip6-cidr looked up: most repeat it
+		p netip.Prefix
+		i uint32
+	}
+	prefixes []uint64 // by prefix hash: see slot; nil with taken
 	// taken, when the pools do not overlap and are small enough, marks
 	// the prefixes in use: bit k of taken[p] is pool p's k-th prefix.
 	taken   [][]uint64
@@ -316,6 +325,7 @@ func newTableBuilder(pools []Pool, n int) *tableBuilder {
 		interned: map[string]span{},
 		locIdx:   map[*time.Location]uint32{},
 		fixed:    map[int]uint32{},
+		cidrIdx:  map[netip.Prefix]uint32{},
 	}
 	for i := range t.pools {
 		b.poolIdx[t.pools[i].Name] = i
@@ -336,6 +346,14 @@ type allocView struct {
 	vmID, vmName, nicID          []byte
 	since, goneAt, quarantinedAt time.Time
 	ip6                          netip.Addr
+	ip6CIDR                      netip.Prefix
+	// lastCIDR is the last ip6-cidr decodeRecord parsed, which it keeps
+	// from one record to the next: a pool's records repeat it, and
+	// parsing one allocates.
+	lastCIDR struct {
+		text []byte // a copy
+		p    netip.Prefix
+	}
 }
 
 // bytesOf views s as bytes, without copying. The bytes must not be written.
@@ -351,7 +369,7 @@ func (b *tableBuilder) add(a *Allocation) error {
 		pool: &b.t.pools[i], poolIndex: i,
 		mac: a.MAC, prefix: a.Prefix, state: bytesOf(string(a.State)), source: bytesOf(a.Source),
 		vmID: bytesOf(a.VMID), vmName: bytesOf(a.VMName), nicID: bytesOf(a.NICID),
-		since: a.Since, goneAt: a.GoneAt, quarantinedAt: a.QuarantinedAt, ip6: a.IP6,
+		since: a.Since, goneAt: a.GoneAt, quarantinedAt: a.QuarantinedAt, ip6: a.IP6, ip6CIDR: a.IP6CIDR,
 	})
 }
 
@@ -410,6 +428,7 @@ func (b *tableBuilder) addView(v *allocView) error {
 		since:  b.stamp(v.since),
 		goneAt: b.stamp(v.goneAt),
 		quarAt: b.stamp(v.quarantinedAt),
+		cidr:   b.cidr(v.ip6CIDR),
 	}
 	switch {
 	case v.ip6.Is4():
@@ -617,6 +636,26 @@ func (b *tableBuilder) stamp(t time.Time) stamp {
 		return stamp{loc: ^uint32(0)}
 	}
 	return stamp{sec: t.Unix(), nsec: int32(t.Nanosecond()), loc: b.loc(t)}
+}
+
+// cidr returns the record's reference to p: its index in the table's
+// ip6-cidrs + 1, 0 for the zero Prefix. Each distinct ip6-cidr is kept
+// once: there are about as many as pools.
+func (b *tableBuilder) cidr(p netip.Prefix) uint32 {
+	if p == (netip.Prefix{}) {
+		return 0
+	}
+	if b.lastCIDR.i != 0 && p == b.lastCIDR.p {
+		return b.lastCIDR.i
+	}
+	i, ok := b.cidrIdx[p]
+	if !ok {
+		b.t.cidrs = append(b.t.cidrs, p)
+		i = uint32(len(b.t.cidrs))
+		b.cidrIdx[p] = i
+	}
+	b.lastCIDR.p, b.lastCIDR.i = p, i
+	return i
 }
 
 func (b *tableBuilder) loc(t time.Time) uint32 {

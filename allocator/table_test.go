@@ -1,6 +1,7 @@
 package allocator
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,20 +15,22 @@ import (
 
 // tableAllocations are allocations with every kind of field value a
 // table keeps: times in UTC, local and fixed zones or zero, IPv6 and IPv4
-// addresses, zoned or absent, strings repeated or not.
+// addresses, zoned or absent, strings repeated or not, ip6-cidrs repeated,
+// distinct (IPv6, IPv4, not masked) or absent.
 func tableAllocations() []Allocation {
 	plus2 := time.FixedZone("", 2*3600)
 	named := time.FixedZone("CEST", 2*3600)
 	local := time.Date(2026, 3, 4, 5, 6, 7, 8, time.Local)
 	return []Allocation{
 		{Pool: "pod-a", MAC: mac("06:32:b2:00:04:79"), Prefix: netip.MustParsePrefix("2001:db8:200::/60"), State: StateActive,
-			Since: t0, VMID: "9f1c", VMName: "web-1", NICID: "n1", IP6: netip.MustParseAddr("2001:db8:100::1"), Source: "sync"},
+			Since: t0, VMID: "9f1c", VMName: "web-1", NICID: "n1", IP6: netip.MustParseAddr("2001:db8:100::1"), IP6CIDR: poolA.IP6CIDR, Source: "sync"},
 		{Pool: "pod-a", MAC: mac("06:32:b2:00:04:80"), Prefix: netip.MustParsePrefix("2001:db8:200:10::/60"), State: StateGone,
-			Since: local, GoneAt: t0.In(plus2), Source: "import-kea"},
+			Since: local, GoneAt: t0.In(plus2), IP6CIDR: poolA.IP6CIDR, Source: "import-kea"},
 		{Pool: "pod-a", MAC: mac("06:32:b2:00:04:81"), Prefix: netip.MustParsePrefix("2001:db8:200:20::/60"), State: StateQuarantined,
-			Since: t0.In(named), GoneAt: t0, QuarantinedAt: t0.Add(time.Hour).In(plus2), IP6: netip.MustParseAddr("fe80::1%eth0")},
+			Since: t0.In(named), GoneAt: t0, QuarantinedAt: t0.Add(time.Hour).In(plus2), IP6: netip.MustParseAddr("fe80::1%eth0"),
+			IP6CIDR: netip.MustParsePrefix("2001:db8:1ff::/64")},
 		{Pool: "pod-b", MAC: net.HardwareAddr{1, 2, 3}, Prefix: netip.MustParsePrefix("2001:db8:300::/60"), State: "odd",
-			IP6: netip.MustParseAddr("192.0.2.7"), VMName: `with "quotes" <and> é`},
+			IP6: netip.MustParseAddr("192.0.2.7"), VMName: `with "quotes" <and> é`, IP6CIDR: netip.MustParsePrefix("192.0.2.1/24")},
 		{Pool: "pod-b", MAC: mac("06:00:00:00:00:02"), Prefix: netip.MustParsePrefix("2001:db8:3ff:fff0::/60"), State: StateActive, Since: t0},
 	}
 }
@@ -63,6 +66,55 @@ func TestTableKeepsEveryField(t *testing.T) {
 	want2 := map[string]map[State]int{"pod-a": {StateActive: 1, StateGone: 1, StateQuarantined: 1}, "pod-b": {"odd": 1, StateActive: 1}}
 	if got := tbl.StateCounts(); !reflect.DeepEqual(got, want2) {
 		t.Errorf("StateCounts = %v", got)
+	}
+	// Each distinct ip6-cidr is kept once.
+	if len(tbl.cidrs) != 3 {
+		t.Errorf("%d ip6-cidrs kept, want 3: %v", len(tbl.cidrs), tbl.cidrs)
+	}
+}
+
+// TestLoadTableKeepsIP6CIDR stores allocations with and without the
+// pool's ip6-cidr, and a record written before ip6-cidr was kept (no
+// key): LoadTable's table gives each back as stored, the old one with
+// none.
+func TestLoadTableKeepsIP6CIDR(t *testing.T) {
+	s := openTest(t)
+	a := alloc("pod-a", "06:00:00:00:00:01", "2001:db8:200::/60")
+	a.IP6CIDR = poolA.IP6CIDR
+	b := alloc("pod-a", "06:00:00:00:00:02", "2001:db8:200:10::/60")
+	b.IP6CIDR = netip.MustParsePrefix("2001:db8:1ff::/64")
+	c := alloc("pod-b", "06:00:00:00:00:03", "2001:db8:300::/60") // pod-b has no ip6-cidr
+	mustPut(t, s, a, b, c)
+	old := alloc("pod-a", "06:00:00:00:00:04", "2001:db8:200:20::/60")
+	rec := []byte(`{"mac":"06:00:00:00:00:04","pool":"pod-a","prefix":"2001:db8:200:20::/60","state":"active","since":"2026-01-02T03:04:05Z","source":"sync"}`)
+	var v allocView
+	if !decodeRecord(rec, &v) || v.ip6CIDR.IsValid() {
+		t.Fatalf("old record: fast path refused it or read an ip6-cidr %v", v.ip6CIDR)
+	}
+	rawPut(t, s, []string{"pools", "pod-a", "alloc"}, old.MAC, rec)
+	rawPut(t, s, []string{"pools", "pod-a", "prefix"}, prefixKey(old.Prefix), old.MAC)
+	rawPut(t, s, []string{"macs"}, old.MAC, []byte("pod-a"))
+	mustCheckPools(t, s, testPools)
+
+	tbl, _, err := s.LoadTable(testPools)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []Allocation{a, b, c, old} {
+		got, ok := tbl.Lookup(want.MAC)
+		if !ok || got.IP6CIDR != want.IP6CIDR || !equalAlloc(*got, want) {
+			t.Errorf("%s: got %+v, want ip6-cidr %v", want.MAC, got, want.IP6CIDR)
+		}
+	}
+	seen := map[string]netip.Prefix{}
+	for i := range tbl.Len() {
+		seen[tbl.At(i).MAC.String()] = tbl.At(i).IP6CIDR
+	}
+	if seen["06:00:00:00:00:01"] != poolA.IP6CIDR || seen["06:00:00:00:00:04"].IsValid() {
+		t.Errorf("At: ip6-cidrs %v", seen)
+	}
+	if v, _ := encodeAllocation(old); bytes.Contains(v, []byte("ip6-cidr")) {
+		t.Errorf("a record without ip6-cidr writes the key: %s", v)
 	}
 }
 
@@ -201,6 +253,9 @@ func FuzzDecodeRecord(f *testing.F) {
 	f.Add([]byte(`{"prefix":"2001:db8::/60","prefix":"2001:db8::/60"}`))
 	f.Add([]byte(`{"since":"2026-01-02T03:04:05.5+01:00","ip6":"::1%x"}`))
 	f.Add([]byte(`{"vm-name":"\u00e9"}`))
+	f.Add([]byte(`{"ip6-cidr":"2001:db8:100::1/64","ip6":"2001:db8:100::1"}`))
+	f.Add([]byte(`{"ip6-cidr":""}`))
+	f.Add([]byte(`{"ip6-cidr":"2001:db8::/129"}`))
 	f.Fuzz(func(t *testing.T, val []byte) {
 		var v allocView
 		if !decodeRecord(val, &v) {
@@ -212,12 +267,46 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 		a := r.Allocation
 		got := Allocation{Prefix: v.prefix, State: State(v.state), Since: v.since, GoneAt: v.goneAt, QuarantinedAt: v.quarantinedAt,
-			VMID: string(v.vmID), VMName: string(v.vmName), NICID: string(v.nicID), IP6: v.ip6, Source: string(v.source)}
+			VMID: string(v.vmID), VMName: string(v.vmName), NICID: string(v.nicID), IP6: v.ip6, IP6CIDR: v.ip6CIDR, Source: string(v.source)}
 		a.Pool = ""
 		if !reflect.DeepEqual(got, a) {
 			t.Fatalf("%q:\ndecodeRecord %+v\njson         %+v", val, got, a)
 		}
 	})
+}
+
+// TestDecodeRecordReusesIP6CIDR decodes records one after the other into
+// the same view, as LoadTable does: each gets its own ip6-cidr, whether
+// the one before had the same, another, a bad one or none.
+func TestDecodeRecordReusesIP6CIDR(t *testing.T) {
+	var v allocView
+	for _, tc := range []struct {
+		rec  string
+		ok   bool
+		want string
+	}{
+		{`{"ip6-cidr":""}`, true, ""},
+		{`{"ip6-cidr":"2001:db8:100::/64"}`, true, "2001:db8:100::/64"},
+		{`{"ip6-cidr":"2001:db8:100::/64"}`, true, "2001:db8:100::/64"},
+		{`{"state":"active"}`, true, ""},
+		{`{"ip6-cidr":"2001:db8:100::/64"}`, true, "2001:db8:100::/64"},
+		{`{"ip6-cidr":"2001:db8:100::/129"}`, false, ""},
+		{`{"ip6-cidr":"2001:db8:1ff::/64"}`, true, "2001:db8:1ff::/64"},
+		{`{"ip6-cidr":""}`, true, ""},
+		{`{"ip6-cidr":"2001:db8:1ff::/64"}`, true, "2001:db8:1ff::/64"},
+	} {
+		var want netip.Prefix
+		if tc.want != "" {
+			want = netip.MustParsePrefix(tc.want)
+		}
+		if ok := decodeRecord([]byte(tc.rec), &v); ok != tc.ok || ok && v.ip6CIDR != want {
+			t.Errorf("%s: ok %v, ip6-cidr %v; want %v, %q", tc.rec, ok, v.ip6CIDR, tc.ok, tc.want)
+		}
+	}
+	rec := []byte(`{"state":"active","ip6-cidr":"2001:db8:100::/64"}`)
+	if n := testing.AllocsPerRun(100, func() { decodeRecord(rec, &v) }); n != 0 {
+		t.Errorf("decodeRecord of a repeated ip6-cidr: %v allocations, want 0", n)
+	}
 }
 
 func TestFindDoesNotAllocate(t *testing.T) {

@@ -101,15 +101,18 @@ func checkFits(n, pools int) error {
 	return nil
 }
 
-// Allocation returns client i's allocation, active, made at since.
+// Allocation returns client i's allocation, active, made at since, with
+// its pool's ip6-cidr.
 func Allocation(pools []allocator.Pool, i int, since time.Time) allocator.Allocation {
+	p := &pools[i%len(pools)]
 	return allocator.Allocation{
-		Pool:   pools[i%len(pools)].Name,
-		MAC:    MAC(i),
-		Prefix: Prefix(i, len(pools)),
-		State:  allocator.StateActive,
-		Since:  since,
-		Source: "bench",
+		Pool:    p.Name,
+		MAC:     MAC(i),
+		Prefix:  Prefix(i, len(pools)),
+		State:   allocator.StateActive,
+		Since:   since,
+		IP6CIDR: p.IP6CIDR,
+		Source:  "bench",
 	}
 }
 

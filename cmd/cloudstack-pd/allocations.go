@@ -33,7 +33,8 @@ func newAllocationsCmd() *cobra.Command {
 per allocation, sorted by pool and prefix, with its MAC, prefix, pool
 (mapping key) and interface-id, state (active; gone, still served; or
 quarantined, not served) and since when, and what CloudStack said of its
-NIC: VM name, VM id, NIC id, IPv6 address. Allocations of pools that are no
+NIC: VM name, VM id, NIC id, IPv6 address (--json adds the pool's ip6-cidr
+as stored with the allocation). Allocations of pools that are no
 longer configured are listed too (kept, not served), with a warning.
 
 --json prints one JSON array of objects, the fields of the HTTP API's
@@ -43,7 +44,8 @@ longer configured are listed too (kept, not served), with a warning.
     "pool": "77828509-…", "interface-id": "VLAN2701", "vm-id": "…",
     "vm-name": "web-1", "nic-id": "…", "state": "active",
     "since": "2026-01-02T03:04:05Z", "gone-at": null, "quarantined-at": null,
-    "ip6": "2001:db8:100:0:432:b2ff:fe00:479", "source": "sync"}]
+    "ip6": "2001:db8:100:0:432:b2ff:fe00:479",
+    "ip6-cidr": "2001:db8:100::/64", "source": "sync"}]
 
 The store is opened read-only. While serve runs it holds the store's lock;
 then the table is read from the running server's local HTTP API

@@ -61,7 +61,8 @@ func testAllocations() []allocator.Allocation {
 	since := testNow.Add(-30 * 24 * time.Hour)
 	return []allocator.Allocation{
 		{Pool: "pod-a", MAC: macA, Prefix: netip.MustParsePrefix("2001:db8:200::/60"), State: allocator.StateActive, Since: since,
-			VMID: "vm-1111", VMName: "Web-1", NICID: "nic-1", IP6: netip.MustParseAddr("2001:db8:100:0:432:b2ff:fe00:479"), Source: "sync"},
+			VMID: "vm-1111", VMName: "Web-1", NICID: "nic-1", IP6: netip.MustParseAddr("2001:db8:100:0:432:b2ff:fe00:479"),
+			IP6CIDR: poolA.IP6CIDR, Source: "sync"},
 		{Pool: "pod-a", MAC: macA2, Prefix: netip.MustParsePrefix("2001:db8:200:10::/60"), State: allocator.StateActive, Since: since,
 			VMID: "vm-2222", VMName: "db-1", NICID: "nic-2", Source: "sync"},
 		{Pool: "pod-a", MAC: macGone, Prefix: netip.MustParsePrefix("2001:db8:200:20::/60"), State: allocator.StateGone, Since: since,
@@ -385,13 +386,13 @@ func TestAllocationFields(t *testing.T) {
 		"mac": "06:32:b2:00:04:79", "prefix": "2001:db8:200::/60", "pool": "pod-a", "interface-id": "VLAN2701",
 		"vm-id": "vm-1111", "vm-name": "Web-1", "nic-id": "nic-1", "state": "active",
 		"since": "2026-10-23T12:00:00Z", "gone-at": nil, "quarantined-at": nil,
-		"ip6": "2001:db8:100:0:432:b2ff:fe00:479", "source": "sync",
+		"ip6": "2001:db8:100:0:432:b2ff:fe00:479", "ip6-cidr": "2001:db8:100::/64", "source": "sync",
 	}
 	if !jsonEqual(got[0], want) {
 		t.Errorf("allocation\n got %v\nwant %v", got[0], want)
 	}
 	w.get(t, "/v1/allocations?state=quarantined", http.StatusOK, &got)
-	if len(got) != 1 || got[0]["gone-at"] != "2026-11-20T12:00:00Z" || got[0]["quarantined-at"] != "2026-11-21T12:00:00Z" || got[0]["ip6"] != "" || got[0]["vm-id"] != "" {
+	if len(got) != 1 || got[0]["gone-at"] != "2026-11-20T12:00:00Z" || got[0]["quarantined-at"] != "2026-11-21T12:00:00Z" || got[0]["ip6"] != "" || got[0]["ip6-cidr"] != "" || got[0]["vm-id"] != "" {
 		t.Errorf("quarantined allocation %v", got)
 	}
 }

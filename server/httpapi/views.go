@@ -89,6 +89,9 @@ type Allocation struct {
 	QuarantinedAt *time.Time `json:"quarantined-at"`
 	// IP6 is the NIC's IPv6 address; "" when unknown.
 	IP6 string `json:"ip6"`
+	// IP6CIDR is the pool's ip6-cidr (the VMs' SLAAC subnet) stored with
+	// the allocation when it was last written; "" when none.
+	IP6CIDR string `json:"ip6-cidr"`
 	// Source is who made the allocation: "sync" or "import-kea".
 	Source string `json:"source"`
 }
@@ -106,6 +109,9 @@ func AllocationOf(a *allocator.Allocation, p *allocator.Pool) Allocation {
 	}
 	if a.IP6.IsValid() {
 		v.IP6 = a.IP6.String()
+	}
+	if a.IP6CIDR.IsValid() {
+		v.IP6CIDR = a.IP6CIDR.String()
 	}
 	return v
 }
