@@ -201,14 +201,17 @@ func SecretKey(key string) bool {
 }
 
 func (p Problem) String() string {
-	if SecretKey(p.Key) {
+	if SecretKey(p.Key) && (p.Value != nil || p.Msg != unknownKeyMsg) {
 		// The value, and the decoder's message, may quote the secret.
 		return fmt.Sprintf("%s: %q: invalid value (not shown: a secret); a string is expected", p.Key, "(set)")
 	}
 	if p.Value == nil {
 		return fmt.Sprintf("%s: %s", p.Key, p.Msg)
 	}
-	return fmt.Sprintf("%s: %q: %s", p.Key, fmt.Sprint(p.Value), p.Msg)
+	// A list, a map, a section holding secrets or a URL's credentials
+	// are not shown (secrets.go).
+	val, msg := p.shown()
+	return fmt.Sprintf("%s: %s: %s", p.Key, val, msg)
 }
 
 // Error lists every problem found in a config file.
@@ -257,7 +260,7 @@ func Parse(path string, data []byte) (*Config, error) {
 	v.AutomaticEnv()
 
 	if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
-		return nil, &Error{Path: path, Problems: []Problem{{Key: "(file)", Msg: "cannot parse: " + err.Error()}}}
+		return nil, &Error{Path: path, Problems: []Problem{{Key: "(file)", Msg: "cannot parse: " + maskParseError(err.Error())}}}
 	}
 	var c Config
 	dec := func(dc *mapstructure.DecoderConfig) {
@@ -296,7 +299,7 @@ func Parse(path string, data []byte) (*Config, error) {
 		c.Allocation.Quarantine = Seconds(c.Server.ValidLifetime)
 	}
 	probs := decoded
-	for _, p := range append(durationProblems(v), c.validate()...) {
+	for _, p := range slices.Concat(durationProblems(v), c.validate(), c.validateLimits(), c.validateRanges()) {
 		// A key that did not decode is reported once, by the decoder.
 		if !covered(p.Key, failed) {
 			probs = append(probs, p)
@@ -338,6 +341,9 @@ var defaults = []struct {
 	{"allocation.release-after", DefaultReleaseAfter.String()},
 	{"allocation.max-release-fraction", DefaultMaxReleaseFraction},
 }
+
+// mapKey writes mapstructure's mapping[pod] as mapping.pod, as in the file.
+func mapKey(key string) string { return strings.NewReplacer("[", ".", "]", "").Replace(key) }
 
 // normKey writes a key path with dots only: mapping[pod].pool and
 // server.listen[0] become mapping.pod.pool and server.listen.0.
@@ -438,15 +444,17 @@ func decodeProblems(v *viper.Viper, err error) []Problem {
 			p.Msg = strings.TrimSpace(strings.TrimPrefix(line, "'"+key+"'"))
 		}
 		if strings.Contains(line, "has invalid keys:") {
-			p.Key = strings.TrimSpace(line[strings.Index(line, "has invalid keys:")+len("has invalid keys:"):])
-			if key != "" {
-				p.Key = key + "." + p.Key
+			// One problem per key; a key that does not read as a name
+			// (a value typed where a key was meant) is not shown.
+			for _, name := range strings.Split(strings.TrimSpace(line[strings.Index(line, "has invalid keys:")+len("has invalid keys:"):]), ", ") {
+				if key != "" {
+					name = key + "." + name
+				}
+				probs = append(probs, Problem{Key: safeKey(mapKey(name)), Msg: unknownKeyMsg})
 			}
-			p.Msg = unknownKeyMsg
-			p.Value = nil
+			continue
 		}
-		// mapstructure writes map entries as mapping[pod]; say mapping.pod as in the file.
-		p.Key = strings.NewReplacer("[", ".", "]", "").Replace(p.Key)
+		p.Key = mapKey(p.Key)
 		probs = append(probs, p)
 	}
 	if len(probs) == 0 {
@@ -571,12 +579,6 @@ func (c *Config) validate() []Problem {
 	}
 	if s.ValidLifetime == 0 {
 		add("server.valid-lifetime", 0, "must be positive: a prefix with valid lifetime 0 withdraws the route")
-	}
-	if s.Workers < 0 {
-		add("server.workers", s.Workers, "must be 0 (one per CPU) or more")
-	}
-	if s.QueueLength < 0 {
-		add("server.queue-length", s.QueueLength, "must be 0 (default 1024) or more")
 	}
 	if s.ShutdownDelay < 0 || s.ShutdownDelay > 5*time.Minute {
 		add("server.shutdown-delay", s.ShutdownDelay, "must be 0s to 5m")

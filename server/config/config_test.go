@@ -374,3 +374,201 @@ func TestProblemsNeverShowSecrets(t *testing.T) {
 		}
 	}
 }
+
+// TestListenerLimits: server.workers and server.queue-length are bounded,
+// so that the buffers the listener allocates at start-up stay bounded; the
+// problem names the key, the value and the bound.
+func TestListenerLimits(t *testing.T) {
+	base := "mapping:\n  pod-a:\n    pool: 2001:db8:200::/40\n    interface-id: VLAN2701\n"
+	tests := []struct {
+		name string
+		yaml string
+		env  map[string]string
+		key  string // "" when accepted
+		want []string
+	}{
+		{"workers at the bound", base + "server:\n  workers: 256\n", nil, "", nil},
+		{"queue-length at the bound", base + "server:\n  queue-length: 16384\n", nil, "", nil},
+		{"workers above the bound", base + "server:\n  workers: 257\n", nil, "server.workers", []string{`"257"`, "to 256"}},
+		{"workers huge", base + "server:\n  workers: 1000000\n", nil, "server.workers", []string{`"1000000"`, "to 256", "1 MiB"}},
+		{"workers negative", base + "server:\n  workers: -1\n", nil, "server.workers", []string{`"-1"`, "0 (one per CPU) to 256"}},
+		{"queue-length above the bound", base + "server:\n  queue-length: 16385\n", nil, "server.queue-length", []string{`"16385"`, "to 16384", "64 KiB"}},
+		{"queue-length huge", base + "server:\n  queue-length: 100000000\n", nil, "server.queue-length", []string{`"100000000"`, "to 16384"}},
+		{"queue-length negative", base + "server:\n  queue-length: -5\n", nil, "server.queue-length", []string{`"-5"`}},
+		{"workers from the environment", base, map[string]string{"CLOUDSTACK_PD_SERVER_WORKERS": "4096"}, "server.workers", []string{`"4096"`, "to 256"}},
+		{"queue-length from the environment", base, map[string]string{"CLOUDSTACK_PD_SERVER_QUEUE_LENGTH": "65536"}, "server.queue-length", []string{`"65536"`, "to 16384"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			c, err := Parse("cfg.yaml", []byte(tt.yaml))
+			if tt.key == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				if c.Server.Workers > MaxWorkers || c.Server.QueueLength > MaxQueueLength {
+					t.Errorf("server = %+v", c.Server)
+				}
+				return
+			}
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("err = %v, want *config.Error", err)
+			}
+			for _, w := range tt.want {
+				if !hasProblem(ce, tt.key, w) {
+					t.Errorf("no problem of key %q with %q:\n%s", tt.key, w, err)
+				}
+			}
+		})
+	}
+}
+
+// TestPoolsOutsideReservedRanges: a pool or an ip6-cidr that overlaps
+// multicast, link-local, loopback, the unspecified address or the
+// IPv4-mapped range (in part or in whole, ::/0 included) is refused, the
+// key named.
+func TestPoolsOutsideReservedRanges(t *testing.T) {
+	mapping := func(pool, cidr string) string {
+		y := "mapping:\n  pod-a:\n    pool: \"" + pool + "\"\n    prefix-len: 128\n    interface-id: VLAN2701\n"
+		if cidr != "" {
+			y += "    ip6-cidr: \"" + cidr + "\"\n"
+		}
+		return y
+	}
+	tests := []struct {
+		name, pool, cidr string
+		key              string // "" when accepted
+		want             string
+	}{
+		{"global unicast", "2001:db8:200::/40", "2001:db8:100::/64", "", ""},
+		{"unique local", "fd00::/40", "fd01::/64", "", ""},
+		{"the largest global pool", "2000::/3", "", "", ""},
+		{"pool multicast", "ff02::/16", "", "mapping.pod-a.pool", "overlaps ff00::/8 (multicast)"},
+		{"pool inside multicast", "ff05:1::/48", "", "mapping.pod-a.pool", "multicast"},
+		{"pool link-local", "fe80::/64", "", "mapping.pod-a.pool", "overlaps fe80::/10 (link-local)"},
+		{"pool around link-local", "fe00::/7", "", "mapping.pod-a.pool", "overlaps fe80::/10 (link-local)"},
+		{"pool loopback", "::1/128", "", "mapping.pod-a.pool", "loopback"},
+		{"pool holding the unspecified address", "::/64", "", "mapping.pod-a.pool", "overlaps ::/128 (the unspecified address)"},
+		{"pool holding IPv4-mapped", "::/80", "", "mapping.pod-a.pool", "::"},
+		{"pool ::/0", "::/0", "", "mapping.pod-a.pool", "the whole address space"},
+		{"pool the upper half", "8000::/1", "", "mapping.pod-a.pool", "link-local"},
+		{"ip6-cidr link-local", "2001:db8:200::/40", "fe80::/64", "mapping.pod-a.ip6-cidr", "overlaps fe80::/10 (link-local)"},
+		{"ip6-cidr multicast", "2001:db8:200::/40", "ff05::/64", "mapping.pod-a.ip6-cidr", "multicast"},
+		{"ip6-cidr loopback", "2001:db8:200::/40", "::1/128", "mapping.pod-a.ip6-cidr", "loopback"},
+		{"ip6-cidr IPv4-mapped", "2001:db8:200::/40", "::ffff:10.0.0.0/104", "mapping.pod-a.ip6-cidr", "IPv4-mapped"},
+		{"ip6-cidr ::/0", "2001:db8:200::/40", "::/0", "mapping.pod-a.ip6-cidr", "the whole address space"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("cfg.yaml", []byte(mapping(tt.pool, tt.cidr)))
+			if tt.key == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("err = %v, want *config.Error", err)
+			}
+			if !hasProblem(ce, tt.key, tt.want) {
+				t.Errorf("no problem of key %q with %q:\n%s", tt.key, tt.want, err)
+			}
+		})
+	}
+}
+
+// TestSecretsNeverInProblems feeds configs of every wrong shape, through
+// the real loading path, and checks that no secret (each holds "s3cr3t",
+// in any case, in whole or in part) appears in the error, which is what
+// serve, check-config and a refused reload print.
+func TestSecretsNeverInProblems(t *testing.T) {
+	const base = "mapping:\n  pod-a:\n    pool: 2001:db8:200::/40\n    interface-id: VLAN2701\n"
+	tests := []struct {
+		name string
+		file string // its extension picks the format
+		text string
+		env  map[string]string
+		key  string // the problem's key
+		want string // in the problem's line
+	}{
+		{"api as a list", "cfg.yaml", base + "api:\n  - url: https://cloud/client/api\n    apikey: AK-s3cr3t-1\n    secretkey: SK-s3cr3t-2\n", nil,
+			"api", "(a list, not shown)"},
+		{"api as a list, JSON", "cfg.json", `{"api": [{"apikey": "AK-s3cr3t-1", "secretkey": "SK-s3cr3t-2"}]}`, nil,
+			"api", "(a list, not shown)"},
+		{"api as a list of strings", "cfg.yaml", base + "api: [AK-s3cr3t-1, SK-s3cr3t-2]\n", nil, "api", "(a list, not shown)"},
+		{"api as a string", "cfg.yaml", base + "api: SK-s3cr3t-2\n", nil, "api", "(a string, not shown: api holds secrets)"},
+		{"api as a number", "cfg.json", `{"api": 4711}`, nil, "api", "(a number, not shown: api holds secrets)"},
+		{"api.secretkey as a list", "cfg.yaml", base + "api:\n  secretkey: [SK-s3cr3t-2]\n", nil, "api.secretkey", `"(set)"`},
+		{"api.apikey as a map", "cfg.yaml", base + "api:\n  apikey: {k: AK-s3cr3t-1}\n", nil, "api.apikey", `"(set)"`},
+		{"secret nested in api.url", "cfg.yaml", base + "api:\n  url:\n    secretkey: SK-s3cr3t-2\n", nil, "api.url", "(a map, not shown)"},
+		{"secret nested in a pool", "cfg.yaml", base + "  pod-b:\n    pool: {apikey: AK-s3cr3t-1}\n    interface-id: W\n", nil, "mapping.pod-b.pool", "expected type 'string'"},
+		{"secret nested in server.listen", "cfg.yaml", base + "server:\n  listen: [{secretkey: SK-s3cr3t-2}]\n", nil, "server.listen.0", "expected type 'string'"},
+		{"secret in a list under server", "cfg.yaml", base + "server: [SK-s3cr3t-2]\n", nil, "server", "(a list, not shown)"},
+		{"secret typed as a key", "cfg.yaml", base + "api:\n  secretkey=SK-s3cr3t-2: x\n", nil, "api.(a key that is not a name; not shown)", "unknown key"},
+		{"secret typed as keys, with others", "cfg.yaml", base + "api: {url: https://cloud/client/api, 'apikey AK-s3cr3t-1': 1, typo: 2}\n", nil, "api.typo", "unknown key"},
+		{"yaml type tag on a secret", "cfg.yaml", base + "api:\n  secretkey: !!int SK-s3cr3t-2\n", nil, "(file)", "(value not shown)"},
+		{"the whole file a secret", "cfg.yaml", "SK-s3cr3t-2\n", nil, "(file)", "(value not shown)"},
+		{"url with user info", "cfg.yaml", base + "api:\n  url: https://admin:pw-s3cr3t-3@cloud.example.com/client/api\n", nil,
+			"api.url", `"https://xxxxx@cloud.example.com/client/api"`},
+		{"url with a user that is a key", "cfg.yaml", base + "api:\n  url: https://AK-s3cr3t-1@cloud.example.com/client/api\n", nil,
+			"api.url", `"https://xxxxx@cloud.example.com/client/api"`},
+		{"url with keys in the query", "cfg.yaml", base + "api:\n  url: https://cloud.example.com/client/api?command=listZones&apikey=AK-s3cr3t-1&signature=S-s3cr3t-4&secretkey=SK-s3cr3t-2\n", nil,
+			"api.url", `"https://cloud.example.com/client/api?command=xxxxx&apikey=xxxxx&signature=xxxxx&secretkey=xxxxx"`},
+		{"url with a fragment", "cfg.yaml", base + "api:\n  url: https://cloud.example.com/client/api#SK-s3cr3t-2\n", nil,
+			"api.url", `"https://cloud.example.com/client/api#xxxxx"`},
+		{"url without a scheme, with user info", "cfg.yaml", base + "api:\n  url: admin:pw-s3cr3t-3@cloud.example.com/client/api\n", nil,
+			"api.url", `"xxxxx@cloud.example.com/client/api"`},
+		{"url with user info, JSON", "cfg.json", `{"api": {"url": "http://admin:pw-s3cr3t-3@cloud/client/api"}}`, nil, "api.url", `"http://xxxxx@cloud/client/api"`},
+		{"url with user info from the environment", "cfg.yaml", base,
+			map[string]string{"CLOUDSTACK_PD_API_URL": "https://admin:pw-s3cr3t-3@cloud.example.com/client/api"},
+			"api.url", `"https://xxxxx@cloud.example.com/client/api"`},
+		{"secret from the environment, api a list in the file", "cfg.yaml", base + "api: [x]\n",
+			map[string]string{"CLOUDSTACK_PD_API_SECRETKEY": "SK-s3cr3t-2", "CLOUDSTACK_PD_API_APIKEY": "AK-s3cr3t-1"},
+			"api", "(a list, not shown)"},
+		{"api from the environment as a string", "cfg.yaml", base + "api: [x]\n",
+			map[string]string{"CLOUDSTACK_PD_API": "SK-s3cr3t-2"}, "api", "not shown"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			_, err := Parse(tt.file, []byte(tt.text))
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("err = %v, want *config.Error", err)
+			}
+			if strings.Contains(strings.ToLower(err.Error()), "s3cr3t") || strings.Contains(err.Error(), "4711") {
+				t.Errorf("error shows a secret:\n%s", err)
+			}
+			if !hasProblem(ce, tt.key, tt.want) {
+				t.Errorf("no problem of key %q with %q:\n%s", tt.key, tt.want, err)
+			}
+		})
+	}
+}
+
+func TestMaskURL(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"https://cloud.example.com/client/api", "https://cloud.example.com/client/api"},
+		{"https://user:pass@cloud.example.com/client/api", "https://xxxxx@cloud.example.com/client/api"},
+		{"https://user@cloud.example.com:8443/client/api", "https://xxxxx@cloud.example.com:8443/client/api"},
+		{"https://u:p?ss#w@rd@cloud/client/api", "https://xxxxx@cloud/client/api"},
+		{"https://cloud/client/api?apikey=K&signature=S;secretkey=X", "https://cloud/client/api?apikey=xxxxx&signature=xxxxx;secretkey=xxxxx"},
+		{"https://cloud/client/api?K", "https://cloud/client/api?xxxxx"},
+		{"https://cloud/client/api?", "https://cloud/client/api?"},
+		{"https://cloud/client/api#frag", "https://cloud/client/api#xxxxx"},
+		{"user:pass@cloud/client/api?x=1", "xxxxx@cloud/client/api?x=xxxxx"},
+		{"https://cloud/a@b/c", "https://cloud/a@b/c"},
+		{"not a url", "not a url"},
+		{"", ""},
+	} {
+		if got := MaskURL(tt.in); got != tt.want {
+			t.Errorf("MaskURL(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
