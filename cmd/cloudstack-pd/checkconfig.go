@@ -31,12 +31,15 @@ CLOUDSTACK_PD_* environment overrides applied) and validates it.
 A valid config is printed as YAML on standard output, every key with the
 value in effect, and the exit status is 0. Secrets (api.apikey,
 api.secretkey, and any key named like a secret, password or token) are
-shown as "(set)" or "", never their value. The header lists the
-environment variables that override a key; a CLOUDSTACK_PD_* variable that
-names no key is reported on standard error, since it is ignored.
+shown as "(set)" or "", never their value, and a URL's user info and
+query values as xxxxx. The header lists the environment variables that
+override a key; a CLOUDSTACK_PD_* variable that names no key is reported
+on standard error, since it is ignored.
 
 An invalid config exits with status 1 and lists every problem on standard
-error, each naming its key and the value at fault, e.g.
+error, each naming its key and the value at fault, e.g. (a list or a map,
+a value where api and its secrets belong, and a URL's credentials are not
+shown)
 
   cloudstack-pd: config /etc/cloudstack-pd/config.yaml: 2 problem(s)
     mapping.pod-a.prefixlen: unknown key (a typo?); see example/cloudstack-pd.yaml for the keys
@@ -220,6 +223,12 @@ func fieldNode(v reflect.Value, path, name string, keys map[string]string) *yaml
 			s = maskedValue
 		}
 		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: s}
+	}
+	if strings.Contains(name, "url") && v.Kind() == reflect.String {
+		// Load refuses credentials in api.url; should a URL carry any,
+		// they are masked all the same.
+		keys[envName(path)] = path
+		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: config.MaskURL(v.String())}
 	}
 	return toNode(v, path, keys)
 }

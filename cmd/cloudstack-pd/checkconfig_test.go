@@ -398,3 +398,70 @@ func TestExampleJunosRelay(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckConfigNeverPrintsSecrets runs the check-config command on
+// configs whose secrets sit where they should not, in every shape, with
+// secrets from the environment too: no secret (each holds "s3cr3t") is
+// printed, on standard output, standard error or in the error, and the
+// problem still names its key.
+func TestCheckConfigNeverPrintsSecrets(t *testing.T) {
+	const base = "mapping:\n  pod-a:\n    pool: 2001:db8:200::/40\n    interface-id: VLAN2701\n"
+	tests := []struct {
+		name, file, text string
+		env              map[string]string
+		want             string
+	}{
+		{"api as a list", "config.yaml", base + "api:\n  - url: https://cloud/client/api\n    apikey: AK-s3cr3t-1\n    secretkey: SK-s3cr3t-2\n", nil, "api: (a list, not shown)"},
+		{"api as a list, the old config.json", "config.json", `{"api": [{"url": "https://cloud/client/api", "apikey": "AK-s3cr3t-1", "secretkey": "SK-s3cr3t-2"}],
+			"mapping": {"pod-a": {"pool": "2001:db8:200::/40", "interface-id": "V"}}}`, nil, "api: (a list, not shown)"},
+		{"api as a string", "config.yaml", base + "api: SK-s3cr3t-2\n", nil, "api: (a string, not shown: api holds secrets)"},
+		{"secret nested in api.url", "config.yaml", base + "api:\n  url: {secretkey: SK-s3cr3t-2}\n", nil, "api.url: (a map, not shown)"},
+		{"yaml type error quoting the secret", "config.yaml", base + "api:\n  secretkey: !!int SK-s3cr3t-2\n", nil, "(file): cannot parse"},
+		{"url with user info", "config.yaml", base + "api:\n  url: https://admin:pw-s3cr3t-3@cloud.example.com/client/api\n", nil,
+			`api.url: "https://xxxxx@cloud.example.com/client/api"`},
+		{"url with a signed query", "config.yaml", base + "api:\n  url: https://cloud.example.com/client/api?apikey=AK-s3cr3t-1&signature=S-s3cr3t-4\n", nil,
+			`api.url: "https://cloud.example.com/client/api?apikey=xxxxx&signature=xxxxx"`},
+		{"url with user info from the environment, secrets too", "config.yaml", base,
+			map[string]string{"CLOUDSTACK_PD_API_URL": "https://admin:pw-s3cr3t-3@cloud/client/api", "CLOUDSTACK_PD_API_SECRETKEY": "SK-s3cr3t-2"},
+			`api.url: "https://xxxxx@cloud/client/api"`},
+		{"queue-length too long, secrets set", "config.yaml", base + "api:\n  apikey: AK-s3cr3t-1\n  secretkey: SK-s3cr3t-2\nserver:\n  queue-length: 100000\n", nil,
+			`server.queue-length: "100000": must be 0 (default 1024) to 16384`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			path := filepath.Join(t.TempDir(), tt.file)
+			writeFile(t, path, tt.text)
+			out, err := runCLI(t, "check-config", "--config", path)
+			if err == nil {
+				t.Fatalf("accepted:\n%s", out)
+			}
+			all := out + "\n" + err.Error()
+			if strings.Contains(strings.ToLower(all), "s3cr3t") {
+				t.Errorf("a secret is printed:\n%s", all)
+			}
+			if !strings.Contains(err.Error(), "\n  "+tt.want) {
+				t.Errorf("no problem %q:\n%s", tt.want, all)
+			}
+		})
+	}
+}
+
+// TestCheckConfigMasksURLCredentials: should a URL with credentials reach
+// the printer (Load refuses them), they are masked.
+func TestCheckConfigMasksURLCredentials(t *testing.T) {
+	cfg := &config.Config{API: config.API{URL: "https://admin:pw-s3cr3t-3@cloud/client/api?apikey=AK-s3cr3t-1&signature=S-s3cr3t-4"}}
+	doc, keys := effectiveConfig(cfg)
+	var out bytes.Buffer
+	if err := yaml.NewEncoder(&out).Encode(doc); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "s3cr3t") || !strings.Contains(out.String(), "url: https://xxxxx@cloud/client/api?apikey=xxxxx&signature=xxxxx\n") {
+		t.Errorf("printed:\n%s", out.String())
+	}
+	if keys["CLOUDSTACK_PD_API_URL"] != "api.url" {
+		t.Errorf("api.url not listed among the keys: %v", keys)
+	}
+}
