@@ -1,0 +1,61 @@
+package main
+
+import (
+	"bytes"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cloudstack-pd/cloudstack-pd/server/config"
+)
+
+// TestReloadRefusesWhatLoadRefuses: SIGHUP's reload validates the new
+// config with config.Load, as serve's start does: a config over the
+// listener's limits or with a pool in a reserved range is refused and the
+// old one stays in force, and the log line names the key without
+// printing a secret.
+func TestReloadRefusesWhatLoadRefuses(t *testing.T) {
+	const base = "mapping:\n  pod-a:\n    pool: 2001:db8:200::/40\n    interface-id: VLAN2701\nserver:\n  listen: [\"[::1]:10547\"]\n"
+	old, err := config.Parse("old.yaml", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ name, text, want string }{
+		{"workers above the bound", base + "  workers: 100000\n", `server.workers: \"100000\": must be 0 (one per CPU) to 256`},
+		{"queue-length above the bound", base + "  queue-length: 1000000\n", `server.queue-length: \"1000000\": must be 0 (default 1024) to 16384`},
+		{"pool multicast", strings.Replace(base, "2001:db8:200::/40", "ff0e::/16", 1), `mapping.pod-a.pool: \"ff0e::/16\": overlaps ff00::/8 (multicast)`},
+		{"ip6-cidr link-local, a secret set", strings.Replace(base, "VLAN2701\n", "VLAN2701\n    ip6-cidr: fe80::/64\n", 1) + "api:\n  secretkey: SK-s3cr3t-2\n",
+			`mapping.pod-a.ip6-cidr: \"fe80::/64\": overlaps fe80::/10 (link-local)`},
+		{"api as a list", base + "api:\n  - apikey: AK-s3cr3t-1\n    secretkey: SK-s3cr3t-2\n", "api: (a list, not shown)"},
+		{"url with user info", base + "api:\n  url: https://admin:pw-s3cr3t-3@cloud/client/api\n  secretkey: SK-s3cr3t-2\n", `api.url: \"https://xxxxx@cloud/client/api\"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "config.yaml")
+			writeFile(t, path, tt.text)
+			var buf bytes.Buffer
+			log := slog.New(slog.NewTextHandler(&buf, nil))
+			got := func() (got *config.Config) {
+				defer func() {
+					// With no store, an accepted config fails loading the table.
+					if r := recover(); r != nil {
+						t.Errorf("reload accepted the config (it went on to load the table: %v)", r)
+						got = nil
+					}
+				}()
+				return reload(path, old, nil, nil, nil, log)
+			}()
+			if got != old {
+				t.Errorf("the old config is not kept")
+			}
+			out := buf.String()
+			if !strings.Contains(out, "reload refused: the old config stays in force") || !strings.Contains(out, tt.want) {
+				t.Errorf("log lacks %q:\n%s", tt.want, out)
+			}
+			if strings.Contains(strings.ToLower(out), "s3cr3t") {
+				t.Errorf("the log shows a secret:\n%s", out)
+			}
+		})
+	}
+}
