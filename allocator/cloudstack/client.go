@@ -100,12 +100,22 @@ func New(apiURL, apiKey, secretKey string, opts Options) *Client {
 		log:       opts.Logger,
 		restarts:  opts.Restarts,
 	}
+	// No error shows the URL's user info, query or fragment: they may
+	// hold the keys or a signature.
 	if u, err := url.Parse(apiURL); err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // it quotes the whole URL
+		}
 		c.err = fmt.Errorf("cloudstack: API URL: %w", err)
 	} else if u.User != nil {
 		c.err = fmt.Errorf("cloudstack: API URL %s: user info not supported", u.Redacted())
 	} else if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-		c.err = fmt.Errorf("cloudstack: API URL %q: want http(s)://host/path without a query", apiURL)
+		shown := (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, Opaque: u.Opaque}).String()
+		if u.RawQuery != "" || u.Fragment != "" {
+			shown += " (query and fragment not shown)"
+		}
+		c.err = fmt.Errorf("cloudstack: API URL %q: want http(s)://host/path without a query", shown)
 	}
 	if c.pageSize <= 0 || c.pageSize > MaxPageSize {
 		c.pageSize = MaxPageSize

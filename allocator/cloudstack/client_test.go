@@ -387,7 +387,8 @@ func TestListPodNICsUnreachable(t *testing.T) {
 }
 
 func TestNewBadURL(t *testing.T) {
-	for _, u := range []string{"", "cloud.example.com/client/api", "ftp://cloud/client/api", "https://cloud/client/api?x=1", "https://user:pw@cloud/client/api", "http://[::1"} {
+	for _, u := range []string{"", "cloud.example.com/client/api", "ftp://cloud/client/api", "https://cloud/client/api?x=1", "https://user:pw@cloud/client/api", "http://[::1",
+		"https://cloud/client/api?apikey=AK-pw&signature=S-pw", "https://cloud/client/api#pw", "https://u:pw@cloud/\x7f", "cloud/client/api?secretkey=pw"} {
 		_, err := New(u, apiKey, secret, Options{}).ListPodNICs(t.Context(), podA)
 		if err == nil || !strings.HasPrefix(err.Error(), "cloudstack: API URL") || strings.Contains(err.Error(), "pw") {
 			t.Errorf("New(%q): err = %v", u, err)
