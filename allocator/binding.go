@@ -272,6 +272,12 @@ func (s *Store) PutBindings(put []Binding, del []BindingRelease) error {
 	if err != nil {
 		return fmt.Errorf("store %s: %w", s.path, err)
 	}
+	// The pages read to find the old bindings, and by the commit to
+	// rebalance the tree, are not needed past it: a server recording
+	// bindings all day would otherwise hold, as resident file pages,
+	// every page of the store its writes ever went through (see
+	// dropPages, which needs a transaction).
+	_ = s.db.View(func(tx *bolt.Tx) error { s.dropPages(tx); return nil })
 	if len(invalid) > 0 {
 		return fmt.Errorf("store %s: %d bindings left out: %w", s.path, len(invalid), errors.Join(invalid...))
 	}

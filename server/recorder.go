@@ -17,7 +17,8 @@ import (
 type BindingStore interface {
 	// PutBindings writes put and applies the releases in del. An error
 	// wrapping allocator.ErrInvalidBinding means the rest of the batch was
-	// written; any other error, that nothing was.
+	// written; any other error, that nothing was. It must not keep the
+	// slices: the Recorder reuses them.
 	PutBindings(put []allocator.Binding, del []allocator.BindingRelease) error
 }
 
@@ -80,10 +81,11 @@ type pendingOp struct {
 const DefaultFlushInterval = time.Second
 
 // DefaultMaxPending is the most IAs (MAC and IAID) a Recorder holds
-// between two flushes: 100,000, about 50 MB. A flush writes them all
-// within the flush interval on ordinary disks; a flood of new IAs beyond
-// it is dropped and counted (DropPendingFull).
-const DefaultMaxPending = 100_000
+// between two flushes: 20,000, some 12 MB (and as much again while a flush
+// writes them, in well under the flush interval). That is hundreds of
+// times the renewals per second of a cloud of 100,000 VMs; a flood of new
+// IAs beyond it is dropped and counted (DropPendingFull).
+const DefaultMaxPending = 20_000
 
 // Reasons a Recorder drops a record, besides the allocator.Problem
 // constants (a binding the store can never hold).
@@ -219,11 +221,17 @@ func (r *Recorder) Run(ctx context.Context) {
 	}
 }
 
-// Flush writes what is pending in one store transaction. On a store
-// failure the batch is put back (newer records of the same IA win, the cap
-// still holds) and retried at the next flush, so a store error loses
-// nothing while the process lives and the cap is not reached. A record the
-// store can never hold is dropped and counted, not retried.
+// flushChunk is the most records Flush writes in one store transaction:
+// a bbolt transaction holds every page it rewrites until its commit, so
+// one transaction for a large batch would take hundreds of megabytes.
+const flushChunk = 1000
+
+// Flush writes what is pending, flushChunk records per store transaction.
+// On a store failure what was not written is put back (newer records of
+// the same IA win, the cap still holds) and retried at the next flush, so
+// a store error loses nothing while the process lives and the cap is not
+// reached. A record the store can never hold is dropped and counted, not
+// retried.
 func (r *Recorder) Flush() error {
 	r.flushMu.Lock()
 	defer r.flushMu.Unlock()
@@ -234,15 +242,37 @@ func (r *Recorder) Flush() error {
 	if len(batch) == 0 {
 		return nil
 	}
-	var put []allocator.Binding
-	var del []allocator.BindingRelease
-	for _, op := range batch {
+	put := make([]allocator.Binding, 0, min(len(batch), flushChunk))
+	del := make([]allocator.BindingRelease, 0, min(len(batch), flushChunk))
+	var err error
+	for k, op := range batch {
+		if err != nil {
+			break
+		}
 		if op.release {
 			del = append(del, allocator.BindingRelease{ClientDUID: op.b.ClientDUID, IAID: op.b.IAID, MAC: op.b.MAC})
 		} else {
 			put = append(put, op.b)
 		}
+		delete(batch, k) // what is left in batch is what is not written
+		if len(put)+len(del) == flushChunk {
+			err = r.write(batch, put, del)
+			put, del = put[:0], del[:0]
+		}
 	}
+	if err == nil && len(put)+len(del) > 0 {
+		err = r.write(batch, put, del)
+	}
+	if err != nil {
+		r.log.Error("cannot record bindings; will retry", "bindings", len(batch), "err", err)
+	}
+	return err
+}
+
+// write writes one chunk of Flush. On a store failure it puts the chunk
+// back into batch (what Flush has not written yet) and returns the error,
+// and puts batch back into pending.
+func (r *Recorder) write(batch map[iaKey]pendingOp, put []allocator.Binding, del []allocator.BindingRelease) error {
 	err := r.store.PutBindings(put, del)
 	switch {
 	case err == nil:
@@ -257,6 +287,12 @@ func (r *Recorder) Flush() error {
 		}
 		r.log.Error("bindings left out of the store", "err", err)
 		return nil
+	}
+	for _, b := range put {
+		batch[keyOf(b.MAC, b.IAID)] = pendingOp{b: b}
+	}
+	for _, d := range del {
+		batch[keyOf(d.MAC, d.IAID)] = pendingOp{b: allocator.Binding{ClientDUID: d.ClientDUID, IAID: d.IAID, MAC: d.MAC}, release: true}
 	}
 	var full []allocator.Binding
 	r.mu.Lock()
@@ -274,6 +310,5 @@ func (r *Recorder) Flush() error {
 	for i := range full {
 		r.drop(DropPendingFull, &full[i])
 	}
-	r.log.Error("cannot record bindings; will retry", "bindings", len(batch), "err", err)
 	return err
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -118,20 +119,23 @@ func TestRecorderKeepsBatchOnStoreError(t *testing.T) {
 }
 
 type fakeStore struct {
-	mu    sync.Mutex
-	fail  bool
-	calls [][]allocator.Binding
-	dels  [][]allocator.BindingRelease
+	mu   sync.Mutex
+	fail bool
+	// failAt makes the call of this number (from 1) fail, as fail does.
+	failAt int
+	calls  [][]allocator.Binding
+	dels   [][]allocator.BindingRelease
 }
 
 func (f *fakeStore) PutBindings(put []allocator.Binding, del []allocator.BindingRelease) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.fail {
+	if f.fail || len(f.calls)+1 == f.failAt {
+		f.failAt = 0
 		return errors.New("disk full")
 	}
-	f.calls = append(f.calls, put)
-	f.dels = append(f.dels, del)
+	f.calls = append(f.calls, slices.Clone(put)) // the caller reuses its slices
+	f.dels = append(f.dels, slices.Clone(del))
 	return nil
 }
 
@@ -335,5 +339,45 @@ func TestRecorderReleaseCoalesces(t *testing.T) {
 				t.Errorf("written %d bindings and %d releases, want %d and %d", puts, dels, tc.puts, tc.dels)
 			}
 		})
+	}
+}
+
+// TestRecorderFlushesInChunks: a large batch is written flushChunk
+// records per store transaction; when one fails, what was written stays
+// written and the rest is pending again.
+func TestRecorderFlushesInChunks(t *testing.T) {
+	fs := &fakeStore{failAt: 2}
+	rec := NewRecorder(fs, 0, nil)
+	n := 2*flushChunk + flushChunk/2
+	for i := range n {
+		mac := binary.BigEndian.AppendUint32([]byte{2, 0}, uint32(i))
+		rec.Record(allocator.Binding{ClientDUID: append([]byte{0, 3, 0, 1}, mac...), MAC: mac, IAID: 1, Prefix: prefixA})
+	}
+	rec.Release(allocator.BindingRelease{ClientDUID: []byte{0, 4, 1}, MAC: macA, IAID: 1})
+	if err := rec.Flush(); err == nil {
+		t.Fatal("flush succeeded with a failing transaction")
+	}
+	if len(fs.calls) != 1 || len(fs.calls[0])+len(fs.dels[0]) != flushChunk {
+		t.Fatalf("written before the failure: %d transactions", len(fs.calls))
+	}
+	if got := rec.Pending(); got != n+1-flushChunk {
+		t.Errorf("pending after the failure = %d, want %d", got, n+1-flushChunk)
+	}
+	if err := rec.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	var dels int
+	for i := range fs.calls {
+		if len(fs.calls[i])+len(fs.dels[i]) > flushChunk {
+			t.Errorf("transaction %d: %d records, want at most %d", i, len(fs.calls[i])+len(fs.dels[i]), flushChunk)
+		}
+		for _, b := range fs.calls[i] {
+			seen[string(b.MAC)] = true
+		}
+		dels += len(fs.dels[i])
+	}
+	if len(seen) != n || dels != 1 || rec.Pending() != 0 {
+		t.Errorf("written %d distinct bindings and %d releases, want %d and 1", len(seen), dels, n)
 	}
 }
