@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,13 +46,19 @@ type Recorder struct {
 	max      int
 
 	dropped      *prometheus.CounterVec
-	drops        map[string]prometheus.Counter // children of dropped, by reason
+	drops        map[string]*dropReason // by reason; read-only once made
 	pendingGauge prometheus.GaugeFunc
 
 	mu      sync.Mutex
 	pending map[iaKey]pendingOp
-	logged  map[string]bool // reasons of drops already logged
-	flushMu sync.Mutex      // one flush at a time
+	flushMu sync.Mutex // one flush at a time
+}
+
+// dropReason is the counter of one reason for dropping, and whether a drop
+// for it was logged: the packet path counts drops without taking a lock.
+type dropReason struct {
+	count  prometheus.Counter
+	logged atomic.Bool
 }
 
 // maxMAC is the longest MAC a pending entry holds (allocator.ErrInvalidMAC).
@@ -110,13 +117,13 @@ func NewRecorder(store BindingStore, interval time.Duration, log *slog.Logger) *
 		log = slog.New(slog.DiscardHandler)
 	}
 	r := &Recorder{store: store, interval: interval, log: log, max: DefaultMaxPending,
-		pending: map[iaKey]pendingOp{}, logged: map[string]bool{}, drops: map[string]prometheus.Counter{}}
+		pending: map[iaKey]pendingOp{}, drops: map[string]*dropReason{}}
 	r.dropped = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Name: "bindings_dropped_total",
 		Help: "Bindings (or releases) not recorded in the store, by reason: pending-full (too many IAs waiting for the next flush), mac, client-duid-length, prefix, time (a record the store can never hold).",
 	}, []string{"reason"})
 	for _, reason := range dropReasons {
-		r.drops[reason] = r.dropped.WithLabelValues(reason)
+		r.drops[reason] = &dropReason{count: r.dropped.WithLabelValues(reason)}
 	}
 	r.pendingGauge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: Namespace, Name: "bindings_pending",
@@ -191,16 +198,14 @@ func (r *Recorder) Release(rel allocator.BindingRelease) {
 
 // drop counts a record not kept, and logs the first of each reason.
 func (r *Recorder) drop(reason string, b *allocator.Binding) {
-	c, ok := r.drops[reason]
+	d, ok := r.drops[reason]
 	if !ok {
-		c = r.dropped.WithLabelValues(reason)
+		// A Problem of the allocator's that dropReasons does not list
+		// yet: counted, and logged every time.
+		d = &dropReason{count: r.dropped.WithLabelValues(reason)}
 	}
-	c.Inc()
-	r.mu.Lock()
-	first := !r.logged[reason]
-	r.logged[reason] = true
-	r.mu.Unlock()
-	if first {
+	d.count.Inc()
+	if !d.logged.Swap(true) {
 		r.log.Warn("binding not recorded; further ones dropped for this reason are only counted in cloudstack_pd_bindings_dropped_total",
 			"reason", reason, "mac", b.MAC.String(), "iaid", b.IAID, "client-duid-bytes", len(b.ClientDUID), "prefix", b.Prefix)
 	}
