@@ -5,7 +5,7 @@ BIN      := bin/cloudstack-pd
 # Fuzz time per target for `make fuzz`.
 FUZZTIME ?= 20s
 
-.PHONY: help build run test fuzz bench clean
+.PHONY: help build run test fuzz bench flood clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -39,6 +39,13 @@ fuzz: ## run every Fuzz target for FUZZTIME (default 20s) each
 # never assertions. Settings: BENCH_* variables, see .ci/bench.
 bench: ## measure against Kea 2.2 (needs kea-dhcp6), Go benchmarks; updates docs/BENCHMARKS.md
 	bash .ci/bench
+
+# Not part of `test` either: 20 s of Rebinds and Rapid Commit Solicits with
+# random client DUIDs against a real serve on [::1]; it fails when serve's
+# peak RSS reaches 400 MB or answers stop. Settings: CLOUDSTACK_PD_FLOOD_*
+# variables, see cmd/cloudstack-pd/flood_test.go.
+flood: ## flood serve with random DUIDs for known MACs; report its peak RSS
+	CLOUDSTACK_PD_FLOOD=1 $(GO) test -run '^TestFloodServe$$' -count=1 -v -timeout 10m ./cmd/cloudstack-pd/
 
 clean: ## remove bin/
 	rm -rf bin

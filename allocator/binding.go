@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -156,27 +157,95 @@ func parseHexString(s string) ([]byte, error) {
 	return hex.DecodeString(strings.ReplaceAll(s, ":", ""))
 }
 
+// Reasons a binding cannot be stored, as Binding.Problem gives them: short
+// fixed words, fit for a metric label.
+const (
+	// ProblemClientDUID: the client DUID is empty or longer than 255 bytes.
+	ProblemClientDUID = "client-duid-length"
+	// ProblemPrefix: the prefix is not an IPv6 prefix.
+	ProblemPrefix = "prefix"
+	// ProblemTime: Expires or LastExchange is outside the years 0 to 9999,
+	// which the stored form (RFC 3339) cannot write.
+	ProblemTime = "time"
+)
+
+// Problem returns why b can never be stored (one of the Problem
+// constants), or "" when it can.
+func (b *Binding) Problem() string {
+	switch {
+	case len(b.ClientDUID) == 0 || len(b.ClientDUID) > 255:
+		return ProblemClientDUID
+	case !b.Prefix.IsValid() || !b.Prefix.Addr().Is6() || b.Prefix.Addr().Is4In6():
+		return ProblemPrefix
+	case !storableTime(b.Expires) || !storableTime(b.LastExchange):
+		return ProblemTime
+	}
+	return ""
+}
+
+// storableTime reports whether json.Marshal writes t (the zero time is
+// left out of the stored form).
+func storableTime(t time.Time) bool {
+	if t.IsZero() {
+		return true
+	}
+	y := t.Year()
+	return y >= 0 && y <= 9999
+}
+
+// BindingRelease names a binding its client gave up (a Release): the
+// binding's key (client DUID and IAID) and the MAC of the VM that sent the
+// Release, as the trusted relay identified it. Only that VM's binding is
+// deleted: a Release carrying another client's DUID and IAID deletes
+// nothing.
+type BindingRelease struct {
+	ClientDUID []byte
+	IAID       uint32
+	MAC        net.HardwareAddr
+}
+
 // PutBindings records a batch of binding changes in one transaction (one
-// commit, one fsync pair): first it deletes the bindings whose keys are in
-// del, then it writes put in order, so a key in both ends up written and,
-// within put, the last binding of a key wins. A prefix is bound to at most
-// one IA: writing a binding whose prefix another key held deletes that
-// other binding. Absent keys in del are not an error. When one binding is
-// invalid (ErrInvalidBinding) nothing of the batch is written.
-func (s *Store) PutBindings(put []Binding, del [][]byte) error {
+// commit, one fsync pair): first it deletes the released bindings, each
+// only when its recorded MAC is the MAC of the release, then it writes put
+// in order, so a key in both ends up written and, within put, the last
+// binding of a key wins. A prefix is bound to at most one IA: writing a
+// binding whose prefix another key held deletes that other binding. (The
+// server delegates a MAC only its own prefix, so the store keeps at most
+// one binding per MAC and prefix, whatever DUIDs and IAIDs clients send:
+// the newest replaces the older.) Releases of absent keys, or of bindings
+// of another MAC, are not an error.
+//
+// A binding that can never be stored (Binding.Problem is not "") does not
+// stop the others: the rest of the batch is written, and the error
+// returned wraps ErrInvalidBinding and names each binding left out. Any
+// other error means that nothing was written.
+func (s *Store) PutBindings(put []Binding, del []BindingRelease) error {
+	var invalid []error
+	ok := put
 	for i := range put {
 		b := &put[i]
-		if len(b.ClientDUID) == 0 || len(b.ClientDUID) > 255 {
-			return fmt.Errorf("binding %d (IAID %d, prefix %s): client DUID has %d bytes, want 1 to 255: %w", i, b.IAID, b.Prefix, len(b.ClientDUID), ErrInvalidBinding)
+		if p := b.Problem(); p != "" {
+			if len(invalid) == 0 {
+				ok = slices.Clone(put[:i])
+			}
+			invalid = append(invalid, fmt.Errorf("binding of client DUID %s (%d bytes) IAID %d prefix %s: %s: %w",
+				hexString(b.ClientDUID), len(b.ClientDUID), b.IAID, b.Prefix, p, ErrInvalidBinding))
+			continue
 		}
-		if !b.Prefix.IsValid() || !b.Prefix.Addr().Is6() || b.Prefix.Addr().Is4In6() {
-			return fmt.Errorf("binding of DUID %s IAID %d: prefix %s is not an IPv6 prefix: %w", hexString(b.ClientDUID), b.IAID, b.Prefix, ErrInvalidBinding)
+		if len(invalid) > 0 {
+			ok = append(ok, *b)
 		}
 	}
+	put = ok
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		bb, bp := tx.Bucket(bucketBindings), tx.Bucket(bucketBindingPrefix)
-		for _, k := range del {
-			if err := deleteBinding(bb, bp, k); err != nil {
+		var kbuf []byte
+		for _, r := range del {
+			if len(r.ClientDUID) == 0 || len(r.ClientDUID) > 255 || len(r.MAC) == 0 {
+				continue // no binding has this key, or no VM sent it
+			}
+			kbuf = AppendBindingKey(kbuf[:0], r.ClientDUID, r.IAID)
+			if err := releaseBinding(bb, bp, kbuf, r.MAC); err != nil {
 				return err
 			}
 		}
@@ -203,7 +272,34 @@ func (s *Store) PutBindings(put []Binding, del [][]byte) error {
 	if err != nil {
 		return fmt.Errorf("store %s: %w", s.path, err)
 	}
+	// The pages read to find the old bindings, and by the commit to
+	// rebalance the tree, are not needed past it: a server recording
+	// bindings all day would otherwise hold, as resident file pages,
+	// every page of the store its writes ever went through (see
+	// dropPages, which needs a transaction).
+	_ = s.db.View(func(tx *bolt.Tx) error { s.dropPages(tx); return nil })
+	if len(invalid) > 0 {
+		return fmt.Errorf("store %s: %d bindings left out: %w", s.path, len(invalid), errors.Join(invalid...))
+	}
 	return nil
+}
+
+// releaseBinding deletes the binding at key when its recorded MAC is mac.
+func releaseBinding(bb, bp *bolt.Bucket, key []byte, mac net.HardwareAddr) error {
+	v := bb.Get(key)
+	if v == nil {
+		return nil
+	}
+	var old struct {
+		MAC string `json:"mac"`
+	}
+	if err := json.Unmarshal(v, &old); err != nil {
+		return fmt.Errorf("bindings/%x: %w", key, err)
+	}
+	if recorded, err := parseHexString(old.MAC); err != nil || !bytes.Equal(recorded, mac) {
+		return nil // another VM's binding (or one without a MAC): not the sender's to end
+	}
+	return deleteBinding(bb, bp, key)
 }
 
 // deleteBinding removes the binding at key and its prefix index entry.

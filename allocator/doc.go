@@ -111,7 +111,8 @@
 //   - Put never changes an allocation's prefix (ErrPrefixMoved): to give a
 //     MAC another prefix, Delete it and Put it again, knowingly.
 //   - PutBindings applies deletions before writes; coalesce a key's events
-//     before calling it, or the order between them is lost.
+//     before calling it, or the order between them is lost. A release
+//     deletes only a binding recorded with the release's MAC.
 //   - StoreOptions.NoSync trades durability for speed: tests only.
 //   - LoadTable drops the store's pages it read from the process's resident
 //     memory (madvise DONTNEED on bbolt's read-only shared mapping; they stay

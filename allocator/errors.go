@@ -35,9 +35,10 @@ var (
 	// ErrInvalidState is returned when an allocation's State is not one of
 	// the State constants.
 	ErrInvalidState = errors.New("invalid allocation state")
-	// ErrInvalidBinding is returned when a binding cannot be stored: its
-	// client DUID is empty or longer than 255 bytes, or its prefix is not
-	// an IPv6 prefix.
+	// ErrInvalidBinding is returned when a binding can never be stored (see
+	// Binding.Problem): its client DUID is empty or longer than 255 bytes,
+	// its prefix is not an IPv6 prefix, or a time cannot be written.
+	// PutBindings still writes the rest of its batch.
 	ErrInvalidBinding = errors.New("invalid binding")
 	// ErrInvalidReservation is returned for a Kea reservation that cannot be
 	// adopted as it stands: no hw-address, several prefixes, a value that

@@ -2,6 +2,7 @@ package allocator
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -724,7 +725,11 @@ func TestPutBindings(t *testing.T) {
 	}
 
 	// Deletions come first, then puts; absent keys are fine.
-	if err := s.PutBindings([]Binding{b2}, [][]byte{b3.Key(), b1.Key(), []byte("nope")}); err != nil {
+	rel := func(b Binding) BindingRelease {
+		return BindingRelease{ClientDUID: b.ClientDUID, IAID: b.IAID, MAC: b.MAC}
+	}
+	nope := BindingRelease{ClientDUID: []byte("nope"), IAID: 1, MAC: b1.MAC}
+	if err := s.PutBindings([]Binding{b2}, []BindingRelease{rel(b3), rel(b1), nope}); err != nil {
 		t.Fatal(err)
 	}
 	mustCheck(t, s)
@@ -732,21 +737,126 @@ func TestPutBindings(t *testing.T) {
 	if len(all) != 1 || !reflect.DeepEqual(all[0], b2) {
 		t.Errorf("after delete: %+v", all)
 	}
+}
 
-	// One invalid binding: nothing of the batch is written.
-	bad := testBinding(duid1, 9, "2001:db8:200:40::/60")
-	bad.ClientDUID = nil
-	err = s.PutBindings([]Binding{testBinding(duid1, 8, "2001:db8:200:30::/60"), bad}, [][]byte{b2.Key()})
-	if !errors.Is(err, ErrInvalidBinding) {
-		t.Errorf("invalid binding: %v", err)
+// TestPutBindingsReleaseOnlyBySender: a release deletes a binding only
+// when it comes from the binding's MAC. A Release carrying B's client DUID
+// and IAID but sent by A's VM leaves B's binding alone.
+func TestPutBindingsReleaseOnlyBySender(t *testing.T) {
+	s := openTest(t)
+	a := testBinding("00:03:00:01:06:32:b2:00:04:79", 1, "2001:db8:200::/60")
+	b := testBinding("00:03:00:01:06:a5:de:00:04:47", 1, "2001:db8:200:10::/60")
+	b.MAC = mac("06:a5:de:00:04:47")
+	noMAC := testBinding("00:03:00:01:06:a5:de:00:04:48", 1, "2001:db8:200:20::/60")
+	noMAC.MAC = nil
+	if err := s.PutBindings([]Binding{a, b, noMAC}, nil); err != nil {
+		t.Fatal(err)
 	}
-	noPrefix := testBinding(duid1, 9, "2001:db8:200:40::/60")
+	for _, r := range []BindingRelease{
+		{ClientDUID: b.ClientDUID, IAID: b.IAID, MAC: a.MAC},         // A releases B's IA
+		{ClientDUID: b.ClientDUID, IAID: b.IAID},                     // no sender
+		{ClientDUID: noMAC.ClientDUID, IAID: noMAC.IAID, MAC: a.MAC}, // a binding of no MAC
+		{ClientDUID: noMAC.ClientDUID, IAID: noMAC.IAID},             // neither
+		{ClientDUID: b.ClientDUID, IAID: b.IAID + 1, MAC: b.MAC},     // B, another IA
+		{ClientDUID: make([]byte, 256), IAID: b.IAID, MAC: b.MAC},    // no such key
+	} {
+		if err := s.PutBindings(nil, []BindingRelease{r}); err != nil {
+			t.Fatalf("release %x/%d by %s: %v", r.ClientDUID, r.IAID, r.MAC, err)
+		}
+	}
+	if all, _ := s.Bindings(); len(all) != 3 {
+		t.Fatalf("releases by others deleted bindings: %d left, want 3", len(all))
+	}
+	if err := s.PutBindings(nil, []BindingRelease{{ClientDUID: b.ClientDUID, IAID: b.IAID, MAC: b.MAC}}); err != nil {
+		t.Fatal(err)
+	}
+	mustCheck(t, s)
+	all, _ := s.Bindings()
+	if len(all) != 2 || !reflect.DeepEqual(all[0], a) {
+		t.Errorf("B's own release: %+v", all)
+	}
+	if _, ok, _ := s.BindingByPrefix(b.Prefix); ok {
+		t.Error("B's prefix still bound after B's release")
+	}
+}
+
+// TestPutBindingsLeavesOutInvalid: a binding that can never be stored is
+// left out, named in the error, and the rest of the batch is written.
+func TestPutBindingsLeavesOutInvalid(t *testing.T) {
+	duid := "00:01:00:01:1e:aa:37:f5:06:32:b2:00:04:79"
+	long := testBinding(duid, 9, "2001:db8:200:40::/60")
+	long.ClientDUID = make([]byte, 256)
+	empty := testBinding(duid, 9, "2001:db8:200:40::/60")
+	empty.ClientDUID = nil
+	noPrefix := testBinding(duid, 9, "2001:db8:200:40::/60")
 	noPrefix.Prefix = netip.Prefix{}
-	if err := s.PutBindings([]Binding{noPrefix}, nil); !errors.Is(err, ErrInvalidBinding) {
-		t.Errorf("binding without prefix: %v", err)
+	v4 := testBinding(duid, 9, "2001:db8:200:40::/60")
+	v4.Prefix = netip.MustParsePrefix("::ffff:10.0.0.0/120")
+	farFuture := testBinding(duid, 9, "2001:db8:200:40::/60")
+	farFuture.Expires = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name    string
+		bad     Binding
+		problem string
+	}{
+		{"256-byte DUID", long, ProblemClientDUID},
+		{"empty DUID", empty, ProblemClientDUID},
+		{"no prefix", noPrefix, ProblemPrefix},
+		{"IPv4-mapped prefix", v4, ProblemPrefix},
+		{"year 10000", farFuture, ProblemTime},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openTest(t)
+			if got := tc.bad.Problem(); got != tc.problem {
+				t.Errorf("Problem = %q, want %q", got, tc.problem)
+			}
+			good1 := testBinding(duid, 1, "2001:db8:200::/60")
+			good2 := testBinding("00:03:00:01:06:a5:de:00:04:47", 1, "2001:db8:200:10::/60")
+			err := s.PutBindings([]Binding{good1, tc.bad, good2}, nil)
+			if !errors.Is(err, ErrInvalidBinding) || !strings.Contains(err.Error(), tc.problem) {
+				t.Errorf("err = %v, want one naming %s and wrapping ErrInvalidBinding", err, tc.problem)
+			}
+			mustCheck(t, s)
+			all, _ := s.Bindings()
+			if len(all) != 2 || !reflect.DeepEqual(all[0], good2) || !reflect.DeepEqual(all[1], good1) {
+				t.Errorf("stored %+v, want the two valid bindings", all)
+			}
+		})
 	}
-	if all, _ := s.Bindings(); len(all) != 1 {
-		t.Errorf("failed batch wrote: %d bindings", len(all))
+	if p := testBinding(duid, 1, "2001:db8:200::/60"); p.Problem() != "" {
+		t.Errorf("valid binding: Problem = %q", p.Problem())
+	}
+}
+
+// TestPutBindingsOneBindingPerMAC: a client that sends a new DUID with
+// every message (or a flood of them for one MAC) leaves one binding per
+// MAC and IAID, the newest; a release by the newest DUID ends it.
+func TestPutBindingsOneBindingPerMAC(t *testing.T) {
+	s := openTest(t)
+	var last Binding
+	for i := range 500 {
+		var batch []Binding
+		for j := range 4 {
+			b := testBinding("00:03:00:01:06:32:b2:00:04:79", 1, "2001:db8:200::/60")
+			b.ClientDUID = binary.BigEndian.AppendUint32([]byte{0, 4}, uint32(i*4+j))
+			b.LastExchange = t0.Add(time.Duration(i*4+j) * time.Second)
+			batch = append(batch, b)
+			last = b
+		}
+		if err := s.PutBindings(batch, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustCheck(t, s)
+	all, _ := s.Bindings()
+	if len(all) != 1 || !reflect.DeepEqual(all[0], last) {
+		t.Fatalf("%d bindings after 2000 DUIDs of one MAC and IAID, want the newest only", len(all))
+	}
+	if err := s.PutBindings(nil, []BindingRelease{{ClientDUID: last.ClientDUID, IAID: last.IAID, MAC: last.MAC}}); err != nil {
+		t.Fatal(err)
+	}
+	if all, _ := s.Bindings(); len(all) != 0 {
+		t.Errorf("release by the newest DUID left %+v", all)
 	}
 }
 

@@ -40,8 +40,10 @@ type Options struct {
 type BindingSink interface {
 	// Record notes that b was delegated (or renewed). The sink owns b.
 	Record(b allocator.Binding)
-	// Release notes that the binding with this key ended.
-	Release(key []byte)
+	// Release notes that the client ended a binding: r names it by client
+	// DUID and IAID, and the MAC the relay identified as its sender; only
+	// a binding of that MAC may end. The sink owns r.
+	Release(r allocator.BindingRelease)
 }
 
 // Handler answers relayed DHCPv6 prefix-delegation requests. It is pure:
@@ -121,8 +123,8 @@ func (h *Handler) Metrics() *Metrics { return h.metrics }
 
 type discardSink struct{}
 
-func (discardSink) Record(allocator.Binding) {}
-func (discardSink) Release([]byte)           {}
+func (discardSink) Record(allocator.Binding)         {}
+func (discardSink) Release(allocator.BindingRelease) {}
 
 // Reply is an answer to send.
 type Reply struct {

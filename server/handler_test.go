@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -80,7 +81,7 @@ var testOptions = Options{
 type sinkRecorder struct {
 	mu       sync.Mutex
 	recorded []allocator.Binding
-	released [][]byte
+	released []allocator.BindingRelease
 }
 
 func (s *sinkRecorder) Record(b allocator.Binding) {
@@ -89,10 +90,10 @@ func (s *sinkRecorder) Record(b allocator.Binding) {
 	s.recorded = append(s.recorded, b)
 }
 
-func (s *sinkRecorder) Release(k []byte) {
+func (s *sinkRecorder) Release(r allocator.BindingRelease) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.released = append(s.released, k)
+	s.released = append(s.released, r)
 }
 
 func newTestHandler(t testing.TB, opts Options) (*Handler, *sinkRecorder) {
@@ -663,5 +664,63 @@ func golden(t *testing.T, name string, got []byte) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Errorf("answer differs from %s:\n--- got\n%s\n--- want\n%s", path, got, want)
+	}
+}
+
+// TestReleaseActsOnlyForSender: bytes in, bytes out, with a Recorder on a
+// real store. VM A sends a Release, then a Decline, carrying VM B's
+// client-id and IAID (A's own MAC in the remote-id, naming A's prefix so
+// the handler accepts it): B's binding stays as it was. B's own Release
+// ends it.
+func TestReleaseActsOnlyForSender(t *testing.T) {
+	st := openTestStore(t)
+	rec := NewRecorder(st, 0, nil)
+	h, err := NewHandler(HandlerConfig{Table: allocator.NewLive(testTable(t)), ServerID: serverDUID, Options: testOptions,
+		Bindings: rec, Now: func() time.Time { return testNow }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	handle := func(pkt []byte) {
+		t.Helper()
+		if _, err := h.Handle(relayAddr, pkt); err != nil {
+			t.Fatal(err)
+		}
+		if err := rec.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bindings := func() map[string]allocator.Binding {
+		t.Helper()
+		bs, err := st.Bindings()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]allocator.Binding{}
+		for _, b := range bs {
+			out[b.MAC.String()] = b
+		}
+		return out
+	}
+	handle(juniper("VLAN2701", macA, msg(dhcpv6.MessageTypeRequest, clientID(macA), serverID(serverDUID), iapd(1))))
+	handle(juniper("VLAN2702", macB, msg(dhcpv6.MessageTypeRequest, clientID(macB), serverID(serverDUID), iapd(1))))
+	before := bindings()
+	if len(before) != 2 || before[macB.String()].Prefix != prefixB {
+		t.Fatalf("bindings after the Requests: %+v", before)
+	}
+
+	for _, typ := range []dhcpv6.MessageType{dhcpv6.MessageTypeRelease, dhcpv6.MessageTypeDecline} {
+		for _, named := range [][]netip.Prefix{{prefixA}, nil} {
+			forged := juniper("VLAN2701", macA, msg(typ, clientID(macB), serverID(serverDUID), iapd(1, named...)))
+			handle(forged)
+			if got := bindings(); !reflect.DeepEqual(got, before) {
+				t.Errorf("%s from A with B's client-id naming %v changed the bindings:\n got %+v\nwant %+v", typ, named, got, before)
+			}
+		}
+	}
+
+	handle(juniper("VLAN2702", macB, msg(dhcpv6.MessageTypeRelease, clientID(macB), serverID(serverDUID), iapd(1, prefixB))))
+	after := bindings()
+	if _, ok := after[macB.String()]; ok || len(after) != 1 {
+		t.Errorf("B's own Release: bindings %+v, want A's only", after)
 	}
 }

@@ -2,9 +2,13 @@ package server
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 )
@@ -12,23 +16,69 @@ import (
 // BindingStore is where recorded bindings are written, a batch per call.
 // *allocator.Store is one.
 type BindingStore interface {
-	PutBindings(put []allocator.Binding, del [][]byte) error
+	// PutBindings writes put and applies the releases in del. An error
+	// wrapping allocator.ErrInvalidBinding means the rest of the batch was
+	// written; any other error, that nothing was. It must not keep the
+	// slices: the Recorder reuses them.
+	PutBindings(put []allocator.Binding, del []allocator.BindingRelease) error
 }
 
-// Recorder collects the bindings the handler makes and writes them to the
-// store in batches, so that the packet path never waits for an fsync.
-// Several records of the same binding between two flushes collapse into the
-// last one, so memory is bounded by the number of distinct bindings.
+// Recorder collects the bindings the handler makes and ends, and writes
+// them to the store in batches, so that the packet path never waits for an
+// fsync.
+//
+// What is pending between two flushes is one entry per MAC and IAID: a
+// newer record of the same IA replaces the older, whatever client DUID it
+// carries, so a client that sends a new DUID with every message (or a
+// flood of them) takes one entry, as it takes one binding in the store.
+// The entries are capped (DefaultMaxPending): beyond the cap a record of
+// a new IA is dropped and counted, never waited for. The packet path never
+// blocks, and memory stays bounded under any flood.
+//
+// A record that can never be stored (allocator.Binding.Problem) is dropped
+// and counted at once; the rest of its batch is stored. Drops are counted
+// in cloudstack_pd_bindings_dropped_total by reason (the Drop constants)
+// and logged once per reason.
 type Recorder struct {
 	store    BindingStore
 	interval time.Duration
 	log      *slog.Logger
+	max      int
+
+	dropped      *prometheus.CounterVec
+	drops        map[string]*dropReason // by reason; read-only once made
+	pendingGauge prometheus.GaugeFunc
 
 	mu      sync.Mutex
-	pending map[string]pendingOp
+	pending map[iaKey]pendingOp
 	flushMu sync.Mutex // one flush at a time
 }
 
+// dropReason is the counter of one reason for dropping, and whether a drop
+// for it was logged: the packet path counts drops without taking a lock.
+type dropReason struct {
+	count  prometheus.Counter
+	logged atomic.Bool
+}
+
+// maxMAC is the longest MAC a pending entry holds (allocator.ErrInvalidMAC).
+const maxMAC = 20
+
+// iaKey names one IA of one VM: its MAC and the IAID.
+type iaKey struct {
+	mac  [maxMAC]byte
+	n    uint8
+	iaid uint32
+}
+
+func keyOf(mac []byte, iaid uint32) iaKey {
+	k := iaKey{n: uint8(len(mac)), iaid: iaid}
+	copy(k.mac[:], mac)
+	return k
+}
+
+// pendingOp is a binding to write, or (release) the binding to end named
+// by b's client DUID, IAID and MAC.
 type pendingOp struct {
 	b       allocator.Binding
 	release bool
@@ -37,7 +87,28 @@ type pendingOp struct {
 // DefaultFlushInterval is how often recorded bindings reach the store.
 const DefaultFlushInterval = time.Second
 
-// NewRecorder returns a Recorder writing to store every interval (0: DefaultFlushInterval).
+// DefaultMaxPending is the most IAs (MAC and IAID) a Recorder holds
+// between two flushes: 20,000, some 12 MB (and as much again while a flush
+// writes them, in well under the flush interval). That is hundreds of
+// times the renewals per second of a cloud of 100,000 VMs; a flood of new
+// IAs beyond it is dropped and counted (DropPendingFull).
+const DefaultMaxPending = 20_000
+
+// Reasons a Recorder drops a record, besides the allocator.Problem
+// constants (a binding the store can never hold).
+const (
+	// DropPendingFull: DefaultMaxPending IAs are already waiting for the
+	// next flush and the record is of another one.
+	DropPendingFull = "pending-full"
+	// DropMAC: the record names no MAC, or one longer than 20 bytes.
+	DropMAC = "mac"
+)
+
+// dropReasons are the label values of bindings_dropped_total.
+var dropReasons = []string{DropPendingFull, DropMAC, allocator.ProblemClientDUID, allocator.ProblemPrefix, allocator.ProblemTime}
+
+// NewRecorder returns a Recorder writing to store every interval (0:
+// DefaultFlushInterval), holding at most DefaultMaxPending IAs.
 func NewRecorder(store BindingStore, interval time.Duration, log *slog.Logger) *Recorder {
 	if interval <= 0 {
 		interval = DefaultFlushInterval
@@ -45,23 +116,99 @@ func NewRecorder(store BindingStore, interval time.Duration, log *slog.Logger) *
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Recorder{store: store, interval: interval, log: log, pending: map[string]pendingOp{}}
+	r := &Recorder{store: store, interval: interval, log: log, max: DefaultMaxPending,
+		pending: map[iaKey]pendingOp{}, drops: map[string]*dropReason{}}
+	r.dropped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "bindings_dropped_total",
+		Help: "Bindings (or releases) not recorded in the store, by reason: pending-full (too many IAs waiting for the next flush), mac, client-duid-length, prefix, time (a record the store can never hold).",
+	}, []string{"reason"})
+	for _, reason := range dropReasons {
+		r.drops[reason] = &dropReason{count: r.dropped.WithLabelValues(reason)}
+	}
+	r.pendingGauge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: Namespace, Name: "bindings_pending",
+		Help: "IAs whose binding or release waits for the next write to the store.",
+	}, func() float64 { return float64(r.Pending()) })
+	return r
+}
+
+// Collectors returns the Recorder's metrics, to register:
+// bindings_dropped_total and bindings_pending.
+func (r *Recorder) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{r.dropped, r.pendingGauge}
+}
+
+// Pending returns how many IAs wait for the next flush.
+func (r *Recorder) Pending() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.pending)
 }
 
 // Record implements BindingSink.
 func (r *Recorder) Record(b allocator.Binding) {
-	var buf [64]byte
-	k := string(allocator.AppendBindingKey(buf[:0], b.ClientDUID, b.IAID))
+	if len(b.MAC) == 0 || len(b.MAC) > maxMAC {
+		r.drop(DropMAC, &b)
+		return
+	}
+	if p := b.Problem(); p != "" {
+		r.drop(p, &b)
+		return
+	}
+	k := keyOf(b.MAC, b.IAID)
 	r.mu.Lock()
+	if _, ok := r.pending[k]; !ok && len(r.pending) >= r.max {
+		r.mu.Unlock()
+		r.drop(DropPendingFull, &b)
+		return
+	}
 	r.pending[k] = pendingOp{b: b}
 	r.mu.Unlock()
 }
 
-// Release implements BindingSink.
-func (r *Recorder) Release(key []byte) {
+// Release implements BindingSink. A release replaces what is pending for
+// its MAC and IAID, except a binding of another client DUID: the store
+// would hold that binding once written, and a release by this DUID would
+// then end nothing.
+func (r *Recorder) Release(rel allocator.BindingRelease) {
+	b := allocator.Binding{ClientDUID: rel.ClientDUID, IAID: rel.IAID, MAC: rel.MAC}
+	if len(b.MAC) == 0 || len(b.MAC) > maxMAC {
+		r.drop(DropMAC, &b)
+		return
+	}
+	if len(b.ClientDUID) == 0 || len(b.ClientDUID) > 255 {
+		r.drop(allocator.ProblemClientDUID, &b)
+		return
+	}
+	k := keyOf(b.MAC, b.IAID)
 	r.mu.Lock()
-	r.pending[string(key)] = pendingOp{release: true}
+	old, ok := r.pending[k]
+	switch {
+	case ok && !old.release && string(old.b.ClientDUID) != string(b.ClientDUID):
+		r.mu.Unlock()
+		return
+	case !ok && len(r.pending) >= r.max:
+		r.mu.Unlock()
+		r.drop(DropPendingFull, &b)
+		return
+	}
+	r.pending[k] = pendingOp{b: b, release: true}
 	r.mu.Unlock()
+}
+
+// drop counts a record not kept, and logs the first of each reason.
+func (r *Recorder) drop(reason string, b *allocator.Binding) {
+	d, ok := r.drops[reason]
+	if !ok {
+		// A Problem of the allocator's that dropReasons does not list
+		// yet: counted, and logged every time.
+		d = &dropReason{count: r.dropped.WithLabelValues(reason)}
+	}
+	d.count.Inc()
+	if !d.logged.Swap(true) {
+		r.log.Warn("binding not recorded; further ones dropped for this reason are only counted in cloudstack_pd_bindings_dropped_total",
+			"reason", reason, "mac", b.MAC.String(), "iaid", b.IAID, "client-duid-bytes", len(b.ClientDUID), "prefix", b.Prefix)
+	}
 }
 
 // Run flushes every interval until ctx is done, then flushes once more.
@@ -79,38 +226,94 @@ func (r *Recorder) Run(ctx context.Context) {
 	}
 }
 
-// Flush writes what is pending in one store transaction. On failure the
-// batch is put back (newer records of the same binding win) and retried at
-// the next flush, so a store error loses nothing while the process lives.
+// flushChunk is the most records Flush writes in one store transaction:
+// a bbolt transaction holds every page it rewrites until its commit, so
+// one transaction for a large batch would take hundreds of megabytes.
+const flushChunk = 1000
+
+// Flush writes what is pending, flushChunk records per store transaction.
+// On a store failure what was not written is put back (newer records of
+// the same IA win, the cap still holds) and retried at the next flush, so
+// a store error loses nothing while the process lives and the cap is not
+// reached. A record the store can never hold is dropped and counted, not
+// retried.
 func (r *Recorder) Flush() error {
 	r.flushMu.Lock()
 	defer r.flushMu.Unlock()
 	r.mu.Lock()
 	batch := r.pending
-	r.pending = make(map[string]pendingOp, len(batch))
+	r.pending = make(map[iaKey]pendingOp, min(len(batch), r.max))
 	r.mu.Unlock()
 	if len(batch) == 0 {
 		return nil
 	}
-	var put []allocator.Binding
-	var del [][]byte
+	put := make([]allocator.Binding, 0, min(len(batch), flushChunk))
+	del := make([]allocator.BindingRelease, 0, min(len(batch), flushChunk))
+	var err error
 	for k, op := range batch {
+		if err != nil {
+			break
+		}
 		if op.release {
-			del = append(del, []byte(k))
+			del = append(del, allocator.BindingRelease{ClientDUID: op.b.ClientDUID, IAID: op.b.IAID, MAC: op.b.MAC})
 		} else {
 			put = append(put, op.b)
 		}
+		delete(batch, k) // what is left in batch is what is not written
+		if len(put)+len(del) == flushChunk {
+			err = r.write(batch, put, del)
+			put, del = put[:0], del[:0]
+		}
 	}
-	if err := r.store.PutBindings(put, del); err != nil {
-		r.mu.Lock()
-		for k, op := range batch {
-			if _, newer := r.pending[k]; !newer {
-				r.pending[k] = op
+	if err == nil && len(put)+len(del) > 0 {
+		err = r.write(batch, put, del)
+	}
+	if err != nil {
+		r.log.Error("cannot record bindings; will retry", "bindings", len(batch), "err", err)
+	}
+	return err
+}
+
+// write writes one chunk of Flush. On a store failure it puts the chunk
+// back into batch (what Flush has not written yet) and returns the error,
+// and puts batch back into pending.
+func (r *Recorder) write(batch map[iaKey]pendingOp, put []allocator.Binding, del []allocator.BindingRelease) error {
+	err := r.store.PutBindings(put, del)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, allocator.ErrInvalidBinding):
+		// The rest was written; Record keeps such records out, so this
+		// is a store rule Record does not know of yet.
+		for i := range put {
+			if p := put[i].Problem(); p != "" {
+				r.drop(p, &put[i])
 			}
 		}
-		r.mu.Unlock()
-		r.log.Error("cannot record bindings; will retry", "bindings", len(batch), "err", err)
-		return err
+		r.log.Error("bindings left out of the store", "err", err)
+		return nil
 	}
-	return nil
+	for _, b := range put {
+		batch[keyOf(b.MAC, b.IAID)] = pendingOp{b: b}
+	}
+	for _, d := range del {
+		batch[keyOf(d.MAC, d.IAID)] = pendingOp{b: allocator.Binding{ClientDUID: d.ClientDUID, IAID: d.IAID, MAC: d.MAC}, release: true}
+	}
+	var full []allocator.Binding
+	r.mu.Lock()
+	for k, op := range batch {
+		if _, newer := r.pending[k]; newer {
+			continue
+		}
+		if len(r.pending) >= r.max {
+			full = append(full, op.b)
+			continue
+		}
+		r.pending[k] = op
+	}
+	r.mu.Unlock()
+	for i := range full {
+		r.drop(DropPendingFull, &full[i])
+	}
+	return err
 }

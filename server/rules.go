@@ -387,7 +387,8 @@ func (x *exchange) release() *dhcpv6.Message {
 	x.identify()
 	for _, ia := range x.req.Options.IAPD() {
 		if x.hasAlloc && namesOnly(ia, x.alloc.Prefix) {
-			x.h.sink.Release(allocator.BindingKey(x.dec.ClientID(), iaid(ia.IaId)))
+			x.h.sink.Release(allocator.BindingRelease{
+				ClientDUID: bytes.Clone(x.dec.ClientID()), IAID: iaid(ia.IaId), MAC: bytes.Clone(x.mac)})
 			x.h.metrics.countAnswer(ResultReleased)
 			continue
 		}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -43,6 +44,7 @@ type benchFlags struct {
 	json        bool
 	verify      bool
 	serverPID   int
+	flood       bool
 }
 
 func newBenchCmd() *cobra.Command {
@@ -78,6 +80,13 @@ Exchanges per second count the exchanges completed between the end of
 --warmup and the end of --duration (or the --count-th exchange); latency
 is from the Solicit sent to the Reply received.
 
+With --flood, each exchange is instead one message with a client DUID of
+its own (a DUID-LL of random bytes) for a known MAC: alternately a Rebind
+and a Solicit with Rapid Commit (the server needs server.rapid-commit),
+each answered by a Reply delegating the client's reservation. It floods
+the server with distinct DUIDs, as a misbehaving or hostile VM would, to
+check that memory stays bounded and answers keep coming.
+
 Subcommands prepare the reservations (setup), measure start-up (startup),
 answer as cheaply as possible to measure bench itself (reflect) and write
 docs/BENCHMARKS.md (report); 'make bench' runs them all.`,
@@ -106,6 +115,7 @@ docs/BENCHMARKS.md (report); 'make bench' runs them all.`,
 	fl.BoolVar(&f.json, "json", false, "print the result as JSON")
 	fl.BoolVar(&f.verify, "verify", false, "also decode every answer with the DHCPv6 library and count disagreements")
 	fl.IntVar(&f.serverPID, "server-pid", 0, "the server's process id, to report the CPU time it used (Linux)")
+	fl.BoolVar(&f.flood, "flood", false, "one message per exchange with a random client DUID: Rebinds and Rapid Commit Solicits")
 	cmd.AddCommand(newBenchSetupCmd(), newBenchStartupCmd(), newBenchReflectCmd(), newBenchReportCmd())
 	return cmd
 }
@@ -313,6 +323,7 @@ const (
 	slotIdle = iota
 	slotSolicit
 	slotRequest
+	slotFlood // a Rebind or Rapid Commit Solicit (--flood), answered by a Reply
 )
 
 // benchSlot is one exchange in flight.
@@ -467,6 +478,12 @@ func (s *benchShard) startExchange(i int, now int64) {
 	}
 	sl.client = s.nextClient()
 	sl.start = now
+	if s.r.flags.flood {
+		t := &s.r.gen.floods[2*s.r.gen.pool(sl.client)+s.next%2]
+		s.send(i, t, slotFlood, now)
+		t.randomDUID(sl.pkt)
+		return
+	}
 	s.send(i, &s.r.gen.solicits[s.r.gen.pool(sl.client)], slotSolicit, now)
 }
 
@@ -491,7 +508,7 @@ func (s *benchShard) answer(b []byte, now int64) {
 	}
 	sl := &s.slots[i]
 	want := uint8(dhcpv6.MessageTypeAdvertise)
-	if sl.state == slotRequest {
+	if sl.state != slotSolicit {
 		want = uint8(dhcpv6.MessageTypeReply)
 	}
 	if sl.state == slotIdle || uint8(a.xid) != sl.seq || a.typ != want || a.peer != s.r.gen.peer(sl.client) {
@@ -560,6 +577,9 @@ func (s *benchShard) requestTemplates(sid []byte) error {
 type benchGen struct {
 	pools, first, clients int
 	solicits              []benchTemplate
+	// floods are, per pool, a Rebind and a Solicit with Rapid Commit
+	// (--flood): pool k's at 2k and 2k+1.
+	floods []benchTemplate
 }
 
 // benchSentinel is the MAC of the template client; it must not occur
@@ -577,6 +597,15 @@ func newBenchGen(pools, first, clients int) (*benchGen, error) {
 			return nil, err
 		}
 		g.solicits = append(g.solicits, t)
+		rebind, err := newBenchTemplate(k, dhcpv6.MessageTypeRebind, nil)
+		if err != nil {
+			return nil, err
+		}
+		rapid, err := newBenchTemplate(k, dhcpv6.MessageTypeSolicit, nil, &dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionRapidCommit})
+		if err != nil {
+			return nil, err
+		}
+		g.floods = append(g.floods, rebind, rapid)
 	}
 	return g, nil
 }
@@ -617,18 +646,21 @@ func (g *benchGen) requests(sid []byte) ([]benchTemplate, error) {
 type benchTemplate struct {
 	pkt  []byte
 	xid  int    // offset of the client message's transaction id
-	macs [2]int // offsets of the MAC: remote-id and DUID-LL
+	macs [2]int // offsets of the MAC: remote-id and DUID-LL (in the client message)
 	peer int    // offset of the relay's peer-address
 }
 
 // newBenchTemplate encodes, with the DHCPv6 library, the message of type
 // t (Solicit, or Request naming server sid) of the sentinel client on
-// pool k, relayed as a Junos relay does.
-func newBenchTemplate(k int, t dhcpv6.MessageType, sid []byte) (benchTemplate, error) {
+// pool k, with the extra options, relayed as a Junos relay does.
+func newBenchTemplate(k int, t dhcpv6.MessageType, sid []byte, extra ...dhcpv6.Option) (benchTemplate, error) {
 	m := &dhcpv6.Message{MessageType: t}
 	m.AddOption(dhcpv6.OptClientID(&dhcpv6.DUIDLL{HWType: iana.HWTypeEthernet, LinkLayerAddr: benchSentinel}))
 	if sid != nil {
 		m.AddOption(&dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionServerID, OptionData: sid})
+	}
+	for _, o := range extra {
+		m.AddOption(o)
 	}
 	m.AddOption(dhcpv6.OptElapsedTime(0))
 	m.AddOption(&dhcpv6.OptIAPD{IaId: [4]byte{0, 0, 0, 1}})
@@ -660,10 +692,18 @@ func newBenchTemplate(k int, t dhcpv6.MessageType, sid []byte) (benchTemplate, e
 	}
 	p16 := peer.As16()
 	tp.peer = bytes.Index(pkt, p16[:])
-	if n != 2 || tp.peer < 0 {
+	if n != 2 || tp.peer < 0 || tp.macs[1] < tp.xid {
 		return tp, errors.New("bench template: cannot find the client's MAC and link-local address")
 	}
 	return tp, nil
+}
+
+// randomDUID gives the client message in b, filled from t, a DUID-LL of
+// random bytes instead of the client's MAC (--flood).
+func (t *benchTemplate) randomDUID(b []byte) {
+	var r [8]byte
+	binary.LittleEndian.PutUint64(r[:], rand.Uint64())
+	copy(b[t.macs[1]:t.macs[1]+6], r[:])
 }
 
 // fill writes the template for client with transaction id xid into b.

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +25,13 @@ import (
 // [::1]:0, in process, until the test ends.
 func benchServer(t *testing.T, pools, n int) netip.AddrPort {
 	t.Helper()
+	return benchServerWith(t, pools, n, nil)
+}
+
+// benchServerWith is benchServer with the handler's settings changed by
+// change (nil: none).
+func benchServerWith(t *testing.T, pools, n int, change func(*server.HandlerConfig)) netip.AddrPort {
+	t.Helper()
 	ps := allocatortest.Pools(pools)
 	allocs, err := allocatortest.Allocations(ps, n, time.Unix(1700000000, 0))
 	if err != nil {
@@ -34,12 +42,16 @@ func benchServer(t *testing.T, pools, n int) netip.AddrPort {
 		t.Fatal(err)
 	}
 	duid := []byte{0, 1, 0, 1, 0x2f, 0, 0, 1, 2, 0xcd, 0, 0, 0, 1}
-	h, err := server.NewHandler(server.HandlerConfig{
+	hc := server.HandlerConfig{
 		Table: allocator.NewLive(tbl), ServerID: duid,
 		Options: server.Options{MACSources: []relay.MACSource{relay.SourceRemoteID},
 			PreferredLifetime: 86400, ValidLifetime: 172800, RenewTimer: 1000, RebindTimer: 2000},
 		Bindings: server.NewRecorder(nil, time.Hour, nil),
-	})
+	}
+	if change != nil {
+		change(&hc)
+	}
+	h, err := server.NewHandler(hc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,6 +105,49 @@ func TestBenchCountsEveryExchange(t *testing.T) {
 		t.Errorf("JSON output %s: %v", out.String(), err)
 	}
 }
+
+// TestBenchFlood: with --flood every exchange is one Rebind or Rapid
+// Commit Solicit answered by a Reply with the client's reservation, each
+// with a client DUID of its own.
+func TestBenchFlood(t *testing.T) {
+	sink := &duidSink{duids: map[string]bool{}, types: map[string]int{}}
+	srv := benchServerWith(t, 2, 100, func(hc *server.HandlerConfig) {
+		hc.Options.RapidCommit = true
+		hc.Bindings = sink
+	})
+	res, err := runBench(t.Context(), benchFlags{
+		server: srv.String(), clients: 100, pools: 2, outstanding: 8, sockets: 2,
+		count: 400, timeout: 5 * time.Second, verify: true, flood: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Exchanges < 400 || res.NoPrefix != 0 || res.WrongPrefix != 0 || res.Drops != 0 || res.Unmatched != 0 || res.VerifyErrors != 0 {
+		t.Errorf("every flood message should get a Reply with its prefix: %+v", res)
+	}
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	if len(sink.duids) < 400 || sink.types["REBIND"] < 200 || sink.types["SOLICIT"] < 200 {
+		t.Errorf("%d distinct client DUIDs recorded, by message %v: want one per message, half Rebinds", len(sink.duids), sink.types)
+	}
+}
+
+// duidSink is a BindingSink that remembers the client DUIDs it saw and
+// counts the messages by type.
+type duidSink struct {
+	mu    sync.Mutex
+	duids map[string]bool
+	types map[string]int
+}
+
+func (s *duidSink) Record(b allocator.Binding) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.duids[string(b.ClientDUID)] = true
+	s.types[b.LastMessage]++
+}
+
+func (s *duidSink) Release(allocator.BindingRelease) {}
 
 // TestBenchCountsNoPrefix plays clients the server has no reservation
 // for: their exchanges end at the Advertise, counted as "no prefix".

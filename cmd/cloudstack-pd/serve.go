@@ -150,6 +150,7 @@ func runServe(ctx context.Context, cfgPath string, stderr io.Writer) error {
 		return fmt.Errorf("metrics: %w", err)
 	}
 	rec := server.NewRecorder(st, server.DefaultFlushInterval, log)
+	reg.MustRegister(rec.Collectors()...)
 	h, err := server.NewHandler(server.HandlerConfig{
 		Table: live, ServerID: duid, Options: handlerOptions(cfg),
 		Bindings: rec, Logger: log, Metrics: metrics,
