@@ -78,7 +78,7 @@ func TestOverlapsOther(t *testing.T) {
 				{"2001:db8:200:100::/56", m1, false}, // holds nobody's
 				{"2001:db8:200::/40", m3, true},      // too large to look at each: another's
 				{"2001:db8:400::/58", m1, false},     // a pool without allocations
-				{"2001:db9::/60", m1, false}, // in no pool
+				{"2001:db9::/60", m1, false},         // in no pool
 			} {
 				if got := tbl.OverlapsOther(netip.MustParsePrefix(tc.prefix), tc.mac); got != tc.want {
 					t.Errorf("OverlapsOther(%s, %v) = %v, want %v", tc.prefix, tc.mac, got, tc.want)
