@@ -492,3 +492,24 @@ func TestTrustMetricsPreinitialised(t *testing.T) {
 		t.Errorf("%d pool selection series, want %d", n, len(poolRuleLabels))
 	}
 }
+
+// TestRelayDepthTakesEffect: a reload (SetOptions) puts a new relay-depth
+// and pool-selection in force for the next packet.
+func TestRelayDepthTakesEffect(t *testing.T) {
+	h, _ := newTrustHandler(t, testOptions)
+	pkt := relay.Encapsulate(msg(dhcpv6.MessageTypeSolicit, clientID(macAttacker), iapd(1)),
+		relay.Forward{LinkAddr: linkB}, ldra("VLAN2702", macAttacker))
+	if _, _, reason := handleTrust(t, h, pkt); reason != ReasonUntrustedRelayLevel {
+		t.Fatalf("depth 1: %q, want %q", reason, ReasonUntrustedRelayLevel)
+	}
+	h.SetOptions(depth2)
+	if ans, _, reason := handleTrust(t, h, pkt); reason != "" || len(ans.Options.OneIAPD().Options.Prefixes()) != 1 {
+		t.Fatalf("depth 2: dropped %q or not served", reason)
+	}
+	o := depth2
+	o.PoolSelection = []PoolRule{PoolByLinkAddress} // the LDRA's level has link ::
+	h.SetOptions(o)
+	if ans, _, _ := handleTrust(t, h, pkt); len(ans.Options.OneIAPD().Options.Prefixes()) != 0 {
+		t.Fatalf("pool-selection [link-address] with link :: served a prefix")
+	}
+}
