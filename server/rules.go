@@ -32,9 +32,14 @@ import (
 //
 // In every answer: an IA_PD whose MAC has no usable reservation gets status
 // NoPrefixAvail with T1 = T2 = 0 (Renew and Rebind: see renewIA); an IA_NA
-// or IA_TA gets status NoAddrsAvail. A prefix the client names in a
-// Request, Renew or Rebind that is not its reservation goes back with
-// preferred = valid = 0, so that a router snooping the Reply withdraws it.
+// or IA_TA gets status NoAddrsAvail. The reservation goes in one IA_PD only
+// (see holder); the other IA_PDs, and an IA_PD whose IAID repeats, get
+// NoPrefixAvail. A prefix the client names in a Request, Renew or Rebind
+// that is not its reservation goes back with preferred = valid = 0, so that
+// a router snooping the Reply withdraws it, unless it overlaps another
+// MAC's allocation: then it is left out (see withdrawOthers). At most
+// MaxAnsweredIAs IAs are answered (see limitIAs). What identifies the
+// client is read from the innermost trusted relay level (see trust.go).
 //
 // Renew or Rebind for an IA the server recorded no binding for: the binding
 // is re-created from the reservation. The reservation table, not the
