@@ -3,6 +3,8 @@ package config
 import (
 	"fmt"
 	"slices"
+
+	"github.com/cloudstack-pd/cloudstack-pd/relay"
 )
 
 // The keys that say which relay levels are trusted and how a pool is
@@ -25,8 +27,8 @@ import (
 const DefaultRelayDepth = 1
 
 // MaxRelayDepth is server.relay-depth's largest value: the relay levels
-// decoded (relay.MaxLevels).
-const MaxRelayDepth = 32
+// decoded.
+const MaxRelayDepth = relay.MaxLevels
 
 // PoolRules are the names server.pool-selection takes.
 var PoolRules = []string{"interface-id", "link-address"}
