@@ -39,6 +39,11 @@ type Table struct {
 	cidrs []netip.Prefix   // the distinct ip6-cidrs of the records
 	index []uint64         // by MAC hash: see slot
 	seed  maphash.Seed
+	// The prefixes in use, kept from the builder for OverlapsOther: the
+	// pools' bitmaps (taken, see tableBuilder) or, without them, the
+	// index of record numbers by prefix hash (prefixes).
+	taken    [][]uint64
+	prefixes []uint64
 
 	allOnce sync.Once
 	all     []Allocation
@@ -101,6 +106,155 @@ func NewTable(pools []Pool, allocs []Allocation) (*Table, error) {
 func (t *Table) PoolByInterfaceID(iid []byte) (*Pool, bool) {
 	p, ok := t.byIID[string(iid)]
 	return p, ok
+}
+
+// PoolByLinkAddress returns the pool whose ip6-cidr (the VMs' subnet)
+// contains a, the link-address of a relay, as Kea selects a subnet: the
+// most specific such ip6-cidr, the first pool among equals. The
+// unspecified address (an L2 relay's) and link-local addresses select
+// nothing. It looks at each pool once and does not allocate.
+func (t *Table) PoolByLinkAddress(a netip.Addr) (*Pool, bool) {
+	if !a.Is6() || a.Is4In6() || a.IsUnspecified() || a.IsLinkLocalUnicast() {
+		return nil, false
+	}
+	var best *Pool
+	for i := range t.pools {
+		p := &t.pools[i]
+		if p.IP6CIDR.IsValid() && p.IP6CIDR.Contains(a) && (best == nil || p.IP6CIDR.Bits() > best.IP6CIDR.Bits()) {
+			best = p
+		}
+	}
+	return best, best != nil
+}
+
+// maxOverlapScan bounds the delegated prefixes of one pool that
+// OverlapsOther looks at for a prefix shorter than the pool's prefix-len.
+const maxOverlapScan = 64
+
+// OverlapsOther reports whether prefix p overlaps the prefix of an
+// allocation, in any pool and any state, of another MAC than mac (nil: of
+// any MAC). A p that covers more than 64 delegated prefixes of a pool
+// counts as overlapping when the pool has any allocation at all: the
+// answer errs on the side of "another's". It does not allocate.
+func (t *Table) OverlapsOther(p netip.Prefix, mac []byte) bool {
+	if !p.IsValid() || !p.Addr().Is6() {
+		return false
+	}
+	p = p.Masked()
+	var own netip.Prefix
+	if mac != nil {
+		if i := t.find(mac); i >= 0 {
+			r := t.rec(i)
+			own = netip.PrefixFrom(netip.AddrFrom16(r.prefix), int(r.bits))
+		}
+	}
+	for i := range t.pools {
+		pool := &t.pools[i]
+		if !pool.Prefix.IsValid() || !pool.Prefix.Overlaps(p) {
+			continue
+		}
+		if p.Bits() >= pool.PrefixLen {
+			c, err := p.Addr().Prefix(pool.PrefixLen)
+			if err == nil && c != own && t.takenPrefix(i, c) {
+				return true
+			}
+			continue
+		}
+		// p holds several of the pool's delegated prefixes.
+		start := p
+		if pool.Prefix.Bits() > p.Bits() {
+			start = pool.Prefix // p holds the whole pool
+		}
+		if pool.PrefixLen-start.Bits() > 6 { // more than maxOverlapScan
+			if t.poolHasAllocations(i, own) {
+				return true
+			}
+			continue
+		}
+		n := 1 << (pool.PrefixLen - start.Bits())
+		a := start.Addr()
+		for range n {
+			c := netip.PrefixFrom(a, pool.PrefixLen)
+			if c != own && t.takenPrefix(i, c) {
+				return true
+			}
+			a = nextPrefix(a, pool.PrefixLen)
+		}
+	}
+	return false
+}
+
+// nextPrefix returns the address of the /bits prefix after the one at a.
+func nextPrefix(a netip.Addr, bits int) netip.Addr {
+	b := a.As16()
+	hi, lo := binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])
+	if bits <= 64 {
+		hi += 1 << uint(64-bits)
+	} else {
+		n := lo + 1<<uint(128-bits)
+		if n < lo {
+			hi++
+		}
+		lo = n
+	}
+	binary.BigEndian.PutUint64(b[:8], hi)
+	binary.BigEndian.PutUint64(b[8:], lo)
+	return netip.AddrFrom16(b)
+}
+
+// takenPrefix reports whether c, a delegated prefix of pool i, is
+// allocated to some MAC.
+func (t *Table) takenPrefix(i int, c netip.Prefix) bool {
+	pool := &t.pools[i]
+	if pool.Contains(c) != nil {
+		return false
+	}
+	a := c.Addr().As16()
+	if t.taken != nil {
+		bm := t.taken[i]
+		if bm == nil {
+			return false
+		}
+		k, w := prefixBit(pool, a)
+		return bm[w]&k != 0
+	}
+	if len(t.prefixes) == 0 {
+		return false
+	}
+	bits := uint8(c.Bits())
+	n, _ := probe(t.prefixes, prefixHash(a, bits), func(n int) bool {
+		r := t.rec(n)
+		return r.prefix == a && r.bits == bits
+	})
+	return n >= 0
+}
+
+// poolHasAllocations reports whether pool i has an allocation other than
+// the prefix own.
+func (t *Table) poolHasAllocations(i int, own netip.Prefix) bool {
+	if t.taken != nil {
+		ownWord, ownBit := -1, uint64(0)
+		if own.IsValid() && t.pools[i].Contains(own) == nil {
+			ownBit, ownWord = prefixBit(&t.pools[i], own.Addr().As16())
+		}
+		for w, v := range t.taken[i] {
+			if w == ownWord {
+				v &^= ownBit
+			}
+			if v != 0 {
+				return true
+			}
+		}
+		return false
+	}
+	// No bitmaps: count the pool's records (a rare table shape).
+	for j := range t.n {
+		r := t.rec(j)
+		if int(r.pool) == i && netip.PrefixFrom(netip.AddrFrom16(r.prefix), int(r.bits)) != own {
+			return true
+		}
+	}
+	return false
 }
 
 // Pool returns the pool named name.
@@ -470,6 +624,7 @@ func (b *tableBuilder) finish() (*Table, error) {
 		}
 	}
 	b.t.strs = b.strs.String()
+	b.t.taken, b.t.prefixes = b.taken, b.prefixes
 	b.prefixes, b.taken = nil, nil
 	return b.t, nil
 }

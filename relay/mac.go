@@ -23,10 +23,20 @@ const maxHWAddrLen = 20
 // The returned address points into the packet or into a new slice; copy it
 // if it must outlive the packet. When no source yields a MAC the error
 // wraps ErrNoMAC and says why each source failed.
+//
+// MAC reads the innermost level; a server reads the innermost trusted
+// level's with (*Level).MAC (see Trusted).
 func (c *Chain) MAC(sources []MACSource, clientID []byte) (net.HardwareAddr, MACSource, error) {
+	return c.Innermost().MAC(sources, clientID)
+}
+
+// MAC returns the client's hardware address read from this relay level (and
+// from clientID for SourceDUID), from the first of sources that yields one,
+// as Chain.MAC does.
+func (in *Level) MAC(sources []MACSource, clientID []byte) (net.HardwareAddr, MACSource, error) {
 	var why []string
 	for _, src := range sources {
-		mac, err := c.macFrom(src, clientID)
+		mac, err := in.macFrom(src, clientID)
 		if err == nil {
 			return mac, src, nil
 		}
@@ -35,17 +45,16 @@ func (c *Chain) MAC(sources []MACSource, clientID []byte) (net.HardwareAddr, MAC
 	return nil, "", fmt.Errorf("%w (%s)", ErrNoMAC, strings.Join(why, "; "))
 }
 
-func (c *Chain) macFrom(src MACSource, clientID []byte) (net.HardwareAddr, error) {
-	in := c.Innermost()
+func (in *Level) macFrom(src MACSource, clientID []byte) (net.HardwareAddr, error) {
 	switch src {
 	case SourceRemoteID:
 		if in.RemoteID == nil {
-			return nil, errors.New("innermost relay has no remote-id")
+			return nil, errors.New("relay level has no remote-id")
 		}
 		return RemoteIDMAC(in.RemoteID)
 	case SourceClientLinkAddr:
 		if in.ClientLinkLayer == nil {
-			return nil, errors.New("innermost relay has no client link-layer address option")
+			return nil, errors.New("relay level has no client link-layer address option")
 		}
 		return hwAddr(in.ClientLinkLayer[2:])
 	case SourceDUID:

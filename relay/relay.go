@@ -122,8 +122,21 @@ func (c *Chain) Innermost() *Level { return &c.Levels[len(c.Levels)-1] }
 func (c *Chain) Outermost() *Level { return &c.Levels[0] }
 
 // InterfaceID returns the innermost relay's interface-id (nil when absent):
-// the relay closest to the client names the client's VLAN.
+// the relay closest to the client names the client's VLAN. A server that
+// takes identity from the chain reads Trusted's instead: the innermost
+// level may have been written by the client itself.
 func (c *Chain) InterfaceID() []byte { return c.Innermost().InterfaceID }
+
+// Trusted returns the innermost trusted level of the chain: of the depth
+// levels counted from the server (Levels[0:depth]), which the operator's own
+// relays add, the one closest to the client. A chain of fewer levels than
+// depth has its innermost level trusted; depth below 1 counts as 1. The
+// levels below the trusted ones, if any, can be written by the client (a
+// relay wraps a Relay-Forward it receives from a client like any other
+// message): nothing that identifies the client may be read from them.
+func (c *Chain) Trusted(depth int) *Level {
+	return &c.Levels[min(max(depth, 1), len(c.Levels))-1]
+}
 
 // Printable renders an interface-id (or any option value) as text when
 // every byte is printable ASCII, else as 0x and hex: for logs, the HTTP

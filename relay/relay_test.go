@@ -271,3 +271,38 @@ func TestAppendReplyMatchesLibrary(t *testing.T) {
 		}
 	}
 }
+
+// TestTrusted: the innermost trusted level counts from the server; a chain
+// shorter than the depth has its innermost level trusted; the MAC is read
+// from the level asked, not from the innermost.
+func TestTrusted(t *testing.T) {
+	vm := net.HardwareAddr{0x06, 0x32, 0xb2, 0x00, 0x04, 0x79}
+	victim := net.HardwareAddr{0x06, 0x32, 0xb2, 0x00, 0x04, 0x80}
+	msg := []byte{1, 0, 0, 1}
+	b := Encapsulate(msg,
+		Forward{HopCount: 2, InterfaceID: []byte("core")},
+		Forward{HopCount: 1, InterfaceID: []byte("VLAN2702"), RemoteID: JuniperRemoteID(vm)},
+		Forward{InterfaceID: []byte("VLAN2701"), RemoteID: JuniperRemoteID(victim)})
+	c, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		depth int
+		iid   string
+	}{{0, "core"}, {1, "core"}, {2, "VLAN2702"}, {3, "VLAN2701"}, {32, "VLAN2701"}} {
+		if got := string(c.Trusted(tc.depth).InterfaceID); got != tc.iid {
+			t.Errorf("Trusted(%d) = level with interface-id %q, want %q", tc.depth, got, tc.iid)
+		}
+	}
+	mac, src, err := c.Trusted(2).MAC([]MACSource{SourceRemoteID}, nil)
+	if err != nil || src != SourceRemoteID || mac.String() != vm.String() {
+		t.Errorf("Trusted(2).MAC = %s, %s, %v; want %s", mac, src, err, vm)
+	}
+	if mac, _, _ := c.MAC([]MACSource{SourceRemoteID}, nil); mac.String() != victim.String() {
+		t.Errorf("Chain.MAC reads the innermost level: %s, want %s", mac, victim)
+	}
+	if _, _, err := c.Trusted(1).MAC([]MACSource{SourceRemoteID}, nil); err == nil {
+		t.Errorf("a level without remote-id yields a MAC")
+	}
+}

@@ -19,6 +19,15 @@ const (
 	ReasonUnrelayed Reason = "unrelayed"
 	// ReasonUntrustedRelay: the Relay-Forward came from outside trusted-relays.
 	ReasonUntrustedRelay Reason = "untrusted-relay"
+	// ReasonUntrustedRelayLevel: the Relay-Forward nests more relay levels
+	// than server.relay-depth; the levels below the trusted ones may have
+	// been written by the client itself (a VM's own Relay-Forward, wrapped
+	// by the operator's relay), so nothing in them can identify it.
+	ReasonUntrustedRelayLevel Reason = "untrusted-relay-level"
+	// ReasonTooManyIAs: the client message carries more than 16 IAs
+	// (IA_NA, IA_TA and IA_PD together): no client needs that many, and
+	// answering them would amplify a spoofed request.
+	ReasonTooManyIAs Reason = "too-many-ias"
 	// ReasonUnexpectedType: a message type a server never receives
 	// (Advertise, Reply, Reconfigure, Relay-Reply) or does not serve.
 	ReasonUnexpectedType Reason = "unexpected-type"
@@ -46,7 +55,8 @@ const (
 // Reasons lists every drop reason, for documentation and metric set-up.
 var Reasons = []Reason{
 	ReasonMalformed, ReasonMalformedRelay, ReasonTooDeep, ReasonUnrelayed,
-	ReasonUntrustedRelay, ReasonUnexpectedType, ReasonClientID,
+	ReasonUntrustedRelay, ReasonUntrustedRelayLevel, ReasonTooManyIAs,
+	ReasonUnexpectedType, ReasonClientID,
 	ReasonServerIDPresent, ReasonServerIDMismatch, ReasonInfoRequestIA,
 	ReasonConfirm, ReasonQueueFull, ReasonPanic, ReasonSendFailed,
 }
@@ -88,4 +98,8 @@ const (
 	ResultDeclined Result = "declined"
 	// ResultNoAddrs: an IA_NA or IA_TA, which this server never serves.
 	ResultNoAddrs Result = "no-addrs"
+	// ResultOtherIA: an IA_PD that gets NoPrefixAvail because the MAC's
+	// prefix goes to another IA_PD of the same message (a prefix is
+	// delegated in one IA only), or because its IAID repeats an earlier one.
+	ResultOtherIA Result = "other-ia"
 )

@@ -26,6 +26,13 @@ type Options struct {
 	// TrustedRelays, when not empty, are the only sources Relay-Forwards
 	// are accepted from.
 	TrustedRelays []netip.Prefix
+	// RelayDepth is how many relay levels, counted from the server, the
+	// operator's own relays add (0: DefaultRelayDepth, 1). The innermost
+	// of them is read; a deeper chain is dropped (see trust.go).
+	RelayDepth int
+	// PoolSelection lists the rules that choose a message's pool, tried
+	// in order (empty: DefaultPoolSelection).
+	PoolSelection []PoolRule
 	// RapidCommit answers a Solicit carrying Rapid Commit with a Reply.
 	RapidCommit bool
 	// Lifetimes and timers, in seconds, as sent.
@@ -174,6 +181,8 @@ type exchange struct {
 	opts  *Options
 	src   netip.AddrPort
 	chain relay.Chain
+	// trusted is the chain's innermost trusted level (see trust.go)
+	trusted *relay.Level
 	// the client message, decoded by dec (which also keeps the bytes of
 	// its first Client and Server Identifiers)
 	req dhcpv6.Message
@@ -182,6 +191,7 @@ type exchange struct {
 	mac      net.HardwareAddr
 	table    *allocator.Table
 	pool     *allocator.Pool
+	poolRule PoolRule // the rule that chose pool
 	alloc    allocator.Entry
 	hasAlloc bool
 	result   Result
@@ -224,7 +234,7 @@ func (h *Handler) handle(x *exchange, dst []byte, src netip.AddrPort, pkt []byte
 		h.metrics.countReceived(dhcpv6.MessageType(pkt[0]))
 		return Reply{}, drop(ReasonUnrelayed, fmt.Errorf("%s sent straight to the server: its MAC cannot be trusted", dhcpv6.MessageType(pkt[0])))
 	}
-	if !x.trusted() {
+	if !x.trustedSource() {
 		h.metrics.countReceived(dhcpv6.MessageTypeRelayForward)
 		return Reply{}, drop(ReasonUntrustedRelay, fmt.Errorf("relay %s is not in trusted-relays", src.Addr()))
 	}
@@ -243,8 +253,16 @@ func (h *Handler) handle(x *exchange, dst []byte, src netip.AddrPort, pkt []byte
 			h.log.Debug("malformed relay option ignored", "relay", src, "level", i, "option", m.String())
 		}
 	}
+	depth := x.opts.relayDepth()
+	if n := len(x.chain.Levels); n > depth {
+		return Reply{}, drop(ReasonUntrustedRelayLevel, fmt.Errorf("%d relay levels, server.relay-depth is %d: the levels below the trusted ones may be the client's own", n, depth))
+	}
+	x.trusted = x.chain.Trusted(depth)
 	if err := x.dec.Decode(&x.req, x.chain.Message); err != nil {
 		return Reply{}, drop(ReasonMalformed, fmt.Errorf("client message: %w", err))
+	}
+	if err := x.limitIAs(); err != nil {
+		return Reply{}, err
 	}
 	answer, err := x.dispatch()
 	if err != nil {
@@ -252,7 +270,8 @@ func (h *Handler) handle(x *exchange, dst []byte, src netip.AddrPort, pkt []byte
 	}
 	if h.log.Enabled(context.Background(), slog.LevelDebug) {
 		h.log.Debug("answered", "relay", src, "type", x.req.MessageType, "answer", answer.MessageType,
-			"mac", x.mac.String(), "interface-id", relay.Printable(x.chain.InterfaceID()), "result", x.result)
+			"mac", x.mac.String(), "interface-id", relay.Printable(x.trusted.InterfaceID), "link-address", x.trusted.LinkAddr,
+			"pool", x.poolName(), "pool-by", x.poolRule, "result", x.result)
 	}
 	x.enc = wire.AppendMessage(x.enc[:0], answer)
 	return Reply{
@@ -262,7 +281,15 @@ func (h *Handler) handle(x *exchange, dst []byte, src netip.AddrPort, pkt []byte
 	}, nil
 }
 
-func (x *exchange) trusted() bool {
+// poolName is the chosen pool's name, "" when none.
+func (x *exchange) poolName() string {
+	if x.pool == nil {
+		return ""
+	}
+	return x.pool.Name
+}
+
+func (x *exchange) trustedSource() bool {
 	if len(x.opts.TrustedRelays) == 0 {
 		return true
 	}

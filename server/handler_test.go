@@ -77,6 +77,10 @@ var testOptions = Options{
 	PreferredLifetime: 86400, ValidLifetime: 172800, RenewTimer: 1000, RebindTimer: 2000,
 }
 
+// depth2 trusts two relay levels: a Juniper relay and a relay (an LDRA,
+// or an aggregation router) between it and the server or the client.
+var depth2 = func() Options { o := testOptions; o.RelayDepth = 2; return o }()
+
 // sinkRecorder is a BindingSink that remembers what it was told.
 type sinkRecorder struct {
 	mu       sync.Mutex
@@ -252,9 +256,9 @@ func TestHandlerRules(t *testing.T) {
 		{name: "solicit with no IA: top-level NoPrefixAvail",
 			pkt: juniper("VLAN2701", macA, msg(dhcpv6.MessageTypeSolicit, clientID(macA))), answer: dhcpv6.MessageTypeAdvertise,
 			status: int(iana.StatusNoPrefixAvail)},
-		{name: "solicit with two IA_PDs: both answered",
+		{name: "solicit with two IA_PDs: the first gets the prefix, the second NoPrefixAvail",
 			pkt: juniper("VLAN2701", macA, sol(macA, iapd(2))), answer: dhcpv6.MessageTypeAdvertise, status: -1,
-			ias: []ia{{code: dhcpv6.OptionIAPD, prefixes: []pfx{served}, t1: t1, t2: t2}, {code: dhcpv6.OptionIAPD, prefixes: []pfx{served}, t1: t1, t2: t2}}},
+			ias: []ia{{code: dhcpv6.OptionIAPD, prefixes: []pfx{served}, t1: t1, t2: t2}, noPrefix}},
 		{name: "solicit with server id: dropped",
 			pkt: juniper("VLAN2701", macA, sol(macA, serverID(serverDUID))), drop: ReasonServerIDPresent},
 		{name: "solicit with two client ids: dropped",
@@ -481,7 +485,7 @@ func checkAnswer(t *testing.T, ans *dhcpv6.Message, typ dhcpv6.MessageType, stat
 }
 
 func TestHandlerRecordsBindingFields(t *testing.T) {
-	h, sink := newTestHandler(t, testOptions)
+	h, sink := newTestHandler(t, depth2)
 	pkt := relay.Encapsulate(msg(dhcpv6.MessageTypeRequest, clientID(macA), serverID(serverDUID), iapd(5)),
 		relay.Forward{HopCount: 1, LinkAddr: netip.MustParseAddr("2001:db8:ffff::1"), PeerAddr: netip.MustParseAddr("2001:db8:ffff::9")},
 		relay.Forward{LinkAddr: linkAddr, PeerAddr: vmPeer, InterfaceID: []byte("VLAN2701"),
@@ -528,7 +532,7 @@ func TestHandlerRecordsBindingFields(t *testing.T) {
 }
 
 func TestHandlerReplyDestinationAndEcho(t *testing.T) {
-	h, _ := newTestHandler(t, testOptions)
+	h, _ := newTestHandler(t, depth2)
 	src := netip.MustParseAddrPort("[2001:db8:ffff::1]:40123")
 	sol := msg(dhcpv6.MessageTypeSolicit, clientID(macA), iapd(1))
 	// Outer relay with a relay source port option: answer at the source port.

@@ -24,6 +24,10 @@ type Metrics struct {
 	Answers *prometheus.CounterVec
 	// MalformedOptions counts relay options ignored as malformed, by option code.
 	MalformedOptions *prometheus.CounterVec
+	// PoolSelections counts the pool choices made for messages with IAs,
+	// by the rule that chose the pool (interface-id, link-address) or
+	// none when no rule did.
+	PoolSelections *prometheus.CounterVec
 	// Latency observes the time to handle one packet.
 	Latency prometheus.Histogram
 
@@ -33,6 +37,7 @@ type Metrics struct {
 	// child is made on first use, so the exported series are the same.
 	received, replies counterCache // by message type
 	drops, answers    counterCache // by index in Reasons, results
+	pools             counterCache // by index in poolRuleLabels
 }
 
 // counterCache holds the children of a CounterVec by a small index.
@@ -72,6 +77,12 @@ func (m *Metrics) countAnswer(r Result) {
 	m.answers.inc(resultIndex(r), func() string { return string(r) })
 }
 
+// countPoolSelection counts a pool choice by rule; "" is none.
+func (m *Metrics) countPoolSelection(r PoolRule) {
+	i := poolRuleIndex(r)
+	m.pools.inc(i, func() string { return poolRuleLabels[i] })
+}
+
 func reasonIndex(r Reason) int {
 	for i, x := range Reasons {
 		if x == r {
@@ -83,7 +94,7 @@ func reasonIndex(r Reason) int {
 
 // results lists the Results, for resultIndex.
 var results = [...]Result{ResultPrefix, ResultNoPool, ResultNoMAC, ResultUnknownMAC, ResultOtherPool,
-	ResultQuarantined, ResultNoBinding, ResultReleased, ResultDeclined, ResultNoAddrs}
+	ResultQuarantined, ResultNoBinding, ResultReleased, ResultDeclined, ResultNoAddrs, ResultOtherIA}
 
 func resultIndex(r Result) int {
 	for i, x := range results {
@@ -117,6 +128,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: Namespace, Name: "malformed_relay_options_total",
 			Help: "Relay options ignored because their value is malformed, by option code.",
 		}, []string{"code"}),
+		PoolSelections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "pool_selections_total",
+			Help: "Pools chosen for relayed messages with IAs, by the rule that chose (interface-id, link-address; none: no pool).",
+		}, []string{"rule"}),
 		Latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: Namespace, Name: "handle_seconds",
 			Help:    "Time to handle one packet, from bytes in to bytes out.",
@@ -124,11 +139,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	m.received.vec, m.replies.vec, m.drops.vec, m.answers.vec = m.Received, m.Replies, m.Drops, m.Answers
+	m.pools.vec = m.PoolSelections
 	for _, r := range Reasons {
 		m.Drops.WithLabelValues(string(r))
 	}
+	for _, l := range poolRuleLabels {
+		m.PoolSelections.WithLabelValues(l)
+	}
 	if reg != nil {
-		reg.MustRegister(m.Received, m.Replies, m.Drops, m.Answers, m.MalformedOptions, m.Latency)
+		reg.MustRegister(m.Received, m.Replies, m.Drops, m.Answers, m.MalformedOptions, m.PoolSelections, m.Latency)
 	}
 	return m
 }

@@ -32,9 +32,14 @@ import (
 //
 // In every answer: an IA_PD whose MAC has no usable reservation gets status
 // NoPrefixAvail with T1 = T2 = 0 (Renew and Rebind: see renewIA); an IA_NA
-// or IA_TA gets status NoAddrsAvail. A prefix the client names in a
-// Request, Renew or Rebind that is not its reservation goes back with
-// preferred = valid = 0, so that a router snooping the Reply withdraws it.
+// or IA_TA gets status NoAddrsAvail. The reservation goes in one IA_PD only
+// (see holder); the other IA_PDs, and an IA_PD whose IAID repeats, get
+// NoPrefixAvail. A prefix the client names in a Request, Renew or Rebind
+// that is not its reservation goes back with preferred = valid = 0, so that
+// a router snooping the Reply withdraws it, unless it overlaps another
+// MAC's allocation: then it is left out (see withdrawOthers). At most
+// MaxAnsweredIAs IAs are answered (see limitIAs). What identifies the
+// client is read from the innermost trusted relay level (see trust.go).
 //
 // Renew or Rebind for an IA the server recorded no binding for: the binding
 // is re-created from the reservation. The reservation table, not the
@@ -189,21 +194,30 @@ func (x *exchange) answer(t dhcpv6.MessageType) *dhcpv6.Message {
 
 // identify finds the pool, the MAC and its allocation, and sets x.result
 // to ResultPrefix when the MAC has a prefix to serve on this VLAN.
+//
+// Both come from the chain's innermost trusted level only (see trust.go).
+// The MAC is read even when no pool is chosen: the prefixes a client names
+// are judged by it (see withdrawOthers).
 func (x *exchange) identify() {
 	x.table = x.h.table.Current()
-	pool, ok := x.table.PoolByInterfaceID(x.chain.InterfaceID())
-	if !ok {
+	lvl := x.trusted
+	mac, _, macErr := lvl.MAC(x.opts.MACSources, x.dec.ClientID())
+	if macErr == nil {
+		x.mac = mac
+	}
+	pool, rule := x.selectPool(lvl)
+	x.poolRule = rule
+	x.h.metrics.countPoolSelection(rule)
+	if pool == nil {
 		x.result = ResultNoPool
 		return
 	}
 	x.pool = pool
-	mac, _, err := x.chain.MAC(x.opts.MACSources, x.dec.ClientID())
-	if err != nil {
+	if macErr != nil {
 		x.result = ResultNoMAC
-		x.h.log.Debug("no MAC", "relay", x.src, "err", err)
+		x.h.log.Debug("no MAC", "relay", x.src, "err", macErr)
 		return
 	}
-	x.mac = mac
 	a, ok := x.table.Find(mac)
 	switch {
 	case !ok:
@@ -219,13 +233,26 @@ func (x *exchange) identify() {
 }
 
 // answerIAs answers every IA of the client message into ans.
+//
+// A prefix is delegated in one IA only (RFC 8415 section 6.3): the MAC's
+// prefix goes to the IA_PD holder chooses; every other IA_PD gets
+// NoPrefixAvail with T1 = T2 = 0, and so does an IA_PD whose IAID repeats
+// an earlier one's.
 func (x *exchange) answerIAs(ans *dhcpv6.Message, md mode) *dhcpv6.Message {
 	x.identify()
+	holder := x.holder()
 	n := 0
-	for _, o := range x.req.Options.Options {
+	for i, o := range x.req.Options.Options {
 		switch ia := o.(type) {
 		case *dhcpv6.OptIAPD:
-			ans.AddOption(x.answerPD(ia, md))
+			switch {
+			case x.repeatsIAID(i):
+				ans.AddOption(x.otherIA(ia, md, "IAID repeated in this message"))
+			case x.hasAlloc && i != holder:
+				ans.AddOption(x.otherIA(ia, md, "prefix delegated in another IA_PD"))
+			default:
+				ans.AddOption(x.answerPD(ia, md))
+			}
 			n++
 		case *dhcpv6.OptIANA:
 			ans.AddOption(&dhcpv6.OptIANA{IaId: ia.IaId, Options: dhcpv6.IdentityOptions{Options: dhcpv6.Options{
@@ -249,25 +276,42 @@ func noAddrs() dhcpv6.Option {
 	return &dhcpv6.OptStatusCode{StatusCode: iana.StatusNoAddrsAvail, StatusMessage: "this server assigns no addresses, only prefixes"}
 }
 
+// pdScratch returns the IA_PD, its prefix, status and address of the next
+// answered IA_PD: from the exchange's scratch arrays for the first
+// scratchIAs IA_PDs, new ones after them.
+func (x *exchange) pdScratch() (*dhcpv6.OptIAPD, *dhcpv6.OptIAPrefix, *dhcpv6.OptStatusCode, *net.IPNet, []byte) {
+	if i := x.ias; i < scratchIAs {
+		x.ias++
+		x.pds[i].Options.Options = x.pdOpts[i][:0]
+		return &x.pds[i], &x.prefixes[i], &x.statuses[i], &x.nets[i], x.ips[i][:]
+	}
+	return &dhcpv6.OptIAPD{}, &dhcpv6.OptIAPrefix{}, &dhcpv6.OptStatusCode{}, &net.IPNet{}, make([]byte, 16)
+}
+
+// otherIA answers an IA_PD that does not get the MAC's prefix although
+// another IA_PD of the message may: NoPrefixAvail, T1 = T2 = 0. In a
+// Request, Renew or Rebind the prefixes it names that may be withdrawn
+// are, except the MAC's own prefix, which the holder IA keeps.
+func (x *exchange) otherIA(req *dhcpv6.OptIAPD, md mode, why string) *dhcpv6.OptIAPD {
+	out, _, status, _, _ := x.pdScratch()
+	out.IaId = req.IaId
+	if md != modeAdvertise {
+		keep := netip.Prefix{}
+		if x.hasAlloc {
+			keep = x.alloc.Prefix
+		}
+		x.withdrawOthers(req, out, keep)
+	}
+	*status = dhcpv6.OptStatusCode{StatusCode: iana.StatusNoPrefixAvail, StatusMessage: why}
+	out.Options.Add(status)
+	x.h.metrics.countAnswer(ResultOtherIA)
+	return out
+}
+
 // answerPD answers one IA_PD.
 func (x *exchange) answerPD(req *dhcpv6.OptIAPD, md mode) *dhcpv6.OptIAPD {
 	o := x.opts
-	// The IA_PD, its prefix and its status come from the exchange's
-	// scratch arrays for the first scratchIAs IA_PDs.
-	var (
-		out    *dhcpv6.OptIAPD
-		prefix *dhcpv6.OptIAPrefix
-		status *dhcpv6.OptStatusCode
-		ipn    *net.IPNet
-		ip     []byte
-	)
-	if i := x.ias; i < scratchIAs {
-		x.ias++
-		out, prefix, status, ipn, ip = &x.pds[i], &x.prefixes[i], &x.statuses[i], &x.nets[i], x.ips[i][:]
-		out.Options.Options = x.pdOpts[i][:0]
-	} else {
-		out, prefix, status, ipn, ip = &dhcpv6.OptIAPD{}, &dhcpv6.OptIAPrefix{}, &dhcpv6.OptStatusCode{}, &net.IPNet{}, make([]byte, 16)
-	}
+	out, prefix, status, ipn, ip := x.pdScratch()
 	out.IaId = req.IaId
 	if x.hasAlloc {
 		out.T1 = seconds(o.RenewTimer)
@@ -303,13 +347,21 @@ func (x *exchange) answerPD(req *dhcpv6.OptIAPD, md mode) *dhcpv6.OptIAPD {
 	out.Options.Add(status)
 	x.h.metrics.countAnswer(result)
 	if x.h.log.Enabled(context.Background(), slog.LevelDebug) {
-		x.h.log.Debug("no prefix", "relay", x.src, "mac", x.mac.String(), "interface-id", relay.Printable(x.chain.InterfaceID()), "result", x.result)
+		x.h.log.Debug("no prefix", "relay", x.src, "mac", x.mac.String(), "interface-id", relay.Printable(x.trusted.InterfaceID),
+			"link-address", x.trusted.LinkAddr, "pool-by", x.poolRule, "result", x.result)
 	}
 	return out
 }
 
 // withdrawOthers adds, with zero lifetimes, each prefix the client named
 // that is not keep (hints of :: are not prefixes). It returns how many.
+//
+// A prefix that overlaps the allocation of another MAC than the client's
+// (in any pool and state; any MAC's when the client's is not known) is
+// left out of the answer altogether: echoed, even with zero lifetimes, it
+// would tell a router snooping the Reply something about another VM's
+// route. Withdrawn are only the prefixes allocated to nobody or to this
+// MAC.
 func (x *exchange) withdrawOthers(req, out *dhcpv6.OptIAPD, keep netip.Prefix) int {
 	n := 0
 	for _, o := range req.Options.Options {
@@ -319,6 +371,9 @@ func (x *exchange) withdrawOthers(req, out *dhcpv6.OptIAPD, keep netip.Prefix) i
 		}
 		named, ok := prefixOf(p)
 		if !ok || named == keep {
+			continue
+		}
+		if x.table.OverlapsOther(named, x.mac) {
 			continue
 		}
 		out.Options.Add(&dhcpv6.OptIAPrefix{Prefix: ipnet(named)})
@@ -331,7 +386,7 @@ func (x *exchange) withdrawOthers(req, out *dhcpv6.OptIAPD, keep netip.Prefix) i
 func (x *exchange) why() string {
 	switch x.result {
 	case ResultNoPool:
-		return "no pool for this interface-id"
+		return "no pool for this interface-id or link"
 	case ResultNoMAC:
 		return "no MAC found in the relayed request"
 	case ResultOtherPool:
@@ -344,7 +399,7 @@ func (x *exchange) why() string {
 
 // record hands the binding just made to the sink.
 func (x *exchange) record(req *dhcpv6.OptIAPD, md mode) {
-	in := x.chain.Innermost()
+	in := x.trusted // the relay data recorded is the trusted level's
 	valid := x.opts.ValidLifetime
 	// The byte strings the sink keeps, copied out of the packet into one
 	// allocation.
@@ -418,7 +473,7 @@ func (x *exchange) decline() *dhcpv6.Message {
 	ans.AddOption(&dhcpv6.OptStatusCode{StatusCode: iana.StatusSuccess, StatusMessage: "decline noted"})
 	x.identify()
 	x.h.metrics.countAnswer(ResultDeclined)
-	x.h.log.Debug("client declined", "relay", x.src, "mac", x.mac.String(), "interface-id", relay.Printable(x.chain.InterfaceID()))
+	x.h.log.Debug("client declined", "relay", x.src, "mac", x.mac.String(), "interface-id", relay.Printable(x.trusted.InterfaceID))
 	return ans
 }
 

@@ -169,7 +169,7 @@ func TestTsharkDissectsEveryReply(t *testing.T) {
 			request: juniperReqNoIA("11"),
 			reply:   reply(rpl, "", "", "", "", "", "", "")},
 		{name: "two relay levels, relay source port echoed, reply to the source port",
-			src: netip.MustParseAddrPort("[2001:db8:ffff::1]:40123"),
+			opts: &depth2, src: netip.MustParseAddrPort("[2001:db8:ffff::1]:40123"),
 			pkt: relay.Encapsulate(req(dhcpv6.MessageTypeSolicit, macA, nil, iapd(1)),
 				relay.Forward{HopCount: 1, LinkAddr: netip.MustParseAddr("2001:db8:ffff::1"), PeerAddr: netip.MustParseAddr("2001:db8:ffff::7"),
 					InterfaceID: []byte("core"), HasSourcePort: true, SourcePort: 40123},

@@ -41,6 +41,14 @@ package main
 //     writes `iaprefix 2001:db8:200:30::/60 {` into its lease file.
 //     `dhclient -r` stops the running dhclient (by its pid file) and sends a
 //     Release; the script gets reason RELEASE6 with old_ip6_prefix.
+//   - dhcrelay wraps a Relay-Forward it receives from the VM's side in a
+//     level of its own and forwards it like any client message. The
+//     "cloudstack-pd" subtest then sends, from the VM, a Relay-Forward of
+//     its own that names a victim (another pool's interface-id, the
+//     victim's MAC in remote-id, link-address ::) and checks the server
+//     drops it (untrusted-relay-level) and the VM gets nothing back (see
+//     forgedRelayForward). Kea reads the innermost level and would hand out
+//     the victim's prefix: the kea subtest does not run this case.
 //
 // Root, ip, ss, dhclient and dhcrelay are needed (kea-dhcp6 for the kea
 // subtest; tshark, when present, captures the server's link for the logs of
@@ -79,6 +87,13 @@ const (
 	e2eRouterUp    = "2001:db8:ffff::1"
 	e2eServerAddr  = "2001:db8:ffff::2"
 
+	// The victim of the forged Relay-Forward: a VM on another VLAN.
+	e2eVictimMAC    = "02:00:5e:10:00:99"
+	e2eVictimPrefix = "2001:db8:300:90::/60"
+	e2eVictimPool   = "2001:db8:300::/40"
+	e2eVictimLink   = "2001:db8:2::/64"
+	e2eVictimIID    = "VICT"
+
 	// Lifetimes: unlike the defaults, so the test sees they come from the
 	// config; renew-timer 2 makes dhclient Renew within the test.
 	e2ePreferred = 3000
@@ -110,6 +125,11 @@ mapping:
     prefix-len: %d
     interface-id: %q
     ip6-cidr: %q
+  e2e-victim:
+    pool: %q
+    prefix-len: %d
+    interface-id: %q
+    ip6-cidr: %q
 server:
   listen: ["[%s]:547"]
   mac-sources: [remote-id, duid]
@@ -120,7 +140,7 @@ server:
 state: %q
 log:
   level: debug
-`, e2ePool, e2ePrefixLen, e2eInterfaceID, e2eLink, e2eServerAddr,
+`, e2ePool, e2ePrefixLen, e2eInterfaceID, e2eLink, e2eVictimPool, e2ePrefixLen, e2eVictimIID, e2eVictimLink, e2eServerAddr,
 			e2ePreferred, e2eValid, e2eRenew, e2eRebind, filepath.Join(n.dir, "state.db")))
 
 		out, err := exec.Command(bin, "import-kea", "--config", cfg, kea).CombinedOutput()
@@ -133,6 +153,8 @@ log:
 		serve := n.start(t, "serve", n.server, nil, bin, "serve", "--config", cfg)
 		n.waitListening(t, n.server, serve)
 		n.exercise(t)
+		// After exercise: its capture checks hold for dhclient's packets only.
+		n.forgedRelayForward(t)
 	})
 
 	t.Run("kea", func(t *testing.T) {
@@ -340,6 +362,11 @@ func (n *e2eNet) writeKeaConfig(t *testing.T) string {
 			"id": 1, "subnet": e2eLink, "interface-id": e2eInterfaceID,
 			"reservations": []any{map[string]any{
 				"hw-address": e2eVMMAC, "prefixes": []string{e2ePrefix},
+			}},
+		}, map[string]any{
+			"id": 2, "subnet": e2eVictimLink, "interface-id": e2eVictimIID,
+			"reservations": []any{map[string]any{
+				"hw-address": e2eVictimMAC, "prefixes": []string{e2eVictimPrefix},
 			}},
 		}},
 		"loggers": []any{map[string]any{

@@ -309,11 +309,11 @@ func TestKeaDifferential(t *testing.T) {
 		{name: "quarantined MAC", fwd: junos(linkA, "VLAN2701", macQuarantined), mac: macQuarantined, want: "no prefix"},
 		{name: "foreign VLAN", fwd: junos(netip.MustParseAddr("2001:db8:999::1"), "VLAN999", macActive), mac: macActive, want: "no prefix"},
 		{name: "MAC of another pool's VLAN", fwd: junos(linkA, "VLAN2701", macPodB), mac: macPodB, want: "no prefix"},
+		// Both select the pool by link-address when the interface-id names none
+		// (server.pool-selection's default).
 		{name: "no interface-id, link-address in a subnet", fwd: relay.Forward{LinkAddr: linkA, PeerAddr: relay.EUI64LinkLocal(macActive),
-			RemoteID: relay.JuniperRemoteID(macActive)}, mac: macActive, want: "no prefix", kea: prefixA,
-			why: "Kea selects the subnet by link-address when no subnet has the interface-id; cloudstack-pd selects by interface-id only"},
-		{name: "foreign interface-id, link-address in a subnet", fwd: junos(linkA, "VLAN999", macActive), mac: macActive, want: "no prefix", kea: prefixA,
-			why: "Kea falls back to the link-address when no subnet has the interface-id; cloudstack-pd refuses a VLAN it has no pool for"},
+			RemoteID: relay.JuniperRemoteID(macActive)}, mac: macActive, want: prefixA},
+		{name: "foreign interface-id, link-address in a subnet", fwd: junos(linkA, "VLAN999", macActive), mac: macActive, want: prefixA},
 		{name: "L2 relay, link-address ::", fwd: junos(netip.IPv6Unspecified(), "VLAN2701", macActive), mac: macActive, want: prefixA, kea: "no prefix",
 			why: "Kea 2.2 ignores the interface-id when no relay gives a global link-address (fixed in Kea 3.2)"},
 		{name: "link-local link-address", fwd: junos(netip.MustParseAddr("fe80::1"), "VLAN2701", macActive), mac: macActive, want: prefixA, kea: "no prefix",

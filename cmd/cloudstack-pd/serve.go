@@ -87,12 +87,26 @@ func handlerOptions(c *config.Config) server.Options {
 	return server.Options{
 		MACSources:        c.MACSources(),
 		TrustedRelays:     c.TrustedRelays(),
+		RelayDepth:        s.RelayDepth,
+		PoolSelection:     poolSelection(s.PoolSelection),
 		RapidCommit:       s.RapidCommit,
 		PreferredLifetime: uint32(s.PreferredLifetime),
 		ValidLifetime:     uint32(s.ValidLifetime),
 		RenewTimer:        uint32(s.RenewTimer),
 		RebindTimer:       uint32(s.RebindTimer),
 	}
+}
+
+// poolSelection converts server.pool-selection, which config.Load has
+// checked.
+func poolSelection(names []string) []server.PoolRule {
+	rules := make([]server.PoolRule, 0, len(names))
+	for _, n := range names {
+		if r, err := server.ParsePoolRule(n); err == nil {
+			rules = append(rules, r)
+		}
+	}
+	return rules
 }
 
 // openStore opens the state store, failing fast when another process holds it.

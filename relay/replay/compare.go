@@ -292,13 +292,6 @@ var Kea22Rules = []Rule{
 		When:   Condition{RemoteID: "text-mac", Server: "prefix", Compare: "no-prefix"},
 		Fields: []string{"status", "ia"},
 	},
-	{
-		Name: "kea-link-address-fallback",
-		Why: "Kea selects the subnet by link-address when no subnet has the relay's interface-id (or there is none); " +
-			"cloudstack-pd refuses a VLAN it has no pool for",
-		When:   Condition{LinkAddress: "global", Server: "no-prefix", Compare: "prefix"},
-		Fields: []string{"status", "ia"},
-	},
 }
 
 func ptr[T any](v T) *T { return &v }

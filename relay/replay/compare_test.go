@@ -152,7 +152,7 @@ func TestKeaRulesNeedKeasAnswer(t *testing.T) {
 			}
 		}
 		// The other way round (Kea a prefix, cloudstack-pd none) is not
-		// theirs (kea-link-address-fallback's on a global link-address).
+		// theirs.
 		for _, d := range CompareAnswers(&reqs[i], kea, ours, Kea22Rules) {
 			if d.Expected != nil && d.Expected.Name == rule[reqs[i].Frame] {
 				t.Errorf("frame %d reversed: %+v expected by %s", reqs[i].Frame, d, d.Expected.Name)

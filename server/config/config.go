@@ -149,6 +149,9 @@ type Server struct {
 	TrustedRelays []string `mapstructure:"trusted-relays"`
 	// RapidCommit lets a Solicit with Rapid Commit get a Reply at once.
 	RapidCommit bool `mapstructure:"rapid-commit"`
+	// RelayDepth and PoolSelection: see trust.go.
+	RelayDepth    int      `mapstructure:"relay-depth"`
+	PoolSelection []string `mapstructure:"pool-selection"`
 	// Lifetimes and timers in seconds, with Kea's names.
 	PreferredLifetime int `mapstructure:"preferred-lifetime"`
 	ValidLifetime     int `mapstructure:"valid-lifetime"`
@@ -325,6 +328,8 @@ var defaults = []struct {
 	{"server.rapid-commit", false},
 	{"server.listen", []string{}},
 	{"server.trusted-relays", []string{}},
+	{"server.relay-depth", DefaultRelayDepth},
+	{"server.pool-selection", DefaultPoolSelection},
 	{"server.workers", 0},
 	{"server.queue-length", 0},
 	{"server.shutdown-delay", "0s"},
@@ -548,6 +553,7 @@ func (c *Config) validate() []Problem {
 			add(fmt.Sprintf("server.trusted-relays[%d]", i), tr, "not a prefix or address: %v", err)
 		}
 	}
+	probs = append(probs, c.trustProblems()...)
 	for _, d := range []struct {
 		key string
 		v   int

@@ -22,16 +22,39 @@
 //     calling the library's ToBytes for any other.
 //
 // Both are checked against the library, byte for byte and error for error,
-// by table tests and by fuzz targets (FuzzDecode, FuzzAppend).
+// by table tests and by fuzz targets (FuzzDecode, FuzzAppend), with two
+// deliberate differences: Decode is stricter than the library where a
+// value is out of the protocol's bounds and the library lets it through.
+//
+//   - A Client or Server Identifier longer than MaxDUIDLen (RFC 8415
+//     section 11.1: a DUID is a 2-byte type and at most 128 bytes) is
+//     refused (ErrDUIDTooLong); the library takes any length.
+//   - An IA Prefix, inside an IA_PD, with a prefix length above 128 is
+//     refused (ErrPrefixLength); the library decodes it as ::/0, which an
+//     answer would echo.
 package wire
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
+)
+
+// MaxDUIDLen is the longest DUID, type included (RFC 8415 section 11.1).
+const MaxDUIDLen = 2 + 128
+
+// The errors of Decode's checks beyond the library's.
+var (
+	// ErrDUIDTooLong is returned when a Client or Server Identifier is
+	// longer than MaxDUIDLen.
+	ErrDUIDTooLong = errors.New("DUID longer than 130 bytes")
+	// ErrPrefixLength is returned when an IA Prefix in an IA_PD has a
+	// prefix length above 128.
+	ErrPrefixLength = errors.New("prefix length above 128")
 )
 
 // Decoder decodes client messages into memory it reuses from one message to
@@ -146,6 +169,9 @@ func (d *Decoder) parseOption(code dhcpv6.OptionCode, data []byte) (dhcpv6.Optio
 	case dhcpv6.OptionRapidCommit, dhcpv6.OptionReconfAccept:
 		// The library keeps these as OptionGeneric, unchecked.
 	case dhcpv6.OptionIAPD:
+		if err := checkPrefixLengths(data); err != nil {
+			return nil, fmt.Errorf("%s: %w", code, err)
+		}
 		if pd := d.iapd(data); pd != nil {
 			return pd, nil
 		}
@@ -175,9 +201,14 @@ func (d *Decoder) generic(code dhcpv6.OptionCode, data []byte) *dhcpv6.OptionGen
 
 // checkDUID applies dhcpv6.DUIDFromBytes's checks: a 2-byte type, then
 // the fixed part of the four known types (DUID-UUID is exactly 16 bytes).
+//
+// Beyond the library, a DUID longer than MaxDUIDLen is refused.
 func checkDUID(b []byte) error {
 	if len(b) < 2 {
 		return fmt.Errorf("DUID of %d bytes, want at least 2", len(b))
+	}
+	if len(b) > MaxDUIDLen {
+		return fmt.Errorf("%d bytes: %w", len(b), ErrDUIDTooLong)
 	}
 	var want int
 	switch dhcpv6.DUIDType(binary.BigEndian.Uint16(b)) {
@@ -197,6 +228,29 @@ func checkDUID(b []byte) error {
 	}
 	if len(b) < want {
 		return fmt.Errorf("%s of %d bytes, want at least %d", dhcpv6.DUIDType(binary.BigEndian.Uint16(b)), len(b), want)
+	}
+	return nil
+}
+
+// checkPrefixLengths refuses an IA_PD value whose IA Prefix options (26)
+// carry a prefix length above 128. It walks the IA_PD's options as far as
+// they are well formed; what is not is left to the library, which fails
+// on it.
+func checkPrefixLengths(data []byte) error {
+	if len(data) < iapdHeaderLen {
+		return nil
+	}
+	for r := data[iapdHeaderLen:]; len(r) >= optionHeaderLen; {
+		code, n := dhcpv6.OptionCode(binary.BigEndian.Uint16(r)), int(binary.BigEndian.Uint16(r[2:]))
+		if len(r)-optionHeaderLen < n {
+			return nil
+		}
+		if code == dhcpv6.OptionIAPrefix && n >= iaPrefixLen {
+			if bits := r[optionHeaderLen+8]; bits > 128 {
+				return fmt.Errorf("IA Prefix of length %d: %w", bits, ErrPrefixLength)
+			}
+		}
+		r = r[optionHeaderLen+n:]
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package wire
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"net"
 	"reflect"
 	"testing"
@@ -89,6 +90,18 @@ var decodeCases = []struct {
 	{"opaque DUID", raw(dhcpv6.MessageTypeSolicit, opt(dhcpv6.OptionClientID, 0, 9, 1, 2, 3))},
 	{"prefix length over 128", raw(dhcpv6.MessageTypeRenew, opt(dhcpv6.OptionIAPD, append(make([]byte, 12),
 		opt(dhcpv6.OptionIAPrefix, append([]byte{0, 0, 0, 1, 0, 0, 0, 2, 200}, make([]byte, 16)...)...)...)...))},
+	{"client ID of 130 bytes", raw(dhcpv6.MessageTypeSolicit, opt(dhcpv6.OptionClientID, append([]byte{0, 2, 0, 0, 0x0a, 0x4c}, make([]byte, 124)...)...))},
+	{"prefix length 128", raw(dhcpv6.MessageTypeRenew, opt(dhcpv6.OptionIAPD, append(make([]byte, 12),
+		opt(dhcpv6.OptionIAPrefix, append([]byte{0, 0, 0, 1, 0, 0, 0, 2, 128}, make([]byte, 16)...)...)...)...))},
+	// Deliberate differences: the library decodes these, Decode refuses them.
+	{"client ID of 131 bytes", raw(dhcpv6.MessageTypeSolicit, opt(dhcpv6.OptionClientID, append([]byte{0, 2, 0, 0, 0x0a, 0x4c}, make([]byte, 125)...)...))},
+	{"server ID of 200 bytes", raw(dhcpv6.MessageTypeRequest, opt(dhcpv6.OptionClientID, 0, 3, 0, 1, 1, 2, 3, 4, 5, 6),
+		opt(dhcpv6.OptionServerID, append([]byte{0, 9}, make([]byte, 198)...)...))},
+	{"prefix length 129 after a good prefix", raw(dhcpv6.MessageTypeRenew, opt(dhcpv6.OptionIAPD, append(append(make([]byte, 12),
+		opt(dhcpv6.OptionIAPrefix, append([]byte{0, 0, 0, 1, 0, 0, 0, 2, 60}, make([]byte, 16)...)...)...),
+		opt(dhcpv6.OptionIAPrefix, append([]byte{0, 0, 0, 1, 0, 0, 0, 2, 129}, make([]byte, 16)...)...)...)...))},
+	{"prefix length 255 in an IA Prefix with options", raw(dhcpv6.MessageTypeRenew, opt(dhcpv6.OptionIAPD, append(make([]byte, 12),
+		opt(dhcpv6.OptionIAPrefix, append(append([]byte{0, 0, 0, 1, 0, 0, 0, 2, 255}, make([]byte, 16)...), opt(dhcpv6.OptionStatusCode, 0, 0)...)...)...)...))},
 	{"two client IDs", message(dhcpv6.MessageTypeSolicit, dhcpv6.OptClientID(duidLL), dhcpv6.OptClientID(duidLLT), iapd(1))},
 
 	// Malformed: the library fails on each, so must Decode.
@@ -121,11 +134,24 @@ func TestDecodeMatchesLibrary(t *testing.T) {
 // fails unless both fail, or both give the same message: the same
 // options in the same order, typed alike, except those Decode keeps as
 // bytes, which must encode to what the library's typed option encodes.
+//
+// The deliberate differences (see the package comment) are checked too:
+// where the library decodes a message that has a DUID or a prefix length
+// out of bounds (found by stricter, below, walking the bytes on its own),
+// Decode must fail with the matching error, and only there.
 func sameAsLibrary(t *testing.T, d *Decoder, b []byte) {
 	t.Helper()
 	want, werr := dhcpv6.MessageFromBytes(b)
 	var got dhcpv6.Message
 	gerr := d.Decode(&got, b)
+	if werr == nil {
+		if strict := stricter(b); strict != nil {
+			if !errors.Is(gerr, strict) {
+				t.Fatalf("Decode error %v, want %v (the library decodes it), for %x", gerr, strict, b)
+			}
+			return
+		}
+	}
 	if (werr == nil) != (gerr == nil) {
 		t.Fatalf("Decode error %v, library error %v, for %x", gerr, werr, b)
 	}
@@ -170,6 +196,50 @@ func sameAsLibrary(t *testing.T, d *Decoder, b []byte) {
 	if a, l := AppendMessage(nil, &got), want.ToBytes(); !bytes.Equal(a, l) {
 		t.Fatalf("AppendMessage %x, library %x", a, l)
 	}
+}
+
+// stricter returns the error Decode gives, beyond the library, for a
+// message the library decodes: the first Client or Server Identifier
+// longer than MaxDUIDLen or IA Prefix in an IA_PD with a length above 128,
+// in the order of the options; nil when there is none. It walks the
+// bytes itself, so as not to share Decode's code.
+func stricter(b []byte) error {
+	if len(b) < 4 {
+		return nil
+	}
+	type tlv struct {
+		code int
+		v    []byte
+	}
+	walk := func(b []byte) (out []tlv) {
+		for len(b) >= 4 {
+			c, n := int(b[0])<<8|int(b[1]), int(b[2])<<8|int(b[3])
+			if len(b)-4 < n {
+				return out
+			}
+			out = append(out, tlv{c, b[4 : 4+n]})
+			b = b[4+n:]
+		}
+		return out
+	}
+	for _, o := range walk(b[4:]) {
+		switch o.code {
+		case int(dhcpv6.OptionClientID), int(dhcpv6.OptionServerID):
+			if len(o.v) > 130 {
+				return ErrDUIDTooLong
+			}
+		case int(dhcpv6.OptionIAPD):
+			if len(o.v) < 12 {
+				continue
+			}
+			for _, p := range walk(o.v[12:]) {
+				if p.code == int(dhcpv6.OptionIAPrefix) && len(p.v) >= 25 && p.v[8] > 128 {
+					return ErrPrefixLength
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // TestDecodeReusesMemory checks that a second message does not change the

@@ -99,11 +99,11 @@ func juniperRelay() (Capture, error) {
 	b.relayed("vm-a on a foreign VLAN: interface-id VLAN999, link-address in no subnet (NoPrefixAvail)",
 		relay.Encapsulate(msg(dhcpv6.MessageTypeSolicit, b.nextXID(), clientID(VMA), iaPD()), foreign))
 	foreign.LinkAddr = PodA.Router
-	b.relayed("vm-a with interface-id VLAN999 and VLAN2701's link-address (Kea falls back to the link-address)",
+	b.relayed("vm-a with interface-id VLAN999 and VLAN2701's link-address (Kea falls back to the link-address, as cloudstack-pd does)",
 		relay.Encapsulate(msg(dhcpv6.MessageTypeSolicit, b.nextXID(), clientID(VMA), iaPD()), foreign))
 	noIID := a
 	noIID.InterfaceID = nil
-	b.relayed("vm-a without interface-id, VLAN2701's link-address (Kea selects by link-address)",
+	b.relayed("vm-a without interface-id, VLAN2701's link-address (Kea and cloudstack-pd select by link-address)",
 		relay.Encapsulate(msg(dhcpv6.MessageTypeSolicit, b.nextXID(), clientID(VMA), iaPD()), noIID))
 
 	// Relay variants.

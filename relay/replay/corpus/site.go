@@ -111,6 +111,9 @@ func Config() []byte {
 			p.Name, p.Prefix, p.PrefixLen, p.InterfaceID, p.Subnet)
 	}
 	fmt.Fprintf(&b, "server:\n  listen: [\"[::1]:10547\"]\n  mac-sources: [remote-id]\n  rapid-commit: false\n")
+	// vm-d is behind an access switch that relays inside the MX: two
+	// levels the site's own relays add.
+	b.WriteString("  relay-depth: 2\n")
 	fmt.Fprintf(&b, "  preferred-lifetime: %d\n  valid-lifetime: %d\n  renew-timer: %d\n  rebind-timer: %d\n", Preferred, Valid, T1, T2)
 	b.WriteString("state: ./replay-state.db\n")
 	return b.Bytes()

@@ -1,0 +1,24 @@
+package main
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/cloudstack-pd/cloudstack-pd/server"
+	"github.com/cloudstack-pd/cloudstack-pd/server/config"
+)
+
+// TestHandlerOptionsTrustKeys: server.relay-depth and server.pool-selection
+// reach the handler (at start and on every reload, which converts the
+// config the same way).
+func TestHandlerOptionsTrustKeys(t *testing.T) {
+	c, err := config.Parse("c.yaml", []byte("mapping:\n  pod-a:\n    pool: 2001:db8:200::/40\n    interface-id: VLAN2701\n"+
+		"server:\n  relay-depth: 2\n  pool-selection: [link-address, interface-id]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := handlerOptions(c)
+	if o.RelayDepth != 2 || !slices.Equal(o.PoolSelection, []server.PoolRule{server.PoolByLinkAddress, server.PoolByInterfaceID}) {
+		t.Errorf("relay-depth %d, pool-selection %v", o.RelayDepth, o.PoolSelection)
+	}
+}
