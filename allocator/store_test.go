@@ -50,7 +50,7 @@ func alloc(pool, m, prefix string) Allocation {
 
 func openTest(t *testing.T) *Store {
 	t.Helper()
-	s, err := Open(filepath.Join(t.TempDir(), "state.db"), StoreOptions{NoSync: true, Timeout: 100 * time.Millisecond})
+	s, err := Open(filepath.Join(t.TempDir(), "state.db"), StoreOptions{Create: true, NoSync: true, Timeout: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func allAllocs(t *testing.T, s *Store) []Allocation {
 func TestOpenCreatesFolderAndSchema(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "var", "lib", "cloudstack-pd")
 	path := filepath.Join(dir, "state.db")
-	s, err := Open(path, StoreOptions{NoSync: true})
+	s, err := Open(path, StoreOptions{Create: true, NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +148,7 @@ func TestOpenCreatesFolderAndSchema(t *testing.T) {
 
 func TestOpenLocked(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
-	s, err := Open(path, StoreOptions{NoSync: true})
+	s, err := Open(path, StoreOptions{Create: true, NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +191,7 @@ func TestOpenReadOnly(t *testing.T) {
 		t.Error("read-only Open created the file")
 	}
 	path := filepath.Join(dir, "state.db")
-	s, err := Open(path, StoreOptions{NoSync: true})
+	s, err := Open(path, StoreOptions{Create: true, NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,6 +235,7 @@ func TestOpenRefusesOtherSchemas(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		setup func(tx *bolt.Tx) error
+		want  error
 	}{
 		{"newer schema", func(tx *bolt.Tx) error {
 			b, err := tx.CreateBucket(bucketMeta)
@@ -242,15 +243,15 @@ func TestOpenRefusesOtherSchemas(t *testing.T) {
 				return err
 			}
 			return b.Put(keySchema, []byte("2"))
-		}},
+		}, ErrSchema},
 		{"no schema key", func(tx *bolt.Tx) error {
 			_, err := tx.CreateBucket(bucketMeta)
 			return err
-		}},
+		}, ErrSchema},
 		{"foreign bbolt file", func(tx *bolt.Tx) error {
 			_, err := tx.CreateBucket([]byte("leases"))
 			return err
-		}},
+		}, ErrNotStore},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "state.db")
@@ -268,8 +269,8 @@ func TestOpenRefusesOtherSchemas(t *testing.T) {
 					s.Close()
 					t.Fatalf("Open(ReadOnly=%v) succeeded", ro)
 				}
-				if !errors.Is(err, ErrSchema) || !strings.Contains(err.Error(), path) {
-					t.Errorf("Open(ReadOnly=%v): %v, want ErrSchema naming the path", ro, err)
+				if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), path) {
+					t.Errorf("Open(ReadOnly=%v): %v, want %v naming the path", ro, err, tc.want)
 				}
 			}
 		})
@@ -588,7 +589,7 @@ func TestLoadTable(t *testing.T) {
 
 func TestServerDUID(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
-	s, err := Open(path, StoreOptions{NoSync: true})
+	s, err := Open(path, StoreOptions{Create: true, NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -905,7 +906,7 @@ func TestCheck(t *testing.T) {
 func ExampleTx_LowestFree() {
 	dir, _ := os.MkdirTemp("", "example")
 	defer os.RemoveAll(dir)
-	st, err := Open(filepath.Join(dir, "state.db"), StoreOptions{})
+	st, err := Open(filepath.Join(dir, "state.db"), StoreOptions{Create: true})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -996,5 +997,37 @@ func TestPrefixUniqueAcrossPools(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCreateFileUndo: what Open creates it can remove again, the folders it
+// made included, and nothing else; it never creates over an existing file.
+func TestCreateFileUndo(t *testing.T) {
+	base := t.TempDir()
+	path := filepath.Join(base, "a", "b", "state.db")
+	undo, err := createFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Size() != 0 {
+		t.Fatalf("created %v, %v", fi, err)
+	}
+	undo()
+	for _, p := range []string{path, filepath.Join(base, "a")} {
+		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s left behind: %v", p, err)
+		}
+	}
+	if _, err := os.Stat(base); err != nil {
+		t.Errorf("the folder that was there is gone: %v", err)
+	}
+	if err := os.WriteFile(path[:len(path)-len("a/b/state.db")]+"state.db", []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := createFile(filepath.Join(base, "state.db")); err == nil {
+		t.Error("createFile over an existing file succeeded")
+	}
+	if b, err := os.ReadFile(filepath.Join(base, "state.db")); err != nil || string(b) != "x" {
+		t.Errorf("existing file now %q, %v", b, err)
 	}
 }

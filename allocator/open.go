@@ -1,0 +1,346 @@
+package allocator
+
+import (
+	"cmp"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// StoreOptions tunes Open. The zero value opens an existing store for
+// reading and writing, which is what the server needs.
+type StoreOptions struct {
+	// Timeout bounds the wait for the file lock another process holds.
+	// Zero means DefaultLockTimeout (1s); a negative value tries once and
+	// does not wait. Open never waits forever.
+	Timeout time.Duration
+	// ReadOnly opens the store with a shared lock and refuses writes. The
+	// file must exist. False (the default) opens it for writing.
+	ReadOnly bool
+	// Create lets Open create the file (and its folder) when it does not
+	// exist, as a new, empty store with its schema marker. False (the
+	// default): a missing file gives ErrNoStore, so that a typo in the
+	// path or an unmounted folder never starts an empty store. An
+	// existing file is never created anew: a 0-byte or schema-less one
+	// gives ErrNotStore whatever Create says. Create with ReadOnly is an
+	// error.
+	Create bool
+	// NoSync skips fsync on commit. False (the default) makes every
+	// committed transaction durable; true is for tests only: a crash can
+	// lose recent commits or corrupt the file.
+	NoSync bool
+}
+
+// Store is the bbolt-backed allocation table and binding record. It is safe
+// for concurrent use; bbolt serialises the writers.
+type Store struct {
+	db       *bolt.DB
+	path     string
+	readOnly bool
+}
+
+// lockedError names the store another process holds.
+type lockedError struct{ path string }
+
+func (e *lockedError) Error() string {
+	return fmt.Sprintf("store %s is locked by another process (pid unknown); is another cloudstack-pd running?", e.path)
+}
+
+func (e *lockedError) Unwrap() error { return ErrLocked }
+
+// Open opens the store at path. A missing file is created, with its folder
+// and the schema marker, only with opts.Create; otherwise it gives an error
+// wrapping ErrNoStore (and fs.ErrNotExist). A file that is empty, not a
+// bbolt file, or a bbolt file without this package's schema marker gives
+// ErrNotStore; one whose last commit does not fit in the file (truncated)
+// or whose pages do not read gives ErrDamaged; a store of an unknown schema
+// gives ErrSchema. When another process holds the file lock beyond
+// opts.Timeout it returns an error wrapping ErrLocked. If Open created the
+// file and then fails, it removes the file (and the folders it created):
+// a failed Open leaves nothing new behind, and never removes what was
+// there before.
+func Open(path string, opts StoreOptions) (st *Store, err error) {
+	if opts.ReadOnly && opts.Create {
+		return nil, fmt.Errorf("store %s: cannot create a store read-only", path)
+	}
+	timeout := opts.Timeout
+	if timeout == 0 {
+		timeout = DefaultLockTimeout
+	}
+	created := false
+	switch fi, err := os.Stat(path); {
+	case err == nil:
+		if err := validateFile(path, fi); err != nil {
+			return nil, err
+		}
+	case errors.Is(err, fs.ErrNotExist) && opts.Create:
+		undo, err := createFile(path)
+		if err != nil {
+			return nil, err
+		}
+		created = true
+		defer func() {
+			if err != nil {
+				undo()
+			}
+		}()
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("store %s does not exist: %w (%w)", path, ErrNoStore, fs.ErrNotExist)
+	default:
+		return nil, fmt.Errorf("store %s: %w", path, err)
+	}
+	var db *bolt.DB
+	err = guard(path, func() (err error) {
+		db, err = bolt.Open(path, 0o600, &bolt.Options{
+			Timeout:  timeout,
+			ReadOnly: opts.ReadOnly,
+			NoSync:   opts.NoSync,
+		})
+		return err
+	})
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, &lockedError{path: path}
+	}
+	if errors.Is(err, ErrDamaged) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", path, err)
+	}
+	s := &Store{db: db, path: path, readOnly: opts.ReadOnly}
+	if err := guard(path, func() error { return s.init(created) }); err != nil {
+		_ = db.Close()
+		if errors.Is(err, ErrDamaged) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("store %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// createFile creates path, empty, and the folders it needs, and returns
+// the function that removes them again. The file is created exclusively:
+// what undo removes is only what createFile made.
+func createFile(path string) (undo func(), err error) {
+	// The folders that do not exist yet, outermost last.
+	var dirs []string
+	for d := filepath.Dir(path); ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil || !errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		dirs = append(dirs, d)
+		if d == filepath.Dir(d) {
+			break
+		}
+	}
+	undoDirs := func() {
+		for _, d := range dirs {
+			_ = os.Remove(d) // only when empty
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		undoDirs()
+		return nil, fmt.Errorf("store %s: %w", path, err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		undoDirs()
+		return nil, fmt.Errorf("store %s: %w", path, err)
+	}
+	_ = f.Close()
+	return func() {
+		_ = os.Remove(path)
+		undoDirs()
+	}, nil
+}
+
+// init checks the schema and, on a writable store, completes the
+// top-level buckets. created says Open has just created the file: only
+// then is a file without the schema marker a new store, which gets it.
+// Stores written by every earlier version have the marker (meta/schema):
+// it was written with the buckets when the file was created.
+func (s *Store) init(created bool) error {
+	complete := true
+	err := s.db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			if created {
+				complete = false
+				return nil
+			}
+			var names []string
+			_ = tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+				names = append(names, fmt.Sprintf("%q", name))
+				return nil
+			})
+			if len(names) == 0 {
+				return fmt.Errorf("a bbolt file without any bucket, so without the cloudstack-pd schema marker (meta/schema): %w", ErrNotStore)
+			}
+			return fmt.Errorf("a bbolt file with buckets %v but no cloudstack-pd schema marker (meta/schema): %w", names, ErrNotStore)
+		}
+		if v := meta.Get(keySchema); string(v) != SchemaVersion {
+			return fmt.Errorf("schema %q, this cloudstack-pd reads %q: %w", v, SchemaVersion, ErrSchema)
+		}
+		for _, b := range [][]byte{bucketPools, bucketMACs, bucketBindings, bucketBindingPrefix} {
+			if tx.Bucket(b) == nil {
+				complete = false // an older writer died between buckets; create the rest
+			}
+		}
+		return nil
+	})
+	if err != nil || complete || s.readOnly {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		if meta.Get(keySchema) == nil {
+			if err := meta.Put(keySchema, []byte(SchemaVersion)); err != nil {
+				return err
+			}
+		}
+		for _, b := range [][]byte{bucketPools, bucketMACs, bucketBindings, bucketBindingPrefix} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return fmt.Errorf("create bucket %s: %w", b, err)
+			}
+		}
+		return nil
+	})
+}
+
+// damagedError is a store whose file does not read.
+type damagedError struct {
+	path, why string
+}
+
+func (e *damagedError) Error() string {
+	return fmt.Sprintf("store %s is damaged: %s", e.path, e.why)
+}
+
+func (e *damagedError) Unwrap() error { return ErrDamaged }
+
+// guard runs fn, which reads the store's file at path, turning what bbolt
+// does on a damaged file into an error wrapping ErrDamaged: its panics on
+// pages that do not make sense, and memory faults (SIGSEGV, SIGBUS) on
+// reads outside the mapping, which debug.SetPanicOnFault makes panics of
+// this goroutine. bbolt rolls back a managed transaction that panics.
+func guard(path string, fn func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = &damagedError{path: path, why: fmt.Sprintf("reading it failed: %v", r)}
+		}
+	}()
+	return fn()
+}
+
+// bbolt's file format (go.etcd.io/bbolt/internal/common): pages 0 and 1
+// are meta pages; a page starts with a 16-byte header, the meta follows.
+const (
+	boltMagic      = 0xED0CDAED
+	boltVersion    = 2
+	boltPageHeader = 16
+	// boltMetaSum is the length of the meta fields the checksum covers:
+	// magic, version, pageSize, flags (4 each), root bucket (16),
+	// freelist, high-water pgid, txid (8 each).
+	boltMetaSum   = 56
+	boltNoFreelist = ^uint64(0)
+)
+
+// boltMeta is the part of a bbolt meta page that validateFile uses.
+type boltMeta struct {
+	pageSize             uint32
+	root, freelist, pgid uint64
+	txid                 uint64
+	valid                bool
+}
+
+// readMeta decodes the meta page found at off in buf, the file's first
+// bytes.
+func readMeta(buf []byte, off int) boltMeta {
+	var m boltMeta
+	if off+boltPageHeader+boltMetaSum+8 > len(buf) {
+		return m
+	}
+	b := buf[off+boltPageHeader:]
+	ne := binary.NativeEndian
+	if ne.Uint32(b[0:]) != boltMagic || ne.Uint32(b[4:]) != boltVersion {
+		return m
+	}
+	h := fnv.New64a()
+	_, _ = h.Write(b[:boltMetaSum])
+	if h.Sum64() != ne.Uint64(b[boltMetaSum:]) {
+		return m
+	}
+	m.pageSize = ne.Uint32(b[8:])
+	m.root = ne.Uint64(b[16:])
+	m.freelist = ne.Uint64(b[32:])
+	m.pgid = ne.Uint64(b[40:])
+	m.txid = ne.Uint64(b[48:])
+	m.valid = m.pageSize >= 512 && m.pageSize&(m.pageSize-1) == 0
+	return m
+}
+
+// validateFile checks, cheaply and before bbolt maps it, that the file at
+// path is a whole bbolt file: not empty, a valid meta page, and every page
+// its last commit uses inside the file. bbolt itself would map a truncated
+// file and fault (SIGBUS) on the first read past its end. It does not read
+// the other pages: a page damaged in the middle is found when it is read
+// (guard) or by Store.Check.
+func validateFile(path string, fi fs.FileInfo) error {
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("store %s is not a regular file (%v): %w", path, fi.Mode().Type(), ErrNotStore)
+	}
+	if fi.Size() == 0 {
+		return fmt.Errorf("store %s is an empty file (0 bytes): %w", path, ErrNotStore)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("store %s: %w", path, err)
+	}
+	defer f.Close()
+	// Meta page 0 is at 0; meta page 1 at the page size, which bbolt
+	// chooses from the OS's page size (up to 64 KiB here).
+	const span = 64<<10 + 4096
+	buf := make([]byte, span)
+	n, err := io.ReadFull(f, buf)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("store %s: %w", path, err)
+	}
+	buf = buf[:n]
+	metas := []boltMeta{readMeta(buf, 0)}
+	for ps := 512; ps <= 64<<10; ps *= 2 {
+		if m := readMeta(buf, ps); m.valid && int(m.pageSize) == ps {
+			metas = append(metas, m)
+		}
+	}
+	metas = slices.DeleteFunc(metas, func(m boltMeta) bool { return !m.valid })
+	if len(metas) == 0 {
+		return fmt.Errorf("store %s is not a bbolt file (%d bytes, no valid meta page): %w", path, fi.Size(), ErrNotStore)
+	}
+	// bbolt uses the valid meta page of the latest transaction.
+	m := slices.MaxFunc(metas, func(a, b boltMeta) int { return cmp.Compare(a.txid, b.txid) })
+	need := m.pgid * uint64(m.pageSize)
+	switch {
+	case m.pgid < 2 || m.root >= m.pgid || (m.freelist != boltNoFreelist && m.freelist >= m.pgid):
+		return &damagedError{path: path, why: fmt.Sprintf("its meta page is inconsistent (root page %d, freelist page %d, %d pages)", m.root, m.freelist, m.pgid)}
+	case uint64(fi.Size()) < need:
+		return &damagedError{path: path, why: fmt.Sprintf("the file has %d bytes but its last commit uses %d pages of %d bytes (%d bytes): truncated", fi.Size(), m.pgid, m.pageSize, need)}
+	case uint64(fi.Size()) < 2*uint64(m.pageSize):
+		return &damagedError{path: path, why: fmt.Sprintf("the file has %d bytes, less than its two meta pages of %d bytes: truncated", fi.Size(), m.pageSize)}
+	}
+	return nil
+}
