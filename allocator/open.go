@@ -256,7 +256,7 @@ const (
 	// boltMetaSum is the length of the meta fields the checksum covers:
 	// magic, version, pageSize, flags (4 each), root bucket (16),
 	// freelist, high-water pgid, txid (8 each).
-	boltMetaSum   = 56
+	boltMetaSum    = 56
 	boltNoFreelist = ^uint64(0)
 )
 

@@ -226,7 +226,7 @@ func TestImportKeaErrors(t *testing.T) {
 	}
 
 	t.Run("store locked", func(t *testing.T) {
-		st, err := allocator.Open(state, allocator.StoreOptions{})
+		st, err := allocator.Open(state, allocator.StoreOptions{Create: true})
 		if err != nil {
 			t.Fatal(err)
 		}

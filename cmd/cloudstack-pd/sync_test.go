@@ -213,7 +213,7 @@ func TestCommandsOnALockedStore(t *testing.T) {
 	}
 	// bbolt's lock is per open file description: a second open in this
 	// process conflicts as another process would.
-	st, err := allocator.Open(s.state, allocator.StoreOptions{})
+	st, err := allocator.Open(s.state, allocator.StoreOptions{Create: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +267,7 @@ func TestSyncForKeaExport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := allocator.Open(cfg.State, allocator.StoreOptions{NoSync: true})
+	st, err := allocator.Open(cfg.State, allocator.StoreOptions{Create: true, NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,7 +295,7 @@ func TestServeSync(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := allocator.Open(cfg.State, allocator.StoreOptions{NoSync: true})
+	st, err := allocator.Open(cfg.State, allocator.StoreOptions{Create: true, NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
