@@ -48,6 +48,9 @@ type Store struct {
 	db       *bolt.DB
 	path     string
 	readOnly bool
+	// undo removes the file and the folders Open created; nil when the
+	// file was there before.
+	undo func()
 }
 
 // lockedError names the store another process holds.
@@ -66,10 +69,14 @@ func (e *lockedError) Unwrap() error { return ErrLocked }
 // ErrNotStore; one whose last commit does not fit in the file (truncated)
 // or whose pages do not read gives ErrDamaged; a store of an unknown schema
 // gives ErrSchema. When another process holds the file lock beyond
-// opts.Timeout it returns an error wrapping ErrLocked. If Open created the
-// file and then fails, it removes the file (and the folders it created):
-// a failed Open leaves nothing new behind, and never removes what was
-// there before.
+// opts.Timeout it returns an error wrapping ErrLocked.
+//
+// A new store appears at path whole or not at all: it is made under a
+// temporary name in the same folder and linked to path only once it holds
+// its schema marker (never over a file that appeared meanwhile). If Open
+// created the file and then fails, it removes the file (and the folders it
+// created): a failed Open leaves nothing new behind, and never removes
+// what was there before.
 func Open(path string, opts StoreOptions) (st *Store, err error) {
 	if opts.ReadOnly && opts.Create {
 		return nil, fmt.Errorf("store %s: cannot create a store read-only", path)
@@ -78,27 +85,28 @@ func Open(path string, opts StoreOptions) (st *Store, err error) {
 	if timeout == 0 {
 		timeout = DefaultLockTimeout
 	}
-	created := false
-	switch fi, err := os.Stat(path); {
-	case err == nil:
-		if err := validateFile(path, fi); err != nil {
+	var undo func()
+	fi, statErr := os.Stat(path)
+	if errors.Is(statErr, fs.ErrNotExist) && opts.Create {
+		if undo, err = createStore(path, opts.NoSync); err != nil {
 			return nil, err
 		}
-	case errors.Is(err, fs.ErrNotExist) && opts.Create:
-		undo, err := createFile(path)
-		if err != nil {
-			return nil, err
-		}
-		created = true
 		defer func() {
 			if err != nil {
 				undo()
 			}
 		}()
-	case errors.Is(err, fs.ErrNotExist):
+		fi, statErr = os.Stat(path)
+	}
+	switch {
+	case statErr == nil:
+		if err := validateFile(path, fi); err != nil {
+			return nil, err
+		}
+	case errors.Is(statErr, fs.ErrNotExist):
 		return nil, fmt.Errorf("store %s does not exist: %w (%w)", path, ErrNoStore, fs.ErrNotExist)
 	default:
-		return nil, fmt.Errorf("store %s: %w", path, err)
+		return nil, fmt.Errorf("store %s: %w", path, statErr)
 	}
 	var db *bolt.DB
 	err = guard(path, func() (err error) {
@@ -109,17 +117,19 @@ func Open(path string, opts StoreOptions) (st *Store, err error) {
 		})
 		return err
 	})
-	if errors.Is(err, berrors.ErrTimeout) {
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
 		return nil, &lockedError{path: path}
-	}
-	if errors.Is(err, ErrDamaged) {
+	case errors.Is(err, ErrDamaged):
 		return nil, err
-	}
-	if err != nil {
+	case err != nil:
 		return nil, fmt.Errorf("store %s: %w", path, err)
 	}
-	s := &Store{db: db, path: path, readOnly: opts.ReadOnly}
-	if err := guard(path, func() error { return s.init(created) }); err != nil {
+	s := &Store{db: db, path: path, readOnly: opts.ReadOnly, undo: undo}
+	if err = guard(path, func() error { return s.init(false) }); err == nil {
+		err = s.verify()
+	}
+	if err != nil {
 		_ = db.Close()
 		if errors.Is(err, ErrDamaged) {
 			return nil, err
@@ -129,11 +139,28 @@ func Open(path string, opts StoreOptions) (st *Store, err error) {
 	return s, nil
 }
 
-// createFile creates path, empty, and the folders it needs, and returns
-// the function that removes them again. The file is created exclusively:
-// what undo removes is only what createFile made.
-func createFile(path string) (undo func(), err error) {
-	// The folders that do not exist yet, outermost last.
+// Created reports whether Open created the file (StoreOptions.Create).
+func (s *Store) Created() bool { return s.undo != nil }
+
+// Discard closes the store and, when Open created its file, removes it
+// and the folders Open made: for a command that created the store and
+// then failed, so that it leaves nothing new behind. A store that existed
+// before is only closed.
+func (s *Store) Discard() error {
+	err := s.db.Close()
+	if s.undo != nil {
+		s.undo()
+	}
+	return err
+}
+
+// createStore makes a new, empty store at path, with the folders it needs,
+// and returns the function that removes them again. The store is written
+// under a temporary name and linked to path, which fails if path exists:
+// what undo removes is only what createStore made, and a crash leaves
+// either no file at path or a whole store.
+func createStore(path string, noSync bool) (undo func(), err error) {
+	// The folders that do not exist yet, innermost first.
 	var dirs []string
 	for d := filepath.Dir(path); ; d = filepath.Dir(d) {
 		if _, err := os.Stat(d); err == nil || !errors.Is(err, fs.ErrNotExist) {
@@ -149,20 +176,63 @@ func createFile(path string) (undo func(), err error) {
 			_ = os.Remove(d) // only when empty
 		}
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		undoDirs()
 		return nil, fmt.Errorf("store %s: %w", path, err)
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".new-*")
 	if err != nil {
 		undoDirs()
 		return nil, fmt.Errorf("store %s: %w", path, err)
 	}
+	tmp := f.Name()
 	_ = f.Close()
+	err = guard(tmp, func() error {
+		db, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: -1, NoSync: noSync})
+		if err != nil {
+			return err
+		}
+		s := &Store{db: db, path: tmp}
+		if err := s.init(true); err != nil {
+			_ = db.Close()
+			return err
+		}
+		return db.Close()
+	})
+	linked := false
+	if err == nil {
+		err = os.Link(tmp, path)
+		linked = err == nil
+	}
+	_ = os.Remove(tmp)
+	if err == nil && !noSync {
+		err = syncDir(dir)
+	}
+	if err != nil {
+		if linked {
+			_ = os.Remove(path)
+		}
+		undoDirs()
+		return nil, fmt.Errorf("create store %s: %w", path, err)
+	}
 	return func() {
 		_ = os.Remove(path)
 		undoDirs()
 	}, nil
+}
+
+// syncDir makes a new name in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // init checks the schema and, on a writable store, completes the
@@ -218,6 +288,40 @@ func (s *Store) init(created bool) error {
 			}
 		}
 		return nil
+	})
+}
+
+// verify reads every branch and leaf page of every bucket, so that a
+// damaged one (zeroed, overwritten) is an error now, from Open, rather
+// than a panic in the middle of a sync or never noticed in an index the
+// server does not load. It walks keys only, with bbolt's cursors: some
+// 40 ms for a million allocations, against half a second or more for
+// bbolt's own Tx.Check, which Store.Check runs. The pages read are
+// dropped from the process's memory as it goes (see dropPages).
+func (s *Store) verify() error {
+	return s.guard(func() error {
+		return s.db.View(func(tx *bolt.Tx) error {
+			defer s.dropPages(tx)
+			n := 0
+			var walk func(b *bolt.Bucket)
+			walk = func(b *bolt.Bucket) {
+				c := b.Cursor()
+				for k, v := c.First(); k != nil; k, v = c.Next() {
+					if n++; n%dropEvery == 0 {
+						s.dropPages(tx)
+					}
+					if v == nil {
+						if sub := b.Bucket(k); sub != nil {
+							walk(sub)
+						}
+					}
+				}
+			}
+			return tx.ForEach(func(_ []byte, b *bolt.Bucket) error {
+				walk(b)
+				return nil
+			})
+		})
 	})
 }
 

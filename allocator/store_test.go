@@ -1000,18 +1000,24 @@ func TestPrefixUniqueAcrossPools(t *testing.T) {
 	}
 }
 
-// TestCreateFileUndo: what Open creates it can remove again, the folders it
-// made included, and nothing else; it never creates over an existing file.
-func TestCreateFileUndo(t *testing.T) {
+// TestCreateStoreUndo: what Open creates it can remove again, the folders
+// it made included, and nothing else; it never creates over an existing
+// file, and leaves no temporary file.
+func TestCreateStoreUndo(t *testing.T) {
 	base := t.TempDir()
 	path := filepath.Join(base, "a", "b", "state.db")
-	undo, err := createFile(path)
+	undo, err := createStore(path, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fi, err := os.Stat(path); err != nil || fi.Size() != 0 {
-		t.Fatalf("created %v, %v", fi, err)
+	if entries, _ := os.ReadDir(filepath.Dir(path)); len(entries) != 1 {
+		t.Errorf("folder holds %v, want state.db alone", entries)
 	}
+	s, err := Open(path, StoreOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("the created store does not open: %v", err)
+	}
+	s.Close()
 	undo()
 	for _, p := range []string{path, filepath.Join(base, "a")} {
 		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
@@ -1021,13 +1027,46 @@ func TestCreateFileUndo(t *testing.T) {
 	if _, err := os.Stat(base); err != nil {
 		t.Errorf("the folder that was there is gone: %v", err)
 	}
-	if err := os.WriteFile(path[:len(path)-len("a/b/state.db")]+"state.db", []byte("x"), 0o600); err != nil {
+	existing := filepath.Join(base, "state.db")
+	if err := os.WriteFile(existing, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := createFile(filepath.Join(base, "state.db")); err == nil {
-		t.Error("createFile over an existing file succeeded")
+	if _, err := createStore(existing, true); err == nil {
+		t.Error("createStore over an existing file succeeded")
 	}
-	if b, err := os.ReadFile(filepath.Join(base, "state.db")); err != nil || string(b) != "x" {
+	if b, err := os.ReadFile(existing); err != nil || string(b) != "x" {
 		t.Errorf("existing file now %q, %v", b, err)
+	}
+	if entries, _ := os.ReadDir(base); len(entries) != 1 {
+		t.Errorf("folder holds %v, want the existing file alone", entries)
+	}
+
+	// Discard removes a store Open created, and only closes one it did not.
+	s, err = Open(path, StoreOptions{Create: true, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Created() {
+		t.Error("Created() = false for a new store")
+	}
+	s.Discard()
+	if _, err := os.Stat(filepath.Join(base, "a")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Discard left %v", err)
+	}
+	s, err = Open(path, StoreOptions{Create: true, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = Open(path, StoreOptions{Create: true, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Created() {
+		t.Error("Created() = true for an existing store")
+	}
+	s.Discard()
+	if _, err := os.Stat(path); err != nil {
+		t.Errorf("Discard removed a store it had not created: %v", err)
 	}
 }
