@@ -47,10 +47,16 @@ func newKeaExportCmd() *cobra.Command {
 replaces the old generator script (cloudstack-kea-config), taking the same
 --config and --keacfg, and the old config.json unchanged.
 
-It syncs the store from CloudStack (unless --offline: then it exports the
-stored table as it is; builds without the CloudStack sync need --offline),
-then prints the Kea config given by --keacfg with
-every key kept, except:
+First it adopts the reservations of --keacfg that the store does not hold,
+exactly as 'cloudstack-pd import-kea' would, so that no reservation Kea
+serves is ever renumbered (a missing store is created for them; with
+--offline they are exported without being written to the store). If one
+would move (the store gives its MAC another prefix, or its prefix to
+another MAC, or no pool has its subnet's interface-id), it writes nothing
+and names each conflict. Then it syncs the store from CloudStack (unless
+--offline: then it exports the stored table as it is; builds without the
+CloudStack sync need --offline), and prints the Kea config given by
+--keacfg with every key kept, except:
 
   Dhcp6.subnet6   one entry per mapping entry, in mapping-key order:
                   "subnet" = the mapping's ip6-cidr, "interface-id",
@@ -94,6 +100,9 @@ Exit status: 0 on success (written, unchanged, or printed); 1 on any error
 (nothing written); with --changed-exit-code N (2 to 125), N when --output
 was written because its content changed, so that a script can reload Kea
 only then.
+
+A run that created the store and then failed removes it again.
+'kea-diff OLD NEW' checks that no reservation moved between two configs.
 
 --offline opens the store read-only. A running 'cloudstack-pd serve' holds
 the store exclusively, so kea-export fails with "locked" there: run it where
