@@ -202,6 +202,62 @@ func TestOpenDamaged(t *testing.T) {
 	}
 }
 
+// TestEveryLeafPage zeroes each leaf page of a store in turn: Open (which
+// verifies), serve's start (VerifyIndexes beside LoadTable) and Check each
+// report ErrDamaged, whichever bucket the page belonged to.
+func TestEveryLeafPage(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "state.db")
+	st, err := allocator.Open(path, allocator.StoreOptions{Create: true, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := allocatortest.Fill(st, openPools, 600, 0, time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaves, err := allocatortest.LeafPages(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leaves) < 10 {
+		t.Fatalf("%d leaf pages: too few to mean anything", len(leaves))
+	}
+	for _, id := range leaves {
+		if err := os.WriteFile(path, good, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := allocatortest.ZeroPage(path, id); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := allocator.Open(path, allocator.StoreOptions{ReadOnly: true}); !errors.Is(err, allocator.ErrDamaged) {
+			t.Errorf("page %d zeroed: Open: %v, want ErrDamaged", id, err)
+		}
+		st, err := allocator.Open(path, allocator.StoreOptions{ReadOnly: true, NoVerify: true})
+		if errors.Is(err, allocator.ErrDamaged) {
+			continue // a page Open reads anyway (the root's, meta's)
+		}
+		if err != nil {
+			t.Fatalf("page %d zeroed: Open(NoVerify): %v", id, err)
+		}
+		verified := make(chan error, 1)
+		go func() { verified <- st.VerifyIndexes() }()
+		_, _, lerr := st.LoadTable(openPools)
+		verr := <-verified
+		if !errors.Is(lerr, allocator.ErrDamaged) && !errors.Is(verr, allocator.ErrDamaged) {
+			t.Errorf("page %d zeroed: serve's start: LoadTable %v, VerifyIndexes %v; want ErrDamaged from one", id, lerr, verr)
+		}
+		if _, err := st.Check(openPools); !errors.Is(err, allocator.ErrDamaged) {
+			t.Errorf("page %d zeroed: Check: %v, want ErrDamaged", id, err)
+		}
+		st.Close()
+	}
+}
+
 // useStore opens path and loads the table, as serve does, or checks the
 // store, as check does, and returns the first error (Check's violations as
 // one).

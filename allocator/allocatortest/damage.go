@@ -36,29 +36,24 @@ func Damage(path, how string) error {
 		}
 		return os.WriteFile(path, b, 0o600)
 	case "zeroed-page":
-		id, size, err := middleLeaf(path)
+		leaves, err := LeafPages(path)
 		if err != nil {
 			return err
 		}
-		f, err := os.OpenFile(path, os.O_WRONLY, 0)
-		if err != nil {
-			return err
+		if len(leaves) < 3 {
+			return fmt.Errorf("%s: %d leaf pages, too few to damage one in the middle", path, len(leaves))
 		}
-		if _, err := f.WriteAt(make([]byte, size), int64(id)*int64(size)); err != nil {
-			_ = f.Close()
-			return err
-		}
-		return f.Close()
+		return ZeroPage(path, leaves[len(leaves)/2])
 	}
 	return fmt.Errorf("damage %q: want one of %v", how, Damages)
 }
 
-// middleLeaf returns the middle one of the leaf pages in use in the bbolt
-// file at path, and the page size.
-func middleLeaf(path string) (id, pageSize int, err error) {
+// LeafPages returns the ids of the leaf pages in use in the bbolt file at
+// path, in file order.
+func LeafPages(path string) ([]int, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, PreLoadFreelist: true})
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
 	defer db.Close()
 	var leaves []int
@@ -74,11 +69,20 @@ func middleLeaf(path string) (id, pageSize int, err error) {
 		}
 		return nil
 	})
+	return leaves, err
+}
+
+// ZeroPage zeroes page id of the bbolt file at path (of the OS's page
+// size, which bbolt uses).
+func ZeroPage(path string, id int) error {
+	size := os.Getpagesize()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
 	if err != nil {
-		return 0, 0, err
+		return err
 	}
-	if len(leaves) < 3 {
-		return 0, 0, fmt.Errorf("%s: %d leaf pages, too few to damage one in the middle", path, len(leaves))
+	if _, err := f.WriteAt(make([]byte, size), int64(id)*int64(size)); err != nil {
+		_ = f.Close()
+		return err
 	}
-	return leaves[len(leaves)/2], db.Info().PageSize, nil
+	return f.Close()
 }

@@ -117,13 +117,27 @@ func handlerOptions(c *config.Config) server.Options {
 
 // openStore opens the state store for what (serve, sync) to write,
 // failing fast when another process holds it; it creates a missing store
-// only with init (--init).
-func openStore(cfg *config.Config, what string, init bool) (*allocator.Store, error) {
+// only with init (--init). opts adds NoVerify.
+func openStore(cfg *config.Config, what string, init bool, opts allocator.StoreOptions) (*allocator.Store, error) {
 	mode := storeWrite
 	if init {
 		mode = storeCreate
 	}
-	return openState(cfg, what, mode)
+	return openStateOpts(cfg, what, mode, opts)
+}
+
+// loadVerified loads the table, as loadTable, while another goroutine
+// reads every other page of the store (Store.VerifyIndexes): serve starts
+// on a store that is sound throughout, in about the time of the load
+// alone.
+func loadVerified(st *allocator.Store, cfg *config.Config, log *slog.Logger) (*allocator.Table, error) {
+	verified := make(chan error, 1)
+	go func() { verified <- st.VerifyIndexes() }()
+	tbl, err := loadTable(st, cfg, log)
+	if verr := <-verified; verr != nil {
+		return nil, explainStoreError(verr, cfg, "serve", storeWrite)
+	}
+	return tbl, err
 }
 
 // loadTable reads the table for cfg's pools and logs allocations kept for
@@ -156,7 +170,7 @@ func runServe(ctx context.Context, cfgPath string, init bool, stderr io.Writer) 
 	}
 	log := newLogger(cfg.Log, stderr)
 
-	st, err := openStore(cfg, "serve", init)
+	st, err := openStore(cfg, "serve", init, allocator.StoreOptions{NoVerify: true})
 	if err != nil {
 		return err
 	}
@@ -170,7 +184,7 @@ func runServe(ctx context.Context, cfgPath string, init bool, stderr io.Writer) 
 			log.Error("closing the store", "err", err)
 		}
 	}()
-	tbl, err := loadTable(st, cfg, log)
+	tbl, err := loadVerified(st, cfg, log)
 	if err != nil {
 		return err
 	}

@@ -31,10 +31,14 @@ const docStoreRefused = "docs/operations.md, \"The store is refused or damaged\"
 // openState opens cfg's store as mode says, for the command what, and
 // explains a refusal: the path, why, and what to do.
 func openState(cfg *config.Config, what string, mode storeMode) (*allocator.Store, error) {
-	st, err := allocator.Open(cfg.State, allocator.StoreOptions{
-		ReadOnly: mode == storeRead,
-		Create:   mode == storeCreate,
-	})
+	return openStateOpts(cfg, what, mode, allocator.StoreOptions{})
+}
+
+// openStateOpts is openState with opts (NoVerify, Timeout) besides what
+// mode sets.
+func openStateOpts(cfg *config.Config, what string, mode storeMode, opts allocator.StoreOptions) (*allocator.Store, error) {
+	opts.ReadOnly, opts.Create = mode == storeRead, mode == storeCreate
+	st, err := allocator.Open(cfg.State, opts)
 	if err == nil {
 		return st, nil
 	}

@@ -132,7 +132,7 @@ func runSync(ctx context.Context, out, stderr io.Writer, f syncFlags) (err error
 	if f.dryRun {
 		st, err = openForDryRun(cfg, "sync --dry-run", f.init)
 	} else {
-		st, err = openStore(cfg, "sync", f.init)
+		st, err = openStore(cfg, "sync", f.init, allocator.StoreOptions{})
 	}
 	if errors.Is(err, allocator.ErrLocked) {
 		return storeLockedError(err, "sync")
