@@ -85,7 +85,7 @@ store with --init and then failed removes it again.`,
 		},
 	}
 	addConfigFlag(cmd, &f.config)
-	cmd.Flags().BoolVarP(&f.dryRun, "dry-run", "n", false, "list and report, write nothing (the store is opened read-only, or not at all if it does not exist)")
+	cmd.Flags().BoolVarP(&f.dryRun, "dry-run", "n", false, "list and report, write nothing (the store is opened read-only; with --init and no store yet, not at all)")
 	cmd.Flags().BoolVar(&f.force, "force", false, "override the safety valve (allocation.max-release-fraction)")
 	cmd.Flags().BoolVarP(&f.quiet, "quiet", "q", false, "print the counts only, not each MAC")
 	addInitFlag(cmd, &f.init)
