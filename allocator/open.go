@@ -243,7 +243,7 @@ func syncDir(dir string) error {
 }
 
 // init checks the schema and, on a writable store, completes the
-// top-level buckets. created says Open has just created the file: only
+// top-level buckets. created says createStore has just made the file: only
 // then is a file without the schema marker a new store, which gets it.
 // Stores written by every earlier version have the marker (meta/schema):
 // it was written with the buckets when the file was created.
