@@ -12,6 +12,16 @@
 // shared one with StoreOptions.ReadOnly, and gives up after
 // StoreOptions.Timeout with ErrLocked instead of waiting forever.
 //
+// Open creates a store only with StoreOptions.Create (ErrNoStore
+// otherwise), whole and with its schema marker, and refuses what is not a
+// store of this package whatever the options (ErrNotStore: an empty file,
+// not a bbolt file, a bbolt file without meta/schema). It checks the file
+// before bbolt maps it (the meta page's high-water mark against the file's
+// size) and reads every branch and leaf page once; a damaged file gives
+// ErrDamaged, from Open or from any later read (View, Update, LoadTable,
+// ServerDUID, Check), never a panic or a fault. Store.Discard removes a
+// store that Open created, for a caller that then failed.
+//
 // Allocations are changed only inside Store.Update, whose Tx checks every
 // invariant on each Put; the whole function commits or nothing does:
 //

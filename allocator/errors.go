@@ -26,6 +26,18 @@ var (
 	ErrPrefixMoved = errors.New("allocation would change prefix")
 	// ErrPoolExhausted is returned when a pool has no free prefix left.
 	ErrPoolExhausted = errors.New("pool has no free prefix")
+	// ErrNoStore is returned by Open when the store's file does not exist
+	// and StoreOptions.Create is false.
+	ErrNoStore = errors.New("no store")
+	// ErrNotStore is returned by Open for a file that is not a
+	// cloudstack-pd store: empty (0 bytes), not a bbolt file, or a bbolt
+	// file without this package's schema marker. It is refused whatever
+	// the options, and never written to.
+	ErrNotStore = errors.New("not a cloudstack-pd store")
+	// ErrDamaged is returned when the store's file is damaged: truncated
+	// (its last commit does not fit in it), or a page that bbolt cannot
+	// read. The error names the file.
+	ErrDamaged = errors.New("store is damaged")
 	// ErrSchema is returned by Open when the store was written with a schema
 	// this version does not know, or is not a cloudstack-pd store.
 	ErrSchema = errors.New("unsupported store schema")

@@ -2,7 +2,6 @@ package allocator
 
 import (
 	"bytes"
-	"fmt"
 	"net/netip"
 	"time"
 	"unicode/utf8"
@@ -88,7 +87,7 @@ func (s *Store) LoadTable(pools []Pool) (*Table, LoadReport, error) {
 		return err
 	})
 	if err != nil {
-		return nil, LoadReport{}, fmt.Errorf("store %s: %w", s.path, err)
+		return nil, LoadReport{}, s.wrap(err)
 	}
 	return tbl, rep, nil
 }

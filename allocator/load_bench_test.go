@@ -32,7 +32,7 @@ func BenchmarkLoadTable1M(b *testing.B) {
 
 func benchmarkLoadTable(b *testing.B, n int) {
 	pools := allocatortest.Pools(4)
-	st, err := allocator.Open(filepath.Join(b.TempDir(), "state.db"), allocator.StoreOptions{NoSync: true})
+	st, err := allocator.Open(filepath.Join(b.TempDir(), "state.db"), allocator.StoreOptions{Create: true, NoSync: true})
 	if err != nil {
 		b.Fatal(err)
 	}

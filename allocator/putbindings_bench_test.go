@@ -12,7 +12,7 @@ import (
 // BenchmarkPutBindings renews 50,000 bindings of 100,000 in one batch, as
 // the server's Recorder does each second under load.
 func BenchmarkPutBindings(b *testing.B) {
-	s, err := Open(filepath.Join(b.TempDir(), "state.db"), StoreOptions{NoSync: true})
+	s, err := Open(filepath.Join(b.TempDir(), "state.db"), StoreOptions{Create: true, NoSync: true})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -10,9 +10,8 @@ import (
 	"math/bits"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -45,121 +44,6 @@ var (
 	keyServerDUID = []byte("server-duid")
 )
 
-// StoreOptions tunes Open. The zero value suits the server.
-type StoreOptions struct {
-	// Timeout bounds the wait for the file lock another process holds.
-	// Zero means DefaultLockTimeout (1s); a negative value tries once and
-	// does not wait. Open never waits forever.
-	Timeout time.Duration
-	// ReadOnly opens the store with a shared lock and refuses writes. The
-	// file must exist; false (the default) creates it and its folder.
-	ReadOnly bool
-	// NoSync skips fsync on commit. False (the default) makes every
-	// committed transaction durable; true is for tests only: a crash can
-	// lose recent commits or corrupt the file.
-	NoSync bool
-}
-
-// Store is the bbolt-backed allocation table and binding record. It is safe
-// for concurrent use; bbolt serialises the writers.
-type Store struct {
-	db       *bolt.DB
-	path     string
-	readOnly bool
-}
-
-// lockedError names the store another process holds.
-type lockedError struct{ path string }
-
-func (e *lockedError) Error() string {
-	return fmt.Sprintf("store %s is locked by another process (pid unknown); is another cloudstack-pd running?", e.path)
-}
-
-func (e *lockedError) Unwrap() error { return ErrLocked }
-
-// Open opens (creating when needed, unless opts.ReadOnly) the store at path.
-// When another process holds the file lock beyond opts.Timeout it returns an
-// error wrapping ErrLocked; a store of an unknown schema gives ErrSchema.
-func Open(path string, opts StoreOptions) (*Store, error) {
-	timeout := opts.Timeout
-	if timeout == 0 {
-		timeout = DefaultLockTimeout
-	}
-	if opts.ReadOnly {
-		// bbolt would fail less clearly on a missing file.
-		if _, err := os.Stat(path); err != nil {
-			return nil, fmt.Errorf("store: %w", err)
-		}
-	} else if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		return nil, fmt.Errorf("store %s: %w", path, err)
-	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:  timeout,
-		ReadOnly: opts.ReadOnly,
-		NoSync:   opts.NoSync,
-	})
-	if errors.Is(err, berrors.ErrTimeout) {
-		return nil, &lockedError{path: path}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("store %s: %w", path, err)
-	}
-	s := &Store{db: db, path: path, readOnly: opts.ReadOnly}
-	if err := s.init(); err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("store %s: %w", path, err)
-	}
-	return s, nil
-}
-
-// init checks the schema and, on a writable store, creates the top-level
-// buckets of a fresh file.
-func (s *Store) init() error {
-	fresh := false
-	err := s.db.View(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		if meta == nil {
-			// A fresh file holds no bucket at all; anything else is not ours.
-			if err := tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
-				return fmt.Errorf("bucket %q but no meta/schema: not a cloudstack-pd store: %w", name, ErrSchema)
-			}); err != nil {
-				return err
-			}
-			fresh = true
-			return nil
-		}
-		if v := meta.Get(keySchema); string(v) != SchemaVersion {
-			return fmt.Errorf("schema %q, this cloudstack-pd reads %q: %w", v, SchemaVersion, ErrSchema)
-		}
-		for _, b := range [][]byte{bucketPools, bucketMACs, bucketBindings, bucketBindingPrefix} {
-			if tx.Bucket(b) == nil {
-				fresh = true // an older writer died between buckets; create the rest
-			}
-		}
-		return nil
-	})
-	if err != nil || !fresh || s.readOnly {
-		return err
-	}
-	return s.db.Update(func(tx *bolt.Tx) error {
-		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
-		if err != nil {
-			return err
-		}
-		if meta.Get(keySchema) == nil {
-			if err := meta.Put(keySchema, []byte(SchemaVersion)); err != nil {
-				return err
-			}
-		}
-		for _, b := range [][]byte{bucketPools, bucketMACs, bucketBindings, bucketBindingPrefix} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return fmt.Errorf("create bucket %s: %w", b, err)
-			}
-		}
-		return nil
-	})
-}
-
 // Path returns the file the store was opened from.
 func (s *Store) Path() string { return s.path }
 
@@ -175,9 +59,11 @@ func (s *Store) Update(pools []Pool, fn func(tx *Tx) error) error {
 	if err != nil {
 		return err
 	}
-	return s.db.Update(func(btx *bolt.Tx) error {
-		tx.btx = btx
-		return fn(tx)
+	return s.guard(func() error {
+		return s.db.Update(func(btx *bolt.Tx) error {
+			tx.btx = btx
+			return fn(tx)
+		})
 	})
 }
 
@@ -188,10 +74,24 @@ func (s *Store) View(pools []Pool, fn func(tx *Tx) error) error {
 	if err != nil {
 		return err
 	}
-	return s.db.View(func(btx *bolt.Tx) error {
-		tx.btx = btx
-		return fn(tx)
+	return s.guard(func() error {
+		return s.db.View(func(btx *bolt.Tx) error {
+			tx.btx = btx
+			return fn(tx)
+		})
 	})
+}
+
+// guard runs fn, which reads the store, turning a damaged page into an
+// error wrapping ErrDamaged instead of a crash (see guard).
+func (s *Store) guard(fn func() error) error { return guard(s.path, fn) }
+
+// wrap names the store in err, unless err already does (ErrDamaged).
+func (s *Store) wrap(err error) error {
+	if errors.Is(err, ErrDamaged) {
+		return err
+	}
+	return fmt.Errorf("store %s: %w", s.path, err)
 }
 
 // LoadReport is what LoadTable found besides the table.
@@ -227,11 +127,13 @@ var ErrNoServerDUID = errors.New("no server DUID yet and the store is read-only"
 // not called.
 func (s *Store) ServerDUID(generate func() ([]byte, error)) ([]byte, error) {
 	var duid []byte
-	err := s.db.View(func(tx *bolt.Tx) error {
-		if meta := tx.Bucket(bucketMeta); meta != nil {
-			duid = bytes.Clone(meta.Get(keyServerDUID))
-		}
-		return nil
+	err := s.guard(func() error {
+		return s.db.View(func(tx *bolt.Tx) error {
+			if meta := tx.Bucket(bucketMeta); meta != nil {
+				duid = bytes.Clone(meta.Get(keyServerDUID))
+			}
+			return nil
+		})
 	})
 	if err != nil || duid != nil {
 		return duid, err
@@ -239,21 +141,23 @@ func (s *Store) ServerDUID(generate func() ([]byte, error)) ([]byte, error) {
 	if s.readOnly {
 		return nil, fmt.Errorf("store %s: %w: %w", s.path, ErrNoServerDUID, berrors.ErrDatabaseReadOnly)
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		if v := meta.Get(keyServerDUID); v != nil { // another writer was first
-			duid = bytes.Clone(v)
-			return nil
-		}
-		d, err := generate()
-		if err != nil {
-			return fmt.Errorf("generate server DUID: %w", err)
-		}
-		if len(d) < 3 || len(d) > 130 {
-			return fmt.Errorf("generated server DUID %x has %d bytes, want 3 to 130", d, len(d))
-		}
-		duid = bytes.Clone(d)
-		return meta.Put(keyServerDUID, duid)
+	err = s.guard(func() error {
+		return s.db.Update(func(tx *bolt.Tx) error {
+			meta := tx.Bucket(bucketMeta)
+			if v := meta.Get(keyServerDUID); v != nil { // another writer was first
+				duid = bytes.Clone(v)
+				return nil
+			}
+			d, err := generate()
+			if err != nil {
+				return fmt.Errorf("generate server DUID: %w", err)
+			}
+			if len(d) < 3 || len(d) > 130 {
+				return fmt.Errorf("generated server DUID %x has %d bytes, want 3 to 130", d, len(d))
+			}
+			duid = bytes.Clone(d)
+			return meta.Put(keyServerDUID, duid)
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", s.path, err)
@@ -790,8 +694,10 @@ func mask(bits int) u128 {
 // prefixes outside their pool, of the wrong length or misaligned; a prefix
 // or a MAC allocated twice; prefix index and MAC index entries that do not
 // match an allocation, and allocations missing from them; bindings and
-// binding-prefix entries that do not match each other. The error is only
-// for failing to read the store.
+// binding-prefix entries that do not match each other. A store whose pages
+// do not read (bbolt's own check of every page, free ones included, fails)
+// gives an error wrapping ErrDamaged; the error is only for failing to
+// read the store.
 func (s *Store) Check(pools []Pool) ([]string, error) {
 	var out []string
 	add := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
@@ -803,39 +709,67 @@ func (s *Store) Check(pools []Pool) ([]string, error) {
 		}
 		configured[p.Name] = p
 	}
-	err := s.db.View(func(btx *bolt.Tx) error {
-		meta := btx.Bucket(bucketMeta)
-		if meta == nil {
-			add("meta: missing bucket")
-		} else if v := meta.Get(keySchema); string(v) != SchemaVersion {
-			add("meta/schema: %q, want %q", v, SchemaVersion)
-		}
-		root, macs := btx.Bucket(bucketPools), btx.Bucket(bucketMACs)
-		if root == nil {
-			add("pools: missing bucket")
-		}
-		if macs == nil {
-			add("macs: missing bucket")
-		}
-		if root != nil && macs != nil {
-			checkAllocations(root, macs, configured, add)
-		}
-		bb, bp := btx.Bucket(bucketBindings), btx.Bucket(bucketBindingPrefix)
-		if bb == nil {
-			add("bindings: missing bucket")
-		}
-		if bp == nil {
-			add("binding-prefix: missing bucket")
-		}
-		if bb != nil && bp != nil {
-			checkBindings(bb, bp, add)
-		}
-		return nil
+	err := s.guard(func() error {
+		return s.db.View(func(btx *bolt.Tx) error {
+			meta := btx.Bucket(bucketMeta)
+			if meta == nil {
+				add("meta: missing bucket")
+			} else if v := meta.Get(keySchema); string(v) != SchemaVersion {
+				add("meta/schema: %q, want %q", v, SchemaVersion)
+			}
+			root, macs := btx.Bucket(bucketPools), btx.Bucket(bucketMACs)
+			if root == nil {
+				add("pools: missing bucket")
+			}
+			if macs == nil {
+				add("macs: missing bucket")
+			}
+			if root != nil && macs != nil {
+				checkAllocations(root, macs, configured, add)
+			}
+			bb, bp := btx.Bucket(bucketBindings), btx.Bucket(bucketBindingPrefix)
+			if bb == nil {
+				add("bindings: missing bucket")
+			}
+			if bp == nil {
+				add("binding-prefix: missing bucket")
+			}
+			if bb != nil && bp != nil {
+				checkBindings(bb, bp, add)
+			}
+			// Every page this process read above is sound enough to read;
+			// bbolt's own check walks them all again, the free ones too, in
+			// a goroutine of its own that recovers its panics.
+			return s.checkPages(btx)
+		})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("store %s: %w", s.path, err)
+		return nil, s.wrap(err)
 	}
 	return out, nil
+}
+
+// maxPageErrors bounds the bbolt check errors an ErrDamaged lists.
+const maxPageErrors = 5
+
+// checkPages runs bbolt's consistency check of every page and returns an
+// error wrapping ErrDamaged naming its first findings.
+func (s *Store) checkPages(btx *bolt.Tx) error {
+	var errs []string
+	n := 0
+	for err := range btx.Check() {
+		if n++; n <= maxPageErrors {
+			errs = append(errs, err.Error())
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	why := fmt.Sprintf("bbolt's page check found %d problem(s): %s", n, strings.Join(errs, "; "))
+	if n > maxPageErrors {
+		why += "; …"
+	}
+	return &damagedError{path: s.path, why: why}
 }
 
 func checkAllocations(root, macs *bolt.Bucket, configured map[string]*Pool, add func(string, ...any)) {

@@ -51,7 +51,7 @@ func alloc(pool, m, prefix string) Allocation {
 
 func openTest(t *testing.T) *Store {
 	t.Helper()
-	s, err := Open(filepath.Join(t.TempDir(), "state.db"), StoreOptions{NoSync: true, Timeout: 100 * time.Millisecond})
+	s, err := Open(filepath.Join(t.TempDir(), "state.db"), StoreOptions{Create: true, NoSync: true, Timeout: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +115,7 @@ func allAllocs(t *testing.T, s *Store) []Allocation {
 func TestOpenCreatesFolderAndSchema(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "var", "lib", "cloudstack-pd")
 	path := filepath.Join(dir, "state.db")
-	s, err := Open(path, StoreOptions{NoSync: true})
+	s, err := Open(path, StoreOptions{Create: true, NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +149,7 @@ func TestOpenCreatesFolderAndSchema(t *testing.T) {
 
 func TestOpenLocked(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
-	s, err := Open(path, StoreOptions{NoSync: true})
+	s, err := Open(path, StoreOptions{Create: true, NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +192,7 @@ func TestOpenReadOnly(t *testing.T) {
 		t.Error("read-only Open created the file")
 	}
 	path := filepath.Join(dir, "state.db")
-	s, err := Open(path, StoreOptions{NoSync: true})
+	s, err := Open(path, StoreOptions{Create: true, NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,6 +236,7 @@ func TestOpenRefusesOtherSchemas(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		setup func(tx *bolt.Tx) error
+		want  error
 	}{
 		{"newer schema", func(tx *bolt.Tx) error {
 			b, err := tx.CreateBucket(bucketMeta)
@@ -243,15 +244,15 @@ func TestOpenRefusesOtherSchemas(t *testing.T) {
 				return err
 			}
 			return b.Put(keySchema, []byte("2"))
-		}},
+		}, ErrSchema},
 		{"no schema key", func(tx *bolt.Tx) error {
 			_, err := tx.CreateBucket(bucketMeta)
 			return err
-		}},
+		}, ErrSchema},
 		{"foreign bbolt file", func(tx *bolt.Tx) error {
 			_, err := tx.CreateBucket([]byte("leases"))
 			return err
-		}},
+		}, ErrNotStore},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "state.db")
@@ -269,8 +270,8 @@ func TestOpenRefusesOtherSchemas(t *testing.T) {
 					s.Close()
 					t.Fatalf("Open(ReadOnly=%v) succeeded", ro)
 				}
-				if !errors.Is(err, ErrSchema) || !strings.Contains(err.Error(), path) {
-					t.Errorf("Open(ReadOnly=%v): %v, want ErrSchema naming the path", ro, err)
+				if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), path) {
+					t.Errorf("Open(ReadOnly=%v): %v, want %v naming the path", ro, err, tc.want)
 				}
 			}
 		})
@@ -589,7 +590,7 @@ func TestLoadTable(t *testing.T) {
 
 func TestServerDUID(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
-	s, err := Open(path, StoreOptions{NoSync: true})
+	s, err := Open(path, StoreOptions{Create: true, NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1015,7 +1016,7 @@ func TestCheck(t *testing.T) {
 func ExampleTx_LowestFree() {
 	dir, _ := os.MkdirTemp("", "example")
 	defer os.RemoveAll(dir)
-	st, err := Open(filepath.Join(dir, "state.db"), StoreOptions{})
+	st, err := Open(filepath.Join(dir, "state.db"), StoreOptions{Create: true})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -1106,5 +1107,76 @@ func TestPrefixUniqueAcrossPools(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCreateStoreUndo: what Open creates it can remove again, the folders
+// it made included, and nothing else; it never creates over an existing
+// file, and leaves no temporary file.
+func TestCreateStoreUndo(t *testing.T) {
+	base := t.TempDir()
+	path := filepath.Join(base, "a", "b", "state.db")
+	undo, err := createStore(path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := os.ReadDir(filepath.Dir(path)); len(entries) != 1 {
+		t.Errorf("folder holds %v, want state.db alone", entries)
+	}
+	s, err := Open(path, StoreOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("the created store does not open: %v", err)
+	}
+	s.Close()
+	undo()
+	for _, p := range []string{path, filepath.Join(base, "a")} {
+		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s left behind: %v", p, err)
+		}
+	}
+	if _, err := os.Stat(base); err != nil {
+		t.Errorf("the folder that was there is gone: %v", err)
+	}
+	existing := filepath.Join(base, "state.db")
+	if err := os.WriteFile(existing, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := createStore(existing, true); err == nil {
+		t.Error("createStore over an existing file succeeded")
+	}
+	if b, err := os.ReadFile(existing); err != nil || string(b) != "x" {
+		t.Errorf("existing file now %q, %v", b, err)
+	}
+	if entries, _ := os.ReadDir(base); len(entries) != 1 {
+		t.Errorf("folder holds %v, want the existing file alone", entries)
+	}
+
+	// Discard removes a store Open created, and only closes one it did not.
+	s, err = Open(path, StoreOptions{Create: true, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Created() {
+		t.Error("Created() = false for a new store")
+	}
+	s.Discard()
+	if _, err := os.Stat(filepath.Join(base, "a")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Discard left %v", err)
+	}
+	s, err = Open(path, StoreOptions{Create: true, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = Open(path, StoreOptions{Create: true, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Created() {
+		t.Error("Created() = true for an existing store")
+	}
+	s.Discard()
+	if _, err := os.Stat(path); err != nil {
+		t.Errorf("Discard removed a store it had not created: %v", err)
 	}
 }

@@ -292,7 +292,7 @@ func (s *Store) Reconcile(pools []Pool, listings map[string][]NIC, opts SyncOpti
 	}
 	var refused *RefusedError
 	if err != nil && !errors.As(err, &refused) {
-		return rep, fmt.Errorf("store %s: %w", s.path, err)
+		return rep, s.wrap(err)
 	}
 	return rep, err
 }

@@ -84,7 +84,7 @@ func BenchmarkSync100k(b *testing.B) {
 		})
 	}
 	open := func(b *testing.B) *allocator.Store {
-		st, err := allocator.Open(filepath.Join(b.TempDir(), "state.db"), allocator.StoreOptions{})
+		st, err := allocator.Open(filepath.Join(b.TempDir(), "state.db"), allocator.StoreOptions{Create: true})
 		if err != nil {
 			b.Fatal(err)
 		}

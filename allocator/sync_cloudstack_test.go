@@ -59,7 +59,7 @@ func newCloudTimeout(t testing.TB, timeout time.Duration) (*cloudstacktest.Serve
 
 func openStore(t testing.TB) *allocator.Store {
 	t.Helper()
-	st, err := allocator.Open(filepath.Join(t.TempDir(), "state.db"), allocator.StoreOptions{NoSync: true})
+	st, err := allocator.Open(filepath.Join(t.TempDir(), "state.db"), allocator.StoreOptions{Create: true, NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}

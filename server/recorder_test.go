@@ -21,7 +21,7 @@ import (
 
 func openTestStore(t *testing.T) *allocator.Store {
 	t.Helper()
-	st, err := allocator.Open(filepath.Join(t.TempDir(), "state.db"), allocator.StoreOptions{})
+	st, err := allocator.Open(filepath.Join(t.TempDir(), "state.db"), allocator.StoreOptions{Create: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"text/tabwriter"
 	"time"
@@ -64,12 +62,10 @@ none, the command says so and exits 1.`,
 }
 
 // openReadOnly opens the store for reading, explaining a store that does
-// not exist or that a running server holds; instead says what to do then.
+// not exist, is refused or damaged, or that a running server holds;
+// instead says what to do then. It never creates a file.
 func openReadOnly(cfg *config.Config, what, instead string) (*allocator.Store, error) {
-	if _, err := os.Stat(cfg.State); errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("store %s does not exist: there is no table yet (serve, sync and import-kea create it); is state right in %s?", cfg.State, cfg.Path)
-	}
-	st, err := allocator.Open(cfg.State, allocator.StoreOptions{ReadOnly: true})
+	st, err := openState(cfg, what, storeRead)
 	if errors.Is(err, allocator.ErrLocked) {
 		return nil, fmt.Errorf("%w\n%s reads the store, and cannot while 'cloudstack-pd serve' (or a sync or import) holds it: %s", err, what, instead)
 	}

@@ -132,7 +132,7 @@ func runBenchSetup(out io.Writer, f benchSetupFlags) error {
 		fmt.Fprintf(out, "%s and %s written: %d reservations\n", basePath, p, f.clients)
 	}
 	if f.fill {
-		st, err := allocator.Open(filepath.Join(dir, "state.db"), allocator.StoreOptions{})
+		st, err := allocator.Open(filepath.Join(dir, "state.db"), allocator.StoreOptions{Create: true})
 		if err != nil {
 			return err
 		}

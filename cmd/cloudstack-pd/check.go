@@ -26,7 +26,9 @@ pools, and prints one line per violation:
     allocations missing from the indexes;
   - bindings and their prefix index out of step;
   - allocations of pools that are not configured (kept, not served);
-  - a missing or unknown schema.
+  - a missing or unknown schema;
+  - a damaged file: truncated, or a page that does not read (bbolt's own
+    check of every page); the message says what to do.
 
 The exit status is 0 when there is none, 1 otherwise. The store is opened
 read-only; while serve runs it holds the store's lock, and check says so.
@@ -55,7 +57,7 @@ func runCheck(out io.Writer, cfgPath string) error {
 	pools := cfg.Pools()
 	lines, err := st.Check(pools)
 	if err != nil {
-		return err
+		return explainStoreError(err, cfg, "check", storeRead)
 	}
 	for _, l := range lines {
 		fmt.Fprintln(out, l)

@@ -65,7 +65,7 @@ Importing the same file again changes nothing: its reservations are then
 
 // runImportKea imports keaPath into the store of the config at cfgPath,
 // reporting to out; now is the clock (Since of the new allocations).
-func runImportKea(out io.Writer, cfgPath, keaPath string, dryRun, verbose bool, now func() time.Time) error {
+func runImportKea(out io.Writer, cfgPath, keaPath string, dryRun, verbose bool, now func() time.Time) (err error) {
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		return err
@@ -81,14 +81,20 @@ func runImportKea(out io.Writer, cfgPath, keaPath string, dryRun, verbose bool, 
 		st  *allocator.Store
 	)
 	if dryRun {
-		st, err = openForDryRun(cfg.State)
+		st, err = openForDryRun(cfg, "import-kea --dry-run", true)
 	} else {
-		st, err = allocator.Open(cfg.State, allocator.StoreOptions{})
+		st, err = openState(cfg, "import-kea", storeCreate)
 	}
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	defer func() {
+		if err != nil {
+			_ = st.Discard() // removes a store this import created for nothing
+		} else {
+			err = st.Close()
+		}
+	}()
 	if dryRun {
 		err = st.View(pools, func(tx *allocator.Tx) (err error) {
 			rep, err = allocator.PlanImport(tx, kcfg, now())
@@ -121,17 +127,26 @@ func runImportKea(out io.Writer, cfgPath, keaPath string, dryRun, verbose bool, 
 	return nil
 }
 
-// openForDryRun opens the store read-only, or, when there is none yet, an
-// empty one in a temporary folder, so that a dry run creates nothing.
-func openForDryRun(path string) (*allocator.Store, error) {
-	if _, err := os.Stat(path); err == nil || !errors.Is(err, fs.ErrNotExist) {
-		return allocator.Open(path, allocator.StoreOptions{ReadOnly: true})
+// openForDryRun opens the store read-only for what, or, when there is
+// none yet and create allows the real run to make one, an empty one in a
+// temporary folder, so that a dry run creates nothing.
+func openForDryRun(cfg *config.Config, what string, create bool) (*allocator.Store, error) {
+	if _, err := os.Stat(cfg.State); err == nil || !errors.Is(err, fs.ErrNotExist) || !create {
+		mode := storeRead
+		if !create {
+			mode = storeWrite // explains a missing store as serve and sync do
+		}
+		st, err := allocator.Open(cfg.State, allocator.StoreOptions{ReadOnly: true})
+		if err != nil {
+			return nil, explainStoreError(err, cfg, what, mode)
+		}
+		return st, nil
 	}
 	dir, err := os.MkdirTemp("", "cloudstack-pd-dry-run-")
 	if err != nil {
 		return nil, err
 	}
-	st, err := allocator.Open(filepath.Join(dir, "state.db"), allocator.StoreOptions{NoSync: true})
+	st, err := allocator.Open(filepath.Join(dir, "state.db"), allocator.StoreOptions{Create: true, NoSync: true})
 	// The open file lives on until Close; the name can go now.
 	_ = os.RemoveAll(dir)
 	return st, err

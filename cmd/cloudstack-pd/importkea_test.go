@@ -141,7 +141,7 @@ func TestImportKeaWarnings(t *testing.T) {
 }
 
 func TestImportKeaConflicts(t *testing.T) {
-	cfgPath, _ := importKeaConfig(t)
+	cfgPath, state := importKeaConfig(t)
 	out, err := runCLI(t, "import-kea", "--config", cfgPath, "../../testdata/kea/conflicts.json")
 	if !errors.Is(err, allocator.ErrImportConflicts) {
 		t.Fatalf("import-kea: %v, want ErrImportConflicts\n%s", err, out)
@@ -164,8 +164,21 @@ func TestImportKeaConflicts(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", w, out)
 		}
 	}
-	if n := storedAllocations(t, cfgPath); n != 0 {
-		t.Errorf("store holds %d allocations after a refused import", n)
+	// The refused import had no store to start from: it leaves none (nor
+	// its folder) behind.
+	if _, err := os.Stat(filepath.Dir(state)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a refused import into no store left %s behind: %v", filepath.Dir(state), err)
+	}
+	// Into an existing store, it writes nothing and keeps the store.
+	if out, err := runCLI(t, "import-kea", "--config", cfgPath, "../../example/kea-dhcp6.conf"); err != nil {
+		t.Fatalf("import-kea: %v\n%s", err, out)
+	}
+	n := storedAllocations(t, cfgPath)
+	if _, err := runCLI(t, "import-kea", "--config", cfgPath, "../../testdata/kea/conflicts.json"); !errors.Is(err, allocator.ErrImportConflicts) {
+		t.Fatalf("import-kea: %v, want ErrImportConflicts", err)
+	}
+	if got := storedAllocations(t, cfgPath); got != n {
+		t.Errorf("store holds %d allocations after a refused import, want %d", got, n)
 	}
 }
 
@@ -226,7 +239,7 @@ func TestImportKeaErrors(t *testing.T) {
 	}
 
 	t.Run("store locked", func(t *testing.T) {
-		st, err := allocator.Open(state, allocator.StoreOptions{})
+		st, err := allocator.Open(state, allocator.StoreOptions{Create: true})
 		if err != nil {
 			t.Fatal(err)
 		}

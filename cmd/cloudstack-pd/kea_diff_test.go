@@ -222,7 +222,7 @@ func TestKeaDifferential(t *testing.T) {
 		macPodB        = mustMAC("06:51:34:00:00:5e")
 		macUnknown     = mustMAC("06:ff:ff:00:00:01")
 	)
-	st, err := allocator.Open(state, allocator.StoreOptions{NoSync: true})
+	st, err := allocator.Open(state, allocator.StoreOptions{Create: true, NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}

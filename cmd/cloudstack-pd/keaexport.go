@@ -10,7 +10,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -45,10 +47,16 @@ func newKeaExportCmd() *cobra.Command {
 replaces the old generator script (cloudstack-kea-config), taking the same
 --config and --keacfg, and the old config.json unchanged.
 
-It syncs the store from CloudStack (unless --offline: then it exports the
-stored table as it is; builds without the CloudStack sync need --offline),
-then prints the Kea config given by --keacfg with
-every key kept, except:
+First it adopts the reservations of --keacfg that the store does not hold,
+exactly as 'cloudstack-pd import-kea' would, so that no reservation Kea
+serves is ever renumbered (a missing store is created for them; with
+--offline they are exported without being written to the store). If one
+would move (the store gives its MAC another prefix, or its prefix to
+another MAC, or no pool has its subnet's interface-id), it writes nothing
+and names each conflict. Then it syncs the store from CloudStack (unless
+--offline: then it exports the stored table as it is; builds without the
+CloudStack sync need --offline), and prints the Kea config given by
+--keacfg with every key kept, except:
 
   Dhcp6.subnet6   one entry per mapping entry, in mapping-key order:
                   "subnet" = the mapping's ip6-cidr, "interface-id",
@@ -93,6 +101,9 @@ Exit status: 0 on success (written, unchanged, or printed); 1 on any error
 was written because its content changed, so that a script can reload Kea
 only then.
 
+A run that created the store and then failed removes it again.
+'kea-diff OLD NEW' checks that no reservation moved between two configs.
+
 --offline opens the store read-only. A running 'cloudstack-pd serve' holds
 the store exclusively, so kea-export fails with "locked" there: run it where
 Kea, not cloudstack-pd, serves.`,
@@ -131,8 +142,8 @@ func (e *keaExportChanged) Error() string {
 func (e *keaExportChanged) ExitCode() int { return e.code }
 
 // runKeaExport exports the table: the Kea config to stdout (or f.output),
-// messages to stderr.
-func runKeaExport(ctx context.Context, stdout, stderr io.Writer, f keaExportFlags) error {
+// messages to stderr. A store it created and then failed on is removed.
+func runKeaExport(ctx context.Context, stdout, stderr io.Writer, f keaExportFlags) (err error) {
 	if f.changedExitCode != 0 && (f.changedExitCode < 2 || f.changedExitCode > 125) {
 		return fmt.Errorf("--changed-exit-code %d: use 2 to 125 (0 and 1 mean success and failure)", f.changedExitCode)
 	}
@@ -154,11 +165,30 @@ func runKeaExport(ctx context.Context, stdout, stderr io.Writer, f keaExportFlag
 		fmt.Fprintf(stderr, "warning: %s: %s\n", f.keacfg, w)
 	}
 
-	tbl, err := keaExportTable(ctx, cfg, f.offline, stderr)
+	st, err := keaExportOpen(cfg, f.offline)
 	if err != nil {
 		return err
 	}
-	res, err := kea.Export(src, keaExportSubnets(tbl), kea.ExportOptions{MACSources: cfg.Server.MACSources})
+	defer func() {
+		var changed *keaExportChanged
+		if err != nil && !errors.As(err, &changed) {
+			_ = st.Discard() // removes a store this run created for nothing
+		} else if cerr := st.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	kept, err := keaExportAdopt(st, cfg, src, f.offline, stderr, time.Now())
+	if err != nil {
+		return err
+	}
+	tbl, err := keaExportTable(ctx, cfg, st, f.offline, stderr)
+	if err != nil {
+		return err
+	}
+	if tbl.Len()+len(kept) == 0 {
+		fmt.Fprintf(stderr, "warning: the table in %s holds no allocation: the export has no reservation\n", cfg.State)
+	}
+	res, err := kea.Export(src, keaExportSubnets(tbl, kept...), kea.ExportOptions{MACSources: cfg.Server.MACSources})
 	if err != nil {
 		return err
 	}
@@ -197,23 +227,87 @@ func runKeaExport(ctx context.Context, stdout, stderr io.Writer, f keaExportFlag
 	return nil
 }
 
-// keaExportTable reads the table to export: after a sync, or with offline
-// as stored (read-only). The store is closed on return.
-func keaExportTable(ctx context.Context, cfg *config.Config, offline bool, stderr io.Writer) (*allocator.Table, error) {
-	opts := allocator.StoreOptions{ReadOnly: offline}
+// keaExportOpen opens the store: with offline read-only (it must exist),
+// else for writing, creating it when there is none (the old generator
+// needed no store: its state was the --keacfg, which is adopted first).
+func keaExportOpen(cfg *config.Config, offline bool) (*allocator.Store, error) {
 	if offline {
-		if _, err := os.Stat(cfg.State); errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("store %s does not exist, so there is no table to export: adopt the Kea reservations first with 'cloudstack-pd import-kea'", cfg.State)
+		st, err := openReadOnly(cfg, "kea-export --offline", "run kea-export where Kea, not cloudstack-pd, serves")
+		if errors.Is(err, allocator.ErrNoStore) {
+			return nil, fmt.Errorf("%w\nwithout --offline, kea-export creates the store and adopts the --keacfg reservations; 'cloudstack-pd import-kea' adopts them alone", err)
 		}
+		return st, err
 	}
-	st, err := allocator.Open(cfg.State, opts)
+	st, err := openState(cfg, "kea-export", storeCreate)
 	if errors.Is(err, allocator.ErrLocked) {
 		return nil, fmt.Errorf("%w\nkea-export cannot read the store while 'cloudstack-pd serve' holds it: run kea-export where Kea, not cloudstack-pd, serves", err)
 	}
-	if err != nil {
-		return nil, err
+	return st, err
+}
+
+// keaExportAdopt adopts the reservations of --keacfg (src) that the store
+// does not hold, exactly as import-kea does, so that a reservation Kea
+// hands out never moves: not by a sync on a fresh or stale store, not by
+// an export that leaves it out. Any conflict (a reservation the store
+// gives another prefix, a prefix the store gives another MAC, …) refuses
+// the export, naming each one. With offline nothing is written: the
+// reservations to adopt are returned, to be exported with the table.
+func keaExportAdopt(st *allocator.Store, cfg *config.Config, src *kea.Config, offline bool, stderr io.Writer, now time.Time) ([]allocator.Allocation, error) {
+	var rep *allocator.ImportReport
+	pools := cfg.Pools()
+	adopt := func(tx *allocator.Tx) (err error) {
+		if offline {
+			rep, err = allocator.PlanImport(tx, src, now)
+		} else {
+			rep, err = allocator.Import(tx, src, now)
+		}
+		return err
 	}
-	defer st.Close()
+	var err error
+	if offline {
+		err = st.View(pools, adopt)
+	} else {
+		err = st.Update(pools, adopt)
+	}
+	if errors.Is(err, allocator.ErrImportConflicts) && rep != nil {
+		var b strings.Builder
+		fmt.Fprintf(&b, "--keacfg %s: %d reservation(s) would move or cannot be kept, nothing exported and nothing written:", src.Path, len(rep.Conflicts))
+		for _, c := range rep.Conflicts {
+			fmt.Fprintf(&b, "\n  %s", c)
+		}
+		for _, sk := range rep.SkippedSubnets {
+			if sk.WithPrefixes > 0 {
+				fmt.Fprintf(&b, "\n  %s", sk)
+			}
+		}
+		fmt.Fprintf(&b, "\nkea-export adopts the --keacfg reservations the store (state %s) does not hold, as 'cloudstack-pd import-kea' does, "+
+			"so that no VM's prefix moves: is --keacfg the config Kea serves, and state the store that made it? (%s)", cfg.State, "docs/migration-from-kea.md")
+		return nil, errors.New(b.String())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("adopt --keacfg %s: %w", src.Path, err)
+	}
+	for _, w := range rep.Warnings {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
+	if len(rep.Added) == 0 {
+		return nil, nil
+	}
+	if !offline {
+		fmt.Fprintf(stderr, "--keacfg %s: %d reservation(s) the store did not hold adopted into %s\n", src.Path, len(rep.Added), cfg.State)
+		return nil, nil
+	}
+	fmt.Fprintf(stderr, "--keacfg %s: %d reservation(s) the store does not hold are kept in the export (--offline: the store is not written; 'cloudstack-pd import-kea' adopts them)\n", src.Path, len(rep.Added))
+	kept := make([]allocator.Allocation, len(rep.Added))
+	for i, it := range rep.Added {
+		kept[i] = it.Allocation
+	}
+	return kept, nil
+}
+
+// keaExportTable reads the table to export from st: after a sync, or with
+// offline as stored.
+func keaExportTable(ctx context.Context, cfg *config.Config, st *allocator.Store, offline bool, stderr io.Writer) (*allocator.Table, error) {
 	if !offline {
 		if err := keaExportSync(ctx, cfg, st, stderr); err != nil {
 			return nil, fmt.Errorf("sync from CloudStack: %w (nothing exported; --offline exports the stored table)", err)
@@ -221,25 +315,26 @@ func keaExportTable(ctx context.Context, cfg *config.Config, offline bool, stder
 	}
 	tbl, rep, err := st.LoadTable(cfg.Pools())
 	if err != nil {
-		return nil, err
+		return nil, explainStoreError(err, cfg, "kea-export", storeRead)
 	}
 	if pools := rep.OrphanedByPool(); pools != nil {
 		fmt.Fprintf(stderr, "warning: the store holds allocations of pools that are not configured; they are not exported: %v\n", pools)
-	}
-	if tbl.Len() == 0 {
-		fmt.Fprintf(stderr, "warning: the table in %s holds no allocation: the export has no reservation\n", cfg.State)
 	}
 	return tbl, nil
 }
 
 // keaExportSubnets turns the table into Export's subnets: every pool, with
-// its served (active or gone) allocations.
-func keaExportSubnets(tbl *allocator.Table) []kea.ExportSubnet {
+// its served (active or gone) allocations, and the allocations kept (the
+// --keacfg reservations --offline adopts without writing them).
+func keaExportSubnets(tbl *allocator.Table, kept ...allocator.Allocation) []kea.ExportSubnet {
 	byPool := map[string][]kea.ExportReservation{}
 	for i := range tbl.Len() {
 		if a := tbl.At(i); a.Served() {
 			byPool[a.Pool] = append(byPool[a.Pool], kea.ExportReservation{MAC: a.MAC, Prefix: a.Prefix, IP6: a.IP6})
 		}
+	}
+	for _, a := range kept {
+		byPool[a.Pool] = append(byPool[a.Pool], kea.ExportReservation{MAC: a.MAC, Prefix: a.Prefix, IP6: a.IP6})
 	}
 	var out []kea.ExportSubnet
 	for _, p := range tbl.Pools() {

@@ -269,7 +269,7 @@ func TestKeaExportOutput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := allocator.Open(cfg.State, allocator.StoreOptions{})
+	st, err := allocator.Open(cfg.State, allocator.StoreOptions{Create: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -401,7 +401,7 @@ func TestKeaExportStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	// What serve does: an exclusive lock.
-	st, err := allocator.Open(cfg.State, allocator.StoreOptions{})
+	st, err := allocator.Open(cfg.State, allocator.StoreOptions{Create: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -70,7 +70,7 @@ func replaySite(t *testing.T, port int, duid []byte, edit func(string) string) s
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := allocator.Open(state, allocator.StoreOptions{NoSync: true})
+	st, err := allocator.Open(state, allocator.StoreOptions{Create: true, NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}

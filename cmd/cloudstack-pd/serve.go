@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -26,7 +27,10 @@ import (
 )
 
 func newServeCmd() *cobra.Command {
-	var cfgPath string
+	var (
+		cfgPath   string
+		initStore bool
+	)
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Answer relayed DHCPv6 prefix-delegation requests",
@@ -58,16 +62,32 @@ answers wrongly, the sync changes nothing and logs an error naming the pod,
 the call and CloudStack's errortext; serve keeps answering.
 
 The store is locked while serve runs: a second serve on the same state file
-exits at once with an error instead of waiting.`,
+exits at once with an error instead of waiting.
+
+The store must exist: serve refuses to start on a missing state file
+unless given --init (a new cloud; 'import-kea' also creates it), and
+refuses a file that is empty, not a store, or damaged, whatever the flags.
+A serve that created the store with --init and then fails to start
+removes it again.`,
 		Example: `  cloudstack-pd serve --config /etc/cloudstack-pd/config.yaml
+
+  # A new cloud: create the store on the first start.
+  cloudstack-pd serve --config /etc/cloudstack-pd/config.yaml --init
   CLOUDSTACK_PD_LOG_LEVEL=debug cloudstack-pd serve -c example/cloudstack-pd.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runServe(cmd.Context(), cfgPath, cmd.ErrOrStderr())
+			return runServe(cmd.Context(), cfgPath, initStore, cmd.ErrOrStderr())
 		},
 	}
 	addConfigFlag(cmd, &cfgPath)
+	addInitFlag(cmd, &initStore)
 	return cmd
+}
+
+// addInitFlag adds --init, which lets serve and sync create the store.
+func addInitFlag(cmd *cobra.Command, init *bool) {
+	cmd.Flags().BoolVar(init, "init", false, "create the store (state) if it does not exist: for a new cloud only. "+
+		"Without it a missing store is an error, so that a typo in state or an unmounted folder never numbers every VM afresh")
 }
 
 // newLogger builds the slog logger the config asks for.
@@ -109,15 +129,38 @@ func poolSelection(names []string) []server.PoolRule {
 	return rules
 }
 
-// openStore opens the state store, failing fast when another process holds it.
-func openStore(cfg *config.Config) (*allocator.Store, error) {
-	return allocator.Open(cfg.State, allocator.StoreOptions{})
+// openStore opens the state store for what (serve, sync) to write,
+// failing fast when another process holds it; it creates a missing store
+// only with init (--init). opts adds NoVerify.
+func openStore(cfg *config.Config, what string, init bool, opts allocator.StoreOptions) (*allocator.Store, error) {
+	mode := storeWrite
+	if init {
+		mode = storeCreate
+	}
+	return openStateOpts(cfg, what, mode, opts)
+}
+
+// loadVerified loads the table, as loadTable, while another goroutine
+// reads every other page of the store (Store.VerifyIndexes): serve starts
+// on a store that is sound throughout, in about the time of the load
+// alone.
+func loadVerified(st *allocator.Store, cfg *config.Config, log *slog.Logger) (*allocator.Table, error) {
+	verified := make(chan error, 1)
+	go func() { verified <- st.VerifyIndexes() }()
+	tbl, err := loadTable(st, cfg, log)
+	if verr := <-verified; verr != nil {
+		return nil, explainStoreError(verr, cfg, "serve", storeWrite)
+	}
+	return tbl, err
 }
 
 // loadTable reads the table for cfg's pools and logs allocations kept for
 // pools that are no longer configured.
 func loadTable(st *allocator.Store, cfg *config.Config, log *slog.Logger) (*allocator.Table, error) {
 	tbl, rep, err := st.LoadTable(cfg.Pools())
+	if errors.Is(err, allocator.ErrDamaged) {
+		return nil, explainStoreError(err, cfg, "serve", storeWrite)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("load allocation table from %s: %w", cfg.State, err)
 	}
@@ -128,7 +171,9 @@ func loadTable(st *allocator.Store, cfg *config.Config, log *slog.Logger) (*allo
 	return tbl, nil
 }
 
-func runServe(ctx context.Context, cfgPath string, stderr io.Writer) error {
+// runServe serves until ctx ends; init lets it create the store. A store
+// it created and could not start on is removed again.
+func runServe(ctx context.Context, cfgPath string, init bool, stderr io.Writer) (err error) {
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		return err
@@ -139,16 +184,21 @@ func runServe(ctx context.Context, cfgPath string, stderr io.Writer) error {
 	}
 	log := newLogger(cfg.Log, stderr)
 
-	st, err := openStore(cfg)
+	st, err := openStore(cfg, "serve", init, allocator.StoreOptions{NoVerify: true})
 	if err != nil {
 		return err
 	}
+	started := false
 	defer func() {
-		if err := st.Close(); err != nil {
+		closeStore := st.Close
+		if err != nil && !started {
+			closeStore = st.Discard // a store --init made for nothing
+		}
+		if err := closeStore(); err != nil {
 			log.Error("closing the store", "err", err)
 		}
 	}()
-	tbl, err := loadTable(st, cfg, log)
+	tbl, err := loadVerified(st, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -185,6 +235,9 @@ func runServe(ctx context.Context, cfgPath string, stderr io.Writer) error {
 			return fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
 		}
 	}
+	// From here on serve runs: the store, even one --init made, holds
+	// what it answered and synced, and is kept whatever happens.
+	started = true
 
 	recCtx, stopRec := context.WithCancel(context.Background())
 	recDone := make(chan struct{})

@@ -109,7 +109,7 @@ func TestServeProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := allocator.Open(state, allocator.StoreOptions{})
+	st, err := allocator.Open(state, allocator.StoreOptions{Create: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +234,7 @@ func TestServeProcess(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("serve did not exit within 10s of SIGTERM")
 	}
-	st, err = allocator.Open(state, allocator.StoreOptions{})
+	st, err = allocator.Open(state, allocator.StoreOptions{Create: true})
 	if err != nil {
 		t.Fatalf("store after shutdown: %v", err)
 	}

@@ -23,6 +23,8 @@ type syncFlags struct {
 	config        string
 	dryRun, force bool
 	quiet         bool
+	// init lets sync create the store (--init).
+	init bool
 }
 
 func newSyncCmd() *cobra.Command {
@@ -62,10 +64,18 @@ serve syncs by itself (at start-up, every api.interval, on SIGHUP) and
 holds the store meanwhile: this command is for when serve does not run
 (a first fill, a Kea site using kea-export, a forced sync). The exit status
 is 0 when the sync was done (conflicts included), 1 when it failed or was
-refused.`,
+refused.
+
+The store must exist: sync refuses a missing state file unless given
+--init (a new cloud), also with --dry-run, and refuses a file that is
+empty, not a store, or damaged, whatever the flags. A sync that created the
+store with --init and then failed removes it again.`,
 		Example: `  # What would change, without writing:
   cloudstack-pd sync --config /etc/cloudstack-pd/config.yaml --dry-run
   cloudstack-pd sync --config /etc/cloudstack-pd/config.yaml
+
+  # A new cloud: create the store and number its VMs for the first time.
+  cloudstack-pd sync --config /etc/cloudstack-pd/config.yaml --init
 
   # Many VMs really were deleted at once (the safety valve refused):
   cloudstack-pd sync --config /etc/cloudstack-pd/config.yaml --force`,
@@ -75,9 +85,10 @@ refused.`,
 		},
 	}
 	addConfigFlag(cmd, &f.config)
-	cmd.Flags().BoolVarP(&f.dryRun, "dry-run", "n", false, "list and report, write nothing (the store is opened read-only, or not at all if it does not exist)")
+	cmd.Flags().BoolVarP(&f.dryRun, "dry-run", "n", false, "list and report, write nothing (the store is opened read-only; with --init and no store yet, not at all)")
 	cmd.Flags().BoolVar(&f.force, "force", false, "override the safety valve (allocation.max-release-fraction)")
 	cmd.Flags().BoolVarP(&f.quiet, "quiet", "q", false, "print the counts only, not each MAC")
+	addInitFlag(cmd, &f.init)
 	return cmd
 }
 
@@ -109,7 +120,7 @@ func storeLockedError(err error, what string) error {
 		"its log has one line per sync", err, what)
 }
 
-func runSync(ctx context.Context, out, stderr io.Writer, f syncFlags) error {
+func runSync(ctx context.Context, out, stderr io.Writer, f syncFlags) (err error) {
 	cfg, err := config.Load(f.config)
 	if err != nil {
 		return err
@@ -119,9 +130,9 @@ func runSync(ctx context.Context, out, stderr io.Writer, f syncFlags) error {
 	}
 	var st *allocator.Store
 	if f.dryRun {
-		st, err = openForDryRun(cfg.State)
+		st, err = openForDryRun(cfg, "sync --dry-run", f.init)
 	} else {
-		st, err = openStore(cfg)
+		st, err = openStore(cfg, "sync", f.init, allocator.StoreOptions{})
 	}
 	if errors.Is(err, allocator.ErrLocked) {
 		return storeLockedError(err, "sync")
@@ -129,7 +140,13 @@ func runSync(ctx context.Context, out, stderr io.Writer, f syncFlags) error {
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	defer func() {
+		if err != nil {
+			_ = st.Discard() // removes a store --init made for nothing
+		} else {
+			err = st.Close()
+		}
+	}()
 
 	opts := syncOptions(cfg)
 	opts.Force, opts.DryRun = f.force, f.dryRun

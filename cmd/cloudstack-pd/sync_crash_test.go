@@ -172,7 +172,7 @@ func TestSyncKilled(t *testing.T) {
 			pages += (p.Len() + pageSize - 1) / pageSize
 		}
 		fake.ResetCalls()
-		cmd := exec.Command(bin, "sync", "--config", cfgPath, "--force", "-q")
+		cmd := exec.Command(bin, "sync", "--config", cfgPath, "--force", "-q", "--init")
 		start := time.Now()
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -236,7 +236,7 @@ func TestSyncKilled(t *testing.T) {
 		}
 		cur := table()
 
-		run("sync", "--force", "-q")
+		run("sync", "--force", "-q", "--init")
 		final := table()
 		run("check")
 		what := "killed " + inv.kill.String()

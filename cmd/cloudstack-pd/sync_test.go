@@ -93,8 +93,9 @@ func (s *syncSite) storeBytes(t *testing.T) []byte {
 func TestSyncCommand(t *testing.T) {
 	s := newSyncSite(t)
 
-	// A dry run on no store: the report, no store made.
-	out, err := runCLI(t, "sync", "--config", s.cfgPath, "--dry-run")
+	// A dry run on no store (with --init, as the real run needs): the
+	// report, no store made.
+	out, err := runCLI(t, "sync", "--config", s.cfgPath, "--dry-run", "--init")
 	if err != nil {
 		t.Fatalf("dry run: %v\n%s", err, out)
 	}
@@ -103,7 +104,7 @@ func TestSyncCommand(t *testing.T) {
 		t.Errorf("dry run made the store: %v", err)
 	}
 
-	out, err = runCLI(t, "sync", "--config", s.cfgPath)
+	out, err = runCLI(t, "sync", "--config", s.cfgPath, "--init")
 	if err != nil {
 		t.Fatalf("sync: %v\n%s", err, out)
 	}
@@ -208,12 +209,12 @@ func TestSyncCommandNeedsAPI(t *testing.T) {
 // so, and what to do.
 func TestCommandsOnALockedStore(t *testing.T) {
 	s := newSyncSite(t)
-	if out, err := runCLI(t, "sync", "--config", s.cfgPath); err != nil {
+	if out, err := runCLI(t, "sync", "--config", s.cfgPath, "--init"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	// bbolt's lock is per open file description: a second open in this
 	// process conflicts as another process would.
-	st, err := allocator.Open(s.state, allocator.StoreOptions{})
+	st, err := allocator.Open(s.state, allocator.StoreOptions{Create: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +237,7 @@ func TestCommandsOnALockedStore(t *testing.T) {
 // check prints each violation and fails.
 func TestCheckCommandViolations(t *testing.T) {
 	s := newSyncSite(t)
-	if out, err := runCLI(t, "sync", "--config", s.cfgPath); err != nil {
+	if out, err := runCLI(t, "sync", "--config", s.cfgPath, "--init"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	db, err := bolt.Open(s.state, 0o600, nil)
@@ -267,7 +268,7 @@ func TestSyncForKeaExport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := allocator.Open(cfg.State, allocator.StoreOptions{NoSync: true})
+	st, err := allocator.Open(cfg.State, allocator.StoreOptions{Create: true, NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,7 +296,7 @@ func TestServeSync(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := allocator.Open(cfg.State, allocator.StoreOptions{NoSync: true})
+	st, err := allocator.Open(cfg.State, allocator.StoreOptions{Create: true, NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -401,7 +402,7 @@ func TestServeProcessSyncs(t *testing.T) {
 	writeFile(t, s.cfgPath, base)
 
 	var log syncBuffer
-	srv := exec.Command(bin, "serve", "--config", s.cfgPath)
+	srv := exec.Command(bin, "serve", "--config", s.cfgPath, "--init")
 	srv.Stderr = &log
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)

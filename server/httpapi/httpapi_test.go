@@ -96,7 +96,7 @@ func newWorld(t *testing.T) *world {
 	now := testNow
 	w.now.Store(&now)
 	w.ready.Store(&Readiness{})
-	st, err := allocator.Open(filepath.Join(t.TempDir(), "state.db"), allocator.StoreOptions{NoSync: true})
+	st, err := allocator.Open(filepath.Join(t.TempDir(), "state.db"), allocator.StoreOptions{Create: true, NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,282 @@
+package allocator_test
+
+import (
+	"bytes"
+	"errors"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/allocatortest"
+)
+
+var openPools = allocatortest.Pools(2)
+
+// exists reports whether path exists.
+func exists(t *testing.T, path string) bool {
+	t.Helper()
+	_, err := os.Lstat(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
+	return err == nil
+}
+
+func TestOpenMissingNeedsCreate(t *testing.T) {
+	for _, opts := range []allocator.StoreOptions{
+		{},
+		{NoSync: true},
+		{ReadOnly: true},
+	} {
+		dir := filepath.Join(t.TempDir(), "var", "lib")
+		path := filepath.Join(dir, "state.db")
+		st, err := allocator.Open(path, opts)
+		if err == nil {
+			st.Close()
+			t.Fatalf("Open(%+v) of a missing file succeeded", opts)
+		}
+		if !errors.Is(err, allocator.ErrNoStore) || !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), path) {
+			t.Errorf("Open(%+v): %v, want ErrNoStore and fs.ErrNotExist naming %s", opts, err, path)
+		}
+		if exists(t, dir) {
+			t.Errorf("Open(%+v) created %s", opts, dir)
+		}
+	}
+	if _, err := allocator.Open(filepath.Join(t.TempDir(), "state.db"), allocator.StoreOptions{ReadOnly: true, Create: true}); err == nil {
+		t.Error("Open(ReadOnly, Create) succeeded")
+	}
+
+	// With Create: a new store, which is ours even without an allocation.
+	path := filepath.Join(t.TempDir(), "new", "state.db")
+	st, err := allocator.Open(path, allocator.StoreOptions{Create: true, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	for _, opts := range []allocator.StoreOptions{{}, {ReadOnly: true}, {Create: true}} {
+		st, err := allocator.Open(path, opts)
+		if err != nil {
+			t.Fatalf("reopen a new, empty store with %+v: %v", opts, err)
+		}
+		if lines, err := st.Check(openPools); err != nil || len(lines) > 0 {
+			t.Errorf("Check of a new store: %q, %v", lines, err)
+		}
+		st.Close()
+	}
+}
+
+// TestOpenRefusesNotAStore: a file that is not a store of ours is refused,
+// whatever the options, and left as it was.
+func TestOpenRefusesNotAStore(t *testing.T) {
+	emptyBolt := func(t *testing.T, path string) {
+		db, err := bolt.Open(path, 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+	}
+	for _, tc := range []struct {
+		name  string
+		make  func(t *testing.T, path string)
+		wants string
+	}{
+		{"0 bytes", func(t *testing.T, path string) {
+			if err := os.WriteFile(path, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, "empty file (0 bytes)"},
+		{"bbolt without buckets", emptyBolt, "without any bucket"},
+		{"text", func(t *testing.T, path string) {
+			if err := os.WriteFile(path, []byte("state: /var/lib/cloudstack-pd/state.db\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, "not a bbolt file"},
+		{"random bytes", func(t *testing.T, path string) {
+			emptyBolt(t, path)
+			if err := allocatortest.Damage(path, "random"); err != nil {
+				t.Fatal(err)
+			}
+		}, "not a bbolt file"},
+		{"folder", func(t *testing.T, path string) {
+			if err := os.Mkdir(path, 0o700); err != nil {
+				t.Fatal(err)
+			}
+		}, "not a regular file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "state.db")
+			tc.make(t, path)
+			before, _ := os.ReadFile(path)
+			for _, opts := range []allocator.StoreOptions{{}, {Create: true}, {ReadOnly: true}} {
+				st, err := allocator.Open(path, opts)
+				if err == nil {
+					st.Close()
+					t.Fatalf("Open(%+v) succeeded", opts)
+				}
+				if !errors.Is(err, allocator.ErrNotStore) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), tc.wants) {
+					t.Errorf("Open(%+v): %v, want ErrNotStore naming %s and saying %q", opts, err, path, tc.wants)
+				}
+				after, _ := os.ReadFile(path)
+				if !exists(t, path) || !bytes.Equal(before, after) {
+					t.Fatalf("Open(%+v) changed or removed %s", opts, path)
+				}
+			}
+		})
+	}
+}
+
+// TestOpenEarlierStores opens stores that the code before StoreOptions.Create
+// wrote (testdata/store-v1*.db): one as a new store with no allocation, one
+// with two.
+func TestOpenEarlierStores(t *testing.T) {
+	pools := []allocator.Pool{
+		{Name: "pod-a", Prefix: netip.MustParsePrefix("2001:db8:200::/40"), PrefixLen: 60, InterfaceID: "VLAN2701"},
+		{Name: "pod-b", Prefix: netip.MustParsePrefix("2001:db8:300::/40"), PrefixLen: 60, InterfaceID: "VLAN2702"},
+	}
+	for file, want := range map[string]int{"store-v1-empty.db": 0, "store-v1.db": 2} {
+		t.Run(file, func(t *testing.T) {
+			data, err := os.ReadFile(filepath.Join("testdata", file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(t.TempDir(), "state.db")
+			if err := os.WriteFile(path, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			for _, opts := range []allocator.StoreOptions{{ReadOnly: true}, {}} {
+				st, err := allocator.Open(path, opts)
+				if err != nil {
+					t.Fatalf("Open(%+v): %v", opts, err)
+				}
+				tbl, _, err := st.LoadTable(pools)
+				if err != nil || tbl.Len() != want {
+					t.Errorf("LoadTable: %v allocations, %v; want %d", tbl, err, want)
+				}
+				if lines, err := st.Check(pools); err != nil || len(lines) > 0 {
+					t.Errorf("Check: %q, %v", lines, err)
+				}
+				st.Close()
+			}
+		})
+	}
+}
+
+// TestOpenDamaged: a damaged store gives an error wrapping ErrDamaged or
+// ErrNotStore, naming the file, from Open, LoadTable or Check; never a
+// crash (a panic or a fault would end the test binary).
+func TestOpenDamaged(t *testing.T) {
+	since := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, how := range allocatortest.Damages {
+		t.Run(how, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "state.db")
+			st, err := allocator.Open(path, allocator.StoreOptions{Create: true, NoSync: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := allocatortest.Fill(st, openPools, 2000, 0, since); err != nil {
+				t.Fatal(err)
+			}
+			st.Close()
+			if err := allocatortest.Damage(path, how); err != nil {
+				t.Fatal(err)
+			}
+			for _, opts := range []allocator.StoreOptions{{ReadOnly: true}, {}} {
+				for _, check := range []bool{false, true} {
+					err := useStore(path, opts, check)
+					if err == nil {
+						t.Fatalf("%+v, check %v: the damaged store opened and loaded", opts, check)
+					}
+					if !errors.Is(err, allocator.ErrDamaged) && !errors.Is(err, allocator.ErrNotStore) || !strings.Contains(err.Error(), path) {
+						t.Errorf("%+v, check %v: %v, want ErrDamaged or ErrNotStore naming %s", opts, check, err, path)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestEveryLeafPage zeroes each leaf page of a store in turn: Open (which
+// verifies), serve's start (VerifyIndexes beside LoadTable) and Check each
+// report ErrDamaged, whichever bucket the page belonged to.
+func TestEveryLeafPage(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "state.db")
+	st, err := allocator.Open(path, allocator.StoreOptions{Create: true, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := allocatortest.Fill(st, openPools, 600, 0, time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaves, err := allocatortest.LeafPages(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leaves) < 10 {
+		t.Fatalf("%d leaf pages: too few to mean anything", len(leaves))
+	}
+	for _, id := range leaves {
+		if err := os.WriteFile(path, good, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := allocatortest.ZeroPage(path, id); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := allocator.Open(path, allocator.StoreOptions{ReadOnly: true}); !errors.Is(err, allocator.ErrDamaged) {
+			t.Errorf("page %d zeroed: Open: %v, want ErrDamaged", id, err)
+		}
+		st, err := allocator.Open(path, allocator.StoreOptions{ReadOnly: true, NoVerify: true})
+		if errors.Is(err, allocator.ErrDamaged) {
+			continue // a page Open reads anyway (the root's, meta's)
+		}
+		if err != nil {
+			t.Fatalf("page %d zeroed: Open(NoVerify): %v", id, err)
+		}
+		verified := make(chan error, 1)
+		go func() { verified <- st.VerifyIndexes() }()
+		_, _, lerr := st.LoadTable(openPools)
+		verr := <-verified
+		if !errors.Is(lerr, allocator.ErrDamaged) && !errors.Is(verr, allocator.ErrDamaged) {
+			t.Errorf("page %d zeroed: serve's start: LoadTable %v, VerifyIndexes %v; want ErrDamaged from one", id, lerr, verr)
+		}
+		if _, err := st.Check(openPools); !errors.Is(err, allocator.ErrDamaged) {
+			t.Errorf("page %d zeroed: Check: %v, want ErrDamaged", id, err)
+		}
+		st.Close()
+	}
+}
+
+// useStore opens path and loads the table, as serve does, or checks the
+// store, as check does, and returns the first error (Check's violations as
+// one).
+func useStore(path string, opts allocator.StoreOptions, check bool) error {
+	st, err := allocator.Open(path, opts)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if !check {
+		_, _, err := st.LoadTable(openPools)
+		return err
+	}
+	lines, err := st.Check(openPools)
+	if err != nil {
+		return err
+	}
+	if len(lines) > 0 {
+		return errors.New(strings.Join(lines, "\n"))
+	}
+	return nil
+}
