@@ -237,47 +237,49 @@ func (s *Store) PutBindings(put []Binding, del []BindingRelease) error {
 		}
 	}
 	put = ok
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		bb, bp := tx.Bucket(bucketBindings), tx.Bucket(bucketBindingPrefix)
-		var kbuf []byte
-		for _, r := range del {
-			if len(r.ClientDUID) == 0 || len(r.ClientDUID) > 255 || len(r.MAC) == 0 {
-				continue // no binding has this key, or no VM sent it
+	err := s.guard(func() error {
+		return s.db.Update(func(tx *bolt.Tx) error {
+			bb, bp := tx.Bucket(bucketBindings), tx.Bucket(bucketBindingPrefix)
+			var kbuf []byte
+			for _, r := range del {
+				if len(r.ClientDUID) == 0 || len(r.ClientDUID) > 255 || len(r.MAC) == 0 {
+					continue // no binding has this key, or no VM sent it
+				}
+				kbuf = AppendBindingKey(kbuf[:0], r.ClientDUID, r.IAID)
+				if err := releaseBinding(bb, bp, kbuf, r.MAC); err != nil {
+					return err
+				}
 			}
-			kbuf = AppendBindingKey(kbuf[:0], r.ClientDUID, r.IAID)
-			if err := releaseBinding(bb, bp, kbuf, r.MAC); err != nil {
-				return err
+			// Keys and values must stay valid until the commit: they are
+			// written one after the other into arena, which is replaced,
+			// not reused, when full. Bindings are written in key order (the
+			// last of a key last), which walks the tree once instead of
+			// jumping around it.
+			var arena []byte
+			keys := make([][]byte, len(put))
+			order := make([]int, len(put))
+			for i := range put {
+				keys[i] = bindingKey(&arena, &put[i])
+				order[i] = i
 			}
-		}
-		// Keys and values must stay valid until the commit: they are
-		// written one after the other into arena, which is replaced,
-		// not reused, when full. Bindings are written in key order (the
-		// last of a key last), which walks the tree once instead of
-		// jumping around it.
-		var arena []byte
-		keys := make([][]byte, len(put))
-		order := make([]int, len(put))
-		for i := range put {
-			keys[i] = bindingKey(&arena, &put[i])
-			order[i] = i
-		}
-		slices.SortStableFunc(order, func(a, b int) int { return bytes.Compare(keys[a], keys[b]) })
-		for _, i := range order {
-			if err := putBinding(bb, bp, &put[i], keys[i], &arena); err != nil {
-				return err
+			slices.SortStableFunc(order, func(a, b int) int { return bytes.Compare(keys[a], keys[b]) })
+			for _, i := range order {
+				if err := putBinding(bb, bp, &put[i], keys[i], &arena); err != nil {
+					return err
+				}
 			}
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
-		return fmt.Errorf("store %s: %w", s.path, err)
+		return s.wrap(err)
 	}
 	// The pages read to find the old bindings, and by the commit to
 	// rebalance the tree, are not needed past it: a server recording
 	// bindings all day would otherwise hold, as resident file pages,
 	// every page of the store its writes ever went through (see
 	// dropPages, which needs a transaction).
-	_ = s.db.View(func(tx *bolt.Tx) error { s.dropPages(tx); return nil })
+	_ = s.guard(func() error { return s.db.View(func(tx *bolt.Tx) error { s.dropPages(tx); return nil }) })
 	if len(invalid) > 0 {
 		return fmt.Errorf("store %s: %d bindings left out: %w", s.path, len(invalid), errors.Join(invalid...))
 	}
@@ -395,22 +397,24 @@ func putBinding(bb, bp *bolt.Bucket, b *Binding, key []byte, arena *[]byte) erro
 // length, DUID, then IAID).
 func (s *Store) Bindings() ([]Binding, error) {
 	var out []Binding
-	err := s.db.View(func(tx *bolt.Tx) error {
-		bb := tx.Bucket(bucketBindings)
-		if bb == nil {
-			return nil
-		}
-		return bb.ForEach(func(k, v []byte) error {
-			var b Binding
-			if err := json.Unmarshal(v, &b); err != nil {
-				return fmt.Errorf("bindings/%x: %w", k, err)
+	err := s.guard(func() error {
+		return s.db.View(func(tx *bolt.Tx) error {
+			bb := tx.Bucket(bucketBindings)
+			if bb == nil {
+				return nil
 			}
-			out = append(out, b)
-			return nil
+			return bb.ForEach(func(k, v []byte) error {
+				var b Binding
+				if err := json.Unmarshal(v, &b); err != nil {
+					return fmt.Errorf("bindings/%x: %w", k, err)
+				}
+				out = append(out, b)
+				return nil
+			})
 		})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("store %s: %w", s.path, err)
+		return nil, s.wrap(err)
 	}
 	return out, nil
 }
@@ -424,27 +428,29 @@ func (s *Store) BindingByPrefix(p netip.Prefix) (Binding, bool, error) {
 	if !p.IsValid() {
 		return b, false, nil
 	}
-	err := s.db.View(func(tx *bolt.Tx) error {
-		bb, bp := tx.Bucket(bucketBindings), tx.Bucket(bucketBindingPrefix)
-		if bb == nil || bp == nil {
+	err := s.guard(func() error {
+		return s.db.View(func(tx *bolt.Tx) error {
+			bb, bp := tx.Bucket(bucketBindings), tx.Bucket(bucketBindingPrefix)
+			if bb == nil || bp == nil {
+				return nil
+			}
+			key := bp.Get(prefixKey(p))
+			if key == nil {
+				return nil
+			}
+			v := bb.Get(key)
+			if v == nil {
+				return fmt.Errorf("binding-prefix/%s names binding %x, which does not exist: store is inconsistent, run check", p, key)
+			}
+			if err := json.Unmarshal(v, &b); err != nil {
+				return fmt.Errorf("bindings/%x: %w", key, err)
+			}
+			ok = true
 			return nil
-		}
-		key := bp.Get(prefixKey(p))
-		if key == nil {
-			return nil
-		}
-		v := bb.Get(key)
-		if v == nil {
-			return fmt.Errorf("binding-prefix/%s names binding %x, which does not exist: store is inconsistent, run check", p, key)
-		}
-		if err := json.Unmarshal(v, &b); err != nil {
-			return fmt.Errorf("bindings/%x: %w", key, err)
-		}
-		ok = true
-		return nil
+		})
 	})
 	if err != nil {
-		return Binding{}, false, fmt.Errorf("store %s: %w", s.path, err)
+		return Binding{}, false, s.wrap(err)
 	}
 	return b, ok, nil
 }
