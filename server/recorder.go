@@ -88,12 +88,11 @@ type pendingOp struct {
 const DefaultFlushInterval = time.Second
 
 // DefaultMaxPending is the most IAs (MAC and IAID) a Recorder holds
-// between two flushes: 100,000, some 60 MB at the most (and as much again
-// while a flush writes them). That is every VM of a pod of 100,000 VMs
-// asking within one flush interval (a relay reboot: a storm), so that no
-// legitimate binding is dropped; a flood of new IAs beyond it is dropped
-// and counted (DropPendingFull).
-const DefaultMaxPending = 100_000
+// between two flushes: 20,000, some 12 MB (and as much again while a flush
+// writes them, in well under the flush interval). That is hundreds of
+// times the renewals per second of a cloud of 100,000 VMs; a flood of new
+// IAs beyond it is dropped and counted (DropPendingFull).
+const DefaultMaxPending = 20_000
 
 // Reasons a Recorder drops a record, besides the allocator.Problem
 // constants (a binding the store can never hold).
