@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/daemon"
 	"github.com/cloudstack-pd/cloudstack-pd/relay/capture"
 	"github.com/cloudstack-pd/cloudstack-pd/relay/replay"
 	"github.com/cloudstack-pd/cloudstack-pd/server"
@@ -478,7 +479,7 @@ func replayHandler(cfgPath string) (h *server.Handler, note string, err error) {
 	h, err = server.NewHandler(server.HandlerConfig{
 		Table:    allocator.NewLive(tbl),
 		ServerID: duid,
-		Options:  handlerOptions(cfg),
+		Options:  daemon.HandlerOptions(cfg),
 	})
 	return h, strings.TrimRight(note, "\n"), err
 }
