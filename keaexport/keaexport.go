@@ -7,18 +7,153 @@ package keaexport
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/kea"
 	"github.com/cloudstack-pd/cloudstack-pd/server/config"
 )
+
+// Options are how Export runs.
+type Options struct {
+	// Offline exports the table as stored, and adopts the --keacfg
+	// reservations into the export only, writing nothing.
+	Offline bool
+	// Sync syncs st from CloudStack before the export, unless Offline
+	// (required then).
+	Sync func(ctx context.Context, cfg *config.Config, st *allocator.Store, out io.Writer) error
+	// StoreError explains an error of the table's load; nil: as it is.
+	StoreError func(error) error
+	// Stderr receives warnings and what the export did.
+	Stderr io.Writer
+	// Now stamps the adopted reservations.
+	Now time.Time
+}
+
+// Export is kea-export without its flags and output file: it adopts
+// src's reservations the store does not hold (Adopt), syncs (unless
+// o.Offline), and turns the table into src with its reservations
+// replaced (kea.Export), reporting warnings and each subnet on o.Stderr.
+func Export(ctx context.Context, cfg *config.Config, st *allocator.Store, src *kea.Config, o Options) (*kea.ExportResult, error) {
+	kept, err := Adopt(st, cfg, src, o.Offline, o.Stderr, o.Now)
+	if err != nil {
+		return nil, err
+	}
+	tbl, err := exportTable(ctx, cfg, st, o)
+	if err != nil {
+		return nil, err
+	}
+	if tbl.Len()+len(kept) == 0 {
+		fmt.Fprintf(o.Stderr, "warning: the table in %s holds no allocation: the export has no reservation\n", cfg.State)
+	}
+	res, err := kea.Export(src, Subnets(tbl, kept...), kea.ExportOptions{MACSources: cfg.Server.MACSources})
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range append(res.Warnings, LifetimeWarnings(src, cfg)...) {
+		fmt.Fprintf(o.Stderr, "warning: %s\n", w)
+	}
+	for _, s := range res.Subnets {
+		from := "new entry"
+		if s.Source != "" {
+			from = "reuses " + s.Source
+		}
+		fmt.Fprintf(o.Stderr, "subnet6 id %d (%s) %s interface-id %q, mapping %s: %d reservation(s), %d added, %d removed (%s)\n",
+			s.ID, s.IDFrom, s.Subnet, s.InterfaceID, s.Name, s.Reservations, s.Added, s.Removed, from)
+	}
+	return res, nil
+}
+
+// Adopt adopts the reservations of --keacfg (src) that the store
+// does not hold, exactly as import-kea does, so that a reservation Kea
+// hands out never moves: not by a sync on a fresh or stale store, not by
+// an export that leaves it out. Any conflict (a reservation the store
+// gives another prefix, a prefix the store gives another MAC, …) refuses
+// the export, naming each one. With offline nothing is written: the
+// reservations to adopt are returned, to be exported with the table.
+func Adopt(st *allocator.Store, cfg *config.Config, src *kea.Config, offline bool, stderr io.Writer, now time.Time) ([]allocator.Allocation, error) {
+	var rep *allocator.ImportReport
+	pools := cfg.Pools()
+	adopt := func(tx *allocator.Tx) (err error) {
+		if offline {
+			rep, err = allocator.PlanImport(tx, src, now)
+		} else {
+			rep, err = allocator.Import(tx, src, now)
+		}
+		return err
+	}
+	var err error
+	if offline {
+		err = st.View(pools, adopt)
+	} else {
+		err = st.Update(pools, adopt)
+	}
+	if errors.Is(err, allocator.ErrImportConflicts) && rep != nil {
+		var b strings.Builder
+		fmt.Fprintf(&b, "--keacfg %s: %d reservation(s) would move or cannot be kept, nothing exported and nothing written:", src.Path, len(rep.Conflicts))
+		for _, c := range rep.Conflicts {
+			fmt.Fprintf(&b, "\n  %s", c)
+		}
+		for _, sk := range rep.SkippedSubnets {
+			if sk.WithPrefixes > 0 {
+				fmt.Fprintf(&b, "\n  %s", sk)
+			}
+		}
+		fmt.Fprintf(&b, "\nkea-export adopts the --keacfg reservations the store (state %s) does not hold, as 'cloudstack-pd import-kea' does, "+
+			"so that no VM's prefix moves: is --keacfg the config Kea serves, and state the store that made it? (%s)", cfg.State, "docs/migration-from-kea.md")
+		return nil, errors.New(b.String())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("adopt --keacfg %s: %w", src.Path, err)
+	}
+	for _, w := range rep.Warnings {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
+	if len(rep.Added) == 0 {
+		return nil, nil
+	}
+	if !offline {
+		fmt.Fprintf(stderr, "--keacfg %s: %d reservation(s) the store did not hold adopted into %s\n", src.Path, len(rep.Added), cfg.State)
+		return nil, nil
+	}
+	fmt.Fprintf(stderr, "--keacfg %s: %d reservation(s) the store does not hold are kept in the export (--offline: the store is not written; 'cloudstack-pd import-kea' adopts them)\n", src.Path, len(rep.Added))
+	kept := make([]allocator.Allocation, len(rep.Added))
+	for i, it := range rep.Added {
+		kept[i] = it.Allocation
+	}
+	return kept, nil
+}
+
+// exportTable reads the table to export from st: after a sync, or with
+// o.Offline as stored.
+func exportTable(ctx context.Context, cfg *config.Config, st *allocator.Store, o Options) (*allocator.Table, error) {
+	if !o.Offline {
+		if err := o.Sync(ctx, cfg, st, o.Stderr); err != nil {
+			return nil, fmt.Errorf("sync from CloudStack: %w (nothing exported; --offline exports the stored table)", err)
+		}
+	}
+	tbl, rep, err := st.LoadTable(cfg.Pools())
+	if err != nil {
+		if o.StoreError != nil {
+			err = o.StoreError(err)
+		}
+		return nil, err
+	}
+	if pools := rep.OrphanedByPool(); pools != nil {
+		fmt.Fprintf(o.Stderr, "warning: the store holds allocations of pools that are not configured; they are not exported: %v\n", pools)
+	}
+	return tbl, nil
+}
 
 // Subnets turns the table into Export's subnets: every pool, with
 // its served (active or gone) allocations, and the allocations kept (the

@@ -7,7 +7,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -174,31 +173,12 @@ func runKeaExport(ctx context.Context, stdout, stderr io.Writer, f keaExportFlag
 			err = cerr
 		}
 	}()
-	kept, err := keaExportAdopt(st, cfg, src, f.offline, stderr, time.Now())
+	res, err := keaexport.Export(ctx, cfg, st, src, keaexport.Options{
+		Offline: f.offline, Stderr: stderr, Now: time.Now(), Sync: keaExportSync,
+		StoreError: func(err error) error { return explainStoreError(err, cfg, "kea-export", storeRead) },
+	})
 	if err != nil {
 		return err
-	}
-	tbl, err := keaExportTable(ctx, cfg, st, f.offline, stderr)
-	if err != nil {
-		return err
-	}
-	if tbl.Len()+len(kept) == 0 {
-		fmt.Fprintf(stderr, "warning: the table in %s holds no allocation: the export has no reservation\n", cfg.State)
-	}
-	res, err := kea.Export(src, keaexport.Subnets(tbl, kept...), kea.ExportOptions{MACSources: cfg.Server.MACSources})
-	if err != nil {
-		return err
-	}
-	for _, w := range append(res.Warnings, keaexport.LifetimeWarnings(src, cfg)...) {
-		fmt.Fprintf(stderr, "warning: %s\n", w)
-	}
-	for _, s := range res.Subnets {
-		from := "new entry"
-		if s.Source != "" {
-			from = "reuses " + s.Source
-		}
-		fmt.Fprintf(stderr, "subnet6 id %d (%s) %s interface-id %q, mapping %s: %d reservation(s), %d added, %d removed (%s)\n",
-			s.ID, s.IDFrom, s.Subnet, s.InterfaceID, s.Name, s.Reservations, s.Added, s.Removed, from)
 	}
 
 	if f.output == "" {
@@ -242,80 +222,3 @@ func keaExportOpen(cfg *config.Config, offline bool) (*allocator.Store, error) {
 	return st, err
 }
 
-// keaExportAdopt adopts the reservations of --keacfg (src) that the store
-// does not hold, exactly as import-kea does, so that a reservation Kea
-// hands out never moves: not by a sync on a fresh or stale store, not by
-// an export that leaves it out. Any conflict (a reservation the store
-// gives another prefix, a prefix the store gives another MAC, …) refuses
-// the export, naming each one. With offline nothing is written: the
-// reservations to adopt are returned, to be exported with the table.
-func keaExportAdopt(st *allocator.Store, cfg *config.Config, src *kea.Config, offline bool, stderr io.Writer, now time.Time) ([]allocator.Allocation, error) {
-	var rep *allocator.ImportReport
-	pools := cfg.Pools()
-	adopt := func(tx *allocator.Tx) (err error) {
-		if offline {
-			rep, err = allocator.PlanImport(tx, src, now)
-		} else {
-			rep, err = allocator.Import(tx, src, now)
-		}
-		return err
-	}
-	var err error
-	if offline {
-		err = st.View(pools, adopt)
-	} else {
-		err = st.Update(pools, adopt)
-	}
-	if errors.Is(err, allocator.ErrImportConflicts) && rep != nil {
-		var b strings.Builder
-		fmt.Fprintf(&b, "--keacfg %s: %d reservation(s) would move or cannot be kept, nothing exported and nothing written:", src.Path, len(rep.Conflicts))
-		for _, c := range rep.Conflicts {
-			fmt.Fprintf(&b, "\n  %s", c)
-		}
-		for _, sk := range rep.SkippedSubnets {
-			if sk.WithPrefixes > 0 {
-				fmt.Fprintf(&b, "\n  %s", sk)
-			}
-		}
-		fmt.Fprintf(&b, "\nkea-export adopts the --keacfg reservations the store (state %s) does not hold, as 'cloudstack-pd import-kea' does, "+
-			"so that no VM's prefix moves: is --keacfg the config Kea serves, and state the store that made it? (%s)", cfg.State, "docs/migration-from-kea.md")
-		return nil, errors.New(b.String())
-	}
-	if err != nil {
-		return nil, fmt.Errorf("adopt --keacfg %s: %w", src.Path, err)
-	}
-	for _, w := range rep.Warnings {
-		fmt.Fprintf(stderr, "warning: %s\n", w)
-	}
-	if len(rep.Added) == 0 {
-		return nil, nil
-	}
-	if !offline {
-		fmt.Fprintf(stderr, "--keacfg %s: %d reservation(s) the store did not hold adopted into %s\n", src.Path, len(rep.Added), cfg.State)
-		return nil, nil
-	}
-	fmt.Fprintf(stderr, "--keacfg %s: %d reservation(s) the store does not hold are kept in the export (--offline: the store is not written; 'cloudstack-pd import-kea' adopts them)\n", src.Path, len(rep.Added))
-	kept := make([]allocator.Allocation, len(rep.Added))
-	for i, it := range rep.Added {
-		kept[i] = it.Allocation
-	}
-	return kept, nil
-}
-
-// keaExportTable reads the table to export from st: after a sync, or with
-// offline as stored.
-func keaExportTable(ctx context.Context, cfg *config.Config, st *allocator.Store, offline bool, stderr io.Writer) (*allocator.Table, error) {
-	if !offline {
-		if err := keaExportSync(ctx, cfg, st, stderr); err != nil {
-			return nil, fmt.Errorf("sync from CloudStack: %w (nothing exported; --offline exports the stored table)", err)
-		}
-	}
-	tbl, rep, err := st.LoadTable(cfg.Pools())
-	if err != nil {
-		return nil, explainStoreError(err, cfg, "kea-export", storeRead)
-	}
-	if pools := rep.OrphanedByPool(); pools != nil {
-		fmt.Fprintf(stderr, "warning: the store holds allocations of pools that are not configured; they are not exported: %v\n", pools)
-	}
-	return tbl, nil
-}
