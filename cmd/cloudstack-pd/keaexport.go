@@ -221,4 +221,3 @@ func keaExportOpen(cfg *config.Config, offline bool) (*allocator.Store, error) {
 	}
 	return st, err
 }
-
