@@ -5,13 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/daemon"
+	"github.com/cloudstack-pd/cloudstack-pd/report"
 	"github.com/cloudstack-pd/cloudstack-pd/server/config"
 )
 
@@ -129,90 +128,12 @@ func runSync(ctx context.Context, out, stderr io.Writer, f syncFlags) (err error
 	var refused *allocator.RefusedError
 	switch {
 	case err == nil:
-		printSyncReport(out, rep, cfg, f.quiet)
+		report.Sync(out, rep, cfg, f.quiet)
 	case errors.As(err, &refused):
-		printSyncReport(out, rep, cfg, f.quiet)
+		report.Sync(out, rep, cfg, f.quiet)
 		return fmt.Errorf("%w\nif CloudStack's listing is right (the VMs really are gone), run again with --force", err)
 	}
 	return err
-}
-
-// printSyncReport prints what a sync did, pool by pool.
-func printSyncReport(w io.Writer, rep *allocator.SyncReport, cfg *config.Config, quiet bool) {
-	pools := map[string]allocator.Pool{}
-	for _, p := range cfg.Pools() {
-		pools[p.Name] = p
-	}
-	fmt.Fprintf(w, "sync from %s at %s into %s\n", cfg.API.URL, rep.At.UTC().Format(time.RFC3339), cfg.State)
-	for i := range rep.Pools {
-		ps := &rep.Pools[i]
-		p := pools[ps.Pool]
-		nics := "default NICs"
-		if p.VLAN != 0 {
-			nics = fmt.Sprintf("NICs on VLAN %d", p.VLAN)
-		}
-		fmt.Fprintf(w, "pool %s (%s, %s, %s): %d NIC(s) listed, %d active allocation(s) before\n",
-			ps.Pool, p.InterfaceID, p.Prefix, nics, ps.Listed, ps.Active)
-		section := func(name string, n int, extra string) {
-			fmt.Fprintf(w, "  %-13s %d%s\n", name, n, extra)
-		}
-		list := func(mark string, allocs []allocator.Allocation, note func(a *allocator.Allocation) string) {
-			if quiet {
-				return
-			}
-			for i := range allocs {
-				a := &allocs[i]
-				fmt.Fprintf(w, "    %s %s %s %s%s\n", mark, a.MAC, a.Prefix, describeVM(a), note(a))
-			}
-		}
-		none := func(*allocator.Allocation) string { return "" }
-		section("added", len(ps.Added), "")
-		list("+", ps.Added, none)
-		section("kept", ps.Kept, fmt.Sprintf(" (%d refreshed)", ps.Refreshed))
-		section("marked gone", len(ps.Gone), "")
-		list("-", ps.Gone, func(a *allocator.Allocation) string {
-			return fmt.Sprintf(", still served until %s", a.GoneAt.Add(cfg.Allocation.ReleaseAfter).UTC().Format(time.RFC3339))
-		})
-		section("came back", len(ps.Back), "")
-		list("^", ps.Back, none)
-		section("quarantined", len(ps.Quarantined), "")
-		list("~", ps.Quarantined, func(a *allocator.Allocation) string {
-			return fmt.Sprintf(", not served, free after %s", a.QuarantinedAt.Add(cfg.Allocation.Quarantine).UTC().Format(time.RFC3339))
-		})
-		section("released", len(ps.Released), "")
-		list("x", ps.Released, func(*allocator.Allocation) string { return ", prefix free" })
-		section("waiting", ps.StillGone+ps.InQuarantine, fmt.Sprintf(" (%d gone, %d in quarantine)", ps.StillGone, ps.InQuarantine))
-		section("not eligible", ps.NotEligible, " (new NICs of Destroyed, Expunging or Error VMs: no prefix)")
-		section("conflicts", len(ps.Conflicts), "")
-		for _, c := range ps.Conflicts {
-			fmt.Fprintf(w, "    ! %s (VM %s %s, NIC %s): %v\n", c.NIC.MAC, c.NIC.VMName, c.NIC.VMID, c.NIC.NICID, c.Err)
-		}
-		if ps.Refused {
-			fmt.Fprintf(w, "  REFUSED: %d of %d active allocations would be marked gone, more than allocation.max-release-fraction %g allows\n",
-				len(ps.Gone), ps.Active, cfg.Allocation.MaxReleaseFraction)
-		}
-	}
-	t := rep.Totals()
-	fmt.Fprintf(w, "total: %d added, %d kept, %d marked gone, %d came back, %d quarantined, %d released, %d conflict(s)\n",
-		t.Added, t.Kept, t.Gone, t.Back, t.Quarantined, t.Released, t.Conflicts)
-	refused := slices.ContainsFunc(rep.Pools, func(p allocator.PoolSync) bool { return p.Refused })
-	switch {
-	case refused:
-		fmt.Fprintln(w, "refused: nothing written")
-	case rep.DryRun:
-		fmt.Fprintln(w, "dry run: nothing written")
-	case rep.Written:
-		fmt.Fprintf(w, "written to %s\n", cfg.State)
-	default:
-		fmt.Fprintln(w, "nothing to change")
-	}
-}
-
-func describeVM(a *allocator.Allocation) string {
-	if a.VMID == "" {
-		return "(no VM known: " + a.Source + ")"
-	}
-	return fmt.Sprintf("%s (VM %s, NIC %s)", a.VMName, a.VMID, a.NICID)
 }
 
 // syncForKeaExport is kea-export's sync (keaExportSync): the same
@@ -225,7 +146,7 @@ func syncForKeaExport(ctx context.Context, cfg *config.Config, st *allocator.Sto
 	rep, err := st.Sync(ctx, cfg.Pools(), daemon.NewInventory(cfg, daemon.NewLogger(cfg.Log, out)), daemon.SyncOptions(cfg))
 	var refused *allocator.RefusedError
 	if err == nil || errors.As(err, &refused) {
-		printSyncReport(out, rep, cfg, true)
+		report.Sync(out, rep, cfg, true)
 	}
 	return err
 }
