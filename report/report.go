@@ -1,5 +1,6 @@
 // Package report prints what the table's commands did, for the operator:
-// a sync from CloudStack (Sync) and an import of a Kea config (Import).
+// a sync from CloudStack (Sync), an import of a Kea config (Import) and
+// the allocation table (Allocations).
 // The words and layout are the commands' output; scripts read the JSON
 // of the HTTP API, not these.
 package report
@@ -8,10 +9,12 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"text/tabwriter"
 	"time"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/server/config"
+	"github.com/cloudstack-pd/cloudstack-pd/server/httpapi"
 )
 
 // Sync prints what a sync did, pool by pool, as the sync command does;
@@ -132,4 +135,44 @@ func Import(out io.Writer, rep *allocator.ImportReport, state string, dryRun, ve
 	if dryRun {
 		fmt.Fprintln(out, "dry run: nothing written")
 	}
+}
+
+// Allocations prints the allocation table as the allocations command
+// does: one line per allocation, then the counts by state.
+func Allocations(out io.Writer, views []httpapi.Allocation) error {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "MAC\tPREFIX\tSTATE\tSINCE\tPOOL\tINTERFACE-ID\tVM-NAME\tVM-ID\tNIC-ID\tIP6")
+	counts := map[allocator.State]int{}
+	for _, v := range views {
+		counts[v.State]++
+		state := string(v.State)
+		switch v.State {
+		case allocator.StateGone:
+			state += " " + stamp(v.GoneAt)
+		case allocator.StateQuarantined:
+			state += " " + stamp(v.QuarantinedAt)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.MAC, v.Prefix, state, stamp(v.Since), v.Pool,
+			dash(v.InterfaceID), dash(v.VMName), dash(v.VMID), dash(v.NICID), dash(v.IP6))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(out, "%d allocation(s): %d active, %d gone, %d quarantined\n", len(views),
+		counts[allocator.StateActive], counts[allocator.StateGone], counts[allocator.StateQuarantined])
+	return err
+}
+
+func stamp(t *time.Time) string {
+	if t == nil || t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
