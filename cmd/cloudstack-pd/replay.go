@@ -13,7 +13,6 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv6"
 	"github.com/spf13/cobra"
 
-	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/daemon"
 	"github.com/cloudstack-pd/cloudstack-pd/relay/replay"
 	"github.com/cloudstack-pd/cloudstack-pd/server"
@@ -305,14 +304,9 @@ func runReplayFlags(ctx context.Context, out io.Writer, f replayFlags, changed f
 	return replay.RunSession(ctx, out, s)
 }
 
-// replayPlaceholderDUID is the server DUID of an offline replay on a store
-// that has none yet: a DUID-LL of a locally administered MAC.
-var replayPlaceholderDUID = []byte{0, 3, 0, 1, 0x02, 0, 0, 0, 0x05, 0x47}
-
-// replayHandler builds the server's handler as serve does (config.Load,
-// the store, LoadTable, the store's server DUID, server.NewHandler), but
-// on a store opened read-only and with no binding recorder: an offline
-// replay writes nothing. note, when not empty, is to be shown.
+// replayHandler builds the server's handler as serve does
+// (daemon.OfflineHandler), on a store opened read-only: an offline replay
+// writes nothing. note, when not empty, is to be shown.
 func replayHandler(cfgPath string) (h *server.Handler, note string, err error) {
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
@@ -324,24 +318,5 @@ func replayHandler(cfgPath string) (h *server.Handler, note string, err error) {
 		return nil, "", err
 	}
 	defer st.Close()
-	tbl, rep, err := st.LoadTable(cfg.Pools())
-	if err != nil {
-		return nil, "", fmt.Errorf("load allocation table from %s: %w", cfg.State, err)
-	}
-	if len(rep.Orphaned) > 0 {
-		note = fmt.Sprintf("note: the store holds %d allocations of pools %s does not configure; they are not served\n", len(rep.Orphaned), cfg.Path)
-	}
-	duid, err := st.ServerDUID(nil) // read-only: never generates
-	if errors.Is(err, allocator.ErrNoServerDUID) {
-		duid = replayPlaceholderDUID
-		note += fmt.Sprintf("note: store %s has no server DUID yet (serve never ran on it): answering with the placeholder DUID %x", cfg.State, duid)
-	} else if err != nil {
-		return nil, "", err
-	}
-	h, err = server.NewHandler(server.HandlerConfig{
-		Table:    allocator.NewLive(tbl),
-		ServerID: duid,
-		Options:  daemon.HandlerOptions(cfg),
-	})
-	return h, strings.TrimRight(note, "\n"), err
+	return daemon.OfflineHandler(cfg, st)
 }
