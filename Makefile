@@ -43,9 +43,9 @@ bench: ## measure against Kea 2.2 (needs kea-dhcp6), Go benchmarks; updates docs
 # Not part of `test` either: 20 s of Rebinds and Rapid Commit Solicits with
 # random client DUIDs against a real serve on [::1]; it fails when serve's
 # peak RSS reaches 400 MB or answers stop. Settings: CLOUDSTACK_PD_FLOOD_*
-# variables, see cmd/cloudstack-pd/flood_test.go.
+# variables, see bench/flood_test.go.
 flood: ## flood serve with random DUIDs for known MACs; report its peak RSS
-	CLOUDSTACK_PD_FLOOD=1 $(GO) test -run '^TestFloodServe$$' -count=1 -v -timeout 10m ./cmd/cloudstack-pd/
+	CLOUDSTACK_PD_FLOOD=1 $(GO) test -run '^TestFloodServe$$' -count=1 -v -timeout 10m ./bench/
 
 clean: ## remove bin/
 	rm -rf bin

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
-	"github.com/cloudstack-pd/cloudstack-pd/allocator/allocatortest"
+	"github.com/cloudstack-pd/cloudstack-pd/bench/synth"
 )
 
 // BenchmarkLoadTable1M measures what serve does at start-up before it can
@@ -31,13 +31,13 @@ func BenchmarkLoadTable1M(b *testing.B) {
 }
 
 func benchmarkLoadTable(b *testing.B, n int) {
-	pools := allocatortest.Pools(4)
+	pools := synth.Pools(4)
 	st, err := allocator.Open(filepath.Join(b.TempDir(), "state.db"), allocator.StoreOptions{Create: true, NoSync: true})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	if err := allocatortest.Fill(st, pools, n, 0, time.Unix(1700000000, 0)); err != nil {
+	if err := synth.Fill(st, pools, n, 0, time.Unix(1700000000, 0)); err != nil {
 		b.Fatal(err)
 	}
 	runtime.GC()

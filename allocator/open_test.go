@@ -15,9 +15,10 @@ import (
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/allocatortest"
+	"github.com/cloudstack-pd/cloudstack-pd/bench/synth"
 )
 
-var openPools = allocatortest.Pools(2)
+var openPools = synth.Pools(2)
 
 // exists reports whether path exists.
 func exists(t *testing.T, path string) bool {
@@ -180,7 +181,7 @@ func TestOpenDamaged(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := allocatortest.Fill(st, openPools, 2000, 0, since); err != nil {
+			if err := synth.Fill(st, openPools, 2000, 0, since); err != nil {
 				t.Fatal(err)
 			}
 			st.Close()
@@ -212,7 +213,7 @@ func TestEveryLeafPage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := allocatortest.Fill(st, openPools, 600, 0, time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)); err != nil {
+	if err := synth.Fill(st, openPools, 600, 0, time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)); err != nil {
 		t.Fatal(err)
 	}
 	st.Close()

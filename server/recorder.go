@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/clock"
 )
 
 // BindingStore is where recorded bindings are written, a batch per call.
@@ -42,6 +43,7 @@ type BindingStore interface {
 type Recorder struct {
 	store    BindingStore
 	interval time.Duration
+	clock    clock.Clock // for Run's ticker
 	log      *slog.Logger
 	max      int
 
@@ -116,7 +118,7 @@ func NewRecorder(store BindingStore, interval time.Duration, log *slog.Logger) *
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	r := &Recorder{store: store, interval: interval, log: log, max: DefaultMaxPending,
+	r := &Recorder{store: store, interval: interval, clock: clock.Real{}, log: log, max: DefaultMaxPending,
 		pending: map[iaKey]pendingOp{}, drops: map[string]*dropReason{}}
 	r.dropped = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Name: "bindings_dropped_total",
@@ -211,16 +213,20 @@ func (r *Recorder) drop(reason string, b *allocator.Binding) {
 	}
 }
 
+// SetClock sets the clock whose ticker Run flushes by (nil: the system
+// clock). Call it before Run.
+func (r *Recorder) SetClock(c clock.Clock) { r.clock = clock.OrReal(c) }
+
 // Run flushes every interval until ctx is done, then flushes once more.
 func (r *Recorder) Run(ctx context.Context) {
-	t := time.NewTicker(r.interval)
+	t := r.clock.NewTicker(r.interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			r.Flush()
 			return
-		case <-t.C:
+		case <-t.C():
 			r.Flush()
 		}
 	}

@@ -6,15 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"slices"
-	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/report"
 	"github.com/cloudstack-pd/cloudstack-pd/server/config"
 	"github.com/cloudstack-pd/cloudstack-pd/server/httpapi"
 )
@@ -104,7 +101,7 @@ func runAllocations(out, stderr io.Writer, cfgPath string, asJSON bool) error {
 	views, err := storeAllocations(cfg, stderr)
 	if errors.Is(err, allocator.ErrLocked) && cfg.HTTP.Listen != "" {
 		// serve holds the store: ask it.
-		remote, herr := serverAllocations(cfg)
+		remote, herr := httpapi.GetAllocations(cfg.HTTP.Listen)
 		if herr != nil {
 			err = fmt.Errorf("%w\n(asking the running server instead failed: %v)", err, herr)
 		} else {
@@ -121,27 +118,7 @@ func runAllocations(out, stderr io.Writer, cfgPath string, asJSON bool) error {
 		return enc.Encode(views)
 	}
 
-	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "MAC\tPREFIX\tSTATE\tSINCE\tPOOL\tINTERFACE-ID\tVM-NAME\tVM-ID\tNIC-ID\tIP6")
-	counts := map[allocator.State]int{}
-	for _, v := range views {
-		counts[v.State]++
-		state := string(v.State)
-		switch v.State {
-		case allocator.StateGone:
-			state += " " + stamp(v.GoneAt)
-		case allocator.StateQuarantined:
-			state += " " + stamp(v.QuarantinedAt)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.MAC, v.Prefix, state, stamp(v.Since), v.Pool,
-			dash(v.InterfaceID), dash(v.VMName), dash(v.VMID), dash(v.NICID), dash(v.IP6))
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	_, err = fmt.Fprintf(out, "%d allocation(s): %d active, %d gone, %d quarantined\n", len(views),
-		counts[allocator.StateActive], counts[allocator.StateGone], counts[allocator.StateQuarantined])
-	return err
+	return report.Allocations(out, views)
 }
 
 // storeAllocations reads the table from the store, as the HTTP API's views.
@@ -156,58 +133,9 @@ func storeAllocations(cfg *config.Config, stderr io.Writer) ([]httpapi.Allocatio
 	if err != nil {
 		return nil, err
 	}
-	byName := map[string]*allocator.Pool{}
-	for i := range pools {
-		byName[pools[i].Name] = &pools[i]
-	}
-	orphaned := map[string]int{}
-	views := make([]httpapi.Allocation, 0, len(allocs))
-	for i := range allocs {
-		p := byName[allocs[i].Pool]
-		if p == nil {
-			orphaned[allocs[i].Pool]++
-		}
-		views = append(views, httpapi.AllocationOf(&allocs[i], p))
-	}
+	views, orphaned := httpapi.AllocationsOf(allocs, pools)
 	if len(orphaned) > 0 {
 		fmt.Fprintf(stderr, "warning: allocations of pools that are not configured (kept, not served): %v\n", orphaned)
 	}
 	return views, nil
-}
-
-// serverAllocations asks the running server's HTTP API for the table.
-func serverAllocations(cfg *config.Config) ([]httpapi.Allocation, error) {
-	host, port, _ := net.SplitHostPort(cfg.HTTP.Listen) // validated by config.Load
-	if host == "" || host == "0.0.0.0" || host == "::" {
-		host = "localhost"
-	}
-	url := "http://" + net.JoinHostPort(host, port) + "/v1/allocations"
-	c := &http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		return nil, fmt.Errorf("its HTTP API does not answer: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	var views []httpapi.Allocation
-	if err := json.NewDecoder(resp.Body).Decode(&views); err != nil {
-		return nil, fmt.Errorf("GET %s: %w", url, err)
-	}
-	return views, nil
-}
-
-func stamp(t *time.Time) string {
-	if t == nil || t.IsZero() {
-		return "-"
-	}
-	return t.UTC().Format(time.RFC3339)
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }

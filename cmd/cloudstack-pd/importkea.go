@@ -13,6 +13,7 @@ import (
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/kea"
+	"github.com/cloudstack-pd/cloudstack-pd/report"
 	"github.com/cloudstack-pd/cloudstack-pd/server/config"
 )
 
@@ -110,7 +111,7 @@ func runImportKea(out io.Writer, cfgPath, keaPath string, dryRun, verbose bool, 
 		fmt.Fprintf(out, "warning: %s: %s\n", keaPath, w)
 	}
 	if rep != nil {
-		printImportReport(out, rep, cfg.State, dryRun, verbose)
+		report.Import(out, rep, cfg.State, dryRun, verbose)
 	}
 	if err != nil {
 		return err
@@ -150,42 +151,4 @@ func openForDryRun(cfg *config.Config, what string, create bool) (*allocator.Sto
 	// The open file lives on until Close; the name can go now.
 	_ = os.RemoveAll(dir)
 	return st, err
-}
-
-func printImportReport(out io.Writer, rep *allocator.ImportReport, state string, dryRun, verbose bool) {
-	verb := "added"
-	if dryRun {
-		verb = "to add"
-	}
-	fmt.Fprintf(out, "import-kea %s into %s\n", rep.File, state)
-	fmt.Fprintf(out, "  %-24s %d\n", verb+":", len(rep.Added))
-	fmt.Fprintf(out, "  %-24s %d\n", "already present:", len(rep.Present))
-	fmt.Fprintf(out, "  %-24s %d\n", "without prefix (ignored):", rep.NoPrefix)
-	fmt.Fprintf(out, "  %-24s %d\n", "skipped subnets:", len(rep.SkippedSubnets))
-	for _, s := range rep.SkippedSubnets {
-		fmt.Fprintf(out, "    %s\n", s)
-	}
-	if verbose {
-		for _, it := range rep.Added {
-			a := it.Allocation
-			fmt.Fprintf(out, "  + %s: %s %s pool %s\n", it.Path, a.MAC, a.Prefix, a.Pool)
-		}
-		for _, it := range rep.Present {
-			a := it.Allocation
-			fmt.Fprintf(out, "  = %s: %s %s pool %s\n", it.Path, a.MAC, a.Prefix, a.Pool)
-		}
-	}
-	for _, w := range rep.Warnings {
-		fmt.Fprintf(out, "warning: %s\n", w)
-	}
-	if len(rep.Conflicts) > 0 {
-		fmt.Fprintf(out, "%d conflict(s), nothing written:\n", len(rep.Conflicts))
-		for _, c := range rep.Conflicts {
-			fmt.Fprintf(out, "  %s\n", c)
-		}
-		return
-	}
-	if dryRun {
-		fmt.Fprintln(out, "dry run: nothing written")
-	}
 }

@@ -33,6 +33,7 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/probe"
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
 	"github.com/cloudstack-pd/cloudstack-pd/server/config"
 )
@@ -126,7 +127,7 @@ func keaDiffExchange(t *testing.T, srv netip.AddrPort, fwd relay.Forward, msg *d
 		if err != nil {
 			t.Fatalf("read from %s: %v", srv, err)
 		}
-		ans, err := unwrapReply(buf[:n])
+		ans, err := probe.UnwrapReply(buf[:n])
 		if err == nil && ans.TransactionID == msg.TransactionID {
 			return ans
 		}

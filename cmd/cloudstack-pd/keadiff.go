@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"slices"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -67,38 +65,6 @@ func runKeaNormalize(out io.Writer, path string) error {
 	return err
 }
 
-// keaReservation is a prefix reservation as kea-diff compares it.
-type keaReservation struct {
-	path, where, prefixes string
-}
-
-// keaReservations returns the prefix reservations of c by normalised
-// hw-address (or "duid " and the DUID when it has none).
-func keaReservations(c *kea.Config) map[string]keaReservation {
-	out := map[string]keaReservation{}
-	add := func(where string, rs []kea.Reservation) {
-		for _, r := range rs {
-			if len(r.Prefixes) == 0 {
-				continue
-			}
-			key := "duid " + r.DUID
-			if m, err := r.MAC(); err == nil {
-				key = m.String()
-			} else if r.HWAddress != "" {
-				key = r.HWAddress
-			}
-			ps := slices.Clone(r.Prefixes)
-			slices.Sort(ps)
-			out[key] = keaReservation{path: r.Path, where: where, prefixes: strings.Join(ps, " ")}
-		}
-	}
-	add("global", c.Reservations)
-	for _, s := range c.Subnets {
-		add(fmt.Sprintf("subnet %s interface-id %q", s.Subnet, s.InterfaceID), s.Reservations)
-	}
-	return out
-}
-
 // errReservationsMoved is kea-diff's failure: some reservation moved.
 type errReservationsMoved struct{ n int }
 
@@ -117,35 +83,7 @@ func runKeaDiff(out io.Writer, oldPath, newPath string) error {
 	if err != nil {
 		return err
 	}
-	old, cur := keaReservations(oc), keaReservations(nc)
-	keys := make([]string, 0, len(old)+len(cur))
-	for k := range old {
-		keys = append(keys, k)
-	}
-	for k := range cur {
-		if _, ok := old[k]; !ok {
-			keys = append(keys, k)
-		}
-	}
-	slices.Sort(keys)
-	var kept, moved, added, removed int
-	for _, k := range keys {
-		o, inOld := old[k]
-		n, inNew := cur[k]
-		switch {
-		case !inNew:
-			removed++
-			fmt.Fprintf(out, "removed  %s  %s in %s (%s)\n", k, o.prefixes, o.where, o.path)
-		case !inOld:
-			added++
-			fmt.Fprintf(out, "added    %s  %s in %s (%s)\n", k, n.prefixes, n.where, n.path)
-		case o.prefixes != n.prefixes || o.where != n.where:
-			moved++
-			fmt.Fprintf(out, "MOVED    %s  %s in %s (%s)  →  %s in %s (%s)\n", k, o.prefixes, o.where, o.path, n.prefixes, n.where, n.path)
-		default:
-			kept++
-		}
-	}
+	kept, moved, added, removed := kea.Diff(out, oc, nc)
 	fmt.Fprintf(out, "%s → %s: %d reservation(s) kept, %d moved, %d added, %d removed\n", oldPath, newPath, kept, moved, added, removed)
 	if moved > 0 {
 		return &errReservationsMoved{n: moved}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/kea"
+	"github.com/cloudstack-pd/cloudstack-pd/keaexport"
 	"github.com/cloudstack-pd/cloudstack-pd/server/config"
 )
 
@@ -352,17 +353,17 @@ func TestKeaExportAtomic(t *testing.T) {
 		}
 		return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: errors.New("injected failure")}
 	}
-	changed, err := keaExportWrite(path, []byte("new content\n"), 0o644, failRename)
+	changed, err := keaexport.WriteFile(path, []byte("new content\n"), 0o644, failRename)
 	if err == nil || changed || !strings.Contains(err.Error(), "injected failure") {
 		t.Errorf("failed rename: changed %v, %v", changed, err)
 	}
 	intact("failed rename")
 
 	// A directory where the file should be, a missing folder.
-	if _, err := keaExportWrite(dir, []byte("x"), 0o644, os.Rename); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+	if _, err := keaexport.WriteFile(dir, []byte("x"), 0o644, os.Rename); err == nil || !strings.Contains(err.Error(), "not a regular file") {
 		t.Errorf("directory as output: %v", err)
 	}
-	if _, err := keaExportWrite(filepath.Join(dir, "nope", "kea.conf"), []byte("x"), 0o644, os.Rename); err == nil {
+	if _, err := keaexport.WriteFile(filepath.Join(dir, "nope", "kea.conf"), []byte("x"), 0o644, os.Rename); err == nil {
 		t.Error("missing folder: no error")
 	}
 	intact("bad outputs")
@@ -372,7 +373,7 @@ func TestKeaExportAtomic(t *testing.T) {
 		if err := os.Chmod(dir, 0o555); err != nil {
 			t.Fatal(err)
 		}
-		_, err := keaExportWrite(path, []byte("new content\n"), 0o644, os.Rename)
+		_, err := keaexport.WriteFile(path, []byte("new content\n"), 0o644, os.Rename)
 		os.Chmod(dir, 0o755)
 		if err == nil {
 			t.Error("unwritable folder: no error")

@@ -15,6 +15,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/cloudstack-pd/cloudstack-pd/bench"
 )
 
 func main() {
@@ -67,7 +69,7 @@ Start with:  cloudstack-pd serve --config example/cloudstack-pd.yaml`,
 		newSyncCmd(),
 		newAllocationsCmd(),
 		newCheckCmd(),
-		newBenchCmd(),
+		bench.NewCommand(),
 		newReplayCmd(),
 	)
 	return root

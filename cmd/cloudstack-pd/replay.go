@@ -7,16 +7,13 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
 	"github.com/spf13/cobra"
 
-	"github.com/cloudstack-pd/cloudstack-pd/allocator"
-	"github.com/cloudstack-pd/cloudstack-pd/relay/capture"
+	"github.com/cloudstack-pd/cloudstack-pd/daemon"
 	"github.com/cloudstack-pd/cloudstack-pd/relay/replay"
 	"github.com/cloudstack-pd/cloudstack-pd/server"
 	"github.com/cloudstack-pd/cloudstack-pd/server/config"
@@ -25,8 +22,8 @@ import (
 // Exit statuses of replay besides 0 (all answered, as expected) and 1
 // (an error: bad flags, unreadable files, no socket).
 const (
-	replayExitNoAnswer    = 2
-	replayExitDifferences = 3
+	replayExitNoAnswer    = replay.ExitNoAnswer
+	replayExitDifferences = replay.ExitDifferences
 )
 
 type replayFlags struct {
@@ -216,15 +213,6 @@ func replayRulesHelp() string {
 	return strings.TrimRight(b.String(), "\n")
 }
 
-// replayExit is replay's outcome when the replay ran but did not pass.
-type replayExit struct {
-	code int
-	msg  string
-}
-
-func (e *replayExit) Error() string { return e.msg }
-func (e *replayExit) ExitCode() int { return e.code }
-
 // parseServer parses an [addr]:port flag: IPv6, since DHCPv6 is.
 func parseServer(flag, s string) (netip.AddrPort, error) {
 	ap, err := netip.ParseAddrPort(s)
@@ -287,169 +275,38 @@ func runReplayFlags(ctx context.Context, out io.Writer, f replayFlags, changed f
 		}
 		serverID = b
 	}
-	var (
-		want  *replay.Golden
-		rules []replay.Rule
-		err   error
-	)
-	if f.expect != "" {
-		if want, err = replay.ReadGolden(f.expect); err != nil {
-			return err
-		}
-	}
-	if f.compare != "" {
-		rules = replay.Kea22Rules
-		if f.expectedDif != "" {
-			if rules, err = replay.LoadRules(f.expectedDif); err != nil {
-				return err
-			}
-		}
-	}
-
-	pkts, stats, err := capture.ReadFile(f.pcap)
-	if err != nil {
-		return err
-	}
-	reqs, skipped := replay.Extract(pkts, replay.ExtractOptions{Wrap: wrap})
-	if len(reqs) == 0 {
-		hint := ""
-		if skipped.Unrelayed > 0 {
-			hint = fmt.Sprintf(" (%d client messages were sent unrelayed: --wrap --interface-id ID replays them)", skipped.Unrelayed)
-		}
-		return fmt.Errorf("%s: no request to replay: %d frames, %d DHCPv6 messages, none a Relay-Forward sent to port 547%s",
-			f.pcap, stats.Frames, stats.Packets, hint)
-	}
-
-	var targets []replay.Target
-	defer func() {
-		for _, t := range targets {
-			t.Close()
-		}
-	}()
-	mode := "one request at a time"
-	if f.rate > 0 {
-		mode = fmt.Sprintf("%g requests per second", f.rate)
-	}
+	offline, note := replay.Target(nil), ""
 	if f.offline {
-		h, note, err := replayHandler(f.config)
+		h, n, err := replayHandler(f.config)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "replaying %s to the handler in-process (--offline, config %s), %s\n", f.pcap, f.config, mode)
-		if note != "" {
-			fmt.Fprintln(out, note)
-		}
-		targets = append(targets, replay.NewFunc("offline", func(src netip.AddrPort, pkt []byte) ([]byte, netip.AddrPort, error) {
+		note = n
+		offline = replay.NewFunc("offline", func(src netip.AddrPort, pkt []byte) ([]byte, netip.AddrPort, error) {
 			r, err := h.Handle(src, pkt)
 			return r.Data, r.Dst, err
-		}))
-	} else {
-		ap, err := parseServer("server", f.server)
-		if err != nil {
-			return err
-		}
-		u, err := replay.DialUDP(ap)
-		if err != nil {
-			return err
-		}
-		targets = append(targets, u)
-		fmt.Fprintf(out, "replaying %s to %s from %s, %s, timeout %s\n", f.pcap, ap, u.Local(), mode, f.timeout)
+		})
 	}
-	labels := []string{"server"}
+	s := replay.Session{Capture: f.pcap, Offline: offline, OfflineNote: note, Config: f.config, Wrap: wrap,
+		ExpectedDifferences: f.expectedDif, ServerID: serverID, KeepServerID: f.keepSID, Rate: f.rate, Timeout: f.timeout,
+		AllowDrops: f.allowDrops, Record: f.record, WriteAnswers: f.writeAns, Expect: f.expect, Quiet: f.quiet}
+	var err error
+	if !f.offline {
+		if s.Server, err = parseServer("server", f.server); err != nil {
+			return err
+		}
+	}
 	if f.compare != "" {
-		ap, err := parseServer("compare", f.compare)
-		if err != nil {
+		if s.Compare, err = parseServer("compare", f.compare); err != nil {
 			return err
 		}
-		u, err := replay.DialUDP(ap)
-		if err != nil {
-			return err
-		}
-		targets = append(targets, u)
-		labels = append(labels, "compare")
-		fmt.Fprintf(out, "comparing with %s from %s\n", ap, u.Local())
 	}
-	fmt.Fprintln(out)
-
-	rep := &replay.Report{W: out, Timeout: f.timeout, Rules: rules, Quiet: f.quiet, Labels: labels}
-	if want != nil {
-		rep.Unanswered = func(frame int) bool {
-			answered, known := want.Expects(frame)
-			return known && !answered
-		}
-	}
-	res, runErr := replay.Run(ctx, reqs, targets, replay.Options{
-		Rate: f.rate, Timeout: f.timeout, ServerIDs: [][]byte{serverID}, KeepServerID: f.keepSID, Done: rep.Exchange,
-	})
-	if res == nil {
-		return runErr
-	}
-	rep.Summary(replay.Input{Capture: f.pcap, Stats: stats, Skipped: skipped, Reqs: reqs, Wrap: wrap}, res)
-
-	got := replay.NewGolden(filepath.Base(f.pcap), wrap, res.Exchanges, 0)
-	if f.record != "" {
-		if err := got.WriteFile(f.record); err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "answers recorded in %s\n", f.record)
-	}
-	if f.writeAns != "" {
-		if err := writeAnswers(f.writeAns, res.Exchanges); err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "requests and answers written to %s\n", f.writeAns)
-	}
-	if runErr != nil {
-		return fmt.Errorf("replay stopped after %d of %d requests: %w", len(res.Exchanges), len(reqs), runErr)
-	}
-
-	var fails []string
-	code := 0
-	if want != nil {
-		if d := replay.Diff(want, got); d != "" {
-			fmt.Fprintf(out, "\nthe answers differ from %s:\n%s", f.expect, d)
-			fails = append(fails, "the answers differ from "+f.expect)
-			code = replayExitDifferences
-		} else {
-			fmt.Fprintf(out, "the answers match %s (%d exchanges)\n", f.expect, len(want.Exchanges))
-		}
-	}
-	if n := rep.Unexpected(); n > 0 {
-		fails = append(fails, fmt.Sprintf("%d unexpected differences between %s and %s", n, targets[0].Name(), targets[1].Name()))
-		code = replayExitDifferences
-	}
-	if _, n := rep.NoAnswer(); n > 0 && !f.allowDrops {
-		fails = append(fails, fmt.Sprintf("%d requests got no answer (--allow-drops accepts that)", n))
-		if code == 0 {
-			code = replayExitNoAnswer
-		}
-	}
-	if code != 0 {
-		return &replayExit{code: code, msg: strings.Join(fails, "; ")}
-	}
-	return nil
+	return replay.RunSession(ctx, out, s)
 }
 
-func writeAnswers(path string, exs []*replay.Exchange) error {
-	fh, err := os.Create(path)
-	if err != nil {
-		return fmt.Errorf("--write-answers: %w", err)
-	}
-	if err := replay.WriteCapture(fh, exs); err != nil {
-		fh.Close()
-		return fmt.Errorf("--write-answers %s: %w", path, err)
-	}
-	return fh.Close()
-}
-
-// replayPlaceholderDUID is the server DUID of an offline replay on a store
-// that has none yet: a DUID-LL of a locally administered MAC.
-var replayPlaceholderDUID = []byte{0, 3, 0, 1, 0x02, 0, 0, 0, 0x05, 0x47}
-
-// replayHandler builds the server's handler as serve does (config.Load,
-// the store, LoadTable, the store's server DUID, server.NewHandler), but
-// on a store opened read-only and with no binding recorder: an offline
-// replay writes nothing. note, when not empty, is to be shown.
+// replayHandler builds the server's handler as serve does
+// (daemon.OfflineHandler), on a store opened read-only: an offline replay
+// writes nothing. note, when not empty, is to be shown.
 func replayHandler(cfgPath string) (h *server.Handler, note string, err error) {
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
@@ -461,24 +318,5 @@ func replayHandler(cfgPath string) (h *server.Handler, note string, err error) {
 		return nil, "", err
 	}
 	defer st.Close()
-	tbl, rep, err := st.LoadTable(cfg.Pools())
-	if err != nil {
-		return nil, "", fmt.Errorf("load allocation table from %s: %w", cfg.State, err)
-	}
-	if len(rep.Orphaned) > 0 {
-		note = fmt.Sprintf("note: the store holds %d allocations of pools %s does not configure; they are not served\n", len(rep.Orphaned), cfg.Path)
-	}
-	duid, err := st.ServerDUID(nil) // read-only: never generates
-	if errors.Is(err, allocator.ErrNoServerDUID) {
-		duid = replayPlaceholderDUID
-		note += fmt.Sprintf("note: store %s has no server DUID yet (serve never ran on it): answering with the placeholder DUID %x", cfg.State, duid)
-	} else if err != nil {
-		return nil, "", err
-	}
-	h, err = server.NewHandler(server.HandlerConfig{
-		Table:    allocator.NewLive(tbl),
-		ServerID: duid,
-		Options:  handlerOptions(cfg),
-	})
-	return h, strings.TrimRight(note, "\n"), err
+	return daemon.OfflineHandler(cfg, st)
 }

@@ -2,18 +2,13 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
-	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -24,7 +19,6 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack/cloudstacktest"
 	"github.com/cloudstack-pd/cloudstack-pd/server/config"
-	"github.com/cloudstack-pd/cloudstack-pd/server/httpapi"
 )
 
 const (
@@ -283,101 +277,6 @@ func TestSyncForKeaExport(t *testing.T) {
 	cfg.API.URL = ""
 	if err := syncForKeaExport(t.Context(), cfg, st, &out); err == nil || !strings.Contains(err.Error(), "api.url is not set") {
 		t.Errorf("without api.url: %v", err)
-	}
-}
-
-// serve's syncer: at start-up, on trigger and every interval; a sync that
-// changed the table swaps it in; a failed one logs CloudStack's error and
-// keeps the table; no api.url, no sync, said once.
-func TestServeSync(t *testing.T) {
-	s := newSyncSite(t)
-	s.writeConfig(t, "")
-	cfg, err := config.Load(s.cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := allocator.Open(cfg.State, allocator.StoreOptions{Create: true, NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	tbl, err := allocator.NewTable(cfg.Pools(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	live := allocator.NewLive(tbl)
-	var (
-		current  atomic.Pointer[config.Config]
-		swapMu   sync.Mutex
-		logs     syncBuffer
-		outcomes []string
-		omu      sync.Mutex
-	)
-	noAPI := *cfg
-	noAPI.API.URL = ""
-	current.Store(&noAPI)
-	sy := newServeSync(st, live, &current, &swapMu, slog.New(slog.NewTextHandler(&logs, nil)))
-	sy.observe = func(outcome string, _ time.Duration, _ *allocator.SyncReport, _ time.Time) {
-		omu.Lock()
-		defer omu.Unlock()
-		outcomes = append(outcomes, outcome)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() { defer close(done); sy.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-
-	waitFor(t, `msg="no CloudStack sync: serving the stored table as it is" reason="api.url is not set"`, &logs, 10*time.Second)
-	sy.Trigger()
-	time.Sleep(50 * time.Millisecond)
-	if n := strings.Count(logs.String(), "no CloudStack sync"); n != 1 {
-		t.Errorf("said %d times", n)
-	}
-
-	// With the API: synced and swapped in.
-	current.Store(cfg)
-	sy.Trigger()
-	waitFor(t, "msg=synced", &logs, 10*time.Second)
-	web, _ := net.ParseMAC("1e:00:5d:00:01:7a")
-	if a, ok := live.Current().Lookup(web); !ok || a.Prefix.String() != "2001:db8:200::/60" {
-		t.Fatalf("web-01 not in the live table: %v", a)
-	}
-	if !strings.Contains(logs.String(), "added=5 kept=0") {
-		t.Errorf("sync line: %s", logs.String())
-	}
-
-	// CloudStack fails: logged with the errortext, the table stays.
-	before := live.Current()
-	s.fake.Inject(cloudstacktest.Fault{Kind: cloudstacktest.FaultThrottle})
-	sy.Trigger()
-	waitFor(t, "sync failed; the table stays as it is", &logs, 10*time.Second)
-	if !strings.Contains(logs.String(), "listVirtualMachines page 1: CloudStack error 429 (cserrorcode 9999): "+cloudstacktest.TextThrottled) {
-		t.Errorf("failure log: %s", logs.String())
-	}
-	if live.Current() != before {
-		t.Error("the table changed after a failed sync")
-	}
-
-	// The interval: 1s, from the end of the last sync.
-	s.fake.ClearFaults()
-	c2 := *cfg
-	c2.API.Interval = time.Second
-	current.Store(&c2)
-	sy.Trigger()
-	deadline := time.Now().Add(10 * time.Second)
-	for strings.Count(logs.String(), "msg=synced") < 3 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no interval sync:\n%s", logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if live.Current() != before {
-		t.Error("a sync that changed nothing swapped the table")
-	}
-	omu.Lock()
-	defer omu.Unlock()
-	if len(outcomes) < 4 || outcomes[0] != httpapi.SyncOK || outcomes[1] != httpapi.SyncFailed || outcomes[2] != httpapi.SyncOK {
-		t.Errorf("outcomes %v", outcomes)
 	}
 }
 

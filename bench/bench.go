@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bytes"
@@ -24,7 +24,7 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 	"github.com/spf13/cobra"
 
-	"github.com/cloudstack-pd/cloudstack-pd/allocator/allocatortest"
+	"github.com/cloudstack-pd/cloudstack-pd/bench/synth"
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
 	"github.com/cloudstack-pd/cloudstack-pd/server/udpbatch"
 )
@@ -47,7 +47,7 @@ type benchFlags struct {
 	flood       bool
 }
 
-func newBenchCmd() *cobra.Command {
+func NewCommand() *cobra.Command {
 	var f benchFlags
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -201,8 +201,8 @@ func runBench(ctx context.Context, f benchFlags) (*benchResult, error) {
 	switch {
 	case f.clients < 1:
 		return nil, errors.New("--clients must be at least 1")
-	case f.pools < 1 || f.pools > allocatortest.MaxPools:
-		return nil, fmt.Errorf("--pools must be 1 to %d", allocatortest.MaxPools)
+	case f.pools < 1 || f.pools > synth.MaxPools:
+		return nil, fmt.Errorf("--pools must be 1 to %d", synth.MaxPools)
 	case f.sockets < 1:
 		return nil, errors.New("--sockets must be at least 1")
 	case f.outstanding < f.sockets:
@@ -587,7 +587,7 @@ type benchGen struct {
 var benchSentinel = net.HardwareAddr{0x02, 0xb0, 0xfe, 0xed, 0xfa, 0xce}
 
 func newBenchGen(pools, first, clients int) (*benchGen, error) {
-	if first < 0 || first+clients > allocatortest.Capacity(pools) || first+clients > 1<<32-1 {
+	if first < 0 || first+clients > synth.Capacity(pools) || first+clients > 1<<32-1 {
 		return nil, fmt.Errorf("clients %d to %d do not fit in %d pools", first, first+clients-1, pools)
 	}
 	g := &benchGen{pools: pools, first: first, clients: clients}
@@ -610,10 +610,10 @@ func newBenchGen(pools, first, clients int) (*benchGen, error) {
 	return g, nil
 }
 
-func (g *benchGen) pool(client int) int { return allocatortest.Pool(client, g.pools) }
+func (g *benchGen) pool(client int) int { return synth.Pool(client, g.pools) }
 
 func (g *benchGen) prefix(client int) [17]byte {
-	p := allocatortest.Prefix(client, g.pools)
+	p := synth.Prefix(client, g.pools)
 	var out [17]byte
 	a := p.Addr().As16()
 	copy(out[:], a[:])
@@ -623,7 +623,7 @@ func (g *benchGen) prefix(client int) [17]byte {
 
 func (g *benchGen) peer(client int) [16]byte {
 	var mac [6]byte
-	allocatortest.PutMAC(mac[:], client)
+	synth.PutMAC(mac[:], client)
 	return relay.EUI64LinkLocal(mac[:]).As16()
 }
 
@@ -667,9 +667,9 @@ func newBenchTemplate(k int, t dhcpv6.MessageType, sid []byte, extra ...dhcpv6.O
 	msg := m.ToBytes()
 	peer := relay.EUI64LinkLocal(benchSentinel)
 	pkt := relay.Encapsulate(msg, relay.Forward{
-		LinkAddr:      allocatortest.LinkAddr(k),
+		LinkAddr:      synth.LinkAddr(k),
 		PeerAddr:      peer,
-		InterfaceID:   []byte(allocatortest.InterfaceID(k)),
+		InterfaceID:   []byte(synth.InterfaceID(k)),
 		RemoteID:      relay.JuniperRemoteID(benchSentinel),
 		HasSourcePort: true,
 	})
@@ -710,10 +710,10 @@ func (t *benchTemplate) randomDUID(b []byte) {
 func (t *benchTemplate) fill(b []byte, client int, xid uint32) []byte {
 	b = append(b[:0], t.pkt...)
 	for _, off := range t.macs {
-		allocatortest.PutMAC(b[off:off+6], client)
+		synth.PutMAC(b[off:off+6], client)
 	}
 	var mac [6]byte
-	allocatortest.PutMAC(mac[:], client)
+	synth.PutMAC(mac[:], client)
 	p := relay.EUI64LinkLocal(mac[:]).As16()
 	copy(b[t.peer:t.peer+16], p[:])
 	b[t.xid], b[t.xid+1], b[t.xid+2] = byte(xid>>16), byte(xid>>8), byte(xid)

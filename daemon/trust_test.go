@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"slices"
@@ -17,7 +17,7 @@ func TestHandlerOptionsTrustKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := handlerOptions(c)
+	o := HandlerOptions(c)
 	if o.RelayDepth != 2 || !slices.Equal(o.PoolSelection, []server.PoolRule{server.PoolByLinkAddress, server.PoolByInterfaceID}) {
 		t.Errorf("relay-depth %d, pool-selection %v", o.RelayDepth, o.PoolSelection)
 	}

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bytes"
@@ -13,7 +13,7 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 	"github.com/spf13/cobra"
 
-	"github.com/cloudstack-pd/cloudstack-pd/allocator/allocatortest"
+	"github.com/cloudstack-pd/cloudstack-pd/bench/synth"
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
 	"github.com/cloudstack-pd/cloudstack-pd/server/udpbatch"
 )
@@ -76,8 +76,8 @@ func newReflectTemplate(k int, t dhcpv6.MessageType) (reflectTemplate, error) {
 	m.AddOption(ia)
 	msg := m.ToBytes()
 	peer := relay.EUI64LinkLocal(benchSentinel)
-	rr := &dhcpv6.RelayMessage{MessageType: dhcpv6.MessageTypeRelayReply, LinkAddr: allocatortest.LinkAddr(k).AsSlice(), PeerAddr: peer.AsSlice()}
-	rr.Options.Add(dhcpv6.OptInterfaceID([]byte(allocatortest.InterfaceID(k))))
+	rr := &dhcpv6.RelayMessage{MessageType: dhcpv6.MessageTypeRelayReply, LinkAddr: synth.LinkAddr(k).AsSlice(), PeerAddr: peer.AsSlice()}
+	rr.Options.Add(dhcpv6.OptInterfaceID([]byte(synth.InterfaceID(k))))
 	rr.Options.Add(&dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionRelayMsg, OptionData: msg})
 	pkt := rr.ToBytes()
 	p16, a16 := peer.As16(), reflectSentinelPrefix.Addr().As16()
@@ -137,7 +137,7 @@ func runBenchReflect(ctx context.Context, c *net.UDPConn, pools int) error {
 			if !ok || !ok2 || len(msg) < 4 || len(rid) != 10 {
 				continue
 			}
-			client, ok := allocatortest.Index(rid[4:])
+			client, ok := synth.Index(rid[4:])
 			if !ok {
 				continue
 			}
@@ -149,7 +149,7 @@ func runBenchReflect(ctx context.Context, c *net.UDPConn, pools int) error {
 			copy(a[t.xid:t.xid+3], msg[1:4])
 			copy(a[t.mac:t.mac+6], rid[4:])
 			copy(a[t.peer:t.peer+16], req[18:34])
-			p := allocatortest.Prefix(client, pools).Addr().As16()
+			p := synth.Prefix(client, pools).Addr().As16()
 			copy(a[t.pfx:t.pfx+16], p[:])
 			answers[i] = a
 			outs, dsts = append(outs, a), append(dsts, srcs[i])

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
-	"github.com/cloudstack-pd/cloudstack-pd/allocator/allocatortest"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/kea"
+	"github.com/cloudstack-pd/cloudstack-pd/bench/synth"
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
 	"github.com/cloudstack-pd/cloudstack-pd/server"
 )
@@ -32,8 +32,8 @@ func benchServer(t *testing.T, pools, n int) netip.AddrPort {
 // change (nil: none).
 func benchServerWith(t *testing.T, pools, n int, change func(*server.HandlerConfig)) netip.AddrPort {
 	t.Helper()
-	ps := allocatortest.Pools(pools)
-	allocs, err := allocatortest.Allocations(ps, n, time.Unix(1700000000, 0))
+	ps := synth.Pools(pools)
+	allocs, err := synth.Allocations(ps, n, time.Unix(1700000000, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,8 +218,8 @@ func TestBenchSetup(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			i, ok := allocatortest.Index(mac)
-			if !ok || len(r.Prefixes) != 1 || r.Prefixes[0] != allocatortest.Prefix(i, 4).String() || s.InterfaceID != allocatortest.InterfaceID(i%4) {
+			i, ok := synth.Index(mac)
+			if !ok || len(r.Prefixes) != 1 || r.Prefixes[0] != synth.Prefix(i, 4).String() || s.InterfaceID != synth.InterfaceID(i%4) {
 				t.Errorf("reservation %s: %s %v in %s", r.Path, mac, r.Prefixes, s.InterfaceID)
 			}
 			n++
@@ -236,7 +236,7 @@ func TestBenchSetup(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	tbl, _, err := st.LoadTable(allocatortest.Pools(4))
+	tbl, _, err := st.LoadTable(synth.Pools(4))
 	if err != nil || tbl.Len() != 40 {
 		t.Fatalf("store: %v, %d allocations", err, tbl.Len())
 	}

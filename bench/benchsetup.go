@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bufio"
@@ -20,8 +20,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
-	"github.com/cloudstack-pd/cloudstack-pd/allocator/allocatortest"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/kea"
+	"github.com/cloudstack-pd/cloudstack-pd/bench/synth"
+	"github.com/cloudstack-pd/cloudstack-pd/keaexport"
 	"github.com/cloudstack-pd/cloudstack-pd/server/config"
 )
 
@@ -79,11 +80,11 @@ written into the store directly instead (fast, for a million clients).`,
 }
 
 func runBenchSetup(out io.Writer, f benchSetupFlags) error {
-	if f.pools < 1 || f.pools > allocatortest.MaxPools {
-		return fmt.Errorf("--pools must be 1 to %d", allocatortest.MaxPools)
+	if f.pools < 1 || f.pools > synth.MaxPools {
+		return fmt.Errorf("--pools must be 1 to %d", synth.MaxPools)
 	}
-	if f.clients < 0 || f.clients > allocatortest.Capacity(f.pools) {
-		return fmt.Errorf("--clients must be 0 to %d with %d pools", allocatortest.Capacity(f.pools), f.pools)
+	if f.clients < 0 || f.clients > synth.Capacity(f.pools) {
+		return fmt.Errorf("--clients must be 0 to %d with %d pools", synth.Capacity(f.pools), f.pools)
 	}
 	since, err := time.Parse(time.RFC3339, f.since)
 	if err != nil {
@@ -96,7 +97,7 @@ func runBenchSetup(out io.Writer, f benchSetupFlags) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	pools := allocatortest.Pools(f.pools)
+	pools := synth.Pools(f.pools)
 	cfgPath := filepath.Join(dir, "cloudstack-pd.yaml")
 	if err := os.WriteFile(cfgPath, benchServeConfig(pools, f, filepath.Join(dir, "state.db")), 0o644); err != nil {
 		return err
@@ -109,7 +110,7 @@ func runBenchSetup(out io.Writer, f benchSetupFlags) error {
 		if err := os.WriteFile(basePath, base, 0o644); err != nil {
 			return err
 		}
-		allocs, err := allocatortest.Allocations(pools, f.clients, since)
+		allocs, err := synth.Allocations(pools, f.clients, since)
 		if err != nil {
 			return err
 		}
@@ -121,7 +122,7 @@ func runBenchSetup(out io.Writer, f benchSetupFlags) error {
 		if err != nil {
 			return err
 		}
-		res, err := kea.Export(src, keaExportSubnets(tbl), kea.ExportOptions{MACSources: []string{"remote-id"}})
+		res, err := kea.Export(src, keaexport.Subnets(tbl), kea.ExportOptions{MACSources: []string{"remote-id"}})
 		if err != nil {
 			return err
 		}
@@ -136,7 +137,7 @@ func runBenchSetup(out io.Writer, f benchSetupFlags) error {
 		if err != nil {
 			return err
 		}
-		err = allocatortest.Fill(st, pools, f.clients, 0, since)
+		err = synth.Fill(st, pools, f.clients, 0, since)
 		if cerr := st.Close(); err == nil {
 			err = cerr
 		}

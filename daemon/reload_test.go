@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"bytes"
@@ -36,6 +36,9 @@ func TestReloadRefusesWhatLoadRefuses(t *testing.T) {
 			writeFile(t, path, tt.text)
 			var buf bytes.Buffer
 			log := slog.New(slog.NewTextHandler(&buf, nil))
+			o := *old
+			o.Path = path
+			d := &daemon{log: log}
 			got := func() (got *config.Config) {
 				defer func() {
 					// With no store, an accepted config fails loading the table.
@@ -44,9 +47,9 @@ func TestReloadRefusesWhatLoadRefuses(t *testing.T) {
 						got = nil
 					}
 				}()
-				return reload(path, old, nil, nil, nil, log)
+				return d.reload(&o, nil, nil)
 			}()
-			if got != old {
+			if got != &o {
 				t.Errorf("the old config is not kept")
 			}
 			out := buf.String()

@@ -1,7 +1,9 @@
-// Package allocatortest makes synthetic allocation tables, the same for
-// every caller: the benchmarks of the allocator and of the server, and
+// Package synth makes synthetic allocation tables, the same for every
+// caller: the benchmarks of the allocator and of the server, and
 // `cloudstack-pd bench`, whose load generator plays the clients whose
-// reservations this package generates.
+// reservations this package generates. It is production code (the bench
+// subcommands link it); the store-damaging test fixtures stay in
+// allocator/allocatortest.
 //
 // Client i (0 ≤ i < 2^32) has MAC 02:b0:i (i as 4 big-endian bytes; a
 // locally administered unicast address), lives in pool i mod P of P pools,
@@ -10,7 +12,7 @@
 // 2001:db8:(k+1)00::/40 and ip6-cidr 2001:db8:0:k::/64, so that the
 // relay's link-address 2001:db8:0:k::1 lies in it (Kea 2.2 selects a
 // subnet by interface-id only when the link-address is global).
-package allocatortest
+package synth
 
 import (
 	"encoding/binary"

@@ -1,0 +1,357 @@
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/clock"
+	"github.com/cloudstack-pd/cloudstack-pd/server"
+	"github.com/cloudstack-pd/cloudstack-pd/server/config"
+	"github.com/cloudstack-pd/cloudstack-pd/server/httpapi"
+)
+
+// Deps is what Run is given besides the config: how to open the store,
+// the clock, the logger, the reload signal and the CloudStack client.
+type Deps struct {
+	// OpenStore opens cfg's store for writing, failing fast when another
+	// process holds it, and explains a refusal (required).
+	OpenStore func(cfg *config.Config) (*allocator.Store, error)
+	// StoreError explains an error of the store found after it opened
+	// (a damaged page found by the verification or the table's load);
+	// nil: the error as it is.
+	StoreError func(err error, cfg *config.Config) error
+	// Clock gives Now and every timer; nil: clock.Real.
+	Clock clock.Clock
+	// Log is the logger; nil: NewLogger(cfg.Log, Stderr).
+	Log *slog.Logger
+	// Stderr is where the default logger writes; nil: os.Stderr.
+	Stderr io.Writer
+	// Reload asks for a reload of the config at cfg.Path with each value
+	// received (the binary sends SIGHUP); nil: never.
+	Reload <-chan os.Signal
+	// Inventory makes the CloudStack client of a config; nil:
+	// NewInventory.
+	Inventory func(cfg *config.Config, log *slog.Logger) allocator.Inventory
+	// Version is the version /metrics and the API report.
+	Version string
+	// Serving, when set, is told the addresses the daemon serves on once
+	// it serves (for tests and callers that listen on port 0).
+	Serving func(Addrs)
+}
+
+// Addrs are the addresses a running daemon serves on.
+type Addrs struct {
+	// DHCPv6 are the listener's addresses.
+	DHCPv6 []netip.AddrPort
+	// HTTP is the HTTP API's address; empty without http.listen.
+	HTTP string
+}
+
+// NewLogger builds the slog logger the config's log section asks for.
+func NewLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level)) // validated by config.Load
+	opts := &slog.HandlerOptions{Level: level}
+	if strings.EqualFold(c.Format, "json") {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// HandlerOptions converts the config's server section into the handler's
+// options: at start-up, on every reload, and for an offline replay.
+func HandlerOptions(c *config.Config) server.Options {
+	s := c.Server
+	return server.Options{
+		MACSources:        c.MACSources(),
+		TrustedRelays:     c.TrustedRelays(),
+		RelayDepth:        s.RelayDepth,
+		PoolSelection:     poolSelection(s.PoolSelection),
+		RapidCommit:       s.RapidCommit,
+		PreferredLifetime: uint32(s.PreferredLifetime),
+		ValidLifetime:     uint32(s.ValidLifetime),
+		RenewTimer:        uint32(s.RenewTimer),
+		RebindTimer:       uint32(s.RebindTimer),
+	}
+}
+
+// poolSelection converts server.pool-selection, which config.Load has
+// checked.
+func poolSelection(names []string) []server.PoolRule {
+	rules := make([]server.PoolRule, 0, len(names))
+	for _, n := range names {
+		if r, err := server.ParsePoolRule(n); err == nil {
+			rules = append(rules, r)
+		}
+	}
+	return rules
+}
+
+// daemon is what Run's parts share.
+type daemon struct {
+	deps  Deps
+	clock clock.Clock
+	log   *slog.Logger
+	st    *allocator.Store
+}
+
+func (d *daemon) storeError(err error, cfg *config.Config) error {
+	if d.deps.StoreError != nil {
+		return d.deps.StoreError(err, cfg)
+	}
+	return err
+}
+
+// loadVerified loads the table, as loadTable, while another goroutine
+// reads every other page of the store (Store.VerifyIndexes): serve starts
+// on a store that is sound throughout, in about the time of the load
+// alone.
+func (d *daemon) loadVerified(cfg *config.Config) (*allocator.Table, error) {
+	verified := make(chan error, 1)
+	go func() { verified <- d.st.VerifyIndexes() }()
+	tbl, err := d.loadTable(cfg)
+	if verr := <-verified; verr != nil {
+		return nil, d.storeError(verr, cfg)
+	}
+	return tbl, err
+}
+
+// loadTable reads the table for cfg's pools and logs allocations kept for
+// pools that are no longer configured.
+func (d *daemon) loadTable(cfg *config.Config) (*allocator.Table, error) {
+	tbl, rep, err := d.st.LoadTable(cfg.Pools())
+	if errors.Is(err, allocator.ErrDamaged) {
+		return nil, d.storeError(err, cfg)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load allocation table from %s: %w", cfg.State, err)
+	}
+	if pools := rep.OrphanedByPool(); pools != nil {
+		d.log.Warn("the store holds allocations of pools that are not configured; they are kept, not served",
+			"allocations-by-pool", pools)
+	}
+	return tbl, nil
+}
+
+// Run serves cfg until ctx ends, then stops in order (the package
+// comment) and returns nil; it returns an error when it cannot start or
+// the listener fails. A store that Deps.OpenStore created and that Run
+// could not start on is discarded (removed again); once serving, the
+// store is kept.
+func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
+	addrs, err := cfg.ListenAddrs()
+	if err != nil {
+		return err
+	}
+	d := &daemon{deps: deps, clock: clock.OrReal(deps.Clock), log: deps.Log}
+	if d.log == nil {
+		w := deps.Stderr
+		if w == nil {
+			w = os.Stderr
+		}
+		d.log = NewLogger(cfg.Log, w)
+	}
+	log := d.log
+
+	st, err := deps.OpenStore(cfg)
+	if err != nil {
+		return err
+	}
+	d.st = st
+	started := false
+	defer func() {
+		closeStore := st.Close
+		if err != nil && !started {
+			closeStore = st.Discard // a store --init made for nothing
+		}
+		if err := closeStore(); err != nil {
+			log.Error("closing the store", "err", err)
+		}
+	}()
+	tbl, err := d.loadVerified(cfg)
+	if err != nil {
+		return err
+	}
+	live := allocator.NewLive(tbl)
+	duid, err := st.ServerDUID(func() ([]byte, error) { return server.NewServerDUID(rand.Reader, d.clock.Now()) })
+	if err != nil {
+		return fmt.Errorf("server DUID: %w", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	metrics := server.NewMetrics(reg)
+	if err := httpapi.NewCollectors(reg, live, st, deps.Version); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	rec := server.NewRecorder(st, server.DefaultFlushInterval, log)
+	rec.SetClock(d.clock)
+	reg.MustRegister(rec.Collectors()...)
+	h, err := server.NewHandler(server.HandlerConfig{
+		Table: live, ServerID: duid, Options: HandlerOptions(cfg),
+		Bindings: rec, Logger: log, Metrics: metrics, Now: d.clock.Now,
+	})
+	if err != nil {
+		return err
+	}
+	l, err := server.Listen(server.ListenerConfig{
+		Addrs: addrs, Workers: cfg.Server.Workers, QueueLength: cfg.Server.QueueLength,
+		Logger: log, Metrics: metrics,
+	}, h)
+	if err != nil {
+		return err
+	}
+	var httpLn net.Listener
+	if cfg.HTTP.Listen != "" {
+		if httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
+			return fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
+		}
+	}
+	// From here on serve runs: the store, even one --init made, holds
+	// what it answered and synced, and is kept whatever happens.
+	started = true
+
+	recCtx, stopRec := context.WithCancel(context.Background())
+	recDone := make(chan struct{})
+	go func() { defer close(recDone); rec.Run(recCtx) }()
+
+	// The CloudStack sync: in the background, one at a time, at start-up,
+	// every api.interval and after each reload; it swaps its table in
+	// under swapMu, which reload holds too.
+	var (
+		current atomic.Pointer[config.Config]
+		swapMu  sync.Mutex
+	)
+	current.Store(cfg)
+	syncer := newSyncer(d, live, &current, &swapMu)
+	var syncMetrics *httpapi.SyncMetrics
+	if cfg.API.SyncConfigured() {
+		syncMetrics = httpapi.NewSyncMetrics(reg)
+		syncer.observe = func(outcome string, took time.Duration, rep *allocator.SyncReport, at time.Time) {
+			syncMetrics.Observe(outcome, took, syncChanges(rep), at)
+		}
+	}
+	syncCtx, stopSync := context.WithCancel(ctx)
+	syncDone := make(chan struct{})
+	go func() { defer close(syncDone); syncer.Run(syncCtx) }()
+
+	// The local HTTP API: ready while the listener serves, until shutdown.
+	var stopping atomic.Bool
+	httpCtx, stopHTTP := context.WithCancel(context.Background())
+	httpDone := make(chan struct{})
+	served := Addrs{DHCPv6: l.Addrs()}
+	if httpLn != nil {
+		api := httpapi.New(httpapi.Config{
+			Table: live, Bindings: st, Registry: reg, Logger: log, Version: deps.Version,
+			SyncStaleAfter: syncStaleAfter(cfg), Now: d.clock.Now,
+			Ready: func() httpapi.Readiness {
+				r := httpapi.Readiness{SyncEnabled: syncMetrics != nil}
+				if !stopping.Load() {
+					r.Listening = l.Addrs()
+				}
+				if syncMetrics != nil {
+					r.LastSync = syncMetrics.LastSuccessTime()
+				}
+				return r
+			},
+		})
+		go func() { defer close(httpDone); httpapi.Serve(httpCtx, httpLn, api, log) }()
+		served.HTTP = httpLn.Addr().String()
+		log.Info("http api", "listen", served.HTTP)
+	} else {
+		close(httpDone)
+	}
+
+	reloadCtx, stopReload := context.WithCancel(ctx)
+	reloadDone := make(chan struct{})
+	go func() {
+		defer close(reloadDone)
+		for {
+			select {
+			case <-reloadCtx.Done():
+				return
+			case <-deps.Reload:
+				swapMu.Lock()
+				current.Store(d.reload(current.Load(), live, h))
+				swapMu.Unlock()
+				syncer.Trigger()
+			}
+		}
+	}()
+
+	log.Info("serving", "listen", l.Addrs(), "pools", len(tbl.Pools()), "allocations", tbl.Len(),
+		"mac-sources", cfg.Server.MACSources, "state", cfg.State, "server-duid", fmt.Sprintf("%x", duid))
+	if deps.Serving != nil {
+		deps.Serving(served)
+	}
+	// When ctx ends: not ready at once; answering stops after
+	// server.shutdown-delay, so that health checks see the server go first.
+	serveCtx, stopServe := context.WithCancel(context.Background())
+	defer stopServe()
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-serveCtx.Done():
+			return
+		}
+		stopping.Store(true)
+		if delay := current.Load().Server.ShutdownDelay; delay > 0 {
+			log.Info("stopping: not ready; still answering", "for", delay)
+			t := d.clock.NewTimer(delay)
+			defer t.Stop()
+			select {
+			case <-t.C():
+			case <-serveCtx.Done():
+			}
+		}
+		stopServe()
+	}()
+	err = l.Serve(serveCtx)
+	stopping.Store(true)
+	stopReload()
+	<-reloadDone // a reload in progress finishes; none starts
+	stopSync()
+	<-syncDone // a sync in progress stops listing, or finishes writing
+	stopRec()
+	<-recDone // the recorder flushes once more on the way out
+	stopHTTP()
+	<-httpDone // before the store closes: the API reads it
+	if err != nil {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// syncChanges counts a sync's changes by the kinds of
+// cloudstack_pd_sync_changes_total.
+func syncChanges(rep *allocator.SyncReport) map[string]int {
+	if rep == nil {
+		return map[string]int{}
+	}
+	t := rep.Totals()
+	return map[string]int{"added": t.Added, "kept": t.Kept, "gone": t.Gone,
+		"returned": t.Back, "quarantined": t.Quarantined, "released": t.Released}
+}
+
+// syncStaleAfter is when /readyz starts warning that no sync succeeded:
+// three sync intervals, or the API's default when syncs are not periodic.
+func syncStaleAfter(cfg *config.Config) time.Duration {
+	if cfg.API.Interval > 0 {
+		return 3 * cfg.API.Interval
+	}
+	return 0
+}

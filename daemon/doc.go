@@ -1,0 +1,31 @@
+// Package daemon is `cloudstack-pd serve`: it starts the server on a
+// config, serves until its context ends, and stops in order. Run is the
+// whole life of the daemon; the command only parses flags, opens the
+// store and calls it.
+//
+// Start-up, in order: open the store (Deps.OpenStore; refused or
+// damaged: nothing else starts), load the table while the index pages are
+// verified, read or make the server DUID, build the metrics, the binding
+// recorder and the handler, bind the DHCPv6 listener and the HTTP API.
+// From there on the store is kept whatever happens (a store --init made
+// for a start that failed before is discarded). Then the recorder's flush
+// loop, the CloudStack sync loop (at start-up, every api.interval after
+// the end of the last sync, and after each reload), the HTTP API and the
+// reload loop start, and the listener serves.
+//
+// Reload (each value on Deps.Reload, SIGHUP for the binary): re-read the
+// config; a valid one puts its pools, table and handler options in force,
+// an invalid one is logged and the old one stays; then a sync is asked
+// for.
+//
+// Shutdown (the context ends): /readyz turns not ready at once; the
+// listener keeps answering for server.shutdown-delay (a timer of
+// Deps.Clock), then stops reading and answers what is queued; then the
+// sync loop stops (a sync in progress finishes writing or stops
+// listing), the recorder flushes once more, the HTTP API stops, and the
+// store is closed last.
+//
+// Every timer (the recorder's flush ticker, the sync interval, the
+// shutdown delay) and every Now comes from Deps.Clock, so that tests
+// drive the daemon with clock.Fake instead of sleeping.
+package daemon

@@ -1,0 +1,203 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack"
+	"github.com/cloudstack-pd/cloudstack-pd/clock"
+	"github.com/cloudstack-pd/cloudstack-pd/server/config"
+	"github.com/cloudstack-pd/cloudstack-pd/server/httpapi"
+)
+
+// NewInventory returns the CloudStack client the config describes.
+func NewInventory(cfg *config.Config, log *slog.Logger) allocator.Inventory {
+	a := cfg.API
+	return cloudstack.New(a.URL, a.APIKey, a.SecretKey, cloudstack.Options{
+		PageSize:           a.PageSize,
+		Timeout:            a.Timeout,
+		InsecureSkipVerify: !a.VerifyTLS,
+		Logger:             log,
+	})
+}
+
+// SyncOptions are the config's allocation rules.
+func SyncOptions(cfg *config.Config) allocator.SyncOptions {
+	al := cfg.Allocation
+	return allocator.SyncOptions{
+		ReleaseAfter:       al.ReleaseAfter,
+		Quarantine:         al.Quarantine,
+		MaxReleaseFraction: al.MaxReleaseFraction,
+	}
+}
+
+// syncer runs serve's CloudStack syncs, one at a time: at start-up,
+// every api.interval after the end of the last one, and when triggered
+// (SIGHUP, after the reload). A sync that wrote changes swaps a table
+// freshly loaded from the store into live. Packets are answered from the
+// table in force all along; a failed sync changes nothing and is logged.
+type syncer struct {
+	d    *daemon
+	live *allocator.Live
+	// cfg is the config in force; swapMu serialises table swaps with
+	// serve's reload.
+	cfg    *atomic.Pointer[config.Config]
+	swapMu *sync.Mutex
+	log    *slog.Logger
+	// observe, when set, is told of each sync run (for metrics).
+	observe func(outcome string, took time.Duration, rep *allocator.SyncReport, at time.Time)
+
+	trigger   chan struct{}
+	lastWhy   string   // the last reason for not syncing, logged once
+	conflicts []string // the conflicts of the last sync, to log changes only
+	// client is kept from sync to sync (and its connections with it)
+	// while the api section stays the same.
+	client    allocator.Inventory
+	clientAPI config.API
+}
+
+func newSyncer(d *daemon, live *allocator.Live, cfg *atomic.Pointer[config.Config], swapMu *sync.Mutex) *syncer {
+	return &syncer{d: d, live: live, cfg: cfg, swapMu: swapMu, log: d.log, trigger: make(chan struct{}, 1)}
+}
+
+// Trigger asks for a sync as soon as the one running (if any) is done.
+func (s *syncer) Trigger() {
+	select {
+	case s.trigger <- struct{}{}:
+	default: // one is pending already
+	}
+}
+
+// Run syncs until ctx ends.
+func (s *syncer) Run(ctx context.Context) {
+	for {
+		s.once(ctx)
+		var (
+			tick  <-chan time.Time
+			timer clock.Timer
+		)
+		if d := s.cfg.Load().API.Interval; d > 0 {
+			timer = s.d.clock.NewTimer(d)
+			tick = timer.C()
+		}
+		select {
+		case <-ctx.Done():
+		case <-s.trigger:
+		case <-tick:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// once runs one sync.
+func (s *syncer) once(ctx context.Context) {
+	cfg := s.cfg.Load()
+	if why := cfg.API.WhyNoSync(); why != "" {
+		if why != s.lastWhy {
+			s.log.Info("no CloudStack sync: serving the stored table as it is", "reason", why)
+			s.lastWhy = why
+		}
+		return
+	}
+	s.lastWhy = ""
+	if s.client == nil || s.clientAPI != cfg.API {
+		if s.d.deps.Inventory != nil {
+			s.client = s.d.deps.Inventory(cfg, s.log)
+		} else {
+			s.client = NewInventory(cfg, s.log)
+		}
+		s.clientAPI = cfg.API
+	}
+	start := s.d.clock.Now()
+	rep, err := s.d.st.Sync(ctx, cfg.Pools(), s.client, SyncOptions(cfg))
+	took := s.d.clock.Now().Sub(start)
+	var refused *allocator.RefusedError
+	switch {
+	case ctx.Err() != nil:
+		return // shutting down
+	case errors.As(err, &refused):
+		s.log.Error("sync refused by the safety valve; the table stays as it is", "err", err, "took", took.Round(time.Millisecond),
+			"hint", "if CloudStack's listing is right, raise allocation.max-release-fraction and reload (SIGHUP), or stop serve and run 'cloudstack-pd sync --force'")
+		s.observed(httpapi.SyncRefused, took, rep, start)
+		return
+	case err != nil:
+		s.log.Error("sync failed; the table stays as it is", "err", err, "took", took.Round(time.Millisecond))
+		s.observed(httpapi.SyncFailed, took, rep, start)
+		return
+	}
+	if rep.Written {
+		s.swapMu.Lock()
+		tbl, err := s.d.loadTable(s.cfg.Load())
+		if err == nil {
+			s.live.Swap(tbl)
+		}
+		s.swapMu.Unlock()
+		if err != nil {
+			s.log.Error("sync written, but the table does not load; the old one stays in force", "err", err)
+			s.observed(httpapi.SyncFailed, took, rep, start)
+			return
+		}
+	}
+	t := rep.Totals()
+	level := slog.LevelInfo
+	if t.Conflicts > 0 {
+		level = slog.LevelWarn
+	}
+	s.log.Log(ctx, level, "synced", "took", took.Round(time.Millisecond), "pools", len(rep.Pools), "listed", t.Listed,
+		"added", t.Added, "kept", t.Kept, "refreshed", t.Refreshed, "gone", t.Gone, "back", t.Back,
+		"quarantined", t.Quarantined, "released", t.Released, "still-gone", t.StillGone, "in-quarantine", t.InQuarantine,
+		"not-eligible", t.NotEligible, "conflicts", t.Conflicts, "written", rep.Written)
+	s.logDetails(ctx, rep)
+	s.observed(httpapi.SyncOK, took, rep, start.Add(took))
+}
+
+func (s *syncer) observed(outcome string, took time.Duration, rep *allocator.SyncReport, at time.Time) {
+	if s.observe != nil {
+		s.observe(outcome, took, rep, at)
+	}
+}
+
+// logDetails logs each change at debug level, and the conflicts, at warn
+// level, when they differ from the last sync's.
+func (s *syncer) logDetails(ctx context.Context, rep *allocator.SyncReport) {
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		for i := range rep.Pools {
+			ps := &rep.Pools[i]
+			for _, ch := range []struct {
+				what   string
+				allocs []allocator.Allocation
+			}{{"added", ps.Added}, {"gone", ps.Gone}, {"back", ps.Back}, {"quarantined", ps.Quarantined}, {"released", ps.Released}} {
+				for _, a := range ch.allocs {
+					s.log.Debug("sync: "+ch.what, "pool", a.Pool, "mac", a.MAC.String(), "prefix", a.Prefix.String(),
+						"vm-id", a.VMID, "vm-name", a.VMName, "nic-id", a.NICID)
+				}
+			}
+		}
+	}
+	var conflicts []string
+	for i := range rep.Pools {
+		for _, c := range rep.Pools[i].Conflicts {
+			conflicts = append(conflicts, c.String())
+		}
+	}
+	if slices.Equal(conflicts, s.conflicts) {
+		return
+	}
+	for _, c := range conflicts {
+		if !slices.Contains(s.conflicts, c) {
+			s.log.Warn("sync: conflict: NIC without a prefix", "conflict", c)
+		}
+	}
+	s.conflicts = conflicts
+}

@@ -1,0 +1,178 @@
+// Package report prints what the table's commands did, for the operator:
+// a sync from CloudStack (Sync), an import of a Kea config (Import) and
+// the allocation table (Allocations).
+// The words and layout are the commands' output; scripts read the JSON
+// of the HTTP API, not these.
+package report
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"text/tabwriter"
+	"time"
+
+	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/server/config"
+	"github.com/cloudstack-pd/cloudstack-pd/server/httpapi"
+)
+
+// Sync prints what a sync did, pool by pool, as the sync command does;
+// quiet prints the counts only, not each MAC.
+func Sync(w io.Writer, rep *allocator.SyncReport, cfg *config.Config, quiet bool) {
+	pools := map[string]allocator.Pool{}
+	for _, p := range cfg.Pools() {
+		pools[p.Name] = p
+	}
+	fmt.Fprintf(w, "sync from %s at %s into %s\n", cfg.API.URL, rep.At.UTC().Format(time.RFC3339), cfg.State)
+	for i := range rep.Pools {
+		ps := &rep.Pools[i]
+		p := pools[ps.Pool]
+		nics := "default NICs"
+		if p.VLAN != 0 {
+			nics = fmt.Sprintf("NICs on VLAN %d", p.VLAN)
+		}
+		fmt.Fprintf(w, "pool %s (%s, %s, %s): %d NIC(s) listed, %d active allocation(s) before\n",
+			ps.Pool, p.InterfaceID, p.Prefix, nics, ps.Listed, ps.Active)
+		section := func(name string, n int, extra string) {
+			fmt.Fprintf(w, "  %-13s %d%s\n", name, n, extra)
+		}
+		list := func(mark string, allocs []allocator.Allocation, note func(a *allocator.Allocation) string) {
+			if quiet {
+				return
+			}
+			for i := range allocs {
+				a := &allocs[i]
+				fmt.Fprintf(w, "    %s %s %s %s%s\n", mark, a.MAC, a.Prefix, describeVM(a), note(a))
+			}
+		}
+		none := func(*allocator.Allocation) string { return "" }
+		section("added", len(ps.Added), "")
+		list("+", ps.Added, none)
+		section("kept", ps.Kept, fmt.Sprintf(" (%d refreshed)", ps.Refreshed))
+		section("marked gone", len(ps.Gone), "")
+		list("-", ps.Gone, func(a *allocator.Allocation) string {
+			return fmt.Sprintf(", still served until %s", a.GoneAt.Add(cfg.Allocation.ReleaseAfter).UTC().Format(time.RFC3339))
+		})
+		section("came back", len(ps.Back), "")
+		list("^", ps.Back, none)
+		section("quarantined", len(ps.Quarantined), "")
+		list("~", ps.Quarantined, func(a *allocator.Allocation) string {
+			return fmt.Sprintf(", not served, free after %s", a.QuarantinedAt.Add(cfg.Allocation.Quarantine).UTC().Format(time.RFC3339))
+		})
+		section("released", len(ps.Released), "")
+		list("x", ps.Released, func(*allocator.Allocation) string { return ", prefix free" })
+		section("waiting", ps.StillGone+ps.InQuarantine, fmt.Sprintf(" (%d gone, %d in quarantine)", ps.StillGone, ps.InQuarantine))
+		section("not eligible", ps.NotEligible, " (new NICs of Destroyed, Expunging or Error VMs: no prefix)")
+		section("conflicts", len(ps.Conflicts), "")
+		for _, c := range ps.Conflicts {
+			fmt.Fprintf(w, "    ! %s (VM %s %s, NIC %s): %v\n", c.NIC.MAC, c.NIC.VMName, c.NIC.VMID, c.NIC.NICID, c.Err)
+		}
+		if ps.Refused {
+			fmt.Fprintf(w, "  REFUSED: %d of %d active allocations would be marked gone, more than allocation.max-release-fraction %g allows\n",
+				len(ps.Gone), ps.Active, cfg.Allocation.MaxReleaseFraction)
+		}
+	}
+	t := rep.Totals()
+	fmt.Fprintf(w, "total: %d added, %d kept, %d marked gone, %d came back, %d quarantined, %d released, %d conflict(s)\n",
+		t.Added, t.Kept, t.Gone, t.Back, t.Quarantined, t.Released, t.Conflicts)
+	refused := slices.ContainsFunc(rep.Pools, func(p allocator.PoolSync) bool { return p.Refused })
+	switch {
+	case refused:
+		fmt.Fprintln(w, "refused: nothing written")
+	case rep.DryRun:
+		fmt.Fprintln(w, "dry run: nothing written")
+	case rep.Written:
+		fmt.Fprintf(w, "written to %s\n", cfg.State)
+	default:
+		fmt.Fprintln(w, "nothing to change")
+	}
+}
+
+func describeVM(a *allocator.Allocation) string {
+	if a.VMID == "" {
+		return "(no VM known: " + a.Source + ")"
+	}
+	return fmt.Sprintf("%s (VM %s, NIC %s)", a.VMName, a.VMID, a.NICID)
+}
+
+// Import prints what an import of a Kea config did (or, with dryRun,
+// would do) into the store state, as import-kea does; verbose lists each
+// reservation added or present.
+func Import(out io.Writer, rep *allocator.ImportReport, state string, dryRun, verbose bool) {
+	verb := "added"
+	if dryRun {
+		verb = "to add"
+	}
+	fmt.Fprintf(out, "import-kea %s into %s\n", rep.File, state)
+	fmt.Fprintf(out, "  %-24s %d\n", verb+":", len(rep.Added))
+	fmt.Fprintf(out, "  %-24s %d\n", "already present:", len(rep.Present))
+	fmt.Fprintf(out, "  %-24s %d\n", "without prefix (ignored):", rep.NoPrefix)
+	fmt.Fprintf(out, "  %-24s %d\n", "skipped subnets:", len(rep.SkippedSubnets))
+	for _, s := range rep.SkippedSubnets {
+		fmt.Fprintf(out, "    %s\n", s)
+	}
+	if verbose {
+		for _, it := range rep.Added {
+			a := it.Allocation
+			fmt.Fprintf(out, "  + %s: %s %s pool %s\n", it.Path, a.MAC, a.Prefix, a.Pool)
+		}
+		for _, it := range rep.Present {
+			a := it.Allocation
+			fmt.Fprintf(out, "  = %s: %s %s pool %s\n", it.Path, a.MAC, a.Prefix, a.Pool)
+		}
+	}
+	for _, w := range rep.Warnings {
+		fmt.Fprintf(out, "warning: %s\n", w)
+	}
+	if len(rep.Conflicts) > 0 {
+		fmt.Fprintf(out, "%d conflict(s), nothing written:\n", len(rep.Conflicts))
+		for _, c := range rep.Conflicts {
+			fmt.Fprintf(out, "  %s\n", c)
+		}
+		return
+	}
+	if dryRun {
+		fmt.Fprintln(out, "dry run: nothing written")
+	}
+}
+
+// Allocations prints the allocation table as the allocations command
+// does: one line per allocation, then the counts by state.
+func Allocations(out io.Writer, views []httpapi.Allocation) error {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "MAC\tPREFIX\tSTATE\tSINCE\tPOOL\tINTERFACE-ID\tVM-NAME\tVM-ID\tNIC-ID\tIP6")
+	counts := map[allocator.State]int{}
+	for _, v := range views {
+		counts[v.State]++
+		state := string(v.State)
+		switch v.State {
+		case allocator.StateGone:
+			state += " " + stamp(v.GoneAt)
+		case allocator.StateQuarantined:
+			state += " " + stamp(v.QuarantinedAt)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.MAC, v.Prefix, state, stamp(v.Since), v.Pool,
+			dash(v.InterfaceID), dash(v.VMName), dash(v.VMID), dash(v.NICID), dash(v.IP6))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(out, "%d allocation(s): %d active, %d gone, %d quarantined\n", len(views),
+		counts[allocator.StateActive], counts[allocator.StateGone], counts[allocator.StateQuarantined])
+	return err
+}
+
+func stamp(t *time.Time) string {
+	if t == nil || t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
