@@ -13,6 +13,7 @@ import (
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/allocatortest"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 )
 
 // BenchmarkLoadTable1M measures what serve does at start-up before it can
@@ -32,7 +33,7 @@ func BenchmarkLoadTable1M(b *testing.B) {
 
 func benchmarkLoadTable(b *testing.B, n int) {
 	pools := allocatortest.Pools(4)
-	st, err := allocator.Open(filepath.Join(b.TempDir(), "state.db"), allocator.StoreOptions{Create: true, NoSync: true})
+	st, err := allocator.OpenStore(boltstore.Open(filepath.Join(b.TempDir(), "state.db"), boltstore.Options{Create: true, NoSync: true}))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/allocatortest"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/kea"
 	"github.com/cloudstack-pd/cloudstack-pd/server/config"
 )
@@ -132,7 +133,7 @@ func runBenchSetup(out io.Writer, f benchSetupFlags) error {
 		fmt.Fprintf(out, "%s and %s written: %d reservations\n", basePath, p, f.clients)
 	}
 	if f.fill {
-		st, err := allocator.Open(filepath.Join(dir, "state.db"), allocator.StoreOptions{Create: true})
+		st, err := openBolt(filepath.Join(dir, "state.db"), boltstore.Options{Create: true})
 		if err != nil {
 			return err
 		}

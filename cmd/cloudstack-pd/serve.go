@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/server"
 	"github.com/cloudstack-pd/cloudstack-pd/server/config"
 	"github.com/cloudstack-pd/cloudstack-pd/server/httpapi"
@@ -132,7 +133,7 @@ func poolSelection(names []string) []server.PoolRule {
 // openStore opens the state store for what (serve, sync) to write,
 // failing fast when another process holds it; it creates a missing store
 // only with init (--init). opts adds NoVerify.
-func openStore(cfg *config.Config, what string, init bool, opts allocator.StoreOptions) (*allocator.Store, error) {
+func openStore(cfg *config.Config, what string, init bool, opts boltstore.Options) (*allocator.Store, error) {
 	mode := storeWrite
 	if init {
 		mode = storeCreate
@@ -184,7 +185,7 @@ func runServe(ctx context.Context, cfgPath string, init bool, stderr io.Writer) 
 	}
 	log := newLogger(cfg.Log, stderr)
 
-	st, err := openStore(cfg, "serve", init, allocator.StoreOptions{NoVerify: true})
+	st, err := openStore(cfg, "serve", init, boltstore.Options{NoVerify: true})
 	if err != nil {
 		return err
 	}

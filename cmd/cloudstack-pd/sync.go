@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack"
 	"github.com/cloudstack-pd/cloudstack-pd/server/config"
 	"github.com/cloudstack-pd/cloudstack-pd/server/httpapi"
@@ -132,7 +133,7 @@ func runSync(ctx context.Context, out, stderr io.Writer, f syncFlags) (err error
 	if f.dryRun {
 		st, err = openForDryRun(cfg, "sync --dry-run", f.init)
 	} else {
-		st, err = openStore(cfg, "sync", f.init, allocator.StoreOptions{})
+		st, err = openStore(cfg, "sync", f.init, boltstore.Options{})
 	}
 	if errors.Is(err, allocator.ErrLocked) {
 		return storeLockedError(err, "sync")
