@@ -30,7 +30,7 @@ func (s *Store) LoadTable(pools []Pool) (*Table, LoadReport, error) {
 		// How many allocations there are is not known without reading
 		// them: the MAC index is built at the end, in one go. View has
 		// checked the pools.
-		b := newTableBuilder(pools, 0)
+		b := newTableLoader(pools, 0)
 		b.deferred = true
 		var (
 			buildErr error
