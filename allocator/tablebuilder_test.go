@@ -124,7 +124,7 @@ func randomAllocation(r *rand.Rand, pools []Pool, m net.HardwareAddr) Allocation
 	}
 	states := []State{StateActive, StateGone, StateQuarantined}
 	al := Allocation{Pool: p.Name, MAC: m, Prefix: netip.PrefixFrom(a, p.PrefixLen), State: states[r.IntN(3)],
-		Since: time.Unix(1_700_000_000+r.Int64N(1e6), r.Int64N(1e9)).In(zones[r.IntN(len(zones))]),
+		Since:  time.Unix(1_700_000_000+r.Int64N(1e6), r.Int64N(1e9)).In(zones[r.IntN(len(zones))]),
 		Source: []string{"sync", "import-kea", ""}[r.IntN(3)], IP6CIDR: p.IP6CIDR}
 	if r.IntN(2) == 0 {
 		al.VMID = fmt.Sprintf("vm-%d", r.IntN(1000))
