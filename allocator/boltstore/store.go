@@ -198,11 +198,11 @@ func (s *Store) Discard() error {
 // View runs fn in a read-only bbolt transaction. A damaged page gives an
 // error wrapping kv.ErrDamaged, not a crash (see guard).
 func (s *Store) View(fn func(kv.Tx) error) error {
-	return s.wrap(guard(s.path, func() error {
+	return guard(s.path, func() error {
 		return s.db.View(func(btx *bolt.Tx) error {
 			return fn(s.newTx(btx))
 		})
-	}))
+	})
 }
 
 // Update runs fn in a read-write bbolt transaction. On a read-only store
@@ -221,17 +221,12 @@ func (s *Store) Update(fn func(kv.Tx) error) error {
 		})
 	})
 	if err != nil {
-		return s.wrap(err)
+		return err
 	}
 	// dropPages needs a transaction, which keeps bbolt from remapping.
 	_ = guard(s.path, func() error { return s.db.View(func(btx *bolt.Tx) error { s.dropPages(btx); return nil }) })
 	return nil
 }
-
-// wrap returns err unchanged: the errors of fn are the caller's, and a
-// damaged page already names the store. It exists to keep the one place
-// where a backend error could be decorated.
-func (s *Store) wrap(err error) error { return err }
 
 // tx is a kv.Tx over a bbolt transaction. It keeps the buckets it looked
 // up, so that a Put of an allocation does not walk the root three times.

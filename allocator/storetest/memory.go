@@ -18,7 +18,6 @@ import (
 type Memory struct {
 	mu     sync.RWMutex // held by Update for writing, View for reading
 	spaces map[kv.Space]map[string][]byte
-	ro     bool
 }
 
 var _ kv.Backend = (*Memory)(nil)
@@ -31,13 +30,8 @@ func NewMemory() *Memory {
 	}}
 }
 
-// ReadOnlyView returns a read-only backend sharing m's data.
-func (m *Memory) ReadOnlyView() *Memory {
-	return &Memory{spaces: m.spaces, ro: true}
-}
-
 func (m *Memory) Name() string   { return "memory" }
-func (m *Memory) ReadOnly() bool { return m.ro }
+func (m *Memory) ReadOnly() bool { return false }
 func (m *Memory) Close() error   { return nil }
 
 func (m *Memory) View(fn func(kv.Tx) error) error {
@@ -47,9 +41,6 @@ func (m *Memory) View(fn func(kv.Tx) error) error {
 }
 
 func (m *Memory) Update(fn func(kv.Tx) error) error {
-	if m.ro {
-		return fmt.Errorf("memory: %w", kv.ErrReadOnly)
-	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	tx := &memTx{spaces: maps.Clone(m.spaces), writable: true, copied: map[kv.Space]bool{}}
