@@ -86,7 +86,10 @@ type Backend interface {
 	View(fn func(Tx) error) error
 	// Update runs fn in a read-write transaction: everything fn wrote is
 	// committed when it returns nil, nothing when it returns an error or
-	// panics. On a read-only backend it fails with an error wrapping
+	// panics. It is serializable: a backend with several writers never
+	// commits a transaction whose reads (keys, absent keys, ranges)
+	// another writer changed meanwhile (docs/design.md, "The storage
+	// seam"). On a read-only backend it fails with an error wrapping
 	// ErrReadOnly.
 	Update(fn func(Tx) error) error
 	// Close releases the backend. Transactions in progress finish first.
