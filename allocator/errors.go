@@ -32,20 +32,20 @@ var (
 	ErrPrefixMoved = errors.New("allocation would change prefix")
 	// ErrPoolExhausted is returned when a pool has no free prefix left.
 	ErrPoolExhausted = errors.New("pool has no free prefix")
-	// ErrNoStore is returned by Open when the store's file does not exist
-	// and StoreOptions.Create is false.
+	// ErrNoStore is returned by a backend's Open when the store does not
+	// exist and creating it was not asked for (boltstore.Options.Create).
 	ErrNoStore = kv.ErrNoStore
-	// ErrNotStore is returned by Open for a file that is not a
-	// cloudstack-pd store: empty (0 bytes), not a bbolt file, or a bbolt
-	// file without this package's schema marker. It is refused whatever
-	// the options, and never written to.
+	// ErrNotStore is returned by a backend's Open for what is not a
+	// cloudstack-pd store (bbolt: an empty file, not a bbolt file, or a
+	// bbolt file without the schema marker). It is refused whatever the
+	// options, and never written to.
 	ErrNotStore = kv.ErrNotStore
-	// ErrDamaged is returned when the store's file is damaged: truncated
-	// (its last commit does not fit in it), or a page that bbolt cannot
-	// read. The error names the file.
+	// ErrDamaged is returned when the store is damaged (bbolt: the file is
+	// truncated, or a page does not read), from opening or any later read.
+	// The error names the store.
 	ErrDamaged = kv.ErrDamaged
-	// ErrSchema is returned by Open when the store was written with a schema
-	// this version does not know, or is not a cloudstack-pd store.
+	// ErrSchema is returned by a backend's Open when the store was written
+	// with a schema this version does not know.
 	ErrSchema = kv.ErrSchema
 	// ErrReadOnly is returned by a write to a read-only store or in a View.
 	ErrReadOnly = kv.ErrReadOnly
