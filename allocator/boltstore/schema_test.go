@@ -56,3 +56,25 @@ func TestOpenRefusesOtherSchemas(t *testing.T) {
 		})
 	}
 }
+
+// The fixture allocator/testdata/bbolt-no-buckets.db, which the command
+// tests use for a bbolt file that is not a store, is one: a bbolt file
+// without any bucket, which Open refuses with ErrNotStore.
+func TestNoBucketsFixture(t *testing.T) {
+	path := filepath.Join("..", "testdata", "bbolt-no-buckets.db")
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	err = db.View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func([]byte, *bolt.Bucket) error { n++; return nil })
+	})
+	db.Close()
+	if err != nil || n != 0 {
+		t.Fatalf("%d buckets, %v; want none", n, err)
+	}
+	if _, err := Open(path, Options{ReadOnly: true}); !errors.Is(err, kv.ErrNotStore) {
+		t.Errorf("Open = %v, want ErrNotStore", err)
+	}
+}
