@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/kv"
 )
 
 // Binding is what the server recorded of one delegation to one IA_PD: what
@@ -237,58 +237,50 @@ func (s *Store) PutBindings(put []Binding, del []BindingRelease) error {
 		}
 	}
 	put = ok
-	err := s.guard(func() error {
-		return s.db.Update(func(tx *bolt.Tx) error {
-			bb, bp := tx.Bucket(bucketBindings), tx.Bucket(bucketBindingPrefix)
-			var kbuf []byte
-			for _, r := range del {
-				if len(r.ClientDUID) == 0 || len(r.ClientDUID) > 255 || len(r.MAC) == 0 {
-					continue // no binding has this key, or no VM sent it
-				}
-				kbuf = AppendBindingKey(kbuf[:0], r.ClientDUID, r.IAID)
-				if err := releaseBinding(bb, bp, kbuf, r.MAC); err != nil {
-					return err
-				}
+	err := s.b.Update(func(kt kv.Tx) error {
+		var kbuf []byte
+		for _, r := range del {
+			if len(r.ClientDUID) == 0 || len(r.ClientDUID) > 255 || len(r.MAC) == 0 {
+				continue // no binding has this key, or no VM sent it
 			}
-			// Keys and values must stay valid until the commit: they are
-			// written one after the other into arena, which is replaced,
-			// not reused, when full. Bindings are written in key order (the
-			// last of a key last), which walks the tree once instead of
-			// jumping around it.
-			var arena []byte
-			keys := make([][]byte, len(put))
-			order := make([]int, len(put))
-			for i := range put {
-				keys[i] = bindingKey(&arena, &put[i])
-				order[i] = i
+			// A fresh key each time: a backend may keep it until the commit.
+			kbuf = AppendBindingKey(nil, r.ClientDUID, r.IAID)
+			if err := releaseBinding(kt, kbuf, r.MAC); err != nil {
+				return err
 			}
-			slices.SortStableFunc(order, func(a, b int) int { return bytes.Compare(keys[a], keys[b]) })
-			for _, i := range order {
-				if err := putBinding(bb, bp, &put[i], keys[i], &arena); err != nil {
-					return err
-				}
+		}
+		// Keys and values must stay valid until the commit: they are
+		// written one after the other into arena, which is replaced,
+		// not reused, when full. Bindings are written in key order (the
+		// last of a key last), which walks the tree once instead of
+		// jumping around it.
+		var arena []byte
+		keys := make([][]byte, len(put))
+		order := make([]int, len(put))
+		for i := range put {
+			keys[i] = bindingKey(&arena, &put[i])
+			order[i] = i
+		}
+		slices.SortStableFunc(order, func(a, b int) int { return bytes.Compare(keys[a], keys[b]) })
+		for _, i := range order {
+			if err := putBinding(kt, &put[i], keys[i], &arena); err != nil {
+				return err
 			}
-			return nil
-		})
+		}
+		return nil
 	})
 	if err != nil {
 		return s.wrap(err)
 	}
-	// The pages read to find the old bindings, and by the commit to
-	// rebalance the tree, are not needed past it: a server recording
-	// bindings all day would otherwise hold, as resident file pages,
-	// every page of the store its writes ever went through (see
-	// dropPages, which needs a transaction).
-	_ = s.guard(func() error { return s.db.View(func(tx *bolt.Tx) error { s.dropPages(tx); return nil }) })
 	if len(invalid) > 0 {
-		return fmt.Errorf("store %s: %d bindings left out: %w", s.path, len(invalid), errors.Join(invalid...))
+		return fmt.Errorf("store %s: %d bindings left out: %w", s.b.Name(), len(invalid), errors.Join(invalid...))
 	}
 	return nil
 }
 
 // releaseBinding deletes the binding at key when its recorded MAC is mac.
-func releaseBinding(bb, bp *bolt.Bucket, key []byte, mac net.HardwareAddr) error {
-	v := bb.Get(key)
+func releaseBinding(kt kv.Tx, key []byte, mac net.HardwareAddr) error {
+	v := kt.Get(spaceBindings, key)
 	if v == nil {
 		return nil
 	}
@@ -301,12 +293,12 @@ func releaseBinding(bb, bp *bolt.Bucket, key []byte, mac net.HardwareAddr) error
 	if recorded, err := parseHexString(old.MAC); err != nil || !bytes.Equal(recorded, mac) {
 		return nil // another VM's binding (or one without a MAC): not the sender's to end
 	}
-	return deleteBinding(bb, bp, key)
+	return deleteBinding(kt, key)
 }
 
 // deleteBinding removes the binding at key and its prefix index entry.
-func deleteBinding(bb, bp *bolt.Bucket, key []byte) error {
-	v := bb.Get(key)
+func deleteBinding(kt kv.Tx, key []byte) error {
+	v := kt.Get(spaceBindings, key)
 	if v == nil {
 		return nil
 	}
@@ -315,11 +307,11 @@ func deleteBinding(bb, bp *bolt.Bucket, key []byte) error {
 		return fmt.Errorf("bindings/%x: %w", key, err)
 	}
 	if old.Prefix.IsValid() {
-		if err := unindex(bp, prefixKey(old.Prefix), key); err != nil {
+		if err := unindex(kt, spaceBindingPrefix, PrefixKey(old.Prefix), key); err != nil {
 			return fmt.Errorf("delete binding-prefix/%s: %w", old.Prefix, err)
 		}
 	}
-	if err := bb.Delete(key); err != nil {
+	if err := kt.Delete(spaceBindings, key); err != nil {
 		return fmt.Errorf("delete bindings/%x: %w", key, err)
 	}
 	return nil
@@ -345,15 +337,15 @@ func bindingKey(arena *[]byte, b *Binding) []byte {
 
 // putBinding writes b at key and keeps binding-prefix pointing at it.
 // arena is where it puts the value (see PutBindings).
-func putBinding(bb, bp *bolt.Bucket, b *Binding, key []byte, arena *[]byte) error {
-	pk := prefixKey(b.Prefix)
+func putBinding(kt kv.Tx, b *Binding, key []byte, arena *[]byte) error {
+	pk := PrefixKey(b.Prefix)
 	// When the prefix index already names this key, the key's stored
 	// binding holds this very prefix: nothing else to unbind. (The
 	// common case: a renewal of the same IA.)
-	holder := bp.Get(pk)
+	holder := kt.Get(spaceBindingPrefix, pk)
 	indexed := bytes.Equal(holder, key)
 	if !indexed {
-		if v := bb.Get(key); v != nil {
+		if v := kt.Get(spaceBindings, key); v != nil {
 			var old struct {
 				Prefix netip.Prefix `json:"prefix"`
 			}
@@ -361,7 +353,7 @@ func putBinding(bb, bp *bolt.Bucket, b *Binding, key []byte, arena *[]byte) erro
 				return fmt.Errorf("bindings/%x: %w", key, err)
 			}
 			if old.Prefix.IsValid() && old.Prefix != b.Prefix {
-				if err := unindex(bp, prefixKey(old.Prefix), key); err != nil {
+				if err := unindex(kt, spaceBindingPrefix, PrefixKey(old.Prefix), key); err != nil {
 					return fmt.Errorf("delete binding-prefix/%s: %w", old.Prefix, err)
 				}
 			}
@@ -369,7 +361,7 @@ func putBinding(bb, bp *bolt.Bucket, b *Binding, key []byte, arena *[]byte) erro
 		if other := bytes.Clone(holder); other != nil {
 			// The prefix moved to another IA (a new DUID after a reinstall,
 			// say): the old binding is superseded.
-			if err := deleteBinding(bb, bp, other); err != nil {
+			if err := deleteBinding(kt, other); err != nil {
 				return err
 			}
 		}
@@ -382,11 +374,11 @@ func putBinding(bb, bp *bolt.Bucket, b *Binding, key []byte, arena *[]byte) erro
 	}
 	val := a[n:len(a):len(a)]
 	*arena = a
-	if err := bb.Put(key, val); err != nil {
+	if err := kt.Put(spaceBindings, key, val); err != nil {
 		return fmt.Errorf("put bindings/%x: %w", key, err)
 	}
 	if !indexed {
-		if err := bp.Put(pk, key); err != nil {
+		if err := kt.Put(spaceBindingPrefix, pk, key); err != nil {
 			return fmt.Errorf("put binding-prefix/%s: %w", b.Prefix, err)
 		}
 	}
@@ -397,20 +389,14 @@ func putBinding(bb, bp *bolt.Bucket, b *Binding, key []byte, arena *[]byte) erro
 // length, DUID, then IAID).
 func (s *Store) Bindings() ([]Binding, error) {
 	var out []Binding
-	err := s.guard(func() error {
-		return s.db.View(func(tx *bolt.Tx) error {
-			bb := tx.Bucket(bucketBindings)
-			if bb == nil {
-				return nil
+	err := s.b.View(func(kt kv.Tx) error {
+		return kt.Scan(spaceBindings, nil, func(k, v []byte) error {
+			var b Binding
+			if err := json.Unmarshal(v, &b); err != nil {
+				return fmt.Errorf("bindings/%x: %w", k, err)
 			}
-			return bb.ForEach(func(k, v []byte) error {
-				var b Binding
-				if err := json.Unmarshal(v, &b); err != nil {
-					return fmt.Errorf("bindings/%x: %w", k, err)
-				}
-				out = append(out, b)
-				return nil
-			})
+			out = append(out, b)
+			return nil
 		})
 	})
 	if err != nil {
@@ -428,26 +414,20 @@ func (s *Store) BindingByPrefix(p netip.Prefix) (Binding, bool, error) {
 	if !p.IsValid() {
 		return b, false, nil
 	}
-	err := s.guard(func() error {
-		return s.db.View(func(tx *bolt.Tx) error {
-			bb, bp := tx.Bucket(bucketBindings), tx.Bucket(bucketBindingPrefix)
-			if bb == nil || bp == nil {
-				return nil
-			}
-			key := bp.Get(prefixKey(p))
-			if key == nil {
-				return nil
-			}
-			v := bb.Get(key)
-			if v == nil {
-				return fmt.Errorf("binding-prefix/%s names binding %x, which does not exist: store is inconsistent, run check", p, key)
-			}
-			if err := json.Unmarshal(v, &b); err != nil {
-				return fmt.Errorf("bindings/%x: %w", key, err)
-			}
-			ok = true
+	err := s.b.View(func(kt kv.Tx) error {
+		key := kt.Get(spaceBindingPrefix, PrefixKey(p))
+		if key == nil {
 			return nil
-		})
+		}
+		v := kt.Get(spaceBindings, key)
+		if v == nil {
+			return fmt.Errorf("binding-prefix/%s names binding %x, which does not exist: store is inconsistent, run check", p, key)
+		}
+		if err := json.Unmarshal(v, &b); err != nil {
+			return fmt.Errorf("bindings/%x: %w", key, err)
+		}
+		ok = true
+		return nil
 	})
 	if err != nil {
 		return Binding{}, false, s.wrap(err)

@@ -1,26 +1,24 @@
 // Package allocator owns the allocation table: per pool, which MAC owns which
 // delegated prefix. It holds the table's invariants (a prefix belongs to at
-// most one MAC; an allocation never moves) and persists the table in bbolt.
+// most one MAC; an allocation never moves) and persists the table through a
+// storage backend (package kv's interface; bbolt in package boltstore).
 // It does no network I/O: the server reads an immutable *Table snapshot, and
 // writers (import-kea, the CloudStack sync, later an etcd-backed syncer)
 // change the store and swap in a fresh snapshot.
 //
 // # Store
 //
-// A Store is one bbolt file (the config's "state", by default
-// /var/lib/cloudstack-pd/state.db). Open takes an exclusive file lock, or a
-// shared one with StoreOptions.ReadOnly, and gives up after
-// StoreOptions.Timeout with ErrLocked instead of waiting forever.
-//
-// Open creates a store only with StoreOptions.Create (ErrNoStore
-// otherwise), whole and with its schema marker, and refuses what is not a
-// store of this package whatever the options (ErrNotStore: an empty file,
-// not a bbolt file, a bbolt file without meta/schema). It checks the file
-// before bbolt maps it (the meta page's high-water mark against the file's
-// size) and reads every branch and leaf page once; a damaged file gives
-// ErrDamaged, from Open or from any later read (View, Update, LoadTable,
-// ServerDUID, Check), never a panic or a fault. Store.Discard removes a
-// store that Open created, for a caller that then failed.
+// A Store is kept by a kv.Backend: NewStore(backend), or
+// OpenStore(boltstore.Open(path, opts)) for the bbolt file (the config's
+// "state", by default /var/lib/cloudstack-pd/state.db). The backend only
+// stores bytes in ordered key spaces; every rule and every record's
+// encoding is here, so that a second backend (etcd) stores the same bytes
+// and keeps the same invariants. Opening (create only when asked,
+// ErrNoStore otherwise; ErrNotStore, ErrDamaged, ErrSchema, ErrLocked) is
+// the backend's: package boltstore documents bbolt's. A damaged file gives
+// ErrDamaged from any read (View, Update, LoadTable, ServerDUID, Check),
+// never a panic or a fault. Store.Discard removes a store that opening
+// created, for a caller that then failed.
 //
 // Allocations are changed only inside Store.Update, whose Tx checks every
 // invariant on each Put; the whole function commits or nothing does:
@@ -34,7 +32,8 @@
 //			State: allocator.StateActive, Since: now, Source: "sync"})
 //	})
 //
-// then Store.LoadTable builds the Table the server answers from.
+// then Store.LoadTable builds the Table the server answers from, and a
+// TableBuilder applies later changes to it without reloading.
 //
 // # Table
 //
@@ -56,26 +55,37 @@
 // (what was actually handed to which IA_PD, for Leasequery) are written in
 // batches with Store.PutBindings. Store.Check verifies a store end to end.
 //
-// # Bucket layout (schema 1)
+// # Key layout (schema 1)
 //
 // Later backends (etcd) and Leasequery rely on this layout; changing it
 // means a new meta/schema value and a migration. All integers are
 // big-endian; "prefix key" is the 16 bytes of the prefix address followed
-// by one byte of prefix length, so keys sort by address.
+// by one byte of prefix length, so keys sort by address (PrefixKey). The
+// key spaces (package kv) and, in brackets, the bbolt buckets that hold
+// them (package boltstore):
 //
-//	bucket                    key                               value
+//	space                     key                               value
 //	------------------------  --------------------------------  ----------------------------------------
-//	meta                      "schema"                          "1" (SchemaVersion)
-//	meta                      "server-duid"                     the server DUID, raw bytes
-//	pools/<pool>/alloc        MAC, raw bytes (1 to 20)          JSON allocation (below)
-//	pools/<pool>/prefix       prefix key (17 bytes)             MAC owning it, raw bytes
-//	macs                      MAC, raw bytes                    name of the pool holding its allocation
-//	bindings                  len(DUID) (1) + DUID + IAID (4)   JSON binding (see Binding)
-//	binding-prefix            prefix key (17 bytes)             key in bindings
+//	meta [meta]               "schema"                          "1" (SchemaVersion)
+//	meta [meta]               "server-duid"                     the server DUID, raw bytes
+//	alloc/<pool>              MAC, raw bytes (1 to 20)          JSON allocation (below)
+//	  [pools/<pool>/alloc]
+//	prefix/<pool>             prefix key (17 bytes)             MAC owning it, raw bytes
+//	  [pools/<pool>/prefix]
+//	mac [macs]                MAC, raw bytes                    name of the pool holding its allocation
+//	binding [bindings]        len(DUID) (1) + DUID + IAID (4)   JSON binding (see Binding)
+//	binding-prefix            prefix key (17 bytes)             key in binding
+//	  [binding-prefix]
 //
-// pools/<pool> is a bucket per pool, named by the pool's name (the
-// mapping key, a pod UUID), holding the two nested buckets alloc and
-// prefix. An allocation record is Allocation's JSON plus the MAC:
+// As one flat key space (etcd) these are <prefix>/meta/<key>,
+// <prefix>/alloc/<pool>/<mac>, <prefix>/prefix/<pool>/<prefix key>,
+// <prefix>/mac/<mac>, <prefix>/binding/<key> and
+// <prefix>/binding-prefix/<prefix key> (docs/design.md, "The storage
+// seam").
+//
+// A pool's two spaces are named by the pool's name (the mapping key, a pod
+// UUID). An allocation record (EncodeAllocation, DecodeAllocation) is
+// Allocation's JSON plus the MAC:
 //
 //	{"mac": "06:32:b2:00:04:79", "pool": "77828509-…", "prefix": "2001:db8:200::/60",
 //	 "state": "active", "since": "2026-01-02T03:04:05Z", "source": "import-kea",
@@ -89,26 +99,25 @@
 // without ip6-cidr (written before it was kept) reads as having none, and
 // the next sync adds it.
 //
-// The key, not the record, is the authority for the MAC and the bucket for
+// The key, not the record, is the authority for the MAC and the space for
 // the pool; Check reports a record that disagrees.
 //
-// Indexes, kept in the same transaction as the records they index:
+// Indexes, kept in the same transaction as the records they index, by
+// Tx whatever the backend:
 //
-//   - pools/<pool>/prefix makes a prefix belong to at most one MAC. A
+//   - prefix/<pool> makes a prefix belong to at most one MAC. A
 //     quarantined allocation keeps its entry, so its prefix is not free.
-//   - macs makes a MAC hold at most one allocation across all pools,
+//   - mac makes a MAC hold at most one allocation across all pools,
 //     including pools no longer configured.
 //   - binding-prefix makes a prefix bound to at most one IA_PD and finds
 //     the binding of a prefix (Leasequery by prefix).
 //
 // # Caveats
 //
-//   - Open the store from one process only. A second cloudstack-pd (a
-//     server, or an import-kea run while the server runs) gets ErrLocked
-//     after the timeout; stop the server before importing.
-//   - Never write the bbolt file with other tools (bbolt CLI, another
-//     program): the indexes would drift from the records. Run Check (and
-//     keep a copy of the file) after anything unusual.
+//   - Never write a backend's keys around Store (bbolt CLI, etcdctl,
+//     another program): the indexes would drift from the records. Run
+//     Check (and keep a copy) after anything unusual. package boltstore
+//     lists bbolt's own caveats (one process, NoSync, pages dropped).
 //   - A Tx is valid only inside the function given to Update or View: do
 //     not keep it, nor use it from another goroutine. Do not open a View
 //     (or call LoadTable, Bindings, ServerDUID) from inside Update: bbolt
@@ -123,10 +132,8 @@
 //   - PutBindings applies deletions before writes; coalesce a key's events
 //     before calling it, or the order between them is lost. A release
 //     deletes only a binding recorded with the release's MAC.
-//   - StoreOptions.NoSync trades durability for speed: tests only.
-//   - LoadTable drops the store's pages it read from the process's resident
-//     memory (madvise DONTNEED on bbolt's read-only shared mapping; they stay
-//     in the page cache): the table, not the file, is what the server keeps.
+//   - A TableBuilder's result equals NewTable's on the same allocations
+//     but for the order of Allocations and At.
 //   - Sync and Reconcile need a listing for every pool they are given, and
 //     must be given every configured pool: allocations of a pool left out
 //     are not reconciled, and its MACs count as allocated elsewhere.

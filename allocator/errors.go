@@ -1,6 +1,10 @@
 package allocator
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/kv"
+)
 
 // Errors returned by the allocator. Callers test them with errors.Is; the
 // wrapping error names the pool, MAC or prefix concerned.
@@ -19,28 +23,32 @@ var (
 	ErrDuplicateMAC = errors.New("MAC allocated twice")
 	// ErrDuplicatePrefix is returned when a prefix would belong to two MACs.
 	ErrDuplicatePrefix = errors.New("prefix allocated twice")
-	// ErrLocked is returned by Open when another process holds the store.
-	ErrLocked = errors.New("store is locked by another process")
+	// ErrLocked is returned by a backend's Open when another process holds
+	// the store. It and the other store errors below are package kv's,
+	// which the backends return.
+	ErrLocked = kv.ErrLocked
 	// ErrPrefixMoved is returned when a write would give a MAC that already
 	// has an allocation a different prefix: an allocation never moves.
 	ErrPrefixMoved = errors.New("allocation would change prefix")
 	// ErrPoolExhausted is returned when a pool has no free prefix left.
 	ErrPoolExhausted = errors.New("pool has no free prefix")
-	// ErrNoStore is returned by Open when the store's file does not exist
-	// and StoreOptions.Create is false.
-	ErrNoStore = errors.New("no store")
-	// ErrNotStore is returned by Open for a file that is not a
-	// cloudstack-pd store: empty (0 bytes), not a bbolt file, or a bbolt
-	// file without this package's schema marker. It is refused whatever
-	// the options, and never written to.
-	ErrNotStore = errors.New("not a cloudstack-pd store")
-	// ErrDamaged is returned when the store's file is damaged: truncated
-	// (its last commit does not fit in it), or a page that bbolt cannot
-	// read. The error names the file.
-	ErrDamaged = errors.New("store is damaged")
-	// ErrSchema is returned by Open when the store was written with a schema
-	// this version does not know, or is not a cloudstack-pd store.
-	ErrSchema = errors.New("unsupported store schema")
+	// ErrNoStore is returned by a backend's Open when the store does not
+	// exist and creating it was not asked for (boltstore.Options.Create).
+	ErrNoStore = kv.ErrNoStore
+	// ErrNotStore is returned by a backend's Open for what is not a
+	// cloudstack-pd store (bbolt: an empty file, not a bbolt file, or a
+	// bbolt file without the schema marker). It is refused whatever the
+	// options, and never written to.
+	ErrNotStore = kv.ErrNotStore
+	// ErrDamaged is returned when the store is damaged (bbolt: the file is
+	// truncated, or a page does not read), from opening or any later read.
+	// The error names the store.
+	ErrDamaged = kv.ErrDamaged
+	// ErrSchema is returned by a backend's Open when the store was written
+	// with a schema this version does not know.
+	ErrSchema = kv.ErrSchema
+	// ErrReadOnly is returned by a write to a read-only store or in a View.
+	ErrReadOnly = kv.ErrReadOnly
 	// ErrInvalidMAC is returned when a MAC is empty, longer than 20 bytes or
 	// cannot be parsed.
 	ErrInvalidMAC = errors.New("invalid MAC")

@@ -13,46 +13,34 @@ import (
 // never moves silently. Allocations of pools that are not configured are
 // left in the store and listed in the report.
 //
-// Records are read straight into the table (see Table) by decodeRecord,
-// which reads the JSON encodeAllocation writes without reflection and
+// The backend streams each pool's Alloc space (kv.Tx.Scan) and the
+// records are read straight into the table (see Table) by decodeRecord,
+// which reads the JSON EncodeAllocation writes without reflection and
 // hands anything else to encoding/json: a million allocations load in
 // well under a second. A record that does not decode fails the load
 // before any invariant does, as if the table were built after reading.
-// The store's pages it read are dropped from the process's memory as it
-// goes (see dropPages).
+// The bbolt backend drops the store's pages it read from the process's
+// memory as it goes.
 func (s *Store) LoadTable(pools []Pool) (*Table, LoadReport, error) {
 	var (
 		rep LoadReport
 		tbl *Table
 	)
 	err := s.View(pools, func(tx *Tx) error {
-		stored := tx.StoredPools()
 		// How many allocations there are is not known without reading
-		// them (bucket statistics read every page): the MAC index is
-		// built at the end, in one go. View has checked the pools.
-		b := newTableBuilder(pools, 0)
+		// them: the MAC index is built at the end, in one go. View has
+		// checked the pools.
+		b := newTableLoader(pools, 0)
 		b.deferred = true
 		var (
 			buildErr error
 			v        allocView
-			read     int
 		)
-		defer s.dropPages(tx.btx)
-		for _, name := range stored {
-			alloc, _, err := tx.poolBuckets(name, false)
-			if err != nil || alloc == nil {
-				if err != nil {
-					return err
-				}
-				continue
-			}
+		for _, name := range tx.StoredPools() {
 			i, configured := b.poolIdx[name]
-			err = alloc.ForEach(func(k, val []byte) error {
-				if read++; read%dropEvery == 0 {
-					s.dropPages(tx.btx)
-				}
+			err := tx.kt.Scan(allocSpace(name), nil, func(k, val []byte) error {
 				if !configured {
-					a, err := decodeAllocation(name, k, val)
+					a, err := DecodeAllocation(name, k, val)
 					if err != nil {
 						return err
 					}
@@ -66,7 +54,7 @@ func (s *Store) LoadTable(pools []Pool) (*Table, LoadReport, error) {
 					}
 					return nil
 				}
-				a, err := decodeAllocation(name, k, val)
+				a, err := DecodeAllocation(name, k, val)
 				if err != nil {
 					return err
 				}
@@ -91,10 +79,6 @@ func (s *Store) LoadTable(pools []Pool) (*Table, LoadReport, error) {
 	}
 	return tbl, rep, nil
 }
-
-// dropEvery is how many records LoadTable reads between two calls of
-// dropPages: some 10 MB of the store.
-const dropEvery = 1 << 16
 
 // Fields of an allocation record, as bits of decodeRecord's seen set.
 const (

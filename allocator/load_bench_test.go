@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/bench/synth"
 )
 
@@ -32,7 +33,7 @@ func BenchmarkLoadTable1M(b *testing.B) {
 
 func benchmarkLoadTable(b *testing.B, n int) {
 	pools := synth.Pools(4)
-	st, err := allocator.Open(filepath.Join(b.TempDir(), "state.db"), allocator.StoreOptions{Create: true, NoSync: true})
+	st, err := allocator.OpenStore(boltstore.Open(filepath.Join(b.TempDir(), "state.db"), boltstore.Options{Create: true, NoSync: true}))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -11,44 +11,98 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strings"
-	"time"
 
-	bolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/kv"
 )
 
 // SchemaVersion is the value of meta/schema this package writes and reads.
 // A store with another value is refused with ErrSchema.
-const SchemaVersion = "1"
-
-// DefaultLockTimeout is how long Open waits for the file lock when
-// StoreOptions.Timeout is zero.
-const DefaultLockTimeout = time.Second
+const SchemaVersion = kv.SchemaVersion
 
 // maxMACLen is the longest hardware address stored, as in Kea
 // (MAX_HWADDR_LEN) and in the relay remote-id.
 const maxMACLen = 20
 
-// Bucket and key names; doc.go describes the layout.
+// The key spaces that are not a pool's, and the meta keys; doc.go
+// describes the layout.
 var (
-	bucketMeta          = []byte("meta")
-	bucketPools         = []byte("pools")
-	bucketAlloc         = []byte("alloc")
-	bucketPrefix        = []byte("prefix")
-	bucketMACs          = []byte("macs")
-	bucketBindings      = []byte("bindings")
-	bucketBindingPrefix = []byte("binding-prefix")
+	spaceMeta          = kv.Space{Kind: kv.Meta}
+	spaceMACs          = kv.Space{Kind: kv.MACs}
+	spaceBindings      = kv.Space{Kind: kv.Bindings}
+	spaceBindingPrefix = kv.Space{Kind: kv.BindingPrefix}
 
 	keySchema     = []byte("schema")
 	keyServerDUID = []byte("server-duid")
 )
 
-// Path returns the file the store was opened from.
-func (s *Store) Path() string { return s.path }
+// allocSpace and prefixSpace are the key spaces of pool's allocations and
+// prefix index.
+func allocSpace(pool string) kv.Space  { return kv.Space{Kind: kv.Alloc, Pool: pool} }
+func prefixSpace(pool string) kv.Space { return kv.Space{Kind: kv.Prefix, Pool: pool} }
 
-// Close releases the file lock. Transactions in progress finish first.
-func (s *Store) Close() error { return s.db.Close() }
+// Store is the allocation table and binding record, kept by a backend (a
+// kv.Backend: package boltstore's bbolt file, say). Every rule is here,
+// over the backend's key spaces, whatever the backend. It is safe for
+// concurrent use as far as the backend is.
+type Store struct {
+	b kv.Backend
+}
+
+// NewStore returns the store kept by backend b.
+func NewStore(b kv.Backend) *Store { return &Store{b: b} }
+
+// OpenStore is NewStore for the results of a backend's opener, as in
+// allocator.OpenStore(boltstore.Open(path, opts)): the error when there is
+// one, else the store.
+func OpenStore(b kv.Backend, err error) (*Store, error) {
+	if err != nil {
+		return nil, err
+	}
+	return NewStore(b), nil
+}
+
+// Backend returns the backend that keeps the store.
+func (s *Store) Backend() kv.Backend { return s.b }
+
+// Path returns where the store is: the backend's name (a file for bbolt).
+func (s *Store) Path() string { return s.b.Name() }
+
+// Close closes the backend. Transactions in progress finish first.
+func (s *Store) Close() error { return s.b.Close() }
+
+// Created reports whether opening the backend created the store.
+func (s *Store) Created() bool {
+	c, ok := s.b.(kv.Creator)
+	return ok && c.Created()
+}
+
+// Discard closes the store and, when opening created it, removes it: for
+// a command that created the store and then failed, so that it leaves
+// nothing new behind. A store that existed before is only closed.
+func (s *Store) Discard() error {
+	if c, ok := s.b.(kv.Creator); ok {
+		return c.Discard()
+	}
+	return s.b.Close()
+}
+
+// Verify reads the whole store once, when the backend can (bbolt: every
+// page), and returns an error wrapping ErrDamaged if something does not
+// read: so that damage is found before the store is used. A backend that
+// cannot verify gives nil.
+func (s *Store) Verify() error { return s.verify(false) }
+
+// VerifyIndexes is Verify but for the pools' allocation records, which
+// LoadTable reads (and so checks): for a caller that runs it beside
+// LoadTable, as serve does at start.
+func (s *Store) VerifyIndexes() error { return s.verify(true) }
+
+func (s *Store) verify(skipAlloc bool) error {
+	if v, ok := s.b.(kv.Verifier); ok {
+		return v.Verify(skipAlloc)
+	}
+	return nil
+}
 
 // Update runs fn in one read-write transaction: everything fn wrote is
 // committed when it returns nil, and nothing when it returns an error or
@@ -59,11 +113,9 @@ func (s *Store) Update(pools []Pool, fn func(tx *Tx) error) error {
 	if err != nil {
 		return err
 	}
-	return s.guard(func() error {
-		return s.db.Update(func(btx *bolt.Tx) error {
-			tx.btx = btx
-			return fn(tx)
-		})
+	return s.b.Update(func(kt kv.Tx) error {
+		tx.kt = kt
+		return fn(tx)
 	})
 }
 
@@ -74,24 +126,18 @@ func (s *Store) View(pools []Pool, fn func(tx *Tx) error) error {
 	if err != nil {
 		return err
 	}
-	return s.guard(func() error {
-		return s.db.View(func(btx *bolt.Tx) error {
-			tx.btx = btx
-			return fn(tx)
-		})
+	return s.b.View(func(kt kv.Tx) error {
+		tx.kt = kt
+		return fn(tx)
 	})
 }
-
-// guard runs fn, which reads the store, turning a damaged page into an
-// error wrapping ErrDamaged instead of a crash (see guard).
-func (s *Store) guard(fn func() error) error { return guard(s.path, fn) }
 
 // wrap names the store in err, unless err already does (ErrDamaged).
 func (s *Store) wrap(err error) error {
 	if errors.Is(err, ErrDamaged) {
 		return err
 	}
-	return fmt.Errorf("store %s: %w", s.path, err)
+	return fmt.Errorf("store %s: %w", s.b.Name(), err)
 }
 
 // LoadReport is what LoadTable found besides the table.
@@ -124,43 +170,37 @@ var ErrNoServerDUID = errors.New("no server DUID yet and the store is read-only"
 // result the first time, so that the DUID survives restarts. The DUID must
 // be 3 to 130 bytes (a 2-byte type and up to 128 bytes, RFC 8415). On a
 // read-only store without one it returns ErrNoServerDUID and generate is
-// not called.
+// not called. Two writers racing for the first DUID both get the one that
+// was stored first: the write reads the key again in its transaction.
 func (s *Store) ServerDUID(generate func() ([]byte, error)) ([]byte, error) {
 	var duid []byte
-	err := s.guard(func() error {
-		return s.db.View(func(tx *bolt.Tx) error {
-			if meta := tx.Bucket(bucketMeta); meta != nil {
-				duid = bytes.Clone(meta.Get(keyServerDUID))
-			}
-			return nil
-		})
+	err := s.b.View(func(tx kv.Tx) error {
+		duid = bytes.Clone(tx.Get(spaceMeta, keyServerDUID))
+		return nil
 	})
 	if err != nil || duid != nil {
 		return duid, err
 	}
-	if s.readOnly {
-		return nil, fmt.Errorf("store %s: %w: %w", s.path, ErrNoServerDUID, berrors.ErrDatabaseReadOnly)
+	if s.b.ReadOnly() {
+		return nil, fmt.Errorf("store %s: %w: %w", s.b.Name(), ErrNoServerDUID, kv.ErrReadOnly)
 	}
-	err = s.guard(func() error {
-		return s.db.Update(func(tx *bolt.Tx) error {
-			meta := tx.Bucket(bucketMeta)
-			if v := meta.Get(keyServerDUID); v != nil { // another writer was first
-				duid = bytes.Clone(v)
-				return nil
-			}
-			d, err := generate()
-			if err != nil {
-				return fmt.Errorf("generate server DUID: %w", err)
-			}
-			if len(d) < 3 || len(d) > 130 {
-				return fmt.Errorf("generated server DUID %x has %d bytes, want 3 to 130", d, len(d))
-			}
-			duid = bytes.Clone(d)
-			return meta.Put(keyServerDUID, duid)
-		})
+	err = s.b.Update(func(tx kv.Tx) error {
+		if v := tx.Get(spaceMeta, keyServerDUID); v != nil { // another writer was first
+			duid = bytes.Clone(v)
+			return nil
+		}
+		d, err := generate()
+		if err != nil {
+			return fmt.Errorf("generate server DUID: %w", err)
+		}
+		if len(d) < 3 || len(d) > 130 {
+			return fmt.Errorf("generated server DUID %x has %d bytes, want 3 to 130", d, len(d))
+		}
+		duid = bytes.Clone(d)
+		return tx.Put(spaceMeta, keyServerDUID, duid)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("store %s: %w", s.path, err)
+		return nil, s.wrap(err)
 	}
 	return duid, nil
 }
@@ -168,9 +208,12 @@ func (s *Store) ServerDUID(generate func() ([]byte, error)) ([]byte, error) {
 // Tx is one transaction on the allocation table, valid only inside the
 // function given to Store.Update or Store.View. Its writes keep the
 // invariants: a prefix belongs to at most one MAC, a MAC has at most one
-// allocation across all pools, an allocation never changes prefix.
+// allocation across all pools, an allocation never changes prefix, and
+// no prefix overlaps another's in any pool. They are checked here, over
+// the backend's key spaces, before anything is written: a backend only
+// stores what Tx gives it.
 type Tx struct {
-	btx   *bolt.Tx
+	kt    kv.Tx
 	pools map[string]Pool
 }
 
@@ -201,50 +244,10 @@ func (t *Tx) Pools() []Pool {
 	return out
 }
 
-// StoredPools returns the names of the pools that have a bucket in the
-// store, configured or not, in byte order.
-func (t *Tx) StoredPools() []string {
-	var names []string
-	if root := t.btx.Bucket(bucketPools); root != nil {
-		_ = root.ForEachBucket(func(k []byte) error {
-			names = append(names, string(k))
-			return nil
-		})
-	}
-	return names
-}
-
-// poolBuckets returns the alloc and prefix buckets of pool name; nil when
-// the pool has none yet and create is false.
-func (t *Tx) poolBuckets(name string, create bool) (alloc, prefix *bolt.Bucket, err error) {
-	root := t.btx.Bucket(bucketPools)
-	if root == nil {
-		return nil, nil, nil
-	}
-	pb := root.Bucket([]byte(name))
-	if pb == nil {
-		if !create {
-			return nil, nil, nil
-		}
-		if pb, err = root.CreateBucket([]byte(name)); err != nil {
-			return nil, nil, fmt.Errorf("create bucket pools/%s: %w", name, err)
-		}
-	}
-	alloc, prefix = pb.Bucket(bucketAlloc), pb.Bucket(bucketPrefix)
-	if create {
-		if alloc == nil {
-			if alloc, err = pb.CreateBucket(bucketAlloc); err != nil {
-				return nil, nil, fmt.Errorf("create bucket pools/%s/alloc: %w", name, err)
-			}
-		}
-		if prefix == nil {
-			if prefix, err = pb.CreateBucket(bucketPrefix); err != nil {
-				return nil, nil, fmt.Errorf("create bucket pools/%s/prefix: %w", name, err)
-			}
-		}
-	}
-	return alloc, prefix, nil
-}
+// StoredPools returns the names of the pools that have allocations or
+// index entries in the store (or had: bbolt keeps a pool's buckets),
+// configured or not, in byte order.
+func (t *Tx) StoredPools() []string { return t.kt.Pools() }
 
 // Put writes a, creating or updating the allocation of a.MAC in a.Pool. It
 // fails, writing nothing, when a.Pool is not configured (ErrUnknownPool),
@@ -253,11 +256,11 @@ func (t *Tx) poolBuckets(name string, create bool) (alloc, prefix *bolt.Bucket, 
 // (ErrOutsidePool, ErrPrefixLength), the prefix belongs to another MAC
 // (ErrDuplicatePrefix), the MAC has an allocation in another pool
 // (ErrDuplicateMAC), or the MAC already has another prefix (ErrPrefixMoved).
-// Should bbolt itself fail mid-write, return the error from the Update
-// function so that the transaction rolls back.
+// Should the backend itself fail mid-write, return the error from the
+// Update function so that the transaction rolls back.
 func (t *Tx) Put(a Allocation) error {
-	if !t.btx.Writable() {
-		return fmt.Errorf("put allocation of %s: %w", a.MAC, berrors.ErrTxNotWritable)
+	if !t.kt.Writable() {
+		return fmt.Errorf("put allocation of %s: %w", a.MAC, kv.ErrReadOnly)
 	}
 	p, ok := t.pools[a.Pool]
 	if !ok {
@@ -272,9 +275,8 @@ func (t *Tx) Put(a Allocation) error {
 	if err := p.Contains(a.Prefix); err != nil {
 		return fmt.Errorf("allocation of %s: %w", a.MAC, err)
 	}
-	macs := t.btx.Bucket(bucketMACs)
 	key := []byte(a.MAC)
-	if owner := macs.Get(key); owner != nil && string(owner) != a.Pool {
+	if owner := t.kt.Get(spaceMACs, key); owner != nil && string(owner) != a.Pool {
 		return fmt.Errorf("MAC %s: already allocated in pool %q, cannot take %s in pool %q: %w", a.MAC, owner, a.Prefix, a.Pool, ErrDuplicateMAC)
 	}
 	prev, had, err := t.Get(a.Pool, a.MAC)
@@ -290,23 +292,20 @@ func (t *Tx) Put(a Allocation) error {
 	if owner, in, taken := t.PrefixElsewhere(a.Pool, a.Prefix); taken {
 		return fmt.Errorf("prefix %s in pool %q: overlaps what %s holds in pool %q, not given to %s: %w", a.Prefix, a.Pool, owner, in, a.MAC, ErrDuplicatePrefix)
 	}
-	val, err := encodeAllocation(a)
+	val, err := EncodeAllocation(a)
 	if err != nil {
 		return err
 	}
-	// Every check passed: only now create the pool's buckets if need be.
-	alloc, idx, err := t.poolBuckets(a.Pool, true)
-	if err != nil {
-		return err
-	}
-	pk := prefixKey(a.Prefix)
-	if err := alloc.Put(key, val); err != nil {
+	// Every check passed: only now write (the backend creates the pool's
+	// spaces if need be).
+	pk := PrefixKey(a.Prefix)
+	if err := t.kt.Put(allocSpace(a.Pool), key, val); err != nil {
 		return fmt.Errorf("put pools/%s/alloc/%s: %w", a.Pool, a.MAC, err)
 	}
-	if err := idx.Put(pk, key); err != nil {
+	if err := t.kt.Put(prefixSpace(a.Pool), pk, key); err != nil {
 		return fmt.Errorf("put pools/%s/prefix/%s: %w", a.Pool, a.Prefix, err)
 	}
-	if err := macs.Put(key, []byte(a.Pool)); err != nil {
+	if err := t.kt.Put(spaceMACs, key, []byte(a.Pool)); err != nil {
 		return fmt.Errorf("put macs/%s: %w", a.MAC, err)
 	}
 	return nil
@@ -314,15 +313,14 @@ func (t *Tx) Put(a Allocation) error {
 
 // Get returns the allocation of mac in pool, configured or not.
 func (t *Tx) Get(pool string, mac net.HardwareAddr) (Allocation, bool, error) {
-	alloc, _, err := t.poolBuckets(pool, false)
-	if err != nil || alloc == nil || len(mac) == 0 {
-		return Allocation{}, false, err
+	if len(mac) == 0 {
+		return Allocation{}, false, nil
 	}
-	v := alloc.Get(mac)
+	v := t.kt.Get(allocSpace(pool), mac)
 	if v == nil {
 		return Allocation{}, false, nil
 	}
-	a, err := decodeAllocation(pool, mac, v)
+	a, err := DecodeAllocation(pool, mac, v)
 	return a, err == nil, err
 }
 
@@ -331,11 +329,7 @@ func (t *Tx) Lookup(mac net.HardwareAddr) (Allocation, bool, error) {
 	if len(mac) == 0 {
 		return Allocation{}, false, nil
 	}
-	macs := t.btx.Bucket(bucketMACs)
-	if macs == nil {
-		return Allocation{}, false, nil
-	}
-	pool := macs.Get(mac)
+	pool := t.kt.Get(spaceMACs, mac)
 	if pool == nil {
 		return Allocation{}, false, nil
 	}
@@ -348,11 +342,10 @@ func (t *Tx) Lookup(mac net.HardwareAddr) (Allocation, bool, error) {
 
 // PrefixOwner returns the MAC that owns prefix in pool, in any state.
 func (t *Tx) PrefixOwner(pool string, prefix netip.Prefix) (net.HardwareAddr, bool) {
-	_, idx, _ := t.poolBuckets(pool, false)
-	if idx == nil || !prefix.IsValid() {
+	if !prefix.IsValid() {
 		return nil, false
 	}
-	v := idx.Get(prefixKey(prefix))
+	v := t.kt.Get(prefixSpace(pool), PrefixKey(prefix))
 	if v == nil {
 		return nil, false
 	}
@@ -365,46 +358,36 @@ func (t *Tx) PrefixOwner(pool string, prefix netip.Prefix) (net.HardwareAddr, bo
 // prefix belongs to at most one MAC across the whole store: a pool renamed
 // in the config must not hand out again what its old name still holds.
 func (t *Tx) PrefixElsewhere(pool string, prefix netip.Prefix) (owner net.HardwareAddr, in string, ok bool) {
-	root := t.btx.Bucket(bucketPools)
-	if root == nil || !prefix.IsValid() {
+	if !prefix.IsValid() {
 		return nil, "", false
 	}
-	_ = root.ForEachBucket(func(name []byte) error {
-		if string(name) == pool {
-			return nil
+	for _, name := range t.kt.Pools() {
+		if name == pool {
+			continue
 		}
-		if idx := root.Bucket(name).Bucket(bucketPrefix); idx != nil {
-			if v := overlapping(idx, prefix); v != nil {
-				owner, in, ok = net.HardwareAddr(bytes.Clone(v)), string(name), true
-				return errStop
-			}
+		if v := overlapping(t.kt, prefixSpace(name), prefix); v != nil {
+			return net.HardwareAddr(bytes.Clone(v)), name, true
 		}
-		return nil
-	})
-	return owner, in, ok
+	}
+	return nil, "", false
 }
-
-// errStop ends a ForEach early.
-var errStop = errors.New("stop")
 
 // overlapping returns the owner of the entry of prefix index idx that
 // overlaps p, nil when none does. Within one index prefixes never
 // overlap, so the entry just below p's address is the only one that can
-// contain it.
-func overlapping(idx *bolt.Bucket, p netip.Prefix) []byte {
+// contain it: two ordered reads (Seek, Last), whatever the backend.
+func overlapping(kt kv.Tx, idx kv.Space, p netip.Prefix) []byte {
 	p = p.Masked()
-	c := idx.Cursor()
 	a := p.Addr().As16()
-	k, v := c.Seek(a[:])
+	k, v := kt.Seek(idx, a[:])
 	if k != nil && len(k) == prefixKeyLen && p.Contains(netip.AddrFrom16([16]byte(k[:16]))) {
 		return v
 	}
-	if k == nil {
-		k, v = c.Last()
-	} else {
-		k, v = c.Prev()
+	below := a[:]
+	if k != nil {
+		below = k
 	}
-	for ; k != nil; k, v = c.Prev() {
+	for k, v = kt.Last(idx, below); k != nil; k, v = kt.Last(idx, k) {
 		if len(k) != prefixKeyLen || k[16] > 128 {
 			continue // malformed: Check reports it
 		}
@@ -418,29 +401,25 @@ func overlapping(idx *bolt.Bucket, p netip.Prefix) []byte {
 
 // overlappingIndexes returns the prefix indexes of the other stored pools
 // that hold something inside pool's range: those lowestFree must consult.
-func (t *Tx) overlappingIndexes(pool Pool) []*bolt.Bucket {
-	root := t.btx.Bucket(bucketPools)
-	if root == nil {
-		return nil
-	}
-	var out []*bolt.Bucket
-	_ = root.ForEachBucket(func(name []byte) error {
-		if string(name) == pool.Name {
-			return nil
+func (t *Tx) overlappingIndexes(pool Pool) []kv.Space {
+	var out []kv.Space
+	for _, name := range t.kt.Pools() {
+		if name == pool.Name {
+			continue
 		}
 		// overlapping finds any entry inside the range, or one covering it.
-		if idx := root.Bucket(name).Bucket(bucketPrefix); idx != nil && overlapping(idx, pool.Prefix) != nil {
+		if idx := prefixSpace(name); overlapping(t.kt, idx, pool.Prefix) != nil {
 			out = append(out, idx)
 		}
-		return nil
-	})
+	}
 	return out
 }
 
-// unindex deletes the index entry pk of b if it still points at owner.
-func unindex(b *bolt.Bucket, pk, owner []byte) error {
-	if bytes.Equal(b.Get(pk), owner) {
-		return b.Delete(pk)
+// unindex deletes the index entry pk of space sp if it still points at
+// owner.
+func unindex(kt kv.Tx, sp kv.Space, pk, owner []byte) error {
+	if bytes.Equal(kt.Get(sp, pk), owner) {
+		return kt.Delete(sp, pk)
 	}
 	return nil
 }
@@ -448,31 +427,30 @@ func unindex(b *bolt.Bucket, pk, owner []byte) error {
 // Delete removes the allocation of mac in pool (configured or not) and
 // frees its prefix. Deleting what is not there is not an error.
 func (t *Tx) Delete(pool string, mac net.HardwareAddr) error {
-	if !t.btx.Writable() {
-		return fmt.Errorf("delete allocation of %s in pool %q: %w", mac, pool, berrors.ErrTxNotWritable)
+	if !t.kt.Writable() {
+		return fmt.Errorf("delete allocation of %s in pool %q: %w", mac, pool, kv.ErrReadOnly)
 	}
-	alloc, idx, err := t.poolBuckets(pool, false)
-	if err != nil || alloc == nil || len(mac) == 0 {
-		return err
+	if len(mac) == 0 {
+		return nil
 	}
-	v := alloc.Get(mac)
+	v := t.kt.Get(allocSpace(pool), mac)
 	if v == nil {
 		return nil
 	}
-	a, err := decodeAllocation(pool, mac, v)
+	a, err := DecodeAllocation(pool, mac, v)
 	if err != nil {
 		return err
 	}
-	if idx != nil && a.Prefix.IsValid() {
-		if err := unindex(idx, prefixKey(a.Prefix), mac); err != nil {
+	if a.Prefix.IsValid() {
+		if err := unindex(t.kt, prefixSpace(pool), PrefixKey(a.Prefix), mac); err != nil {
 			return fmt.Errorf("delete pools/%s/prefix/%s: %w", pool, a.Prefix, err)
 		}
 	}
-	if err := alloc.Delete(mac); err != nil {
+	if err := t.kt.Delete(allocSpace(pool), mac); err != nil {
 		return fmt.Errorf("delete pools/%s/alloc/%s: %w", pool, mac, err)
 	}
-	if macs := t.btx.Bucket(bucketMACs); macs != nil && string(macs.Get(mac)) == pool {
-		if err := macs.Delete(mac); err != nil {
+	if string(t.kt.Get(spaceMACs, mac)) == pool {
+		if err := t.kt.Delete(spaceMACs, mac); err != nil {
 			return fmt.Errorf("delete macs/%s: %w", mac, err)
 		}
 	}
@@ -483,12 +461,8 @@ func (t *Tx) Delete(pool string, mac net.HardwareAddr) error {
 // byte order of the MACs, and stops at fn's first error, which it returns.
 // fn must not write to the Tx.
 func (t *Tx) ForEach(pool string, fn func(a Allocation) error) error {
-	alloc, _, err := t.poolBuckets(pool, false)
-	if err != nil || alloc == nil {
-		return err
-	}
-	return alloc.ForEach(func(k, v []byte) error {
-		a, err := decodeAllocation(pool, k, v)
+	return t.kt.Scan(allocSpace(pool), nil, func(k, v []byte) error {
+		a, err := DecodeAllocation(pool, k, v)
 		if err != nil {
 			return err
 		}
@@ -510,54 +484,30 @@ func (t *Tx) LowestFree(pool Pool) (netip.Prefix, error) {
 }
 
 // lowestFree returns the n lowest free delegated prefixes of pool, in
-// address order, in one walk of the prefix index: n allocations cost one
-// walk, not n. When the pool has fewer than n free prefixes it returns
-// those it found and an error wrapping ErrPoolExhausted. It reads the index
-// as it is: prefixes Put in the same transaction after the call are not
-// accounted for.
+// address order, in one walk of the prefix index (one ordered Scan): n
+// allocations cost one walk, not n. When the pool has fewer than n free
+// prefixes it returns those it found and an error wrapping
+// ErrPoolExhausted. It reads the index as it is: prefixes Put in the same
+// transaction after the call are not accounted for.
 func (t *Tx) lowestFree(pool Pool, n int) ([]netip.Prefix, error) {
 	if !pool.Prefix.IsValid() || !pool.Prefix.Addr().Is6() || pool.PrefixLen < max(pool.Prefix.Bits(), 1) || pool.PrefixLen > 128 {
 		return nil, fmt.Errorf("pool %q (%s, /%d): %w", pool.Name, pool.Prefix, pool.PrefixLen, ErrPrefixLength)
-	}
-	exhausted := func(found []netip.Prefix) ([]netip.Prefix, error) {
-		return found, fmt.Errorf("pool %q (%s, /%d): %w", pool.Name, pool.Prefix, pool.PrefixLen, ErrPoolExhausted)
 	}
 	base := pool.Prefix.Masked().Addr()
 	cand := u128From(base)
 	last := cand.or(mask(pool.Prefix.Bits()).not())
 	step := u128{}.setBit(128 - pool.PrefixLen)
-	_, idx, err := t.poolBuckets(pool.Name, false)
-	if err != nil {
-		return nil, err
-	}
-	var (
-		c *bolt.Cursor
-		k []byte
-	)
-	if idx != nil {
-		c = idx.Cursor()
-		seek := base.As16()
-		k, _ = c.Seek(seek[:])
-	}
 	elsewhere := t.overlappingIndexes(pool)
 	out := make([]netip.Prefix, 0, min(n, 1<<16))
-	for len(out) < n {
-		// Skip index entries below cand: malformed ones (Check reports
-		// them) and a second entry inside a block already passed.
-		for k != nil && (len(k) != prefixKeyLen || u128From(netip.AddrFrom16([16]byte(k[:16]))).cmp(cand) < 0) {
-			k, _ = c.Next()
-		}
-		next, overflow := cand.add(step)
-		taken := false
-		if k != nil {
-			a := u128From(netip.AddrFrom16([16]byte(k[:16])))
-			// An entry inside cand's block (normally at cand) takes it.
-			taken = a.cmp(last) <= 0 && (overflow || a.cmp(next) < 0)
-		}
+	var exhausted, done bool
+	// advance settles cand (taken, or free unless another pool's index
+	// overlaps it) and moves to the next candidate; done when out is full
+	// or the pool has no candidate left.
+	advance := func(taken bool) {
 		if !taken {
 			p := netip.PrefixFrom(cand.addr(), pool.PrefixLen)
 			for _, other := range elsewhere {
-				if overlapping(other, p) != nil {
+				if overlapping(t.kt, other, p) != nil {
 					taken = true
 					break
 				}
@@ -567,12 +517,45 @@ func (t *Tx) lowestFree(pool Pool, n int) ([]netip.Prefix, error) {
 			}
 		}
 		if len(out) == n {
-			break
+			done = true
+			return
 		}
+		next, overflow := cand.add(step)
 		if overflow || next.cmp(last) > 0 {
-			return exhausted(out)
+			exhausted, done = true, true
+			return
 		}
 		cand = next
+	}
+	seek := base.As16()
+	err := t.kt.Scan(prefixSpace(pool.Name), seek[:], func(k, _ []byte) error {
+		// Skip index entries below cand: malformed ones (Check reports
+		// them) and a second entry inside a block already passed.
+		if len(k) != prefixKeyLen {
+			return nil
+		}
+		a := u128From(netip.AddrFrom16([16]byte(k[:16])))
+		if a.cmp(last) > 0 {
+			return kv.ErrStop // past the pool: the rest is free
+		}
+		for a.cmp(cand) >= 0 {
+			next, overflow := cand.add(step)
+			// An entry inside cand's block (normally at cand) takes it.
+			advance(overflow || a.cmp(next) < 0)
+			if done {
+				return kv.ErrStop
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for !done {
+		advance(false)
+	}
+	if exhausted {
+		return out, fmt.Errorf("pool %q (%s, /%d): %w", pool.Name, pool.Prefix, pool.PrefixLen, ErrPoolExhausted)
 	}
 	return out, nil
 }
@@ -584,7 +567,10 @@ type allocRecord struct {
 	Allocation
 }
 
-func encodeAllocation(a Allocation) ([]byte, error) {
+// EncodeAllocation returns the stored form of a (the value of its key in
+// the pool's Alloc space): Allocation's JSON plus the MAC. Every backend
+// stores these bytes.
+func EncodeAllocation(a Allocation) ([]byte, error) {
 	v, err := json.Marshal(allocRecord{MAC: a.MAC.String(), Allocation: a})
 	if err != nil {
 		return nil, fmt.Errorf("encode allocation of %s in pool %q: %w", a.MAC, a.Pool, err)
@@ -592,10 +578,10 @@ func encodeAllocation(a Allocation) ([]byte, error) {
 	return v, nil
 }
 
-// decodeAllocation decodes a stored allocation. The bucket key is the
-// authority for the MAC and the bucket for the pool; Check reports a record
-// that disagrees with them.
-func decodeAllocation(pool string, key, val []byte) (Allocation, error) {
+// DecodeAllocation decodes a stored allocation, the value of key (the MAC)
+// in pool's Alloc space. The key is the authority for the MAC and the
+// space for the pool; Check reports a record that disagrees with them.
+func DecodeAllocation(pool string, key, val []byte) (Allocation, error) {
 	var r allocRecord
 	if err := json.Unmarshal(val, &r); err != nil {
 		return Allocation{}, fmt.Errorf("pools/%s/alloc/%s: %w", pool, net.HardwareAddr(key), err)
@@ -614,12 +600,16 @@ func validState(s State) bool {
 // the prefix length.
 const prefixKeyLen = 17
 
-func prefixKey(p netip.Prefix) []byte {
+// PrefixKey returns the key of p in a prefix index (the Prefix and
+// BindingPrefix spaces): the 16 bytes of its address and its length, so
+// that keys sort by address.
+func PrefixKey(p netip.Prefix) []byte {
 	a := p.Addr().As16()
 	return append(a[:], byte(p.Bits()))
 }
 
-func parsePrefixKey(k []byte) (netip.Prefix, bool) {
+// ParsePrefixKey reads a key PrefixKey wrote; false for a malformed one.
+func ParsePrefixKey(k []byte) (netip.Prefix, bool) {
 	if len(k) != prefixKeyLen || k[16] > 128 {
 		return netip.Prefix{}, false
 	}
@@ -687,17 +677,18 @@ func mask(bits int) u128 {
 }
 
 // Check verifies the whole store against itself and against pools, and
-// returns one line per violation (none: the store is sound). It reports:
-// a missing or unknown schema; allocations of pools that are not configured
-// (they are kept but not served); records that do not decode, or whose
-// "mac" or "pool" disagrees with their key or bucket; unknown states;
-// prefixes outside their pool, of the wrong length or misaligned; a prefix
-// or a MAC allocated twice; prefix index and MAC index entries that do not
-// match an allocation, and allocations missing from them; bindings and
-// binding-prefix entries that do not match each other. A store whose pages
-// do not read (bbolt's own check of every page, free ones included, fails)
-// gives an error wrapping ErrDamaged; the error is only for failing to
-// read the store.
+// returns one line per violation (none: the store is sound). It reports
+// what the backend finds wrong with its own structure (bbolt: missing
+// buckets); a missing or unknown schema; allocations of pools that are not
+// configured (they are kept but not served); records that do not decode,
+// or whose "mac" or "pool" disagrees with their key or space; unknown
+// states; prefixes outside their pool, of the wrong length or misaligned;
+// a prefix or a MAC allocated twice; prefix index and MAC index entries
+// that do not match an allocation, and allocations missing from them;
+// bindings and binding-prefix entries that do not match each other. A
+// store that does not read (bbolt: its own check of every page, free ones
+// included, fails) gives an error wrapping ErrDamaged; the error is only
+// for failing to read the store.
 func (s *Store) Check(pools []Pool) ([]string, error) {
 	var out []string
 	add := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
@@ -709,89 +700,41 @@ func (s *Store) Check(pools []Pool) ([]string, error) {
 		}
 		configured[p.Name] = p
 	}
-	err := s.guard(func() error {
-		return s.db.View(func(btx *bolt.Tx) error {
-			meta := btx.Bucket(bucketMeta)
-			if meta == nil {
-				add("meta: missing bucket")
-			} else if v := meta.Get(keySchema); string(v) != SchemaVersion {
-				add("meta/schema: %q, want %q", v, SchemaVersion)
-			}
-			root, macs := btx.Bucket(bucketPools), btx.Bucket(bucketMACs)
-			if root == nil {
-				add("pools: missing bucket")
-			}
-			if macs == nil {
-				add("macs: missing bucket")
-			}
-			if root != nil && macs != nil {
-				checkAllocations(root, macs, configured, add)
-			}
-			bb, bp := btx.Bucket(bucketBindings), btx.Bucket(bucketBindingPrefix)
-			if bb == nil {
-				add("bindings: missing bucket")
-			}
-			if bp == nil {
-				add("binding-prefix: missing bucket")
-			}
-			if bb != nil && bp != nil {
-				checkBindings(bb, bp, add)
-			}
-			// Every page this process read above is sound enough to read;
-			// bbolt's own check walks them all again, the free ones too, in
-			// a goroutine of its own that recovers its panics.
-			return s.checkPages(btx)
-		})
+	err := s.b.View(func(kt kv.Tx) error {
+		if v := kt.Get(spaceMeta, keySchema); string(v) != SchemaVersion {
+			add("meta/schema: %q, want %q", v, SchemaVersion)
+		}
+		checkAllocations(kt, configured, add)
+		checkBindings(kt, add)
+		return nil
 	})
+	if err == nil {
+		if c, ok := s.b.(kv.Checker); ok {
+			var lines []string
+			if lines, err = c.CheckStructure(); err == nil && len(lines) > 0 {
+				n := len(pools) - len(configured) // the config lines come first
+				out = slices.Insert(out, n, lines...)
+			}
+		}
+	}
 	if err != nil {
 		return nil, s.wrap(err)
 	}
 	return out, nil
 }
 
-// maxPageErrors bounds the bbolt check errors an ErrDamaged lists.
-const maxPageErrors = 5
-
-// checkPages runs bbolt's consistency check of every page and returns an
-// error wrapping ErrDamaged naming its first findings.
-func (s *Store) checkPages(btx *bolt.Tx) error {
-	var errs []string
-	n := 0
-	for err := range btx.Check() {
-		if n++; n <= maxPageErrors {
-			errs = append(errs, err.Error())
-		}
-	}
-	if n == 0 {
-		return nil
-	}
-	why := fmt.Sprintf("bbolt's page check found %d problem(s): %s", n, strings.Join(errs, "; "))
-	if n > maxPageErrors {
-		why += "; …"
-	}
-	return &damagedError{path: s.path, why: why}
-}
-
-func checkAllocations(root, macs *bolt.Bucket, configured map[string]*Pool, add func(string, ...any)) {
+func checkAllocations(kt kv.Tx, configured map[string]*Pool, add func(string, ...any)) {
 	prefixOwner := map[netip.Prefix]string{} // → "pools/<pool>/alloc/<mac>"
 	macPool := map[string]string{}
-	_ = root.ForEach(func(name, v []byte) error {
-		pool := string(name)
-		if v != nil {
-			add("pools/%s: a value where a pool bucket belongs", pool)
-			return nil
-		}
-		pb := root.Bucket(name)
-		alloc, idx := pb.Bucket(bucketAlloc), pb.Bucket(bucketPrefix)
-		if alloc == nil || idx == nil {
-			add("pools/%s: missing alloc or prefix bucket", pool)
-			return nil
-		}
+	for _, pool := range kt.Pools() {
+		alloc, idx := allocSpace(pool), prefixSpace(pool)
 		p, isConfigured := configured[pool]
 		if !isConfigured {
-			add("pools/%s: %d allocation(s) in a pool that is not configured (kept, not served)", pool, alloc.Stats().KeyN)
+			n := 0
+			_ = kt.Scan(alloc, nil, func(_, _ []byte) error { n++; return nil })
+			add("pools/%s: %d allocation(s) in a pool that is not configured (kept, not served)", pool, n)
 		}
-		_ = alloc.ForEach(func(k, v []byte) error {
+		_ = kt.Scan(alloc, nil, func(k, v []byte) error {
 			mac := net.HardwareAddr(k)
 			at := fmt.Sprintf("pools/%s/alloc/%s", pool, mac)
 			if len(k) == 0 || len(k) > maxMACLen {
@@ -830,13 +773,13 @@ func checkAllocations(root, macs *bolt.Bucket, configured map[string]*Pool, add 
 			} else {
 				macPool[string(k)] = pool
 			}
-			switch owner := idx.Get(prefixKey(r.Prefix)); {
+			switch owner := kt.Get(idx, PrefixKey(r.Prefix)); {
 			case owner == nil:
 				add("%s: prefix %s missing from pools/%s/prefix", at, r.Prefix, pool)
 			case !bytes.Equal(owner, k):
 				add("%s: pools/%s/prefix/%s names %s instead", at, pool, r.Prefix, net.HardwareAddr(owner))
 			}
-			if owner := macs.Get(k); string(owner) != pool {
+			if owner := kt.Get(spaceMACs, k); string(owner) != pool {
 				if owner == nil {
 					add("%s: MAC missing from macs", at)
 				} else {
@@ -845,14 +788,14 @@ func checkAllocations(root, macs *bolt.Bucket, configured map[string]*Pool, add 
 			}
 			return nil
 		})
-		_ = idx.ForEach(func(k, v []byte) error {
-			pfx, ok := parsePrefixKey(k)
+		_ = kt.Scan(idx, nil, func(k, v []byte) error {
+			pfx, ok := ParsePrefixKey(k)
 			if !ok {
 				add("pools/%s/prefix/%x: malformed key", pool, k)
 				return nil
 			}
 			at := fmt.Sprintf("pools/%s/prefix/%s", pool, pfx)
-			rec := alloc.Get(v)
+			rec := kt.Get(alloc, v)
 			if rec == nil {
 				add("%s: names %s, which has no allocation in the pool", at, net.HardwareAddr(v))
 				return nil
@@ -863,20 +806,18 @@ func checkAllocations(root, macs *bolt.Bucket, configured map[string]*Pool, add 
 			}
 			return nil
 		})
-		return nil
-	})
-	_ = macs.ForEach(func(k, v []byte) error {
+	}
+	_ = kt.Scan(spaceMACs, nil, func(k, v []byte) error {
 		at := fmt.Sprintf("macs/%s", net.HardwareAddr(k))
-		pb := root.Bucket(v)
-		if pb == nil || pb.Bucket(bucketAlloc) == nil || pb.Bucket(bucketAlloc).Get(k) == nil {
+		if kt.Get(allocSpace(string(v)), k) == nil {
 			add("%s: names pool %q, which has no allocation for it", at, v)
 		}
 		return nil
 	})
 }
 
-func checkBindings(bb, bp *bolt.Bucket, add func(string, ...any)) {
-	_ = bb.ForEach(func(k, v []byte) error {
+func checkBindings(kt kv.Tx, add func(string, ...any)) {
+	_ = kt.Scan(spaceBindings, nil, func(k, v []byte) error {
 		at := fmt.Sprintf("bindings/%x", k)
 		var b Binding
 		if err := json.Unmarshal(v, &b); err != nil {
@@ -890,7 +831,7 @@ func checkBindings(bb, bp *bolt.Bucket, add func(string, ...any)) {
 			add("%s: no valid prefix", at)
 			return nil
 		}
-		if owner := bp.Get(prefixKey(b.Prefix)); !bytes.Equal(owner, k) {
+		if owner := kt.Get(spaceBindingPrefix, PrefixKey(b.Prefix)); !bytes.Equal(owner, k) {
 			if owner == nil {
 				add("%s: prefix %s missing from binding-prefix", at, b.Prefix)
 			} else {
@@ -899,14 +840,14 @@ func checkBindings(bb, bp *bolt.Bucket, add func(string, ...any)) {
 		}
 		return nil
 	})
-	_ = bp.ForEach(func(k, v []byte) error {
-		pfx, ok := parsePrefixKey(k)
+	_ = kt.Scan(spaceBindingPrefix, nil, func(k, v []byte) error {
+		pfx, ok := ParsePrefixKey(k)
 		if !ok {
 			add("binding-prefix/%x: malformed key", k)
 			return nil
 		}
 		at := fmt.Sprintf("binding-prefix/%s", pfx)
-		rec := bb.Get(v)
+		rec := kt.Get(spaceBindings, v)
 		if rec == nil {
 			add("%s: names binding %x, which does not exist", at, v)
 			return nil

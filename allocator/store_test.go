@@ -17,8 +17,7 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/kv"
 )
 
 var (
@@ -130,14 +129,10 @@ func TestOpenCreatesFolderAndSchema(t *testing.T) {
 	if s.Path() != path {
 		t.Errorf("Path() = %q", s.Path())
 	}
-	err = s.db.View(func(tx *bolt.Tx) error {
-		if got := string(tx.Bucket(bucketMeta).Get(keySchema)); got != SchemaVersion {
+	// The buckets are there: Check (mustCheck) asks the backend.
+	err = s.b.View(func(tx kv.Tx) error {
+		if got := string(tx.Get(spaceMeta, keySchema)); got != SchemaVersion {
 			t.Errorf("schema %q", got)
-		}
-		for _, b := range [][]byte{bucketPools, bucketMACs, bucketBindings, bucketBindingPrefix} {
-			if tx.Bucket(b) == nil {
-				t.Errorf("bucket %s missing", b)
-			}
 		}
 		return nil
 	})
@@ -218,63 +213,17 @@ func TestOpenReadOnly(t *testing.T) {
 		t.Errorf("read %d allocations", len(tab.Allocations()))
 	}
 	err = ro.Update(testPools, func(tx *Tx) error { return nil })
-	if !errors.Is(err, berrors.ErrDatabaseReadOnly) {
+	if !errors.Is(err, ErrReadOnly) {
 		t.Errorf("Update on read-only store: %v", err)
 	}
 	err = ro.View(testPools, func(tx *Tx) error {
 		return tx.Put(alloc("pod-a", "06:32:b2:00:04:80", "2001:db8:200:10::/60"))
 	})
-	if !errors.Is(err, berrors.ErrTxNotWritable) {
+	if !errors.Is(err, ErrReadOnly) {
 		t.Errorf("Put in View: %v", err)
 	}
-	if _, err := ro.ServerDUID(func() ([]byte, error) { return []byte{0, 3, 0, 1, 1, 2, 3, 4, 5, 6}, nil }); !errors.Is(err, berrors.ErrDatabaseReadOnly) || !errors.Is(err, ErrNoServerDUID) {
+	if _, err := ro.ServerDUID(func() ([]byte, error) { return []byte{0, 3, 0, 1, 1, 2, 3, 4, 5, 6}, nil }); !errors.Is(err, ErrReadOnly) || !errors.Is(err, ErrNoServerDUID) {
 		t.Errorf("ServerDUID on read-only store without one: %v", err)
-	}
-}
-
-func TestOpenRefusesOtherSchemas(t *testing.T) {
-	for _, tc := range []struct {
-		name  string
-		setup func(tx *bolt.Tx) error
-		want  error
-	}{
-		{"newer schema", func(tx *bolt.Tx) error {
-			b, err := tx.CreateBucket(bucketMeta)
-			if err != nil {
-				return err
-			}
-			return b.Put(keySchema, []byte("2"))
-		}, ErrSchema},
-		{"no schema key", func(tx *bolt.Tx) error {
-			_, err := tx.CreateBucket(bucketMeta)
-			return err
-		}, ErrSchema},
-		{"foreign bbolt file", func(tx *bolt.Tx) error {
-			_, err := tx.CreateBucket([]byte("leases"))
-			return err
-		}, ErrNotStore},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "state.db")
-			db, err := bolt.Open(path, 0o600, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := db.Update(tc.setup); err != nil {
-				t.Fatal(err)
-			}
-			db.Close()
-			for _, ro := range []bool{false, true} {
-				s, err := Open(path, StoreOptions{ReadOnly: ro})
-				if err == nil {
-					s.Close()
-					t.Fatalf("Open(ReadOnly=%v) succeeded", ro)
-				}
-				if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), path) {
-					t.Errorf("Open(ReadOnly=%v): %v, want %v naming the path", ro, err, tc.want)
-				}
-			}
-		})
 	}
 }
 
@@ -355,9 +304,8 @@ func TestStoredRecordNamesMAC(t *testing.T) {
 	a.IP6 = netip.MustParseAddr("2001:db8:100:0:432:b2ff:fe00:479")
 	mustPut(t, s, a)
 	var raw map[string]any
-	err := s.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketPools).Bucket([]byte("pod-a")).Bucket(bucketAlloc).Get(a.MAC)
-		return json.Unmarshal(v, &raw)
+	err := s.b.View(func(tx kv.Tx) error {
+		return json.Unmarshal(tx.Get(allocSpace("pod-a"), a.MAC), &raw)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -536,7 +484,7 @@ func TestLowestFreeSkipsCorruptIndexEntries(t *testing.T) {
 	mustPut(t, s, alloc("pod-a", "06:00:00:00:00:01", "2001:db8:200::/60"))
 	// A stray, misaligned index entry inside the second block makes that
 	// block unsafe to hand out.
-	rawPut(t, s, []string{"pools", "pod-a", "prefix"}, prefixKey(netip.MustParsePrefix("2001:db8:200:18::/64")), []byte{6, 0, 0, 0, 0, 9})
+	rawPut(t, s, []string{"pools", "pod-a", "prefix"}, PrefixKey(netip.MustParsePrefix("2001:db8:200:18::/64")), []byte{6, 0, 0, 0, 0, 9})
 	rawPut(t, s, []string{"pools", "pod-a", "prefix"}, []byte("short"), []byte{6, 0, 0, 0, 0, 9})
 	var got netip.Prefix
 	err := s.View(testPools, func(tx *Tx) (err error) {
@@ -861,23 +809,33 @@ func TestPutBindingsOneBindingPerMAC(t *testing.T) {
 	}
 }
 
-// rawPut writes key=val in the nested bucket path, bypassing every check.
+// rawPut writes key=val in the key space that path names as the bbolt
+// buckets do (pools/<pool>/alloc, macs, …), bypassing every check; a nil
+// val deletes key.
 func rawPut(t *testing.T, s *Store, path []string, key, val []byte) {
 	t.Helper()
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists([]byte(path[0]))
-		if err != nil {
-			return err
-		}
-		for _, p := range path[1:] {
-			if b, err = b.CreateBucketIfNotExists([]byte(p)); err != nil {
-				return err
-			}
-		}
+	var sp kv.Space
+	switch {
+	case len(path) == 3 && path[0] == "pools" && path[2] == "alloc":
+		sp = allocSpace(path[1])
+	case len(path) == 3 && path[0] == "pools" && path[2] == "prefix":
+		sp = prefixSpace(path[1])
+	case len(path) == 1 && path[0] == "meta":
+		sp = spaceMeta
+	case len(path) == 1 && path[0] == "macs":
+		sp = spaceMACs
+	case len(path) == 1 && path[0] == "bindings":
+		sp = spaceBindings
+	case len(path) == 1 && path[0] == "binding-prefix":
+		sp = spaceBindingPrefix
+	default:
+		t.Fatalf("rawPut: no key space at %v", path)
+	}
+	err := s.b.Update(func(tx kv.Tx) error {
 		if val == nil {
-			return b.Delete(key)
+			return tx.Delete(sp, key)
 		}
-		return b.Put(key, val)
+		return tx.Put(sp, key, val)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -890,13 +848,13 @@ func TestCheck(t *testing.T) {
 	b1 := alloc("pod-b", "06:00:00:00:00:03", "2001:db8:300::/60")
 	bind := testBinding("00:03:00:01:06:00:00:00:00:01", 1, "2001:db8:200::/60")
 	record := func(a Allocation) []byte {
-		v, err := encodeAllocation(a)
+		v, err := EncodeAllocation(a)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return v
 	}
-	pk := func(p string) []byte { return prefixKey(netip.MustParsePrefix(p)) }
+	pk := func(p string) []byte { return PrefixKey(netip.MustParsePrefix(p)) }
 	allocPath := func(pool string) []string { return []string{"pools", pool, "alloc"} }
 	prefixPath := func(pool string) []string { return []string{"pools", pool, "prefix"} }
 
@@ -1107,76 +1065,5 @@ func TestPrefixUniqueAcrossPools(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
-	}
-}
-
-// TestCreateStoreUndo: what Open creates it can remove again, the folders
-// it made included, and nothing else; it never creates over an existing
-// file, and leaves no temporary file.
-func TestCreateStoreUndo(t *testing.T) {
-	base := t.TempDir()
-	path := filepath.Join(base, "a", "b", "state.db")
-	undo, err := createStore(path, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if entries, _ := os.ReadDir(filepath.Dir(path)); len(entries) != 1 {
-		t.Errorf("folder holds %v, want state.db alone", entries)
-	}
-	s, err := Open(path, StoreOptions{ReadOnly: true})
-	if err != nil {
-		t.Fatalf("the created store does not open: %v", err)
-	}
-	s.Close()
-	undo()
-	for _, p := range []string{path, filepath.Join(base, "a")} {
-		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("%s left behind: %v", p, err)
-		}
-	}
-	if _, err := os.Stat(base); err != nil {
-		t.Errorf("the folder that was there is gone: %v", err)
-	}
-	existing := filepath.Join(base, "state.db")
-	if err := os.WriteFile(existing, []byte("x"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := createStore(existing, true); err == nil {
-		t.Error("createStore over an existing file succeeded")
-	}
-	if b, err := os.ReadFile(existing); err != nil || string(b) != "x" {
-		t.Errorf("existing file now %q, %v", b, err)
-	}
-	if entries, _ := os.ReadDir(base); len(entries) != 1 {
-		t.Errorf("folder holds %v, want the existing file alone", entries)
-	}
-
-	// Discard removes a store Open created, and only closes one it did not.
-	s, err = Open(path, StoreOptions{Create: true, NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !s.Created() {
-		t.Error("Created() = false for a new store")
-	}
-	s.Discard()
-	if _, err := os.Stat(filepath.Join(base, "a")); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("Discard left %v", err)
-	}
-	s, err = Open(path, StoreOptions{Create: true, NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	s, err = Open(path, StoreOptions{Create: true, NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.Created() {
-		t.Error("Created() = true for an existing store")
-	}
-	s.Discard()
-	if _, err := os.Stat(path); err != nil {
-		t.Errorf("Discard removed a store it had not created: %v", err)
 	}
 }

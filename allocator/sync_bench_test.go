@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack/cloudstacktest"
 )
@@ -84,7 +85,7 @@ func BenchmarkSync100k(b *testing.B) {
 		})
 	}
 	open := func(b *testing.B) *allocator.Store {
-		st, err := allocator.Open(filepath.Join(b.TempDir(), "state.db"), allocator.StoreOptions{Create: true})
+		st, err := allocator.OpenStore(boltstore.Open(filepath.Join(b.TempDir(), "state.db"), boltstore.Options{Create: true}))
 		if err != nil {
 			b.Fatal(err)
 		}

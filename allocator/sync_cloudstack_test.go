@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack/cloudstacktest"
 )
@@ -59,7 +60,7 @@ func newCloudTimeout(t testing.TB, timeout time.Duration) (*cloudstacktest.Serve
 
 func openStore(t testing.TB) *allocator.Store {
 	t.Helper()
-	st, err := allocator.Open(filepath.Join(t.TempDir(), "state.db"), allocator.StoreOptions{Create: true, NoSync: true})
+	st, err := allocator.OpenStore(boltstore.Open(filepath.Join(t.TempDir(), "state.db"), boltstore.Options{Create: true, NoSync: true}))
 	if err != nil {
 		t.Fatal(err)
 	}

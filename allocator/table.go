@@ -31,16 +31,24 @@ type Table struct {
 	byName map[string]*Pool
 	byIID  map[string]*Pool
 
-	recs  [][]rec          // chunks of recChunk records
-	n     int              // records
-	macs  []byte           // every MAC, one after the other
-	strs  string           // every string field, interned where repeated
-	locs  []*time.Location // the time zones of the records' times
-	cidrs []netip.Prefix   // the distinct ip6-cidrs of the records
-	index []uint64         // by MAC hash: see slot
-	seed  maphash.Seed
+	recs [][]rec // chunks of recChunk records
+	n    int     // records
+	macs []byte  // every MAC, one after the other
+	strs string  // every string field, interned where repeated
+	// What a TableBuilder added to a snapshot: spans with extraSpan set
+	// point here instead of into macs and strs, which stay shared with
+	// the snapshot it started from.
+	extraMacs []byte
+	extraStrs string
+	// interned are the spans of the strings stored once (states,
+	// sources, zones), for a TableBuilder to reuse.
+	interned map[string]span
+	locs     []*time.Location // the time zones of the records' times
+	cidrs    []netip.Prefix   // the distinct ip6-cidrs of the records
+	index    []uint64         // by MAC hash: see slot
+	seed     maphash.Seed
 	// The prefixes in use, kept from the builder for OverlapsOther: the
-	// pools' bitmaps (taken, see tableBuilder) or, without them, the
+	// pools' bitmaps (taken, see tableLoader) or, without them, the
 	// index of record numbers by prefix hash (prefixes).
 	taken    [][]uint64
 	prefixes []uint64
@@ -50,8 +58,12 @@ type Table struct {
 	counts  atomic.Pointer[map[string]map[State]int]
 }
 
-// span is a part of Table.macs or Table.strs.
+// span is a part of Table.macs or Table.strs, or with extraSpan set in
+// off, of Table.extraMacs or Table.extraStrs.
 type span struct{ off, n uint32 }
+
+// extraSpan marks a span of a table's extra buffers.
+const extraSpan = 1 << 31
 
 // stamp is a time.Time as a record keeps it.
 type stamp struct {
@@ -93,7 +105,7 @@ func NewTable(pools []Pool, allocs []Allocation) (*Table, error) {
 	if err := checkPools(pools); err != nil {
 		return nil, err
 	}
-	b := newTableBuilder(pools, len(allocs))
+	b := newTableLoader(pools, len(allocs))
 	for i := range allocs {
 		if err := b.add(&allocs[i]); err != nil {
 			return nil, err
@@ -363,10 +375,22 @@ func (t *Table) StateCounts() map[string]map[State]int {
 	return c
 }
 
-func (t *Table) str(s span) string { return t.strs[s.off : s.off+s.n] }
+func (t *Table) str(s span) string {
+	if s.off&extraSpan != 0 {
+		o := s.off &^ extraSpan
+		return t.extraStrs[o : o+s.n]
+	}
+	return t.strs[s.off : s.off+s.n]
+}
 
-// macOf returns the MAC at s in t.macs, with no room to append to.
-func (t *Table) macOf(s span) []byte { return t.macs[s.off : s.off+s.n : s.off+s.n] }
+// macOf returns the MAC at s, with no room to append to.
+func (t *Table) macOf(s span) []byte {
+	if s.off&extraSpan != 0 {
+		o := s.off &^ extraSpan
+		return t.extraMacs[o : o+s.n : o+s.n]
+	}
+	return t.macs[s.off : s.off+s.n : s.off+s.n]
+}
 
 func (t *Table) time(s stamp) time.Time {
 	if s.loc == ^uint32(0) {
@@ -410,9 +434,9 @@ func (t *Table) find(mac []byte) int {
 	return n
 }
 
-// tableBuilder builds a Table allocation by allocation, checking the
+// tableLoader builds a Table allocation by allocation, checking the
 // invariants as NewTable documents them.
-type tableBuilder struct {
+type tableLoader struct {
 	t        *Table
 	strs     strings.Builder
 	interned map[string]span // repeated strings: states, sources, zones
@@ -457,9 +481,9 @@ func checkPools(pools []Pool) error {
 	return nil
 }
 
-// newTableBuilder starts a table of pools, with room for n allocations.
+// newTableLoader starts a table of pools, with room for n allocations.
 // pools must have passed checkPools.
-func newTableBuilder(pools []Pool, n int) *tableBuilder {
+func newTableLoader(pools []Pool, n int) *tableLoader {
 	t := &Table{
 		pools:  slices.Clone(pools),
 		byName: make(map[string]*Pool, len(pools)),
@@ -472,7 +496,7 @@ func newTableBuilder(pools []Pool, n int) *tableBuilder {
 		t.byName[p.Name] = p
 		t.byIID[p.InterfaceID] = p
 	}
-	b := &tableBuilder{
+	b := &tableLoader{
 		t:        t,
 		poolIdx:  make(map[string]int, len(pools)),
 		hint:     n,
@@ -514,7 +538,7 @@ type allocView struct {
 func bytesOf(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 // add adds a, checking it as NewTable does.
-func (b *tableBuilder) add(a *Allocation) error {
+func (b *tableLoader) add(a *Allocation) error {
 	i, ok := b.poolIdx[a.Pool]
 	if !ok {
 		return fmt.Errorf("allocation %s of %s: pool %q: %w", a.Prefix, a.MAC, a.Pool, ErrUnknownPool)
@@ -528,7 +552,7 @@ func (b *tableBuilder) add(a *Allocation) error {
 }
 
 // addView adds the allocation v of the pool v.pool (one of the table's).
-func (b *tableBuilder) addView(v *allocView) error {
+func (b *tableLoader) addView(v *allocView) error {
 	t := b.t
 	mac := net.HardwareAddr(v.mac)
 	if err := v.pool.Contains(v.prefix); err != nil {
@@ -617,13 +641,14 @@ func (b *tableBuilder) addView(v *allocView) error {
 }
 
 // finish returns the table; the builder must not be used any more.
-func (b *tableBuilder) finish() (*Table, error) {
+func (b *tableLoader) finish() (*Table, error) {
 	if b.deferred {
 		if err := b.indexMACs(); err != nil {
 			return nil, err
 		}
 	}
 	b.t.strs = b.strs.String()
+	b.t.interned = b.interned
 	b.t.taken, b.t.prefixes = b.taken, b.prefixes
 	b.prefixes, b.taken = nil, nil
 	return b.t, nil
@@ -632,7 +657,7 @@ func (b *tableBuilder) finish() (*Table, error) {
 // fail returns err, the error of the allocation being added, unless a MAC
 // added before it is a duplicate (deferred: not checked yet): NewTable
 // reports the first problem in order.
-func (b *tableBuilder) fail(err error) error {
+func (b *tableLoader) fail(err error) error {
 	if b.deferred {
 		if dup := b.indexMACs(); dup != nil {
 			return dup
@@ -644,7 +669,7 @@ func (b *tableBuilder) fail(err error) error {
 // indexMACs builds the MAC index of a deferred builder, in one go now
 // that the number of records is known, and reports the first MAC that
 // repeats.
-func (b *tableBuilder) indexMACs() error {
+func (b *tableLoader) indexMACs() error {
 	t := b.t
 	size := 16
 	for size < 2*t.n {
@@ -665,7 +690,7 @@ func (b *tableBuilder) indexMACs() error {
 
 // grow makes room for n records in the indexes: the MAC index unless
 // deferred, the prefix index when there are no bitmaps.
-func (b *tableBuilder) grow(n int) {
+func (b *tableLoader) grow(n int) {
 	t := b.t
 	size := 16
 	for size < 2*n {
@@ -722,7 +747,7 @@ func bitmapsFor(pools []Pool) [][]uint64 {
 	return make([][]uint64, len(pools))
 }
 
-func (b *tableBuilder) bitmap(pool int) []uint64 {
+func (b *tableLoader) bitmap(pool int) []uint64 {
 	if b.taken[pool] == nil {
 		p := &b.t.pools[pool]
 		b.taken[pool] = make([]uint64, (1<<(p.PrefixLen-p.Prefix.Bits())+63)/64)
@@ -763,7 +788,7 @@ func prefixHash(a [16]byte, bits uint8) uint64 {
 }
 
 // str stores s in the strings buffer.
-func (b *tableBuilder) str(s []byte) span {
+func (b *tableLoader) str(s []byte) span {
 	if len(s) == 0 {
 		return span{}
 	}
@@ -773,7 +798,7 @@ func (b *tableBuilder) str(s []byte) span {
 }
 
 // intern stores s once however often it is given.
-func (b *tableBuilder) intern(s []byte) span {
+func (b *tableLoader) intern(s []byte) span {
 	if len(s) == 0 {
 		return span{}
 	}
@@ -786,7 +811,7 @@ func (b *tableBuilder) intern(s []byte) span {
 }
 
 // stamp stores t, keeping its location.
-func (b *tableBuilder) stamp(t time.Time) stamp {
+func (b *tableLoader) stamp(t time.Time) stamp {
 	if t == (time.Time{}) {
 		return stamp{loc: ^uint32(0)}
 	}
@@ -796,7 +821,7 @@ func (b *tableBuilder) stamp(t time.Time) stamp {
 // cidr returns the record's reference to p: its index in the table's
 // ip6-cidrs + 1, 0 for the zero Prefix. Each distinct ip6-cidr is kept
 // once: there are about as many as pools.
-func (b *tableBuilder) cidr(p netip.Prefix) uint32 {
+func (b *tableLoader) cidr(p netip.Prefix) uint32 {
 	if p == (netip.Prefix{}) {
 		return 0
 	}
@@ -813,7 +838,7 @@ func (b *tableBuilder) cidr(p netip.Prefix) uint32 {
 	return i
 }
 
-func (b *tableBuilder) loc(t time.Time) uint32 {
+func (b *tableLoader) loc(t time.Time) uint32 {
 	l := t.Location()
 	if i, ok := b.locIdx[l]; ok {
 		return i

@@ -92,7 +92,7 @@ func TestLoadTableKeepsIP6CIDR(t *testing.T) {
 		t.Fatalf("old record: fast path refused it or read an ip6-cidr %v", v.ip6CIDR)
 	}
 	rawPut(t, s, []string{"pools", "pod-a", "alloc"}, old.MAC, rec)
-	rawPut(t, s, []string{"pools", "pod-a", "prefix"}, prefixKey(old.Prefix), old.MAC)
+	rawPut(t, s, []string{"pools", "pod-a", "prefix"}, PrefixKey(old.Prefix), old.MAC)
 	rawPut(t, s, []string{"macs"}, old.MAC, []byte("pod-a"))
 	mustCheckPools(t, s, testPools)
 
@@ -113,7 +113,7 @@ func TestLoadTableKeepsIP6CIDR(t *testing.T) {
 	if seen["06:00:00:00:00:01"] != poolA.IP6CIDR || seen["06:00:00:00:00:04"].IsValid() {
 		t.Errorf("At: ip6-cidrs %v", seen)
 	}
-	if v, _ := encodeAllocation(old); bytes.Contains(v, []byte("ip6-cidr")) {
+	if v, _ := EncodeAllocation(old); bytes.Contains(v, []byte("ip6-cidr")) {
 		t.Errorf("a record without ip6-cidr writes the key: %s", v)
 	}
 }
@@ -181,12 +181,12 @@ func TestLoadTableAsJSON(t *testing.T) {
 	s := openTest(t)
 	want := tableAllocations()
 	for _, a := range want {
-		v, err := encodeAllocation(a)
+		v, err := EncodeAllocation(a)
 		if err != nil {
 			t.Fatal(err)
 		}
 		rawPut(t, s, []string{"pools", a.Pool, "alloc"}, a.MAC, v)
-		rawPut(t, s, []string{"pools", a.Pool, "prefix"}, prefixKey(a.Prefix), a.MAC)
+		rawPut(t, s, []string{"pools", a.Pool, "prefix"}, PrefixKey(a.Prefix), a.MAC)
 		rawPut(t, s, []string{"macs"}, a.MAC, []byte(a.Pool))
 	}
 	tbl, _, err := s.LoadTable([]Pool{poolA, poolB})
@@ -197,14 +197,13 @@ func TestLoadTableAsJSON(t *testing.T) {
 		got := tbl.At(i)
 		var v []byte
 		err := s.View(nil, func(tx *Tx) error {
-			alloc, _, _ := tx.poolBuckets(got.Pool, false)
-			v = alloc.Get(got.MAC)
+			v = bytes.Clone(tx.kt.Get(allocSpace(got.Pool), got.MAC))
 			return nil
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		exp, err := decodeAllocation(got.Pool, got.MAC, v)
+		exp, err := DecodeAllocation(got.Pool, got.MAC, v)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -224,7 +223,7 @@ func TestLoadTableAsJSON(t *testing.T) {
 func TestLoadTableReportsTheFirstProblem(t *testing.T) {
 	s := openTest(t)
 	put := func(a Allocation) {
-		v, _ := encodeAllocation(a)
+		v, _ := EncodeAllocation(a)
 		rawPut(t, s, []string{"pools", a.Pool, "alloc"}, a.MAC, v)
 	}
 	put(alloc("pod-a", "06:00:00:00:00:01", "2001:db8:200::/60"))
@@ -245,7 +244,7 @@ func TestLoadTableReportsTheFirstProblem(t *testing.T) {
 
 func FuzzDecodeRecord(f *testing.F) {
 	for _, a := range tableAllocations() {
-		v, _ := encodeAllocation(a)
+		v, _ := EncodeAllocation(a)
 		f.Add(v)
 	}
 	f.Add([]byte(`{"prefix":"2001:db8::/60","state":"active"} `))

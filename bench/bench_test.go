@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/kea"
 	"github.com/cloudstack-pd/cloudstack-pd/bench/synth"
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
@@ -231,7 +232,7 @@ func TestBenchSetup(t *testing.T) {
 	if bin, err := exec.LookPath("kea-dhcp6"); err == nil {
 		keaCheckFile(t, bin, filepath.Join(dir, "reservations.kea.conf"))
 	}
-	st, err := allocator.Open(filepath.Join(dir, "state.db"), allocator.StoreOptions{ReadOnly: true})
+	st, err := allocator.OpenStore(boltstore.Open(filepath.Join(dir, "state.db"), boltstore.Options{ReadOnly: true}))
 	if err != nil {
 		t.Fatal(err)
 	}

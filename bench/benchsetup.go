@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/kea"
 	"github.com/cloudstack-pd/cloudstack-pd/bench/synth"
 	"github.com/cloudstack-pd/cloudstack-pd/keaexport"
@@ -133,7 +134,7 @@ func runBenchSetup(out io.Writer, f benchSetupFlags) error {
 		fmt.Fprintf(out, "%s and %s written: %d reservations\n", basePath, p, f.clients)
 	}
 	if f.fill {
-		st, err := allocator.Open(filepath.Join(dir, "state.db"), allocator.StoreOptions{Create: true})
+		st, err := allocator.OpenStore(boltstore.Open(filepath.Join(dir, "state.db"), boltstore.Options{Create: true}))
 		if err != nil {
 			return err
 		}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 )
 
 // TestFloodServe runs the real serve on [::1] and floods it, with bench
@@ -127,7 +128,7 @@ func TestFloodServe(t *testing.T) {
 	full := metricValue(t, api, `cloudstack_pd_bindings_dropped_total{reason="pending-full"}`)
 	stop()
 
-	st, err := allocator.Open(filepath.Join(dir, "state.db"), allocator.StoreOptions{ReadOnly: true})
+	st, err := allocator.OpenStore(boltstore.Open(filepath.Join(dir, "state.db"), boltstore.Options{ReadOnly: true}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/clock"
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
 	"github.com/cloudstack-pd/cloudstack-pd/server/config"
@@ -137,7 +138,7 @@ func TestRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := allocator.Open(state, allocator.StoreOptions{Create: true})
+	st, err := allocator.OpenStore(boltstore.Open(state, boltstore.Options{Create: true}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +167,7 @@ func TestRun(t *testing.T) {
 	go func() {
 		ran <- Run(ctx, cfg, Deps{
 			OpenStore: func(cfg *config.Config) (*allocator.Store, error) {
-				return allocator.Open(cfg.State, allocator.StoreOptions{NoVerify: true})
+				return allocator.OpenStore(boltstore.Open(cfg.State, boltstore.Options{NoVerify: true}))
 			},
 			Clock: fc, Log: slog.New(slog.NewTextHandler(&logs, nil)), Reload: reload,
 			Serving: func(a Addrs) { serving <- a },
@@ -237,7 +238,7 @@ func TestRun(t *testing.T) {
 
 	// The store is closed (it opens again) and holds both bindings, which
 	// the recorder wrote on the way out.
-	st, err = allocator.Open(state, allocator.StoreOptions{ReadOnly: true})
+	st, err = allocator.OpenStore(boltstore.Open(state, boltstore.Options{ReadOnly: true}))
 	if err != nil {
 		t.Fatalf("store after Run: %v", err)
 	}
@@ -271,7 +272,7 @@ func TestRunDiscardsAStoreItCouldNotStartOn(t *testing.T) {
 	}
 	err = Run(t.Context(), cfg, Deps{
 		OpenStore: func(cfg *config.Config) (*allocator.Store, error) {
-			return allocator.Open(cfg.State, allocator.StoreOptions{Create: true})
+			return allocator.OpenStore(boltstore.Open(cfg.State, boltstore.Options{Create: true}))
 		},
 		Clock: clock.NewFake(epoch), Log: slog.New(slog.DiscardHandler),
 	})

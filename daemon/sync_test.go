@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack/cloudstacktest"
 	"github.com/cloudstack-pd/cloudstack-pd/clock"
 	"github.com/cloudstack-pd/cloudstack-pd/server/config"
@@ -30,7 +31,7 @@ func TestSyncer(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.API.Interval = time.Minute
-	st, err := allocator.Open(cfg.State, allocator.StoreOptions{Create: true, NoSync: true})
+	st, err := allocator.OpenStore(boltstore.Open(cfg.State, boltstore.Options{Create: true, NoSync: true}))
 	if err != nil {
 		t.Fatal(err)
 	}

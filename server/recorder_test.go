@@ -17,11 +17,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 )
 
 func openTestStore(t *testing.T) *allocator.Store {
 	t.Helper()
-	st, err := allocator.Open(filepath.Join(t.TempDir(), "state.db"), allocator.StoreOptions{Create: true})
+	st, err := allocator.OpenStore(boltstore.Open(filepath.Join(t.TempDir(), "state.db"), boltstore.Options{Create: true}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 )
 
 // Damages are the ways Damage spoils a store file, as disks and operators
@@ -50,27 +50,7 @@ func Damage(path, how string) error {
 
 // LeafPages returns the ids of the leaf pages in use in the bbolt file at
 // path, in file order.
-func LeafPages(path string) ([]int, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, PreLoadFreelist: true})
-	if err != nil {
-		return nil, err
-	}
-	defer db.Close()
-	var leaves []int
-	err = db.View(func(tx *bolt.Tx) error {
-		for i := 2; i < int(tx.Size())/db.Info().PageSize; i++ {
-			p, err := tx.Page(i)
-			if err != nil {
-				return err
-			}
-			if p != nil && p.Type == "leaf" {
-				leaves = append(leaves, i)
-			}
-		}
-		return nil
-	})
-	return leaves, err
-}
+func LeafPages(path string) ([]int, error) { return boltstore.LeafPages(path) }
 
 // ZeroPage zeroes page id of the bbolt file at path (of the OS's page
 // size, which bbolt uses).

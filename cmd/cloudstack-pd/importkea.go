@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/kea"
 	"github.com/cloudstack-pd/cloudstack-pd/report"
 	"github.com/cloudstack-pd/cloudstack-pd/server/config"
@@ -137,7 +138,7 @@ func openForDryRun(cfg *config.Config, what string, create bool) (*allocator.Sto
 		if !create {
 			mode = storeWrite // explains a missing store as serve and sync do
 		}
-		st, err := allocator.Open(cfg.State, allocator.StoreOptions{ReadOnly: true})
+		st, err := openBolt(cfg.State, boltstore.Options{ReadOnly: true})
 		if err != nil {
 			return nil, explainStoreError(err, cfg, what, mode)
 		}
@@ -147,7 +148,7 @@ func openForDryRun(cfg *config.Config, what string, create bool) (*allocator.Sto
 	if err != nil {
 		return nil, err
 	}
-	st, err := allocator.Open(filepath.Join(dir, "state.db"), allocator.StoreOptions{Create: true, NoSync: true})
+	st, err := openBolt(filepath.Join(dir, "state.db"), boltstore.Options{Create: true, NoSync: true})
 	// The open file lives on until Close; the name can go now.
 	_ = os.RemoveAll(dir)
 	return st, err

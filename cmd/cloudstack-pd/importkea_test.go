@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/server/config"
 )
 
@@ -54,7 +55,7 @@ func storedAllocations(t *testing.T, cfgPath string) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := allocator.Open(cfg.State, allocator.StoreOptions{ReadOnly: true})
+	st, err := allocator.OpenStore(boltstore.Open(cfg.State, boltstore.Options{ReadOnly: true}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +240,7 @@ func TestImportKeaErrors(t *testing.T) {
 	}
 
 	t.Run("store locked", func(t *testing.T) {
-		st, err := allocator.Open(state, allocator.StoreOptions{Create: true})
+		st, err := allocator.OpenStore(boltstore.Open(state, boltstore.Options{Create: true}))
 		if err != nil {
 			t.Fatal(err)
 		}

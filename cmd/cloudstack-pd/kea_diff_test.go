@@ -33,6 +33,7 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/probe"
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
 	"github.com/cloudstack-pd/cloudstack-pd/server/config"
@@ -223,7 +224,7 @@ func TestKeaDifferential(t *testing.T) {
 		macPodB        = mustMAC("06:51:34:00:00:5e")
 		macUnknown     = mustMAC("06:ff:ff:00:00:01")
 	)
-	st, err := allocator.Open(state, allocator.StoreOptions{Create: true, NoSync: true})
+	st, err := allocator.OpenStore(boltstore.Open(state, boltstore.Options{Create: true, NoSync: true}))
 	if err != nil {
 		t.Fatal(err)
 	}

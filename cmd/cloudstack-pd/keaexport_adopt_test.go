@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack/cloudstacktest"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/kea"
 	"github.com/cloudstack-pd/cloudstack-pd/server/config"
@@ -41,7 +42,7 @@ func earlierKeaConfig(t *testing.T, s *syncSite) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := allocator.Open(state, allocator.StoreOptions{Create: true, NoSync: true})
+	st, err := allocator.OpenStore(boltstore.Open(state, boltstore.Options{Create: true, NoSync: true}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +139,7 @@ func TestKeaExportOfflineKeepsKeacfg(t *testing.T) {
 
 	s.state = filepath.Join(t.TempDir(), "state.db")
 	s.writeConfig(t, "")
-	st, err := allocator.Open(s.state, allocator.StoreOptions{Create: true})
+	st, err := allocator.OpenStore(boltstore.Open(s.state, boltstore.Options{Create: true}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +176,7 @@ func TestKeaExportRefusesMoves(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := allocator.Open(s.state, allocator.StoreOptions{Create: true})
+	st, err := allocator.OpenStore(boltstore.Open(s.state, boltstore.Options{Create: true}))
 	if err != nil {
 		t.Fatal(err)
 	}

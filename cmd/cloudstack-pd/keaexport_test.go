@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/kea"
 	"github.com/cloudstack-pd/cloudstack-pd/keaexport"
 	"github.com/cloudstack-pd/cloudstack-pd/server/config"
@@ -270,7 +271,7 @@ func TestKeaExportOutput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := allocator.Open(cfg.State, allocator.StoreOptions{Create: true})
+	st, err := allocator.OpenStore(boltstore.Open(cfg.State, boltstore.Options{Create: true}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,7 +403,7 @@ func TestKeaExportStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	// What serve does: an exclusive lock.
-	st, err := allocator.Open(cfg.State, allocator.StoreOptions{Create: true})
+	st, err := allocator.OpenStore(boltstore.Open(cfg.State, boltstore.Options{Create: true}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/kea"
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
 	"github.com/cloudstack-pd/cloudstack-pd/relay/capture"
@@ -70,7 +71,7 @@ func replaySite(t *testing.T, port int, duid []byte, edit func(string) string) s
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := allocator.Open(state, allocator.StoreOptions{Create: true, NoSync: true})
+	st, err := allocator.OpenStore(boltstore.Open(state, boltstore.Options{Create: true, NoSync: true}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,7 +368,7 @@ func TestReplayExitStatusAndFlags(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(filepath.Dir(f.config), "state.db")); err != nil {
 			t.Fatal(err)
 		}
-		st, err := allocator.Open(filepath.Join(filepath.Dir(f.config), "state.db"), allocator.StoreOptions{ReadOnly: true})
+		st, err := allocator.OpenStore(boltstore.Open(filepath.Join(filepath.Dir(f.config), "state.db"), boltstore.Options{ReadOnly: true}))
 		if err != nil {
 			t.Fatal(err)
 		}

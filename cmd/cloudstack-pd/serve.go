@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/daemon"
 	"github.com/cloudstack-pd/cloudstack-pd/server/config"
 )
@@ -81,7 +82,7 @@ func addInitFlag(cmd *cobra.Command, init *bool) {
 // openStore opens the state store for what (serve, sync) to write,
 // failing fast when another process holds it; it creates a missing store
 // only with init (--init). opts adds NoVerify.
-func openStore(cfg *config.Config, what string, init bool, opts allocator.StoreOptions) (*allocator.Store, error) {
+func openStore(cfg *config.Config, what string, init bool, opts boltstore.Options) (*allocator.Store, error) {
 	mode := storeWrite
 	if init {
 		mode = storeCreate
@@ -102,7 +103,7 @@ func runServe(ctx context.Context, cfgPath string, init bool, stderr io.Writer) 
 	return daemon.Run(ctx, cfg, daemon.Deps{
 		OpenStore: func(cfg *config.Config) (*allocator.Store, error) {
 			// The table's load verifies the pages it reads, and Run the others.
-			return openStore(cfg, "serve", init, allocator.StoreOptions{NoVerify: true})
+			return openStore(cfg, "serve", init, boltstore.Options{NoVerify: true})
 		},
 		StoreError: func(err error, cfg *config.Config) error { return explainStoreError(err, cfg, "serve", storeWrite) },
 		Log:        daemon.NewLogger(cfg.Log, stderr),

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/server/config"
 )
 
@@ -109,7 +110,7 @@ func TestServeProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := allocator.Open(state, allocator.StoreOptions{Create: true})
+	st, err := allocator.OpenStore(boltstore.Open(state, boltstore.Options{Create: true}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +218,7 @@ func TestServeProcess(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("serve did not exit within 10s of SIGTERM")
 	}
-	st, err = allocator.Open(state, allocator.StoreOptions{Create: true})
+	st, err = allocator.OpenStore(boltstore.Open(state, boltstore.Options{Create: true}))
 	if err != nil {
 		t.Fatalf("store after shutdown: %v", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/server/config"
 )
 
@@ -31,21 +32,27 @@ const docStoreRefused = "docs/operations.md, \"The store is refused or damaged\"
 // openState opens cfg's store as mode says, for the command what, and
 // explains a refusal: the path, why, and what to do.
 func openState(cfg *config.Config, what string, mode storeMode) (*allocator.Store, error) {
-	return openStateOpts(cfg, what, mode, allocator.StoreOptions{})
+	return openStateOpts(cfg, what, mode, boltstore.Options{})
 }
 
 // openStateOpts is openState with opts (NoVerify, Timeout) besides what
 // mode sets.
-func openStateOpts(cfg *config.Config, what string, mode storeMode, opts allocator.StoreOptions) (*allocator.Store, error) {
+func openStateOpts(cfg *config.Config, what string, mode storeMode, opts boltstore.Options) (*allocator.Store, error) {
 	opts.ReadOnly, opts.Create = mode == storeRead, mode == storeCreate
-	st, err := allocator.Open(cfg.State, opts)
+	st, err := openBolt(cfg.State, opts)
 	if err == nil {
 		return st, nil
 	}
 	return nil, explainStoreError(err, cfg, what, mode)
 }
 
-// explainStoreError adds to an error of allocator.Open what the operator
+// openBolt opens the bbolt store at path: the one place where a command
+// picks the storage backend.
+func openBolt(path string, opts boltstore.Options) (*allocator.Store, error) {
+	return allocator.OpenStore(boltstore.Open(path, opts))
+}
+
+// explainStoreError adds to an error of openBolt what the operator
 // should do about it.
 func explainStoreError(err error, cfg *config.Config, what string, mode storeMode) error {
 	switch {

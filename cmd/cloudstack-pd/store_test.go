@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/allocatortest"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack/cloudstacktest"
@@ -109,11 +107,11 @@ func TestStoreRefusedWhateverFlags(t *testing.T) {
 	}{
 		{"0 bytes", func(t *testing.T, path string) { writeFile(t, path, "") }, "is an empty file (0 bytes)"},
 		{"schema-less bbolt", func(t *testing.T, path string) {
-			db, err := bolt.Open(path, 0o600, nil)
+			b, err := os.ReadFile(filepath.Join("..", "..", "allocator", "testdata", "bbolt-no-buckets.db"))
 			if err != nil {
 				t.Fatal(err)
 			}
-			db.Close()
+			writeFile(t, path, string(b))
 		}, "without the cloudstack-pd schema marker"},
 		{"random bytes", func(t *testing.T, path string) {
 			writeFile(t, path, strings.Repeat("not a store ", 3000))

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/daemon"
 	"github.com/cloudstack-pd/cloudstack-pd/report"
 	"github.com/cloudstack-pd/cloudstack-pd/server/config"
@@ -106,7 +107,7 @@ func runSync(ctx context.Context, out, stderr io.Writer, f syncFlags) (err error
 	if f.dryRun {
 		st, err = openForDryRun(cfg, "sync --dry-run", f.init)
 	} else {
-		st, err = openStore(cfg, "sync", f.init, allocator.StoreOptions{})
+		st, err = openStore(cfg, "sync", f.init, boltstore.Options{})
 	}
 	if errors.Is(err, allocator.ErrLocked) {
 		return storeLockedError(err, "sync")

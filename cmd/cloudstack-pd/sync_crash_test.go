@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack/cloudstacktest"
 	"github.com/cloudstack-pd/cloudstack-pd/server/config"
 )
@@ -125,7 +126,7 @@ func TestSyncKilled(t *testing.T) {
 		if _, err := os.Stat(state); errors.Is(err, fs.ErrNotExist) {
 			return out
 		}
-		st, err := allocator.Open(state, allocator.StoreOptions{ReadOnly: true})
+		st, err := allocator.OpenStore(boltstore.Open(state, boltstore.Options{ReadOnly: true}))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -13,11 +13,11 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack/cloudstacktest"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/kv"
 	"github.com/cloudstack-pd/cloudstack-pd/server/config"
 )
 
@@ -208,7 +208,7 @@ func TestCommandsOnALockedStore(t *testing.T) {
 	}
 	// bbolt's lock is per open file description: a second open in this
 	// process conflicts as another process would.
-	st, err := allocator.Open(s.state, allocator.StoreOptions{Create: true})
+	st, err := allocator.OpenStore(boltstore.Open(s.state, boltstore.Options{Create: true}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,12 +234,12 @@ func TestCheckCommandViolations(t *testing.T) {
 	if out, err := runCLI(t, "sync", "--config", s.cfgPath, "--init"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	db, err := bolt.Open(s.state, 0o600, nil)
+	db, err := boltstore.Open(s.state, boltstore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket([]byte("macs")).Put([]byte{6, 0, 0, 0, 0, 9}, []byte(fixturePod))
+	err = db.Update(func(tx kv.Tx) error {
+		return tx.Put(kv.Space{Kind: kv.MACs}, []byte{6, 0, 0, 0, 0, 9}, []byte(fixturePod))
 	})
 	db.Close()
 	if err != nil {
@@ -262,7 +262,7 @@ func TestSyncForKeaExport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := allocator.Open(cfg.State, allocator.StoreOptions{Create: true, NoSync: true})
+	st, err := allocator.OpenStore(boltstore.Open(cfg.State, boltstore.Options{Create: true, NoSync: true}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
 	"github.com/cloudstack-pd/cloudstack-pd/server"
 )
@@ -96,7 +97,7 @@ func newWorld(t *testing.T) *world {
 	now := testNow
 	w.now.Store(&now)
 	w.ready.Store(&Readiness{})
-	st, err := allocator.Open(filepath.Join(t.TempDir(), "state.db"), allocator.StoreOptions{Create: true, NoSync: true})
+	st, err := allocator.OpenStore(boltstore.Open(filepath.Join(t.TempDir(), "state.db"), boltstore.Options{Create: true, NoSync: true}))
 	if err != nil {
 		t.Fatal(err)
 	}

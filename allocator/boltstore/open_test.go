@@ -1,4 +1,4 @@
-package allocator_test
+package boltstore_test
 
 import (
 	"bytes"
@@ -15,6 +15,7 @@ import (
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/allocatortest"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/bench/synth"
 )
 
@@ -31,14 +32,14 @@ func exists(t *testing.T, path string) bool {
 }
 
 func TestOpenMissingNeedsCreate(t *testing.T) {
-	for _, opts := range []allocator.StoreOptions{
+	for _, opts := range []boltstore.Options{
 		{},
 		{NoSync: true},
 		{ReadOnly: true},
 	} {
 		dir := filepath.Join(t.TempDir(), "var", "lib")
 		path := filepath.Join(dir, "state.db")
-		st, err := allocator.Open(path, opts)
+		st, err := allocator.OpenStore(boltstore.Open(path, opts))
 		if err == nil {
 			st.Close()
 			t.Fatalf("Open(%+v) of a missing file succeeded", opts)
@@ -50,19 +51,19 @@ func TestOpenMissingNeedsCreate(t *testing.T) {
 			t.Errorf("Open(%+v) created %s", opts, dir)
 		}
 	}
-	if _, err := allocator.Open(filepath.Join(t.TempDir(), "state.db"), allocator.StoreOptions{ReadOnly: true, Create: true}); err == nil {
+	if _, err := allocator.OpenStore(boltstore.Open(filepath.Join(t.TempDir(), "state.db"), boltstore.Options{ReadOnly: true, Create: true})); err == nil {
 		t.Error("Open(ReadOnly, Create) succeeded")
 	}
 
 	// With Create: a new store, which is ours even without an allocation.
 	path := filepath.Join(t.TempDir(), "new", "state.db")
-	st, err := allocator.Open(path, allocator.StoreOptions{Create: true, NoSync: true})
+	st, err := allocator.OpenStore(boltstore.Open(path, boltstore.Options{Create: true, NoSync: true}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	st.Close()
-	for _, opts := range []allocator.StoreOptions{{}, {ReadOnly: true}, {Create: true}} {
-		st, err := allocator.Open(path, opts)
+	for _, opts := range []boltstore.Options{{}, {ReadOnly: true}, {Create: true}} {
+		st, err := allocator.OpenStore(boltstore.Open(path, opts))
 		if err != nil {
 			t.Fatalf("reopen a new, empty store with %+v: %v", opts, err)
 		}
@@ -115,8 +116,8 @@ func TestOpenRefusesNotAStore(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "state.db")
 			tc.make(t, path)
 			before, _ := os.ReadFile(path)
-			for _, opts := range []allocator.StoreOptions{{}, {Create: true}, {ReadOnly: true}} {
-				st, err := allocator.Open(path, opts)
+			for _, opts := range []boltstore.Options{{}, {Create: true}, {ReadOnly: true}} {
+				st, err := allocator.OpenStore(boltstore.Open(path, opts))
 				if err == nil {
 					st.Close()
 					t.Fatalf("Open(%+v) succeeded", opts)
@@ -143,7 +144,7 @@ func TestOpenEarlierStores(t *testing.T) {
 	}
 	for file, want := range map[string]int{"store-v1-empty.db": 0, "store-v1.db": 2} {
 		t.Run(file, func(t *testing.T) {
-			data, err := os.ReadFile(filepath.Join("testdata", file))
+			data, err := os.ReadFile(filepath.Join("..", "testdata", file))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -151,8 +152,8 @@ func TestOpenEarlierStores(t *testing.T) {
 			if err := os.WriteFile(path, data, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			for _, opts := range []allocator.StoreOptions{{ReadOnly: true}, {}} {
-				st, err := allocator.Open(path, opts)
+			for _, opts := range []boltstore.Options{{ReadOnly: true}, {}} {
+				st, err := allocator.OpenStore(boltstore.Open(path, opts))
 				if err != nil {
 					t.Fatalf("Open(%+v): %v", opts, err)
 				}
@@ -177,7 +178,7 @@ func TestOpenDamaged(t *testing.T) {
 	for _, how := range allocatortest.Damages {
 		t.Run(how, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "state.db")
-			st, err := allocator.Open(path, allocator.StoreOptions{Create: true, NoSync: true})
+			st, err := allocator.OpenStore(boltstore.Open(path, boltstore.Options{Create: true, NoSync: true}))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -188,7 +189,7 @@ func TestOpenDamaged(t *testing.T) {
 			if err := allocatortest.Damage(path, how); err != nil {
 				t.Fatal(err)
 			}
-			for _, opts := range []allocator.StoreOptions{{ReadOnly: true}, {}} {
+			for _, opts := range []boltstore.Options{{ReadOnly: true}, {}} {
 				for _, check := range []bool{false, true} {
 					err := useStore(path, opts, check)
 					if err == nil {
@@ -209,7 +210,7 @@ func TestOpenDamaged(t *testing.T) {
 func TestEveryLeafPage(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "state.db")
-	st, err := allocator.Open(path, allocator.StoreOptions{Create: true, NoSync: true})
+	st, err := allocator.OpenStore(boltstore.Open(path, boltstore.Options{Create: true, NoSync: true}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,10 +236,10 @@ func TestEveryLeafPage(t *testing.T) {
 		if err := allocatortest.ZeroPage(path, id); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := allocator.Open(path, allocator.StoreOptions{ReadOnly: true}); !errors.Is(err, allocator.ErrDamaged) {
+		if _, err := allocator.OpenStore(boltstore.Open(path, boltstore.Options{ReadOnly: true})); !errors.Is(err, allocator.ErrDamaged) {
 			t.Errorf("page %d zeroed: Open: %v, want ErrDamaged", id, err)
 		}
-		st, err := allocator.Open(path, allocator.StoreOptions{ReadOnly: true, NoVerify: true})
+		st, err := allocator.OpenStore(boltstore.Open(path, boltstore.Options{ReadOnly: true, NoVerify: true}))
 		if errors.Is(err, allocator.ErrDamaged) {
 			continue // a page Open reads anyway (the root's, meta's)
 		}
@@ -262,8 +263,8 @@ func TestEveryLeafPage(t *testing.T) {
 // useStore opens path and loads the table, as serve does, or checks the
 // store, as check does, and returns the first error (Check's violations as
 // one).
-func useStore(path string, opts allocator.StoreOptions, check bool) error {
-	st, err := allocator.Open(path, opts)
+func useStore(path string, opts boltstore.Options, check bool) error {
+	st, err := allocator.OpenStore(boltstore.Open(path, opts))
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,556 @@
+package boltstore
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"runtime/debug"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/kv"
+)
+
+// DefaultLockTimeout is how long Open waits for the file lock when
+// Options.Timeout is zero.
+const DefaultLockTimeout = time.Second
+
+// Bucket and key names; doc.go describes the layout.
+var (
+	bucketMeta          = []byte("meta")
+	bucketPools         = []byte("pools")
+	bucketAlloc         = []byte("alloc")
+	bucketPrefix        = []byte("prefix")
+	bucketMACs          = []byte("macs")
+	bucketBindings      = []byte("bindings")
+	bucketBindingPrefix = []byte("binding-prefix")
+
+	keySchema = []byte("schema")
+)
+
+// topBuckets are the buckets every store has besides meta.
+var topBuckets = [][]byte{bucketPools, bucketMACs, bucketBindings, bucketBindingPrefix}
+
+// Options tunes Open. The zero value opens an existing store for reading
+// and writing, which is what the server needs.
+type Options struct {
+	// Timeout bounds the wait for the file lock another process holds.
+	// Zero means DefaultLockTimeout (1s); a negative value tries once and
+	// does not wait. Open never waits forever.
+	Timeout time.Duration
+	// ReadOnly opens the store with a shared lock and refuses writes. The
+	// file must exist. False (the default) opens it for writing.
+	ReadOnly bool
+	// Create lets Open create the file (and its folder) when it does not
+	// exist, as a new, empty store with its schema marker. False (the
+	// default): a missing file gives ErrNoStore, so that a typo in the
+	// path or an unmounted folder never starts an empty store. An
+	// existing file is never created anew: a 0-byte or schema-less one
+	// gives ErrNotStore whatever Create says. Create with ReadOnly is an
+	// error.
+	Create bool
+	// NoVerify skips Verify, which Open otherwise runs: reading every page
+	// of the store once, some 0.1 to 0.4 s for a million allocations. A
+	// caller that sets it must verify the store itself before it trusts
+	// it (serve runs allocator.Store.VerifyIndexes beside LoadTable).
+	// False (the default): a damaged page anywhere gives ErrDamaged from
+	// Open.
+	NoVerify bool
+	// NoSync skips fsync on commit. False (the default) makes every
+	// committed transaction durable; true is for tests only: a crash can
+	// lose recent commits or corrupt the file.
+	NoSync bool
+}
+
+// Store is a bbolt file holding the key spaces of package kv: it
+// implements kv.Backend, kv.Verifier, kv.Checker and kv.Creator. It is
+// safe for concurrent use; bbolt serialises the writers.
+type Store struct {
+	db       *bolt.DB
+	path     string
+	readOnly bool
+	// undo removes the file and the folders Open created; nil when the
+	// file was there before.
+	undo func()
+}
+
+var (
+	_ kv.Backend  = (*Store)(nil)
+	_ kv.Verifier = (*Store)(nil)
+	_ kv.Checker  = (*Store)(nil)
+	_ kv.Creator  = (*Store)(nil)
+)
+
+// lockedError names the store another process holds.
+type lockedError struct{ path string }
+
+func (e *lockedError) Error() string {
+	return fmt.Sprintf("store %s is locked by another process (pid unknown); is another cloudstack-pd running?", e.path)
+}
+
+func (e *lockedError) Unwrap() error { return kv.ErrLocked }
+
+// Open opens the store at path. A missing file is created, with its folder
+// and the schema marker, only with opts.Create; otherwise it gives an error
+// wrapping kv.ErrNoStore (and fs.ErrNotExist). A file that is empty, not a
+// bbolt file, or a bbolt file without the schema marker gives
+// kv.ErrNotStore; one whose last commit does not fit in the file
+// (truncated) or whose pages do not read gives kv.ErrDamaged; a store of an
+// unknown schema gives kv.ErrSchema. When another process holds the file
+// lock beyond opts.Timeout it returns an error wrapping kv.ErrLocked.
+//
+// A new store appears at path whole or not at all: it is made under a
+// temporary name in the same folder and linked to path only once it holds
+// its schema marker (never over a file that appeared meanwhile). If Open
+// created the file and then fails, it removes the file (and the folders it
+// created): a failed Open leaves nothing new behind, and never removes
+// what was there before.
+func Open(path string, opts Options) (st *Store, err error) {
+	if opts.ReadOnly && opts.Create {
+		return nil, fmt.Errorf("store %s: cannot create a store read-only", path)
+	}
+	timeout := opts.Timeout
+	if timeout == 0 {
+		timeout = DefaultLockTimeout
+	}
+	var undo func()
+	fi, statErr := os.Stat(path)
+	if errors.Is(statErr, fs.ErrNotExist) && opts.Create {
+		if undo, err = createStore(path, opts.NoSync); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				undo()
+			}
+		}()
+		fi, statErr = os.Stat(path)
+	}
+	switch {
+	case statErr == nil:
+		if err := validateFile(path, fi); err != nil {
+			return nil, err
+		}
+	case errors.Is(statErr, fs.ErrNotExist):
+		return nil, fmt.Errorf("store %s does not exist: %w (%w)", path, kv.ErrNoStore, fs.ErrNotExist)
+	default:
+		return nil, fmt.Errorf("store %s: %w", path, statErr)
+	}
+	var db *bolt.DB
+	err = guard(path, func() (err error) {
+		db, err = bolt.Open(path, 0o600, &bolt.Options{
+			Timeout:  timeout,
+			ReadOnly: opts.ReadOnly,
+			NoSync:   opts.NoSync,
+		})
+		return err
+	})
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
+		return nil, &lockedError{path: path}
+	case errors.Is(err, kv.ErrDamaged):
+		return nil, err
+	case err != nil:
+		return nil, fmt.Errorf("store %s: %w", path, err)
+	}
+	s := &Store{db: db, path: path, readOnly: opts.ReadOnly, undo: undo}
+	if err = guard(path, func() error { return s.init(false) }); err == nil && !opts.NoVerify {
+		err = s.Verify(false)
+	}
+	if err != nil {
+		_ = db.Close()
+		if errors.Is(err, kv.ErrDamaged) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("store %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// Name returns the file the store was opened from.
+func (s *Store) Name() string { return s.path }
+
+// ReadOnly reports whether the store was opened read-only.
+func (s *Store) ReadOnly() bool { return s.readOnly }
+
+// Close releases the file lock. Transactions in progress finish first.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Created reports whether Open created the file (Options.Create).
+func (s *Store) Created() bool { return s.undo != nil }
+
+// Discard closes the store and, when Open created its file, removes it
+// and the folders Open made: for a command that created the store and
+// then failed, so that it leaves nothing new behind. A store that existed
+// before is only closed.
+func (s *Store) Discard() error {
+	err := s.db.Close()
+	if s.undo != nil {
+		s.undo()
+	}
+	return err
+}
+
+// View runs fn in a read-only bbolt transaction. A damaged page gives an
+// error wrapping kv.ErrDamaged, not a crash (see guard).
+func (s *Store) View(fn func(kv.Tx) error) error {
+	return guard(s.path, func() error {
+		return s.db.View(func(btx *bolt.Tx) error {
+			return fn(s.newTx(btx))
+		})
+	})
+}
+
+// Update runs fn in a read-write bbolt transaction. On a read-only store
+// it fails with an error wrapping kv.ErrReadOnly. The pages the
+// transaction read, and its commit rewrote, are dropped from the
+// process's memory afterwards (see dropPages): a server recording
+// bindings all day would otherwise hold, as resident file pages, every
+// page of the store its writes ever went through.
+func (s *Store) Update(fn func(kv.Tx) error) error {
+	if s.readOnly {
+		return fmt.Errorf("store %s: %w: %w", s.path, kv.ErrReadOnly, berrors.ErrDatabaseReadOnly)
+	}
+	err := guard(s.path, func() error {
+		return s.db.Update(func(btx *bolt.Tx) error {
+			return fn(s.newTx(btx))
+		})
+	})
+	if err != nil {
+		return err
+	}
+	// dropPages needs a transaction, which keeps bbolt from remapping.
+	_ = guard(s.path, func() error { return s.db.View(func(btx *bolt.Tx) error { s.dropPages(btx); return nil }) })
+	return nil
+}
+
+// tx is a kv.Tx over a bbolt transaction. It keeps the buckets it looked
+// up, so that a Put of an allocation does not walk the root three times.
+type tx struct {
+	s       *Store
+	btx     *bolt.Tx
+	buckets map[kv.Space]*bolt.Bucket
+	reads   int // records scanned, for dropPages
+}
+
+func (s *Store) newTx(btx *bolt.Tx) *tx { return &tx{s: s, btx: btx} }
+
+// bucket returns the bucket of space sp, creating it (and the pool's other
+// bucket) when create is set; nil when it does not exist and create is
+// false.
+func (t *tx) bucket(sp kv.Space, create bool) (*bolt.Bucket, error) {
+	if b, ok := t.buckets[sp]; ok {
+		return b, nil
+	}
+	var b *bolt.Bucket
+	switch sp.Kind {
+	case kv.Meta:
+		b = t.btx.Bucket(bucketMeta)
+	case kv.MACs:
+		b = t.btx.Bucket(bucketMACs)
+	case kv.Bindings:
+		b = t.btx.Bucket(bucketBindings)
+	case kv.BindingPrefix:
+		b = t.btx.Bucket(bucketBindingPrefix)
+	case kv.Alloc, kv.Prefix:
+		root := t.btx.Bucket(bucketPools)
+		if root == nil {
+			return nil, nil
+		}
+		pb := root.Bucket([]byte(sp.Pool))
+		if pb == nil {
+			if !create {
+				return nil, nil
+			}
+			var err error
+			if pb, err = root.CreateBucket([]byte(sp.Pool)); err != nil {
+				return nil, fmt.Errorf("create bucket pools/%s: %w", sp.Pool, err)
+			}
+		}
+		// Both buckets of a pool are made together: Check wants both.
+		alloc, prefix := pb.Bucket(bucketAlloc), pb.Bucket(bucketPrefix)
+		if create {
+			var err error
+			if alloc == nil {
+				if alloc, err = pb.CreateBucket(bucketAlloc); err != nil {
+					return nil, fmt.Errorf("create bucket pools/%s/alloc: %w", sp.Pool, err)
+				}
+			}
+			if prefix == nil {
+				if prefix, err = pb.CreateBucket(bucketPrefix); err != nil {
+					return nil, fmt.Errorf("create bucket pools/%s/prefix: %w", sp.Pool, err)
+				}
+			}
+		}
+		if alloc == nil || prefix == nil {
+			// Not cached: a later create must complete the pool.
+			if sp.Kind == kv.Alloc {
+				return alloc, nil
+			}
+			return prefix, nil
+		}
+		if t.buckets == nil {
+			t.buckets = make(map[kv.Space]*bolt.Bucket, 4)
+		}
+		t.buckets[kv.Space{Kind: kv.Alloc, Pool: sp.Pool}] = alloc
+		t.buckets[kv.Space{Kind: kv.Prefix, Pool: sp.Pool}] = prefix
+		return t.buckets[sp], nil
+	default:
+		return nil, fmt.Errorf("key space %d: unknown", sp.Kind)
+	}
+	if b == nil && create {
+		return nil, fmt.Errorf("bucket %s is missing: store is inconsistent, run check", sp)
+	}
+	if b != nil {
+		if t.buckets == nil {
+			t.buckets = make(map[kv.Space]*bolt.Bucket, 4)
+		}
+		t.buckets[sp] = b
+	}
+	return b, nil
+}
+
+func (t *tx) Writable() bool { return t.btx.Writable() }
+
+func (t *tx) Get(sp kv.Space, key []byte) []byte {
+	b, _ := t.bucket(sp, false)
+	if b == nil || len(key) == 0 {
+		return nil
+	}
+	return b.Get(key)
+}
+
+func (t *tx) Put(sp kv.Space, key, value []byte) error {
+	if !t.btx.Writable() {
+		return fmt.Errorf("put %s/%x: %w: %w", sp, key, kv.ErrReadOnly, berrors.ErrTxNotWritable)
+	}
+	b, err := t.bucket(sp, true)
+	if err != nil {
+		return err
+	}
+	return b.Put(key, value)
+}
+
+func (t *tx) Delete(sp kv.Space, key []byte) error {
+	if !t.btx.Writable() {
+		return fmt.Errorf("delete %s/%x: %w: %w", sp, key, kv.ErrReadOnly, berrors.ErrTxNotWritable)
+	}
+	b, _ := t.bucket(sp, false)
+	if b == nil || len(key) == 0 {
+		return nil
+	}
+	return b.Delete(key)
+}
+
+func (t *tx) Seek(sp kv.Space, key []byte) ([]byte, []byte) {
+	b, _ := t.bucket(sp, false)
+	if b == nil {
+		return nil, nil
+	}
+	return b.Cursor().Seek(key)
+}
+
+func (t *tx) Last(sp kv.Space, key []byte) ([]byte, []byte) {
+	b, _ := t.bucket(sp, false)
+	if b == nil {
+		return nil, nil
+	}
+	c := b.Cursor()
+	if key == nil {
+		return c.Last()
+	}
+	if k, _ := c.Seek(key); k == nil {
+		return c.Last()
+	}
+	return c.Prev()
+}
+
+// dropEvery is how many records Scan reads between two calls of
+// dropPages: some 10 MB of the store.
+const dropEvery = 1 << 16
+
+func (t *tx) Scan(sp kv.Space, from []byte, fn func(k, v []byte) error) error {
+	b, _ := t.bucket(sp, false)
+	if b == nil {
+		return nil
+	}
+	c := b.Cursor()
+	var k, v []byte
+	if from == nil {
+		k, v = c.First()
+	} else {
+		k, v = c.Seek(from)
+	}
+	n := 0
+	defer func() {
+		// A long scan (LoadTable's) leaves none of what it read resident.
+		if n >= dropEvery/16 {
+			t.s.dropPages(t.btx)
+		}
+	}()
+	for ; k != nil; k, v = c.Next() {
+		if v == nil {
+			continue // a nested bucket: not a key of the space
+		}
+		if t.reads++; t.reads%dropEvery == 0 {
+			t.s.dropPages(t.btx)
+		}
+		n++
+		if err := fn(k, v); err != nil {
+			if errors.Is(err, kv.ErrStop) {
+				return nil
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *tx) Pools() []string {
+	var names []string
+	if root := t.btx.Bucket(bucketPools); root != nil {
+		_ = root.ForEachBucket(func(k []byte) error {
+			names = append(names, string(k))
+			return nil
+		})
+	}
+	return names
+}
+
+// init checks the schema and, on a writable store, completes the
+// top-level buckets. created says createStore has just made the file: only
+// then is a file without the schema marker a new store, which gets it.
+// Stores written by every earlier version have the marker (meta/schema):
+// it was written with the buckets when the file was created.
+func (s *Store) init(created bool) error {
+	complete := true
+	err := s.db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			if created {
+				complete = false
+				return nil
+			}
+			var names []string
+			_ = tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+				names = append(names, fmt.Sprintf("%q", name))
+				return nil
+			})
+			if len(names) == 0 {
+				return fmt.Errorf("a bbolt file without any bucket, so without the cloudstack-pd schema marker (meta/schema): %w", kv.ErrNotStore)
+			}
+			return fmt.Errorf("a bbolt file with buckets %v but no cloudstack-pd schema marker (meta/schema): %w", names, kv.ErrNotStore)
+		}
+		if v := meta.Get(keySchema); string(v) != kv.SchemaVersion {
+			return fmt.Errorf("schema %q, this cloudstack-pd reads %q: %w", v, kv.SchemaVersion, kv.ErrSchema)
+		}
+		for _, b := range topBuckets {
+			if tx.Bucket(b) == nil {
+				complete = false // an older writer died between buckets; create the rest
+			}
+		}
+		return nil
+	})
+	if err != nil || complete || s.readOnly {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		if meta.Get(keySchema) == nil {
+			if err := meta.Put(keySchema, []byte(kv.SchemaVersion)); err != nil {
+				return err
+			}
+		}
+		for _, b := range topBuckets {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return fmt.Errorf("create bucket %s: %w", b, err)
+			}
+		}
+		return nil
+	})
+}
+
+// Verify reads every branch and leaf page of every bucket once and returns
+// an error wrapping kv.ErrDamaged if one does not read (zeroed,
+// overwritten), so that damage is found before the store is used, rather
+// than in the middle of a sync or never in an index the server does not
+// load. Open runs it unless Options.NoVerify; skipAlloc leaves out the
+// pools' allocation buckets, which LoadTable reads (and so checks). It
+// walks keys with bbolt's cursors and decodes nothing: some 0.1 to 0.4 s
+// for a million allocations, most of it faulting the file's pages in,
+// against 0.5 to 0.7 s more for bbolt's own Tx.Check, which CheckStructure
+// runs. The pages read are dropped from the process's memory as it goes
+// (see dropPages). It may run beside other readers.
+func (s *Store) Verify(skipAlloc bool) error {
+	return guard(s.path, func() error {
+		return s.db.View(func(tx *bolt.Tx) error {
+			defer s.dropPages(tx)
+			n := 0
+			// walk reads b's pages and its sub-buckets'; inPool says b is
+			// pools/<name>.
+			var walk func(b *bolt.Bucket, inPool bool)
+			walk = func(b *bolt.Bucket, inPool bool) {
+				c := b.Cursor()
+				for k, v := c.First(); k != nil; k, v = c.Next() {
+					if n++; n%dropEvery == 0 {
+						s.dropPages(tx)
+					}
+					if v != nil || skipAlloc && inPool && bytes.Equal(k, bucketAlloc) {
+						continue
+					}
+					if sub := b.Bucket(k); sub != nil {
+						walk(sub, false)
+					}
+				}
+			}
+			return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+				if !bytes.Equal(name, bucketPools) {
+					walk(b, false)
+					return nil
+				}
+				c := b.Cursor()
+				for k, v := c.First(); k != nil; k, v = c.Next() {
+					if v == nil {
+						if sub := b.Bucket(k); sub != nil {
+							walk(sub, true)
+						}
+					}
+				}
+				return nil
+			})
+		})
+	})
+}
+
+// damagedError is a store whose file does not read.
+type damagedError struct {
+	path, why string
+}
+
+func (e *damagedError) Error() string {
+	return fmt.Sprintf("store %s is damaged: %s", e.path, e.why)
+}
+
+func (e *damagedError) Unwrap() error { return kv.ErrDamaged }
+
+// guard runs fn, which reads the store's file at path, turning what bbolt
+// does on a damaged file into an error wrapping kv.ErrDamaged: its panics
+// on pages that do not make sense, and memory faults (SIGSEGV, SIGBUS) on
+// reads outside the mapping, which debug.SetPanicOnFault makes panics of
+// this goroutine. bbolt rolls back a managed transaction that panics.
+func guard(path string, fn func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = &damagedError{path: path, why: fmt.Sprintf("reading it failed: %v", r)}
+		}
+	}()
+	return fn()
+}
