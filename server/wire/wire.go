@@ -42,6 +42,8 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
+
+	"github.com/cloudstack-pd/cloudstack-pd/relay"
 )
 
 // MaxDUIDLen is the longest DUID, type included (RFC 8415 section 11.1).
@@ -88,7 +90,6 @@ const (
 	maxPrefixes      = 8
 	iapdHeaderLen    = 12 // IAID, T1, T2
 	iaPrefixLen      = 25 // preferred, valid, prefix-length, prefix
-	optionHeaderLen  = 4
 )
 
 // NewDecoder returns a Decoder.
@@ -240,17 +241,13 @@ func checkPrefixLengths(data []byte) error {
 	if len(data) < iapdHeaderLen {
 		return nil
 	}
-	for r := data[iapdHeaderLen:]; len(r) >= optionHeaderLen; {
-		code, n := dhcpv6.OptionCode(binary.BigEndian.Uint16(r)), int(binary.BigEndian.Uint16(r[2:]))
-		if len(r)-optionHeaderLen < n {
-			return nil
-		}
-		if code == dhcpv6.OptionIAPrefix && n >= iaPrefixLen {
-			if bits := r[optionHeaderLen+8]; bits > 128 {
+	w := relay.WalkOptions(data[iapdHeaderLen:])
+	for w.Next() {
+		if v := w.Data(); dhcpv6.OptionCode(w.Code()) == dhcpv6.OptionIAPrefix && len(v) >= iaPrefixLen {
+			if bits := v[8]; bits > 128 {
 				return fmt.Errorf("IA Prefix of length %d: %w", bits, ErrPrefixLength)
 			}
 		}
-		r = r[optionHeaderLen+n:]
 	}
 	return nil
 }
@@ -264,13 +261,15 @@ func (d *Decoder) iapd(data []byte) *dhcpv6.OptIAPD {
 		return nil
 	}
 	n := 0
-	for r := data[iapdHeaderLen:]; len(r) > 0; r = r[optionHeaderLen+iaPrefixLen:] {
-		if len(r) < optionHeaderLen+iaPrefixLen ||
-			dhcpv6.OptionCode(binary.BigEndian.Uint16(r)) != dhcpv6.OptionIAPrefix ||
-			binary.BigEndian.Uint16(r[2:]) != iaPrefixLen {
+	w := relay.WalkOptions(data[iapdHeaderLen:])
+	for w.Next() {
+		if dhcpv6.OptionCode(w.Code()) != dhcpv6.OptionIAPrefix || len(w.Data()) != iaPrefixLen {
 			return nil
 		}
 		n++
+	}
+	if w.Err() != nil {
+		return nil
 	}
 	if n > maxPrefixesPerIA || d.np+n > maxPrefixes {
 		return nil
@@ -280,8 +279,8 @@ func (d *Decoder) iapd(data []byte) *dhcpv6.OptIAPD {
 	d.npd++
 	*pd = dhcpv6.OptIAPD{T1: seconds(data[4:]), T2: seconds(data[8:])}
 	copy(pd.IaId[:], data)
-	for r := data[iapdHeaderLen:]; len(r) > 0; r = r[optionHeaderLen+iaPrefixLen:] {
-		v := r[optionHeaderLen:]
+	for w = relay.WalkOptions(data[iapdHeaderLen:]); w.Next(); {
+		v := w.Data()
 		p, ipn, ip := &d.prefixes[d.np], &d.nets[d.np], d.ips[d.np][:]
 		d.np++
 		*p = dhcpv6.OptIAPrefix{PreferredLifetime: seconds(v), ValidLifetime: seconds(v[4:])}
