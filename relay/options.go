@@ -73,6 +73,10 @@ func (w *OptionWalker) Err() error {
 	if !w.bad {
 		return nil
 	}
+	return w.truncated()
+}
+
+func (w *OptionWalker) truncated() error {
 	if len(w.rest) < optionHeaderLen {
 		return fmt.Errorf("option header needs %d bytes, have %d: %w", optionHeaderLen, len(w.rest), ErrTruncated)
 	}
