@@ -205,7 +205,11 @@ func newExchange() *exchange {
 // reset clears what refers to the packet, the table or the answer.
 func (x *exchange) reset() {
 	x.req.dec.Reset()
-	*x = exchange{req: request{chain: x.req.chain, dec: x.req.dec}, enc: x.enc[:0]}
+	chain, dec, enc := x.req.chain, x.req.dec, x.enc[:0]
+	// Cleared in place: a literal naming x's own fields would be built
+	// in a copy on the stack, then moved.
+	*x = exchange{}
+	x.req.chain, x.req.dec, x.enc = chain, dec, enc
 }
 
 // env is what the rules and identify need of the Handler, for one packet.
