@@ -14,9 +14,10 @@
 //     every packet into memory it reuses: Client and Server Identifiers, the
 //     Option Request, Elapsed Time, Rapid Commit, Reconfigure Accept (kept
 //     as OptionGeneric, their bytes, after the library's own checks), and
-//     IA_PD with its IA Prefixes (as the library's OptIAPD and OptIAPrefix).
-//     Anything else, and an IA_PD of unusual shape, goes to
-//     dhcpv6.ParseOption.
+//     IA_PD with its IA Prefixes (as the library's OptIAPD and OptIAPrefix;
+//     the options inside an IA_PD are walked with relay.WalkOptions, the
+//     project's one walk of the option format). Anything else, and an
+//     IA_PD of unusual shape, goes to dhcpv6.ParseOption.
 //   - AppendMessage and AppendOptions encode by appending to a caller's
 //     buffer, writing the option types a server answers with directly and
 //     calling the library's ToBytes for any other.
