@@ -225,11 +225,12 @@ type env struct {
 }
 
 func (h *Handler) handle(x *exchange, dst []byte, src netip.AddrPort, pkt []byte, now time.Time) (Reply, error) {
-	// env lives in the recycled exchange: on the stack, the rules'
-	// pointers to it would move it to the heap, one allocation a packet.
+	// env lives in the recycled exchange (on the stack, the rules'
+	// pointers to it would move it to the heap, one allocation a packet),
+	// zero here; set field by field, it is not built in a copy.
 	e := &x.env
-	*e = env{opts: h.opts.Load(), serverID: h.serverID, serverIDOpt: &h.serverIDOpt,
-		sink: h.sink, metrics: h.metrics, log: h.log, now: now}
+	e.opts, e.serverID, e.serverIDOpt = h.opts.Load(), h.serverID, &h.serverIDOpt
+	e.sink, e.metrics, e.log, e.now = h.sink, h.metrics, h.log, now
 	req := &x.req
 	if err := req.decode(e, src, pkt); err != nil {
 		return Reply{}, err
