@@ -348,6 +348,8 @@ type benchShard struct {
 
 	sid  []byte // server id of the request templates
 	reqs []benchTemplate
+	// chain is the answer being read, its levels reused answer after answer
+	chain relay.Chain
 
 	exchanges, drops, noPrefix, wrongPrefix int64
 	unmatched, malformed, sendErrors        int64
@@ -496,7 +498,7 @@ func (s *benchShard) send(i int, t *benchTemplate, state uint8, now int64) {
 
 // answer handles one datagram from the server.
 func (s *benchShard) answer(b []byte, now int64) {
-	a, ok := parseBenchAnswer(b)
+	a, ok := parseBenchAnswerInto(&s.chain, b)
 	if !ok {
 		s.malformed++
 		return
@@ -730,31 +732,29 @@ type benchAnswer struct {
 	prefix    [17]byte // first IA_PD prefix with a valid lifetime: address and length
 }
 
-// parseBenchAnswer reads a Relay-Reply of one level as bench needs it:
-// the echoed peer-address, and in the message inside, the type,
-// transaction id, server id and the first delegated prefix. It walks the
-// option TLVs without allocating; --verify checks it against the library.
-func parseBenchAnswer(b []byte) (a benchAnswer, ok bool) {
-	if len(b) < 34 || b[0] != relay.MsgRelayReply {
+// parseBenchAnswer reads a Relay-Reply as bench needs it: the outermost
+// level's echoed peer-address, and in the message inside, the type,
+// transaction id, server id and the first delegated prefix, decoded with
+// relay.DecodeReplyInto and relay.WalkOptions; --verify checks it against
+// the library.
+func parseBenchAnswer(b []byte) (benchAnswer, bool) {
+	return parseBenchAnswerInto(&relay.Chain{}, b)
+}
+
+// parseBenchAnswerInto is parseBenchAnswer decoding into c, whose levels it
+// reuses: with a c kept from answer to answer it does not allocate.
+func parseBenchAnswerInto(c *relay.Chain, b []byte) (a benchAnswer, ok bool) {
+	if relay.DecodeReplyInto(c, b) != nil || len(c.Message) < 4 {
 		return a, false
 	}
-	copy(a.peer[:], b[18:34])
-	msg, ok := benchOption(b[34:], relay.OptRelayMsg)
-	if !ok || len(msg) < 4 {
-		return a, false
-	}
+	a.peer = c.Outermost().PeerAddr.As16()
+	msg := c.Message
 	a.typ = msg[0]
 	a.xid = uint32(msg[1])<<16 | uint32(msg[2])<<8 | uint32(msg[3])
-	opts := msg[4:]
-	for len(opts) >= 4 {
-		code := binary.BigEndian.Uint16(opts)
-		n := int(binary.BigEndian.Uint16(opts[2:]))
-		if len(opts)-4 < n {
-			return a, false
-		}
-		data := opts[4 : 4+n]
-		opts = opts[4+n:]
-		switch code {
+	w := relay.WalkOptions(msg[4:])
+	for w.Next() {
+		data := w.Data()
+		switch w.Code() {
 		case uint16(dhcpv6.OptionServerID):
 			if a.serverID == nil {
 				a.serverID = data
@@ -763,42 +763,22 @@ func parseBenchAnswer(b []byte) (a benchAnswer, ok bool) {
 			if a.hasPrefix || len(data) < 12 {
 				continue
 			}
-			sub := data[12:]
-			for len(sub) >= 4 {
-				c := binary.BigEndian.Uint16(sub)
-				m := int(binary.BigEndian.Uint16(sub[2:]))
-				if len(sub)-4 < m {
-					return a, false
-				}
-				d := sub[4 : 4+m]
-				sub = sub[4+m:]
+			sub := relay.WalkOptions(data[12:])
+			for sub.Next() {
 				// IAPREFIX: preferred (4), valid (4), length (1), prefix (16)
-				if c == uint16(dhcpv6.OptionIAPrefix) && m >= 25 && binary.BigEndian.Uint32(d[4:]) > 0 {
+				if d := sub.Data(); sub.Code() == uint16(dhcpv6.OptionIAPrefix) && len(d) >= 25 && binary.BigEndian.Uint32(d[4:]) > 0 {
 					copy(a.prefix[:16], d[9:25])
 					a.prefix[16] = d[8]
 					a.hasPrefix = true
 					break
 				}
 			}
+			if sub.Err() != nil {
+				return a, false
+			}
 		}
 	}
-	return a, len(opts) == 0
-}
-
-// benchOption returns the data of the first option code in opts.
-func benchOption(opts []byte, code uint16) ([]byte, bool) {
-	for len(opts) >= 4 {
-		c := binary.BigEndian.Uint16(opts)
-		n := int(binary.BigEndian.Uint16(opts[2:]))
-		if len(opts)-4 < n {
-			return nil, false
-		}
-		if c == code {
-			return opts[4 : 4+n], true
-		}
-		opts = opts[4+n:]
-	}
-	return nil, false
+	return a, w.Err() == nil
 }
 
 // verifyBenchAnswer decodes b with the DHCPv6 library and reports whether

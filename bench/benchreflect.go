@@ -129,11 +129,11 @@ func runBenchReflect(ctx context.Context, c *net.UDPConn, pools int) error {
 		outs, dsts = outs[:0], dsts[:0]
 		for i := range got {
 			req := bufs[i][:lens[i]]
-			if len(req) < 34 || req[0] != relay.MsgRelayForward {
+			if len(req) < relay.HeaderLen || req[0] != relay.MsgRelayForward {
 				continue
 			}
-			msg, ok := benchOption(req[34:], relay.OptRelayMsg)
-			rid, ok2 := benchOption(req[34:], relay.OptRemoteID)
+			msg, ok := relay.FindOption(req[relay.HeaderLen:], relay.OptRelayMsg)
+			rid, ok2 := relay.FindOption(req[relay.HeaderLen:], relay.OptRemoteID)
 			if !ok || !ok2 || len(msg) < 4 || len(rid) != 10 {
 				continue
 			}
@@ -148,7 +148,7 @@ func runBenchReflect(ctx context.Context, c *net.UDPConn, pools int) error {
 			a := append(answers[i][:0], t.pkt...)
 			copy(a[t.xid:t.xid+3], msg[1:4])
 			copy(a[t.mac:t.mac+6], rid[4:])
-			copy(a[t.peer:t.peer+16], req[18:34])
+			copy(a[t.peer:t.peer+16], req[18:relay.HeaderLen])
 			p := synth.Prefix(client, pools).Addr().As16()
 			copy(a[t.pfx:t.pfx+16], p[:])
 			answers[i] = a

@@ -6,7 +6,14 @@
 // each, the header (hop-count, link-address, peer-address) and the options
 // a server needs: interface-id (18), remote-id (37), relay-id (53),
 // client link-layer address (79) and relay source port (135). The client
-// message inside is returned as bytes; the server decodes it.
+// message inside is returned as bytes; the server decodes it. DecodeReply
+// is its inverse for a Relay-Reply chain (what AppendReply writes), for
+// the tools that read answers (replay, bench).
+//
+// The option format (code, length, data) is walked in one place, the
+// OptionWalker (WalkOptions), which every package of the project that
+// reads DHCPv6 options by hand uses; HeaderLen is a relay message's fixed
+// header length.
 //
 // Why the relay layer is not decoded by github.com/insomniacslk/dhcp: that
 // library rejects a whole message when a single option does not parse (a
@@ -46,7 +53,6 @@ const (
 	OptRelayID           = 53
 	OptClientLinkLayer   = 79
 	OptRelaySourcePort   = 135
-	relayHeaderLen       = 34
 	remoteIDEnterpriseSz = 4
 )
 
@@ -66,9 +72,15 @@ var (
 	ErrEmptyMessage = errors.New("empty client message")
 	// ErrRelayReplyInside is returned when a Relay-Reply is found inside a Relay-Forward.
 	ErrRelayReplyInside = errors.New("relay-reply inside relay-forward")
+
+	// ErrNotRelayReply is returned by DecodeReply when the outermost message is not a Relay-Reply.
+	ErrNotRelayReply = errors.New("not a Relay-Reply")
+	// ErrRelayForwardInside is returned by DecodeReply when a Relay-Forward is found inside a Relay-Reply.
+	ErrRelayForwardInside = errors.New("relay-forward inside relay-reply")
 )
 
-// Level is one Relay-Forward level of a chain.
+// Level is one relay level of a chain: a Relay-Forward's (Decode) or a
+// Relay-Reply's (DecodeReply).
 type Level struct {
 	HopCount uint8
 	LinkAddr netip.Addr
@@ -93,6 +105,11 @@ type Level struct {
 	// their value cannot be what the option says. The rest of the level is
 	// kept: a bad remote-id costs the remote-id, not the packet.
 	Malformed []MalformedOption
+
+	// Options is the level's whole option area as received (relay message
+	// included), for a caller that reads options this package does not
+	// keep (walk it with WalkOptions). Nil in a Level built by hand.
+	Options []byte
 }
 
 // MalformedOption records an option Decode dropped.
@@ -160,29 +177,41 @@ func Decode(b []byte) (*Chain, error) {
 }
 
 // DecodeInto is Decode into a caller-owned Chain, reusing its Levels slice
-// so that a worker can decode packet after packet without allocating.
+// so that a worker can decode packet after packet without allocating. On
+// error, c.Levels holds the levels read so far, the one that failed last
+// when its header was whole.
 func DecodeInto(c *Chain, b []byte) error {
+	return decodeChain(c, b, MsgRelayForward)
+}
+
+// decodeChain decodes nested relay messages of type typ (Relay-Forward or
+// Relay-Reply) down to the message inside.
+func decodeChain(c *Chain, b []byte, typ byte) error {
 	c.Levels = c.Levels[:0]
 	c.Message = nil
 	if len(b) == 0 {
 		return fmt.Errorf("relay: %w: empty packet", ErrTruncated)
 	}
-	if b[0] != MsgRelayForward {
+	if b[0] != typ {
+		if typ == MsgRelayReply {
+			return fmt.Errorf("relay: message type %d: %w", b[0], ErrNotRelayReply)
+		}
 		return fmt.Errorf("relay: message type %d: %w", b[0], ErrNotRelayForward)
 	}
 	for depth := 0; ; depth++ {
 		if depth == MaxLevels {
 			return fmt.Errorf("relay: more than %d levels: %w", MaxLevels, ErrTooDeep)
 		}
-		if len(b) < relayHeaderLen {
-			return fmt.Errorf("relay: level %d: header needs %d bytes, have %d: %w", depth, relayHeaderLen, len(b), ErrTruncated)
+		if len(b) < HeaderLen {
+			return fmt.Errorf("relay: level %d: header needs %d bytes, have %d: %w", depth, HeaderLen, len(b), ErrTruncated)
 		}
 		c.Levels = append(c.Levels, Level{})
 		lvl := &c.Levels[len(c.Levels)-1]
 		lvl.HopCount = b[1]
 		lvl.LinkAddr = netip.AddrFrom16([16]byte(b[2:18]))
-		lvl.PeerAddr = netip.AddrFrom16([16]byte(b[18:34]))
-		inner, err := decodeOptions(lvl, b[relayHeaderLen:])
+		lvl.PeerAddr = netip.AddrFrom16([16]byte(b[18:HeaderLen]))
+		lvl.Options = b[HeaderLen:]
+		inner, err := decodeOptions(lvl, b[HeaderLen:])
 		if err != nil {
 			return fmt.Errorf("relay: level %d: %w", depth, err)
 		}
@@ -190,11 +219,13 @@ func DecodeInto(c *Chain, b []byte) error {
 			return fmt.Errorf("relay: level %d: %w", depth, ErrEmptyMessage)
 		}
 		switch inner[0] {
-		case MsgRelayForward:
+		case typ:
 			b = inner
 			continue
 		case MsgRelayReply:
 			return fmt.Errorf("relay: level %d: %w", depth, ErrRelayReplyInside)
+		case MsgRelayForward:
+			return fmt.Errorf("relay: level %d: %w", depth, ErrRelayForwardInside)
 		}
 		c.Message = inner
 		return nil
@@ -206,17 +237,10 @@ func DecodeInto(c *Chain, b []byte) error {
 func decodeOptions(lvl *Level, b []byte) ([]byte, error) {
 	var msg []byte
 	haveMsg := false
-	for len(b) > 0 {
-		if len(b) < 4 {
-			return nil, fmt.Errorf("option header needs 4 bytes, have %d: %w", len(b), ErrTruncated)
-		}
-		code := binary.BigEndian.Uint16(b)
-		n := int(binary.BigEndian.Uint16(b[2:]))
-		if len(b)-4 < n {
-			return nil, fmt.Errorf("option %d: length %d, have %d: %w", code, n, len(b)-4, ErrTruncated)
-		}
-		data := b[4 : 4+n : 4+n]
-		b = b[4+n:]
+	w := WalkOptions(b)
+	for w.Next() {
+		code, data := w.Code(), w.Data()
+		n := len(data)
 		switch code {
 		case OptRelayMsg:
 			if haveMsg {
@@ -252,6 +276,9 @@ func decodeOptions(lvl *Level, b []byte) ([]byte, error) {
 				lvl.SourcePort, lvl.HasSourcePort = binary.BigEndian.Uint16(data), true
 			}
 		}
+	}
+	if err := w.Err(); err != nil {
+		return nil, err
 	}
 	if !haveMsg {
 		return nil, ErrNoRelayMessage

@@ -25,7 +25,7 @@ func (c *Chain) AppendReply(dst, answer []byte) []byte {
 	n := len(c.Levels)
 	size[n] = len(answer)
 	for i := n - 1; i >= 0; i-- {
-		size[i] = relayHeaderLen + c.Levels[i].optionsLen() + 4 + size[i+1]
+		size[i] = HeaderLen + c.Levels[i].optionsLen() + optionHeaderLen + size[i+1]
 	}
 	dst = slices.Grow(dst, size[0])
 	for i := range c.Levels {
@@ -63,6 +63,28 @@ func (l *Level) optionsLen() int {
 func appendOption(b []byte, code uint16, n int) []byte {
 	b = binary.BigEndian.AppendUint16(b, code)
 	return binary.BigEndian.AppendUint16(b, uint16(n))
+}
+
+// DecodeReply decodes a Relay-Reply chain, the inverse of AppendReply: the
+// levels outermost first, each with its header (hop-count, link-address,
+// peer-address) and the options Decode keeps (the echoed interface-id and
+// relay source port; a remote-id, relay-id or client link-layer address
+// when a server sent one), and the message inside. The checks are
+// Decode's, with Relay-Reply and Relay-Forward swapped. The chain's slices
+// point into b.
+func DecodeReply(b []byte) (*Chain, error) {
+	c := &Chain{}
+	if err := DecodeReplyInto(c, b); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// DecodeReplyInto is DecodeReply into a caller-owned Chain, reusing its
+// Levels slice. On error, c.Levels holds the levels read so far, the one
+// that failed last when its header was whole.
+func DecodeReplyInto(c *Chain, b []byte) error {
+	return decodeChain(c, b, MsgRelayReply)
 }
 
 // Reply is AppendReply of the answer encoded by the library, into a new

@@ -8,6 +8,13 @@
 // what it allocates per packet is, but for the binding it records, the
 // DHCPv6 library's decoding and encoding (docs/BENCHMARKS.md).
 //
+// A packet goes through four steps (see handler.go): decode (the relay
+// chain, its trusted level and the client message: a request), accept (the
+// message rules on the message alone), identify (pool, MAC and allocation,
+// once, before any answer is built: an identity), then the rules build the
+// answer from the request and the identity, and it is encoded. The rules
+// get what they need of the Handler in a small env, not the Handler.
+//
 // A packet is either answered or dropped with a named Reason; both are
 // counted in Metrics. Malformed input never panics the handler, and a
 // panic in one packet's handling costs only that packet.

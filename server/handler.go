@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -172,132 +171,89 @@ func (h *Handler) HandleAppend(dst []byte, src netip.AddrPort, pkt []byte) (Repl
 	return r, err
 }
 
-// exchange is the state of one packet's handling. Handle recycles it, so
+// The packet path is four steps, each owning its part of the exchange:
+//
+//  1. decode (decode.go): the relay chain, its trusted level and the client
+//     message, into a request;
+//  2. the message rules accept the request or drop it (rules.accept), and
+//     say what answer to build: a plan;
+//  3. identify (identify.go): pool, MAC and allocation, read from the
+//     trusted level and a table snapshot, into an identity, once, before
+//     any answer is built;
+//  4. the rules build the answer from the request and the identity
+//     (rules.build), and it is encoded inside the Relay-Reply levels.
+//
+// The rules reach nothing of the Handler: what they need of it (settings,
+// server id, sink, metrics, logger, clock) they get in an env.
+
+// exchange is the memory of one packet's handling. Handle recycles it, so
 // that the relay chain, the client message and the answer are decoded,
 // built and encoded in the same memory packet after packet: what the
 // handler allocates itself per answered packet is the binding it records.
 type exchange struct {
-	h     *Handler
-	opts  *Options
-	src   netip.AddrPort
-	chain relay.Chain
-	// trusted is the chain's innermost trusted level (see trust.go)
-	trusted *relay.Level
-	// the client message, decoded by dec (which also keeps the bytes of
-	// its first Client and Server Identifiers)
-	req dhcpv6.Message
-	dec *wire.Decoder
-	// filled by identify
-	mac      net.HardwareAddr
-	table    *allocator.Table
-	pool     *allocator.Pool
-	poolRule PoolRule // the rule that chose pool
-	alloc    allocator.Entry
-	hasAlloc bool
-	result   Result
-	now      time.Time
-
-	// scratch, reused by the next packet
-	ans      dhcpv6.Message
-	ansOpts  [8]dhcpv6.Option
-	enc      []byte // the answer encoded, before the relay levels wrap it
-	cid      dhcpv6.OptionGeneric
-	ias      int // IA_PDs answered from the arrays below
-	pds      [scratchIAs]dhcpv6.OptIAPD
-	pdOpts   [scratchIAs][2]dhcpv6.Option
-	prefixes [scratchIAs]dhcpv6.OptIAPrefix
-	nets     [scratchIAs]net.IPNet
-	ips      [scratchIAs][16]byte
-	statuses [scratchIAs]dhcpv6.OptStatusCode
+	env env      // the handler's, for this packet
+	req request  // decode's
+	id  identity // identify's
+	out scratch  // the rules' answer
+	enc []byte   // the answer encoded, before the relay levels wrap it
 }
 
-// scratchIAs is how many IA_PDs of one message are answered without
-// allocating; more are answered too.
-const scratchIAs = 4
-
 func newExchange() *exchange {
-	return &exchange{dec: wire.NewDecoder()}
+	return &exchange{req: request{dec: wire.NewDecoder()}}
 }
 
 // reset clears what refers to the packet, the table or the answer.
 func (x *exchange) reset() {
-	x.dec.Reset()
-	*x = exchange{chain: x.chain, dec: x.dec, enc: x.enc[:0]}
+	x.req.dec.Reset()
+	chain, dec, enc := x.req.chain, x.req.dec, x.enc[:0]
+	// Cleared in place: a literal naming x's own fields would be built
+	// in a copy on the stack, then moved.
+	*x = exchange{}
+	x.req.chain, x.req.dec, x.enc = chain, dec, enc
+}
+
+// env is what the rules and identify need of the Handler, for one packet.
+type env struct {
+	opts        *Options
+	serverID    []byte
+	serverIDOpt *dhcpv6.OptionGeneric
+	table       *allocator.Table // the snapshot this packet is answered from
+	sink        BindingSink
+	metrics     *Metrics
+	log         *slog.Logger
+	now         time.Time
 }
 
 func (h *Handler) handle(x *exchange, dst []byte, src netip.AddrPort, pkt []byte, now time.Time) (Reply, error) {
-	x.h, x.opts, x.src, x.now = h, h.opts.Load(), src, now
-	if len(pkt) == 0 {
-		return Reply{}, drop(ReasonMalformed, errors.New("empty packet"))
-	}
-	if pkt[0] != relay.MsgRelayForward {
-		h.metrics.countReceived(dhcpv6.MessageType(pkt[0]))
-		return Reply{}, drop(ReasonUnrelayed, fmt.Errorf("%s sent straight to the server: its MAC cannot be trusted", dhcpv6.MessageType(pkt[0])))
-	}
-	if !x.trustedSource() {
-		h.metrics.countReceived(dhcpv6.MessageTypeRelayForward)
-		return Reply{}, drop(ReasonUntrustedRelay, fmt.Errorf("relay %s is not in trusted-relays", src.Addr()))
-	}
-	// Received counts the client's message inside, when there is one.
-	if err := relay.DecodeInto(&x.chain, pkt); err != nil {
-		h.metrics.countReceived(dhcpv6.MessageTypeRelayForward)
-		if errors.Is(err, relay.ErrTooDeep) {
-			return Reply{}, drop(ReasonTooDeep, err)
-		}
-		return Reply{}, drop(ReasonMalformedRelay, err)
-	}
-	h.metrics.countReceived(dhcpv6.MessageType(x.chain.Message[0]))
-	for i := range x.chain.Levels {
-		for _, m := range x.chain.Levels[i].Malformed {
-			h.metrics.MalformedOptions.WithLabelValues(fmt.Sprint(m.Code)).Inc()
-			h.log.Debug("malformed relay option ignored", "relay", src, "level", i, "option", m.String())
-		}
-	}
-	depth := x.opts.relayDepth()
-	if n := len(x.chain.Levels); n > depth {
-		return Reply{}, drop(ReasonUntrustedRelayLevel, fmt.Errorf("%d relay levels, server.relay-depth is %d: the levels below the trusted ones may be the client's own", n, depth))
-	}
-	x.trusted = x.chain.Trusted(depth)
-	if err := x.dec.Decode(&x.req, x.chain.Message); err != nil {
-		return Reply{}, drop(ReasonMalformed, fmt.Errorf("client message: %w", err))
-	}
-	if err := x.limitIAs(); err != nil {
+	// env lives in the recycled exchange (on the stack, the rules'
+	// pointers to it would move it to the heap, one allocation a packet),
+	// zero here; set field by field, it is not built in a copy.
+	e := &x.env
+	e.opts, e.serverID, e.serverIDOpt = h.opts.Load(), h.serverID, &h.serverIDOpt
+	e.sink, e.metrics, e.log, e.now = h.sink, h.metrics, h.log, now
+	req := &x.req
+	if err := req.decode(e, src, pkt); err != nil {
 		return Reply{}, err
 	}
-	answer, err := x.dispatch()
+	r := rules{env: e, req: req, id: &x.id, out: &x.out}
+	p, err := r.accept()
 	if err != nil {
 		return Reply{}, err
 	}
+	if p.identifies() {
+		e.table = h.table.Current()
+		identify(&x.id, e, req)
+	}
+	answer := r.build(p)
 	if h.log.Enabled(context.Background(), slog.LevelDebug) {
-		h.log.Debug("answered", "relay", src, "type", x.req.MessageType, "answer", answer.MessageType,
-			"mac", x.mac.String(), "interface-id", relay.Printable(x.trusted.InterfaceID), "link-address", x.trusted.LinkAddr,
-			"pool", x.poolName(), "pool-by", x.poolRule, "result", x.result)
+		h.log.Debug("answered", "relay", src, "type", req.msg.MessageType, "answer", answer.MessageType,
+			"mac", x.id.mac.String(), "interface-id", relay.Printable(req.trusted.InterfaceID), "link-address", req.trusted.LinkAddr,
+			"pool", x.id.poolName(), "pool-by", x.id.poolRule, "result", x.id.result)
 	}
 	x.enc = wire.AppendMessage(x.enc[:0], answer)
 	return Reply{
-		Data: x.chain.AppendReply(dst, x.enc)[len(dst):],
-		Dst:  netip.AddrPortFrom(src.Addr(), x.chain.ReplyPort(src.Port())),
+		Data: req.chain.AppendReply(dst, x.enc)[len(dst):],
+		Dst:  netip.AddrPortFrom(src.Addr(), req.chain.ReplyPort(src.Port())),
 		Type: answer.MessageType,
 	}, nil
-}
-
-// poolName is the chosen pool's name, "" when none.
-func (x *exchange) poolName() string {
-	if x.pool == nil {
-		return ""
-	}
-	return x.pool.Name
-}
-
-func (x *exchange) trustedSource() bool {
-	if len(x.opts.TrustedRelays) == 0 {
-		return true
-	}
-	a := x.src.Addr().Unmap()
-	for _, p := range x.opts.TrustedRelays {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
 }

@@ -59,76 +59,143 @@ const (
 	modeRenew                 // Renew, Rebind
 )
 
-func (x *exchange) dispatch() (*dhcpv6.Message, error) {
-	m := &x.req
+// rules builds the answer to one request: the message rules above applied
+// to what decode and identify found, with what they need of the handler
+// in env, into the scratch memory out.
+type rules struct {
+	env *env
+	req *request
+	id  *identity // zero until identify ran (see plan.identifies)
+	out *scratch
+}
+
+// scratch is the memory an answer is built in, reused by the next packet.
+type scratch struct {
+	ans      dhcpv6.Message
+	ansOpts  [8]dhcpv6.Option
+	cid      dhcpv6.OptionGeneric
+	ias      int // IA_PDs answered from the arrays below
+	pds      [scratchIAs]dhcpv6.OptIAPD
+	pdOpts   [scratchIAs][2]dhcpv6.Option
+	prefixes [scratchIAs]dhcpv6.OptIAPrefix
+	nets     [scratchIAs]net.IPNet
+	ips      [scratchIAs][16]byte
+	statuses [scratchIAs]dhcpv6.OptStatusCode
+}
+
+// scratchIAs is how many IA_PDs of one message are answered without
+// allocating; more are answered too.
+const scratchIAs = 4
+
+// action is what an answer does beyond its header.
+type action int
+
+const (
+	actIAs     action = iota // answer each IA (Solicit, Request, Renew, Rebind)
+	actRelease               // end the bindings named
+	actDecline               // note the decline
+	actInfo                  // nothing: an Information-request's Reply
+)
+
+// plan is the answer the rules decided on, before the client is
+// identified.
+type plan struct {
+	typ         dhcpv6.MessageType // Advertise or Reply
+	act         action
+	md          mode // for actIAs
+	rapidCommit bool // the answer carries Rapid Commit
+}
+
+// identifies reports whether the answer depends on who the client is.
+func (p plan) identifies() bool { return p.act != actInfo }
+
+// accept applies the rules on the message alone (its type, its Client and
+// Server Identifiers): a plan for the answer, or a drop.
+func (r *rules) accept() (plan, error) {
+	m := &r.req.msg
 	switch m.MessageType {
 	case dhcpv6.MessageTypeSolicit:
-		if err := x.checkIDs(false, true); err != nil {
-			return nil, err
+		if err := r.checkIDs(false, true); err != nil {
+			return plan{}, err
 		}
-		if x.opts.RapidCommit && m.GetOneOption(dhcpv6.OptionRapidCommit) != nil {
-			ans := x.answer(dhcpv6.MessageTypeReply)
-			ans.AddOption(rapidCommitOpt)
-			return x.answerIAs(ans, modeAssign), nil
+		if r.env.opts.RapidCommit && m.GetOneOption(dhcpv6.OptionRapidCommit) != nil {
+			return plan{typ: dhcpv6.MessageTypeReply, act: actIAs, md: modeAssign, rapidCommit: true}, nil
 		}
-		return x.answerIAs(x.answer(dhcpv6.MessageTypeAdvertise), modeAdvertise), nil
+		return plan{typ: dhcpv6.MessageTypeAdvertise, act: actIAs, md: modeAdvertise}, nil
 
 	case dhcpv6.MessageTypeRequest:
-		if err := x.checkIDs(true, false); err != nil {
-			return nil, err
+		if err := r.checkIDs(true, false); err != nil {
+			return plan{}, err
 		}
-		return x.answerIAs(x.answer(dhcpv6.MessageTypeReply), modeAssign), nil
+		return plan{typ: dhcpv6.MessageTypeReply, act: actIAs, md: modeAssign}, nil
 
 	case dhcpv6.MessageTypeRenew:
-		if err := x.checkIDs(true, false); err != nil {
-			return nil, err
+		if err := r.checkIDs(true, false); err != nil {
+			return plan{}, err
 		}
-		return x.answerIAs(x.answer(dhcpv6.MessageTypeReply), modeRenew), nil
+		return plan{typ: dhcpv6.MessageTypeReply, act: actIAs, md: modeRenew}, nil
 
 	case dhcpv6.MessageTypeRebind:
-		if err := x.checkIDs(false, false); err != nil {
-			return nil, err
+		if err := r.checkIDs(false, false); err != nil {
+			return plan{}, err
 		}
-		return x.answerIAs(x.answer(dhcpv6.MessageTypeReply), modeRenew), nil
+		return plan{typ: dhcpv6.MessageTypeReply, act: actIAs, md: modeRenew}, nil
 
 	case dhcpv6.MessageTypeRelease:
-		if err := x.checkIDs(true, false); err != nil {
-			return nil, err
+		if err := r.checkIDs(true, false); err != nil {
+			return plan{}, err
 		}
-		return x.release(), nil
+		return plan{typ: dhcpv6.MessageTypeReply, act: actRelease}, nil
 
 	case dhcpv6.MessageTypeDecline:
-		if err := x.checkIDs(true, false); err != nil {
-			return nil, err
+		if err := r.checkIDs(true, false); err != nil {
+			return plan{}, err
 		}
-		return x.decline(), nil
+		return plan{typ: dhcpv6.MessageTypeReply, act: actDecline}, nil
 
 	case dhcpv6.MessageTypeConfirm:
-		if err := x.checkIDs(false, false); err != nil {
-			return nil, err
+		if err := r.checkIDs(false, false); err != nil {
+			return plan{}, err
 		}
-		return nil, drop(ReasonConfirm, fmt.Errorf("confirm: this server assigns no addresses"))
+		return plan{}, drop(ReasonConfirm, fmt.Errorf("confirm: this server assigns no addresses"))
 
 	case dhcpv6.MessageTypeInformationRequest:
 		if hasIA(m) {
-			return nil, drop(ReasonInfoRequestIA, fmt.Errorf("information-request carries an IA"))
+			return plan{}, drop(ReasonInfoRequestIA, fmt.Errorf("information-request carries an IA"))
 		}
-		if sids := count(m, dhcpv6.OptionServerID); sids > 0 && !x.ours(sids) {
-			return nil, drop(ReasonServerIDMismatch, fmt.Errorf("information-request names another server"))
+		if sids := count(m, dhcpv6.OptionServerID); sids > 0 && !r.ours(sids) {
+			return plan{}, drop(ReasonServerIDMismatch, fmt.Errorf("information-request names another server"))
 		}
 		if n := count(m, dhcpv6.OptionClientID); n > 1 {
-			return nil, drop(ReasonClientID, fmt.Errorf("%d client identifiers", n))
+			return plan{}, drop(ReasonClientID, fmt.Errorf("%d client identifiers", n))
 		}
-		return x.answer(dhcpv6.MessageTypeReply), nil
+		return plan{typ: dhcpv6.MessageTypeReply, act: actInfo}, nil
 	}
-	return nil, drop(ReasonUnexpectedType, fmt.Errorf("%s is not a message a server answers", m.MessageType))
+	return plan{}, drop(ReasonUnexpectedType, fmt.Errorf("%s is not a message a server answers", m.MessageType))
+}
+
+// build builds the answer p says, for the client r.id names.
+func (r *rules) build(p plan) *dhcpv6.Message {
+	ans := r.answer(p.typ)
+	switch p.act {
+	case actIAs:
+		if p.rapidCommit {
+			ans.AddOption(rapidCommitOpt)
+		}
+		return r.answerIAs(ans, p.md)
+	case actRelease:
+		return r.release(ans)
+	case actDecline:
+		return r.decline(ans)
+	}
+	return ans
 }
 
 // checkIDs applies the Client and Server Identifier rules. With ours, the
 // message must name this server; with !ours it must name no server.
 // exactlyOneClient is the Solicit rule; the others need a Client ID too.
-func (x *exchange) checkIDs(ours bool, exactlyOneClient bool) error {
-	m := &x.req
+func (r *rules) checkIDs(ours bool, exactlyOneClient bool) error {
+	m := &r.req.msg
 	cids := count(m, dhcpv6.OptionClientID)
 	switch {
 	case cids == 0:
@@ -146,15 +213,15 @@ func (x *exchange) checkIDs(ours bool, exactlyOneClient bool) error {
 	if sids == 0 {
 		return drop(ReasonServerIDMismatch, fmt.Errorf("%s without server identifier", m.MessageType))
 	}
-	if !x.ours(sids) {
-		return drop(ReasonServerIDMismatch, fmt.Errorf("%s for server %x", m.MessageType, x.dec.ServerID()))
+	if !r.ours(sids) {
+		return drop(ReasonServerIDMismatch, fmt.Errorf("%s for server %x", m.MessageType, r.req.dec.ServerID()))
 	}
 	return nil
 }
 
 // ours reports whether the message's sids Server Identifiers are one, ours.
-func (x *exchange) ours(sids int) bool {
-	return sids == 1 && bytes.Equal(x.dec.ServerID(), x.h.serverID)
+func (r *rules) ours(sids int) bool {
+	return sids == 1 && bytes.Equal(r.req.dec.ServerID(), r.env.serverID)
 }
 
 // count returns how many options of code m carries.
@@ -180,56 +247,17 @@ func hasIA(m *dhcpv6.Message) bool {
 
 // answer starts the answer to the client message: same transaction id,
 // our Server ID, the client's Client ID.
-func (x *exchange) answer(t dhcpv6.MessageType) *dhcpv6.Message {
-	ans := &x.ans
-	*ans = dhcpv6.Message{MessageType: t, TransactionID: x.req.TransactionID}
-	ans.Options.Options = x.ansOpts[:0]
-	ans.AddOption(&x.h.serverIDOpt)
-	if x.dec.ClientID() != nil {
-		x.cid = dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionClientID, OptionData: x.dec.ClientID()}
-		ans.AddOption(&x.cid)
+func (r *rules) answer(t dhcpv6.MessageType) *dhcpv6.Message {
+	out := r.out
+	ans := &out.ans
+	*ans = dhcpv6.Message{MessageType: t, TransactionID: r.req.msg.TransactionID}
+	ans.Options.Options = out.ansOpts[:0]
+	ans.AddOption(r.env.serverIDOpt)
+	if cid := r.req.clientID(); cid != nil {
+		out.cid = dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionClientID, OptionData: cid}
+		ans.AddOption(&out.cid)
 	}
 	return ans
-}
-
-// identify finds the pool, the MAC and its allocation, and sets x.result
-// to ResultPrefix when the MAC has a prefix to serve on this VLAN.
-//
-// Both come from the chain's innermost trusted level only (see trust.go).
-// The MAC is read even when no pool is chosen: the prefixes a client names
-// are judged by it (see withdrawOthers).
-func (x *exchange) identify() {
-	x.table = x.h.table.Current()
-	lvl := x.trusted
-	mac, _, macErr := lvl.MAC(x.opts.MACSources, x.dec.ClientID())
-	if macErr == nil {
-		x.mac = mac
-	}
-	pool, rule := x.selectPool(lvl)
-	x.poolRule = rule
-	x.h.metrics.countPoolSelection(rule)
-	if pool == nil {
-		x.result = ResultNoPool
-		return
-	}
-	x.pool = pool
-	if macErr != nil {
-		x.result = ResultNoMAC
-		x.h.log.Debug("no MAC", "relay", x.src, "err", macErr)
-		return
-	}
-	a, ok := x.table.Find(mac)
-	switch {
-	case !ok:
-		x.result = ResultUnknownMAC
-	case a.Pool.Name != pool.Name:
-		x.result = ResultOtherPool
-	case !a.Served():
-		x.result = ResultQuarantined
-	default:
-		x.alloc, x.hasAlloc = a, true
-		x.result = ResultPrefix
-	}
 }
 
 // answerIAs answers every IA of the client message into ans.
@@ -238,31 +266,30 @@ func (x *exchange) identify() {
 // prefix goes to the IA_PD holder chooses; every other IA_PD gets
 // NoPrefixAvail with T1 = T2 = 0, and so does an IA_PD whose IAID repeats
 // an earlier one's.
-func (x *exchange) answerIAs(ans *dhcpv6.Message, md mode) *dhcpv6.Message {
-	x.identify()
-	holder := x.holder()
+func (r *rules) answerIAs(ans *dhcpv6.Message, md mode) *dhcpv6.Message {
+	holder := r.holder()
 	n := 0
-	for i, o := range x.req.Options.Options {
+	for i, o := range r.req.msg.Options.Options {
 		switch ia := o.(type) {
 		case *dhcpv6.OptIAPD:
 			switch {
-			case x.repeatsIAID(i):
-				ans.AddOption(x.otherIA(ia, md, "IAID repeated in this message"))
-			case x.hasAlloc && i != holder:
-				ans.AddOption(x.otherIA(ia, md, "prefix delegated in another IA_PD"))
+			case r.repeatsIAID(i):
+				ans.AddOption(r.otherIA(ia, md, "IAID repeated in this message"))
+			case r.id.hasAlloc && i != holder:
+				ans.AddOption(r.otherIA(ia, md, "prefix delegated in another IA_PD"))
 			default:
-				ans.AddOption(x.answerPD(ia, md))
+				ans.AddOption(r.answerPD(ia, md))
 			}
 			n++
 		case *dhcpv6.OptIANA:
 			ans.AddOption(&dhcpv6.OptIANA{IaId: ia.IaId, Options: dhcpv6.IdentityOptions{Options: dhcpv6.Options{
 				noAddrs()}}})
-			x.h.metrics.countAnswer(ResultNoAddrs)
+			r.env.metrics.countAnswer(ResultNoAddrs)
 			n++
 		case *dhcpv6.OptIATA:
 			ans.AddOption(&dhcpv6.OptIATA{IaId: ia.IaId, Options: dhcpv6.IdentityOptions{Options: dhcpv6.Options{
 				noAddrs()}}})
-			x.h.metrics.countAnswer(ResultNoAddrs)
+			r.env.metrics.countAnswer(ResultNoAddrs)
 			n++
 		}
 	}
@@ -277,13 +304,13 @@ func noAddrs() dhcpv6.Option {
 }
 
 // pdScratch returns the IA_PD, its prefix, status and address of the next
-// answered IA_PD: from the exchange's scratch arrays for the first
+// answered IA_PD: from the scratch arrays for the first
 // scratchIAs IA_PDs, new ones after them.
-func (x *exchange) pdScratch() (*dhcpv6.OptIAPD, *dhcpv6.OptIAPrefix, *dhcpv6.OptStatusCode, *net.IPNet, []byte) {
-	if i := x.ias; i < scratchIAs {
-		x.ias++
-		x.pds[i].Options.Options = x.pdOpts[i][:0]
-		return &x.pds[i], &x.prefixes[i], &x.statuses[i], &x.nets[i], x.ips[i][:]
+func (r *rules) pdScratch() (*dhcpv6.OptIAPD, *dhcpv6.OptIAPrefix, *dhcpv6.OptStatusCode, *net.IPNet, []byte) {
+	if i := r.out.ias; i < scratchIAs {
+		r.out.ias++
+		r.out.pds[i].Options.Options = r.out.pdOpts[i][:0]
+		return &r.out.pds[i], &r.out.prefixes[i], &r.out.statuses[i], &r.out.nets[i], r.out.ips[i][:]
 	}
 	return &dhcpv6.OptIAPD{}, &dhcpv6.OptIAPrefix{}, &dhcpv6.OptStatusCode{}, &net.IPNet{}, make([]byte, 16)
 }
@@ -292,33 +319,33 @@ func (x *exchange) pdScratch() (*dhcpv6.OptIAPD, *dhcpv6.OptIAPrefix, *dhcpv6.Op
 // another IA_PD of the message may: NoPrefixAvail, T1 = T2 = 0. In a
 // Request, Renew or Rebind the prefixes it names that may be withdrawn
 // are, except the MAC's own prefix, which the holder IA keeps.
-func (x *exchange) otherIA(req *dhcpv6.OptIAPD, md mode, why string) *dhcpv6.OptIAPD {
-	out, _, status, _, _ := x.pdScratch()
+func (r *rules) otherIA(req *dhcpv6.OptIAPD, md mode, why string) *dhcpv6.OptIAPD {
+	out, _, status, _, _ := r.pdScratch()
 	out.IaId = req.IaId
 	if md != modeAdvertise {
 		keep := netip.Prefix{}
-		if x.hasAlloc {
-			keep = x.alloc.Prefix
+		if r.id.hasAlloc {
+			keep = r.id.alloc.Prefix
 		}
-		x.withdrawOthers(req, out, keep)
+		r.withdrawOthers(req, out, keep)
 	}
 	*status = dhcpv6.OptStatusCode{StatusCode: iana.StatusNoPrefixAvail, StatusMessage: why}
 	out.Options.Add(status)
-	x.h.metrics.countAnswer(ResultOtherIA)
+	r.env.metrics.countAnswer(ResultOtherIA)
 	return out
 }
 
 // answerPD answers one IA_PD.
-func (x *exchange) answerPD(req *dhcpv6.OptIAPD, md mode) *dhcpv6.OptIAPD {
-	o := x.opts
-	out, prefix, status, ipn, ip := x.pdScratch()
+func (r *rules) answerPD(req *dhcpv6.OptIAPD, md mode) *dhcpv6.OptIAPD {
+	o := r.env.opts
+	out, prefix, status, ipn, ip := r.pdScratch()
 	out.IaId = req.IaId
-	if x.hasAlloc {
+	if r.id.hasAlloc {
 		out.T1 = seconds(o.RenewTimer)
 		out.T2 = seconds(o.RebindTimer)
-		a16 := x.alloc.Prefix.Addr().As16()
+		a16 := r.id.alloc.Prefix.Addr().As16()
 		copy(ip, a16[:])
-		*ipn = net.IPNet{IP: net.IP(ip), Mask: wire.Mask(x.alloc.Prefix.Bits())}
+		*ipn = net.IPNet{IP: net.IP(ip), Mask: wire.Mask(r.id.alloc.Prefix.Bits())}
 		*prefix = dhcpv6.OptIAPrefix{
 			PreferredLifetime: seconds(o.PreferredLifetime),
 			ValidLifetime:     seconds(o.ValidLifetime),
@@ -326,29 +353,29 @@ func (x *exchange) answerPD(req *dhcpv6.OptIAPD, md mode) *dhcpv6.OptIAPD {
 		}
 		out.Options.Add(prefix)
 		if md != modeAdvertise {
-			x.withdrawOthers(req, out, x.alloc.Prefix)
-			x.record(req, md)
+			r.withdrawOthers(req, out, r.id.alloc.Prefix)
+			r.record(req, md)
 		}
-		x.h.metrics.countAnswer(ResultPrefix)
+		r.env.metrics.countAnswer(ResultPrefix)
 		return out
 	}
-	if md == modeRenew && x.withdrawOthers(req, out, netip.Prefix{}) > 0 {
+	if md == modeRenew && r.withdrawOthers(req, out, netip.Prefix{}) > 0 {
 		// Renew or Rebind naming prefixes the client may no longer use:
 		// send them back with zero lifetimes (RFC 8415 18.3.4, 18.3.5).
-		x.h.metrics.countAnswer(x.result)
+		r.env.metrics.countAnswer(r.id.result)
 		return out
 	}
-	*status = dhcpv6.OptStatusCode{StatusCode: iana.StatusNoPrefixAvail, StatusMessage: x.why()}
-	result := x.result
+	*status = dhcpv6.OptStatusCode{StatusCode: iana.StatusNoPrefixAvail, StatusMessage: r.why()}
+	result := r.id.result
 	if md == modeRenew {
 		status.StatusCode = iana.StatusNoBinding
 		result = ResultNoBinding
 	}
 	out.Options.Add(status)
-	x.h.metrics.countAnswer(result)
-	if x.h.log.Enabled(context.Background(), slog.LevelDebug) {
-		x.h.log.Debug("no prefix", "relay", x.src, "mac", x.mac.String(), "interface-id", relay.Printable(x.trusted.InterfaceID),
-			"link-address", x.trusted.LinkAddr, "pool-by", x.poolRule, "result", x.result)
+	r.env.metrics.countAnswer(result)
+	if r.env.log.Enabled(context.Background(), slog.LevelDebug) {
+		r.env.log.Debug("no prefix", "relay", r.req.src, "mac", r.id.mac.String(), "interface-id", relay.Printable(r.req.trusted.InterfaceID),
+			"link-address", r.req.trusted.LinkAddr, "pool-by", r.id.poolRule, "result", r.id.result)
 	}
 	return out
 }
@@ -362,7 +389,7 @@ func (x *exchange) answerPD(req *dhcpv6.OptIAPD, md mode) *dhcpv6.OptIAPD {
 // would tell a router snooping the Reply something about another VM's
 // route. Withdrawn are only the prefixes allocated to nobody or to this
 // MAC.
-func (x *exchange) withdrawOthers(req, out *dhcpv6.OptIAPD, keep netip.Prefix) int {
+func (r *rules) withdrawOthers(req, out *dhcpv6.OptIAPD, keep netip.Prefix) int {
 	n := 0
 	for _, o := range req.Options.Options {
 		p, ok := o.(*dhcpv6.OptIAPrefix)
@@ -373,7 +400,7 @@ func (x *exchange) withdrawOthers(req, out *dhcpv6.OptIAPD, keep netip.Prefix) i
 		if !ok || named == keep {
 			continue
 		}
-		if x.table.OverlapsOther(named, x.mac) {
+		if r.env.table.OverlapsOther(named, r.id.mac) {
 			continue
 		}
 		out.Options.Add(&dhcpv6.OptIAPrefix{Prefix: ipnet(named)})
@@ -383,8 +410,8 @@ func (x *exchange) withdrawOthers(req, out *dhcpv6.OptIAPD, keep netip.Prefix) i
 }
 
 // why is the status message of an IA_PD that gets no prefix.
-func (x *exchange) why() string {
-	switch x.result {
+func (r *rules) why() string {
+	switch r.id.result {
 	case ResultNoPool:
 		return "no pool for this interface-id or link"
 	case ResultNoMAC:
@@ -398,12 +425,12 @@ func (x *exchange) why() string {
 }
 
 // record hands the binding just made to the sink.
-func (x *exchange) record(req *dhcpv6.OptIAPD, md mode) {
-	in := x.trusted // the relay data recorded is the trusted level's
-	valid := x.opts.ValidLifetime
+func (r *rules) record(req *dhcpv6.OptIAPD, md mode) {
+	in := r.req.trusted // the relay data recorded is the trusted level's
+	valid := r.env.opts.ValidLifetime
 	// The byte strings the sink keeps, copied out of the packet into one
 	// allocation.
-	buf := make([]byte, 0, len(x.dec.ClientID())+len(x.mac)+len(in.InterfaceID)+len(in.RemoteID)+len(in.RelayID))
+	buf := make([]byte, 0, len(r.req.clientID())+len(r.id.mac)+len(in.InterfaceID)+len(in.RemoteID)+len(in.RelayID))
 	keep := func(b []byte) []byte {
 		if b == nil {
 			return nil
@@ -413,43 +440,41 @@ func (x *exchange) record(req *dhcpv6.OptIAPD, md mode) {
 		return buf[n:len(buf):len(buf)]
 	}
 	b := allocator.Binding{
-		ClientDUID:        keep(x.dec.ClientID()),
-		MAC:               keep(x.mac),
+		ClientDUID:        keep(r.req.clientID()),
+		MAC:               keep(r.id.mac),
 		IAID:              iaid(req.IaId),
-		Pool:              x.pool.Name,
-		Prefix:            x.alloc.Prefix,
-		PreferredLifetime: x.opts.PreferredLifetime,
+		Pool:              r.id.pool.Name,
+		Prefix:            r.id.alloc.Prefix,
+		PreferredLifetime: r.env.opts.PreferredLifetime,
 		ValidLifetime:     valid,
-		Expires:           x.now.Add(time.Duration(valid) * time.Second),
-		LastExchange:      x.now,
-		LastMessage:       x.req.MessageType.String(),
-		RelaySource:       x.src,
+		Expires:           r.env.now.Add(time.Duration(valid) * time.Second),
+		LastExchange:      r.env.now,
+		LastMessage:       r.req.msg.MessageType.String(),
+		RelaySource:       r.req.src,
 		LinkAddress:       in.LinkAddr,
 		PeerAddress:       in.PeerAddr,
 		InterfaceID:       keep(in.InterfaceID),
 		RemoteID:          keep(in.RemoteID),
 		RelayID:           keep(in.RelayID),
 	}
-	x.h.sink.Record(b)
+	r.env.sink.Record(b)
 }
 
 // release answers a Release: top-level Success; an IA_PD the server has no
 // binding for (no usable reservation, or naming a prefix that is not the
 // reservation) comes back with NoBinding inside it (RFC 8415 18.3.7).
-func (x *exchange) release() *dhcpv6.Message {
-	ans := x.answer(dhcpv6.MessageTypeReply)
+func (r *rules) release(ans *dhcpv6.Message) *dhcpv6.Message {
 	ans.AddOption(&dhcpv6.OptStatusCode{StatusCode: iana.StatusSuccess, StatusMessage: "released"})
-	x.identify()
-	for _, ia := range x.req.Options.IAPD() {
-		if x.hasAlloc && namesOnly(ia, x.alloc.Prefix) {
-			x.h.sink.Release(allocator.BindingRelease{
-				ClientDUID: bytes.Clone(x.dec.ClientID()), IAID: iaid(ia.IaId), MAC: bytes.Clone(x.mac)})
-			x.h.metrics.countAnswer(ResultReleased)
+	for _, ia := range r.req.msg.Options.IAPD() {
+		if r.id.hasAlloc && namesOnly(ia, r.id.alloc.Prefix) {
+			r.env.sink.Release(allocator.BindingRelease{
+				ClientDUID: bytes.Clone(r.req.clientID()), IAID: iaid(ia.IaId), MAC: bytes.Clone(r.id.mac)})
+			r.env.metrics.countAnswer(ResultReleased)
 			continue
 		}
 		ans.AddOption(&dhcpv6.OptIAPD{IaId: ia.IaId, Options: dhcpv6.PDOptions{Options: dhcpv6.Options{
 			&dhcpv6.OptStatusCode{StatusCode: iana.StatusNoBinding, StatusMessage: "no binding for this IA"}}}})
-		x.h.metrics.countAnswer(ResultNoBinding)
+		r.env.metrics.countAnswer(ResultNoBinding)
 	}
 	return ans
 }
@@ -468,12 +493,10 @@ func namesOnly(ia *dhcpv6.OptIAPD, p netip.Prefix) bool {
 // prefix has a problem an operator should see: it is counted
 // (answers_total{result="declined"}) and logged at debug, as every
 // per-packet line is.
-func (x *exchange) decline() *dhcpv6.Message {
-	ans := x.answer(dhcpv6.MessageTypeReply)
+func (r *rules) decline(ans *dhcpv6.Message) *dhcpv6.Message {
 	ans.AddOption(&dhcpv6.OptStatusCode{StatusCode: iana.StatusSuccess, StatusMessage: "decline noted"})
-	x.identify()
-	x.h.metrics.countAnswer(ResultDeclined)
-	x.h.log.Debug("client declined", "relay", x.src, "mac", x.mac.String(), "interface-id", relay.Printable(x.trusted.InterfaceID))
+	r.env.metrics.countAnswer(ResultDeclined)
+	r.env.log.Debug("client declined", "relay", r.req.src, "mac", r.id.mac.String(), "interface-id", relay.Printable(r.req.trusted.InterfaceID))
 	return ans
 }
 

@@ -94,18 +94,18 @@ func (o *Options) poolSelection() []PoolRule {
 
 // selectPool chooses the pool of the message from the trusted level, by the
 // first rule that names one. It does not allocate.
-func (x *exchange) selectPool(lvl *relay.Level) (*allocator.Pool, PoolRule) {
-	for _, r := range x.opts.poolSelection() {
+func selectPool(o *Options, table *allocator.Table, lvl *relay.Level) (*allocator.Pool, PoolRule) {
+	for _, r := range o.poolSelection() {
 		switch r {
 		case PoolByInterfaceID:
 			if lvl.InterfaceID == nil {
 				continue
 			}
-			if p, ok := x.table.PoolByInterfaceID(lvl.InterfaceID); ok {
+			if p, ok := table.PoolByInterfaceID(lvl.InterfaceID); ok {
 				return p, r
 			}
 		case PoolByLinkAddress:
-			if p, ok := x.table.PoolByLinkAddress(lvl.LinkAddr); ok {
+			if p, ok := table.PoolByLinkAddress(lvl.LinkAddr); ok {
 				return p, r
 			}
 		}
@@ -124,8 +124,8 @@ func isIA(o dhcpv6.Option) bool {
 // limitIAs applies the IA limits to the decoded client message: more than
 // MaxIAs is an error; the IAs after the first MaxAnsweredIAs are removed
 // from the message, so that no rule answers them.
-func (x *exchange) limitIAs() error {
-	opts := x.req.Options.Options
+func (req *request) limitIAs() error {
+	opts := req.msg.Options.Options
 	n := 0
 	for _, o := range opts {
 		if isIA(o) {
@@ -133,7 +133,7 @@ func (x *exchange) limitIAs() error {
 		}
 	}
 	if n > MaxIAs {
-		return drop(ReasonTooManyIAs, fmt.Errorf("%s with %d IAs: at most %d", x.req.MessageType, n, MaxIAs))
+		return drop(ReasonTooManyIAs, fmt.Errorf("%s with %d IAs: at most %d", req.msg.MessageType, n, MaxIAs))
 	}
 	if n <= MaxAnsweredIAs {
 		return nil
@@ -149,7 +149,7 @@ func (x *exchange) limitIAs() error {
 		kept = append(kept, o)
 	}
 	clear(opts[len(kept):])
-	x.req.Options.Options = kept
+	req.msg.Options.Options = kept
 	return nil
 }
 
@@ -159,17 +159,17 @@ func (x *exchange) limitIAs() error {
 // IA_PD; an IA_PD whose IAID repeats an earlier one's is never chosen. -1
 // when the message has no IA_PD. The choice depends only on the message, so
 // a repeated message gives the prefix to the same IA.
-func (x *exchange) holder() int {
+func (r *rules) holder() int {
 	first := -1
-	for i, o := range x.req.Options.Options {
+	for i, o := range r.req.msg.Options.Options {
 		pd, ok := o.(*dhcpv6.OptIAPD)
-		if !ok || x.repeatsIAID(i) {
+		if !ok || r.repeatsIAID(i) {
 			continue
 		}
 		if first < 0 {
 			first = i
 		}
-		if x.hasAlloc && names(pd, x.alloc.Prefix) {
+		if r.id.hasAlloc && names(pd, r.id.alloc.Prefix) {
 			return i
 		}
 	}
@@ -178,8 +178,8 @@ func (x *exchange) holder() int {
 
 // repeatsIAID reports whether the IA_PD at index i of the client message's
 // options has the IAID of an IA_PD before it.
-func (x *exchange) repeatsIAID(i int) bool {
-	opts := x.req.Options.Options
+func (r *rules) repeatsIAID(i int) bool {
+	opts := r.req.msg.Options.Options
 	pd := opts[i].(*dhcpv6.OptIAPD)
 	for _, o := range opts[:i] {
 		if q, ok := o.(*dhcpv6.OptIAPD); ok && q.IaId == pd.IaId {

@@ -45,69 +45,59 @@ func replaceServerID(b, duid []byte, depth int) ([]byte, int, error) {
 		}
 		out := append(make([]byte, 0, len(b)+len(duid)), b[:4]...)
 		n := 0
-		err := eachOption(b[4:], func(code uint16, opt, data []byte) error {
-			if code != optServerID {
-				out = append(out, opt...)
-				return nil
+		w := relay.WalkOptions(b[4:])
+		for w.Next() {
+			if w.Code() != optServerID {
+				out = append(out, w.Option()...)
+				continue
 			}
 			out = binary.BigEndian.AppendUint16(out, optServerID)
 			out = binary.BigEndian.AppendUint16(out, uint16(len(duid)))
 			out = append(out, duid...)
 			n++
-			return nil
-		})
-		if err != nil {
-			return nil, 0, err
+		}
+		if err := w.Err(); err != nil {
+			return nil, 0, walkErr(err)
 		}
 		return out, n, nil
 	}
 	if depth == relay.MaxLevels {
 		return nil, 0, fmt.Errorf("capture: more than %d relay levels", relay.MaxLevels)
 	}
-	const header = 34 // type, hop-count, link-address, peer-address
-	if len(b) < header {
+	if len(b) < relay.HeaderLen {
 		return nil, 0, fmt.Errorf("capture: relay level %d: %w: %w", depth, errShort, ErrTruncated)
 	}
-	out := append(make([]byte, 0, len(b)+len(duid)), b[:header]...)
+	out := append(make([]byte, 0, len(b)+len(duid)), b[:relay.HeaderLen]...)
 	n := 0
-	err := eachOption(b[header:], func(code uint16, opt, data []byte) error {
-		if code != relay.OptRelayMsg {
-			out = append(out, opt...)
-			return nil
+	w := relay.WalkOptions(b[relay.HeaderLen:])
+	for w.Next() {
+		if w.Code() != relay.OptRelayMsg {
+			out = append(out, w.Option()...)
+			continue
 		}
-		inner, k, err := replaceServerID(data, duid, depth+1)
+		inner, k, err := replaceServerID(w.Data(), duid, depth+1)
 		if err != nil {
-			return err
+			return nil, 0, err
 		}
 		if len(inner) > 0xffff {
-			return fmt.Errorf("capture: relay level %d: relay message of %d bytes", depth, len(inner))
+			return nil, 0, fmt.Errorf("capture: relay level %d: relay message of %d bytes", depth, len(inner))
 		}
 		out = binary.BigEndian.AppendUint16(out, relay.OptRelayMsg)
 		out = binary.BigEndian.AppendUint16(out, uint16(len(inner)))
 		out = append(out, inner...)
 		n += k
-		return nil
-	})
-	if err != nil {
-		return nil, 0, err
+	}
+	if err := w.Err(); err != nil {
+		return nil, 0, walkErr(err)
 	}
 	return out, n, nil
 }
 
-// eachOption calls fn with each option's code, its whole encoding and its data.
-func eachOption(b []byte, fn func(code uint16, opt, data []byte) error) error {
-	for len(b) > 0 {
-		if len(b) < 4 {
-			return fmt.Errorf("capture: option header of %d bytes: %w", len(b), ErrTruncated)
-		}
-		code, n := binary.BigEndian.Uint16(b), int(binary.BigEndian.Uint16(b[2:]))
-		if len(b)-4 < n {
-			return fmt.Errorf("capture: option %d: length %d, %d bytes left: %w", code, n, len(b)-4, ErrTruncated)
-		}
-		if err := fn(code, b[:4+n], b[4:4+n]); err != nil {
-			return err
-		}
-		b = b[4+n:]
-	}
-	return nil
-}
+// walkErr is an option walk's error (which wraps relay.ErrTruncated) as
+// the package reports it: wrapping its own ErrTruncated too.
+func walkErr(err error) error { return walkError{err} }
+
+type walkError struct{ err error }
+
+func (e walkError) Error() string   { return "capture: " + e.err.Error() }
+func (e walkError) Unwrap() []error { return []error{e.err, ErrTruncated} }

@@ -111,57 +111,47 @@ type replyLevel struct {
 	echo Echo
 }
 
-// errNotRelayReply is returned for an answer that is not a Relay-Reply.
-var errNotRelayReply = errors.New("not a Relay-Reply")
-
-// decodeReply walks a Relay-Reply chain down to the client message. It is
-// more tolerant than a full decode: an option of a level that does not
-// parse only ends that level's walk.
+// decodeReply decodes a Relay-Reply chain down to the client message
+// (relay.DecodeReply). On error it returns the levels read so far.
 func decodeReply(b []byte) ([]replyLevel, []byte, error) {
-	if len(b) == 0 || b[0] != relay.MsgRelayReply {
-		return nil, nil, errNotRelayReply
+	var c relay.Chain
+	err := relay.DecodeReplyInto(&c, b)
+	levels := make([]replyLevel, len(c.Levels))
+	for i := range c.Levels {
+		levels[i] = replyEcho(&c.Levels[i])
 	}
-	var levels []replyLevel
-	for b[0] == relay.MsgRelayReply {
-		if len(levels) == relay.MaxLevels {
-			return levels, nil, fmt.Errorf("more than %d relay levels", relay.MaxLevels)
-		}
-		if len(b) < 34 {
-			return levels, nil, fmt.Errorf("relay level %d: header of %d bytes", len(levels), len(b))
-		}
-		l := replyLevel{levelHeader: levelHeader{hop: b[1], link: netip.AddrFrom16([16]byte(b[2:18])), peer: netip.AddrFrom16([16]byte(b[18:34]))}}
-		l.echo = Echo{HopCount: l.hop, LinkAddress: l.link.String(), PeerAddress: l.peer.String()}
-		var msg []byte
-		err := eachOption(b[34:], func(code uint16, data []byte) {
-			switch code {
-			case relay.OptRelayMsg:
-				if msg == nil {
-					msg = data
-				}
-			case relay.OptInterfaceID:
-				l.echo.InterfaceID = relay.Printable(data)
-			case relay.OptRelaySourcePort:
-				if len(data) == 2 {
-					p := binary.BigEndian.Uint16(data)
-					l.echo.RelaySourcePort = &p
-				} else {
-					l.echo.OtherOptions = append(l.echo.OtherOptions, int(code))
-				}
-			default:
+	if err != nil {
+		return levels, nil, err
+	}
+	return levels, c.Message, nil
+}
+
+// replyEcho reads what a Relay-Reply level echoes: its header, and of its
+// options (as far as they are well formed) the interface-id, the relay
+// source port and the codes of the others.
+func replyEcho(lvl *relay.Level) replyLevel {
+	l := replyLevel{levelHeader: levelHeader{hop: lvl.HopCount, link: lvl.LinkAddr, peer: lvl.PeerAddr}}
+	l.echo = Echo{HopCount: l.hop, LinkAddress: l.link.String(), PeerAddress: l.peer.String()}
+	w := relay.WalkOptions(lvl.Options)
+	for w.Next() {
+		code, data := w.Code(), w.Data()
+		switch code {
+		case relay.OptRelayMsg:
+		case relay.OptInterfaceID:
+			l.echo.InterfaceID = relay.Printable(data)
+		case relay.OptRelaySourcePort:
+			if len(data) == 2 {
+				p := binary.BigEndian.Uint16(data)
+				l.echo.RelaySourcePort = &p
+			} else {
 				l.echo.OtherOptions = append(l.echo.OtherOptions, int(code))
 			}
-		})
-		slices.Sort(l.echo.OtherOptions)
-		levels = append(levels, l)
-		if err != nil {
-			return levels, nil, fmt.Errorf("relay level %d: %v", len(levels)-1, err)
+		default:
+			l.echo.OtherOptions = append(l.echo.OtherOptions, int(code))
 		}
-		if len(msg) == 0 {
-			return levels, nil, fmt.Errorf("relay level %d: no relay message", len(levels)-1)
-		}
-		b = msg
 	}
-	return levels, b, nil
+	slices.Sort(l.echo.OtherOptions)
+	return l
 }
 
 // answerKey is the key of an answer, to match it with Request.Key.
@@ -192,7 +182,7 @@ func Normalize(b []byte, serverID, clientID []byte) Answer {
 	}
 	if err != nil {
 		a.Error = err.Error()
-		if errors.Is(err, errNotRelayReply) && len(b) > 0 {
+		if errors.Is(err, relay.ErrNotRelayReply) && len(b) > 0 {
 			a.Type = dhcpv6.MessageType(b[0]).String()
 		}
 		return a
@@ -204,7 +194,9 @@ func Normalize(b []byte, serverID, clientID []byte) Answer {
 	a.Type = dhcpv6.MessageType(msg[0]).String()
 	var errs []string
 	other := map[int]bool{}
-	err = eachOption(msg[4:], func(code uint16, data []byte) {
+	w := relay.WalkOptions(msg[4:])
+	for w.Next() {
+		code, data := w.Code(), w.Data()
 		switch dhcpv6.OptionCode(code) {
 		case dhcpv6.OptionServerID:
 			if serverID != nil && bytes.Equal(data, serverID) {
@@ -231,8 +223,8 @@ func Normalize(b []byte, serverID, clientID []byte) Answer {
 		default:
 			other[int(code)] = true
 		}
-	})
-	if err != nil {
+	}
+	if err := w.Err(); err != nil {
 		errs = append(errs, err.Error())
 	}
 	for c := range other {
@@ -256,6 +248,19 @@ func statusName(data []byte) string {
 	return fmt.Sprintf("status %d", uint16(c))
 }
 
+// leaseStatus is the name of the last Status Code among the options of an
+// IA Prefix or IA Address ("" for none), read as far as they are well formed.
+func leaseStatus(opts []byte) string {
+	status := ""
+	w := relay.WalkOptions(opts)
+	for w.Next() {
+		if dhcpv6.OptionCode(w.Code()) == dhcpv6.OptionStatusCode {
+			status = statusName(w.Data())
+		}
+	}
+	return status
+}
+
 func decodeIA(code dhcpv6.OptionCode, data []byte) (IA, error) {
 	ia := IA{}
 	head := 12
@@ -276,39 +281,33 @@ func decodeIA(code dhcpv6.OptionCode, data []byte) (IA, error) {
 		ia.T2 = binary.BigEndian.Uint32(data[8:])
 	}
 	var errs []string
-	err := eachOption(data[head:], func(c uint16, d []byte) {
+	w := relay.WalkOptions(data[head:])
+	for w.Next() {
+		c, d := w.Code(), w.Data()
 		switch dhcpv6.OptionCode(c) {
 		case dhcpv6.OptionStatusCode:
 			ia.Status = statusName(d)
 		case dhcpv6.OptionIAPrefix:
 			if len(d) < 25 {
 				errs = append(errs, fmt.Sprintf("%s %s: IAPREFIX of %d bytes", ia.Kind, ia.IAID, len(d)))
-				return
+				continue
 			}
 			p := netip.PrefixFrom(netip.AddrFrom16([16]byte(d[9:25])), int(d[8]))
 			l := Lease{Prefix: p.String(), Preferred: binary.BigEndian.Uint32(d), Valid: binary.BigEndian.Uint32(d[4:])}
-			_ = eachOption(d[25:], func(c uint16, s []byte) {
-				if dhcpv6.OptionCode(c) == dhcpv6.OptionStatusCode {
-					l.Status = statusName(s)
-				}
-			})
+			l.Status = leaseStatus(d[25:])
 			ia.Prefixes = append(ia.Prefixes, l)
 		case dhcpv6.OptionIAAddr:
 			if len(d) < 24 {
 				errs = append(errs, fmt.Sprintf("%s %s: IAADDR of %d bytes", ia.Kind, ia.IAID, len(d)))
-				return
+				continue
 			}
 			l := Lease{Address: netip.AddrFrom16([16]byte(d[:16])).String(),
 				Preferred: binary.BigEndian.Uint32(d[16:]), Valid: binary.BigEndian.Uint32(d[20:])}
-			_ = eachOption(d[24:], func(c uint16, s []byte) {
-				if dhcpv6.OptionCode(c) == dhcpv6.OptionStatusCode {
-					l.Status = statusName(s)
-				}
-			})
+			l.Status = leaseStatus(d[24:])
 			ia.Addresses = append(ia.Addresses, l)
 		}
-	})
-	if err != nil {
+	}
+	if err := w.Err(); err != nil {
 		errs = append(errs, fmt.Sprintf("%s %s: %v", ia.Kind, ia.IAID, err))
 	}
 	if len(errs) > 0 {

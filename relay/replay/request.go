@@ -2,7 +2,6 @@ package replay
 
 import (
 	"encoding/binary"
-	"fmt"
 	"net"
 	"net/netip"
 	"time"
@@ -254,7 +253,9 @@ func (r *Request) describe() {
 		copy(r.XID[:], inner[1:4])
 		r.HasXID = true
 	}
-	_ = eachOption(inner[min(4, len(inner)):], func(code uint16, data []byte) {
+	w := relay.WalkOptions(inner[min(4, len(inner)):])
+	for w.Next() {
+		code, data := w.Code(), w.Data()
 		switch code {
 		case uint16(dhcpv6.OptionClientID):
 			if r.ClientID == nil {
@@ -265,43 +266,21 @@ func (r *Request) describe() {
 		case uint16(dhcpv6.OptionIANA), uint16(dhcpv6.OptionIATA), uint16(dhcpv6.OptionIAPD):
 			r.HasIA = true
 		}
-	})
+	}
 }
 
 // innermostBytes follows the relay message options of a chain that does
 // not decode as far as they go, and returns the innermost message found
 // (possibly a Relay-Forward cut short).
 func innermostBytes(b []byte) []byte {
-	for depth := 0; depth <= relay.MaxLevels && len(b) >= 34 && b[0] == relay.MsgRelayForward; depth++ {
-		var next []byte
-		_ = eachOption(b[34:], func(code uint16, data []byte) {
-			if code == relay.OptRelayMsg && next == nil {
-				next = data
-			}
-		})
+	for depth := 0; depth <= relay.MaxLevels && len(b) >= relay.HeaderLen && b[0] == relay.MsgRelayForward; depth++ {
+		next, _ := relay.FindOption(b[relay.HeaderLen:], relay.OptRelayMsg)
 		if len(next) == 0 {
 			return b
 		}
 		b = next
 	}
 	return b
-}
-
-// eachOption calls fn with each option's code and data, stopping at the
-// first option that runs past the end, which it reports.
-func eachOption(b []byte, fn func(code uint16, data []byte)) error {
-	for len(b) > 0 {
-		if len(b) < 4 {
-			return fmt.Errorf("option header of %d bytes", len(b))
-		}
-		code, n := binary.BigEndian.Uint16(b), int(binary.BigEndian.Uint16(b[2:]))
-		if len(b)-4 < n {
-			return fmt.Errorf("option %d: length %d, %d bytes left", code, n, len(b)-4)
-		}
-		fn(code, b[4:4+n])
-		b = b[4+n:]
-	}
-	return nil
 }
 
 // levelHeader is what every Relay-Reply level copies from its

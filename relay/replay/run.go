@@ -407,12 +407,13 @@ func (r *runner) learn(target int, answer []byte, from string) {
 	if t := dhcpv6.MessageType(msg[0]); t != dhcpv6.MessageTypeAdvertise && t != dhcpv6.MessageTypeReply {
 		return
 	}
-	_ = eachOption(msg[4:], func(code uint16, data []byte) {
-		if code == optServerID && rep.ServerID == nil && len(data) > 0 {
+	w := relay.WalkOptions(msg[4:])
+	for w.Next() {
+		if data := w.Data(); w.Code() == optServerID && rep.ServerID == nil && len(data) > 0 {
 			rep.ServerID = bytes.Clone(data)
 			rep.ServerIDFrom = from
 		}
-	})
+	}
 }
 
 // expire times out what waited past its deadline.

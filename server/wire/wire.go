@@ -14,9 +14,10 @@
 //     every packet into memory it reuses: Client and Server Identifiers, the
 //     Option Request, Elapsed Time, Rapid Commit, Reconfigure Accept (kept
 //     as OptionGeneric, their bytes, after the library's own checks), and
-//     IA_PD with its IA Prefixes (as the library's OptIAPD and OptIAPrefix).
-//     Anything else, and an IA_PD of unusual shape, goes to
-//     dhcpv6.ParseOption.
+//     IA_PD with its IA Prefixes (as the library's OptIAPD and OptIAPrefix;
+//     the options inside an IA_PD are walked with relay.WalkOptions, the
+//     project's one walk of the option format). Anything else, and an
+//     IA_PD of unusual shape, goes to dhcpv6.ParseOption.
 //   - AppendMessage and AppendOptions encode by appending to a caller's
 //     buffer, writing the option types a server answers with directly and
 //     calling the library's ToBytes for any other.
@@ -42,6 +43,8 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
+
+	"github.com/cloudstack-pd/cloudstack-pd/relay"
 )
 
 // MaxDUIDLen is the longest DUID, type included (RFC 8415 section 11.1).
@@ -88,7 +91,6 @@ const (
 	maxPrefixes      = 8
 	iapdHeaderLen    = 12 // IAID, T1, T2
 	iaPrefixLen      = 25 // preferred, valid, prefix-length, prefix
-	optionHeaderLen  = 4
 )
 
 // NewDecoder returns a Decoder.
@@ -240,17 +242,13 @@ func checkPrefixLengths(data []byte) error {
 	if len(data) < iapdHeaderLen {
 		return nil
 	}
-	for r := data[iapdHeaderLen:]; len(r) >= optionHeaderLen; {
-		code, n := dhcpv6.OptionCode(binary.BigEndian.Uint16(r)), int(binary.BigEndian.Uint16(r[2:]))
-		if len(r)-optionHeaderLen < n {
-			return nil
-		}
-		if code == dhcpv6.OptionIAPrefix && n >= iaPrefixLen {
-			if bits := r[optionHeaderLen+8]; bits > 128 {
+	w := relay.WalkOptions(data[iapdHeaderLen:])
+	for w.Next() {
+		if v := w.Data(); dhcpv6.OptionCode(w.Code()) == dhcpv6.OptionIAPrefix && len(v) >= iaPrefixLen {
+			if bits := v[8]; bits > 128 {
 				return fmt.Errorf("IA Prefix of length %d: %w", bits, ErrPrefixLength)
 			}
 		}
-		r = r[optionHeaderLen+n:]
 	}
 	return nil
 }
@@ -264,13 +262,15 @@ func (d *Decoder) iapd(data []byte) *dhcpv6.OptIAPD {
 		return nil
 	}
 	n := 0
-	for r := data[iapdHeaderLen:]; len(r) > 0; r = r[optionHeaderLen+iaPrefixLen:] {
-		if len(r) < optionHeaderLen+iaPrefixLen ||
-			dhcpv6.OptionCode(binary.BigEndian.Uint16(r)) != dhcpv6.OptionIAPrefix ||
-			binary.BigEndian.Uint16(r[2:]) != iaPrefixLen {
+	w := relay.WalkOptions(data[iapdHeaderLen:])
+	for w.Next() {
+		if dhcpv6.OptionCode(w.Code()) != dhcpv6.OptionIAPrefix || len(w.Data()) != iaPrefixLen {
 			return nil
 		}
 		n++
+	}
+	if w.Err() != nil {
+		return nil
 	}
 	if n > maxPrefixesPerIA || d.np+n > maxPrefixes {
 		return nil
@@ -280,8 +280,8 @@ func (d *Decoder) iapd(data []byte) *dhcpv6.OptIAPD {
 	d.npd++
 	*pd = dhcpv6.OptIAPD{T1: seconds(data[4:]), T2: seconds(data[8:])}
 	copy(pd.IaId[:], data)
-	for r := data[iapdHeaderLen:]; len(r) > 0; r = r[optionHeaderLen+iaPrefixLen:] {
-		v := r[optionHeaderLen:]
+	for w = relay.WalkOptions(data[iapdHeaderLen:]); w.Next(); {
+		v := w.Data()
 		p, ipn, ip := &d.prefixes[d.np], &d.nets[d.np], d.ips[d.np][:]
 		d.np++
 		*p = dhcpv6.OptIAPrefix{PreferredLifetime: seconds(v), ValidLifetime: seconds(v[4:])}

@@ -258,13 +258,13 @@ func appendOption(b []byte, code uint16, data []byte) []byte {
 // Relay-Forward claim n more bytes than the packet holds.
 func stretchRelayMsg(pkt []byte, n int) []byte {
 	out := append([]byte(nil), pkt...)
-	for off := 34; off+4 <= len(out); {
-		code, l := binary.BigEndian.Uint16(out[off:]), int(binary.BigEndian.Uint16(out[off+2:]))
-		if code == relay.OptRelayMsg {
-			binary.BigEndian.PutUint16(out[off+2:], uint16(l+n))
+	w := relay.WalkOptions(out[relay.HeaderLen:])
+	for w.Next() {
+		if w.Code() == relay.OptRelayMsg {
+			// Option is a slice of out: its length field is out's.
+			binary.BigEndian.PutUint16(w.Option()[2:], uint16(len(w.Data())+n))
 			return out
 		}
-		off += 4 + l
 	}
 	panic("no relay message option")
 }
