@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cloudstack-pd/cloudstack-pd/allocator/kea"
+	"github.com/cloudstack-pd/cloudstack-pd/kea"
 )
 
 // ImportSource is the Source of allocations adopted from a Kea config.

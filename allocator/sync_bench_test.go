@@ -13,8 +13,8 @@ import (
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
-	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack"
-	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack/cloudstacktest"
+	"github.com/cloudstack-pd/cloudstack-pd/cloudstack"
+	"github.com/cloudstack-pd/cloudstack-pd/cloudstack/cloudstacktest"
 )
 
 // peakMemory samples the Go runtime's memory every few milliseconds until

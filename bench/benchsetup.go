@@ -21,10 +21,10 @@ import (
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
-	"github.com/cloudstack-pd/cloudstack-pd/allocator/kea"
 	"github.com/cloudstack-pd/cloudstack-pd/bench/synth"
+	"github.com/cloudstack-pd/cloudstack-pd/config"
+	"github.com/cloudstack-pd/cloudstack-pd/kea"
 	"github.com/cloudstack-pd/cloudstack-pd/keaexport"
-	"github.com/cloudstack-pd/cloudstack-pd/server/config"
 )
 
 type benchSetupFlags struct {

@@ -19,9 +19,9 @@ import (
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/clock"
+	"github.com/cloudstack-pd/cloudstack-pd/config"
+	"github.com/cloudstack-pd/cloudstack-pd/httpapi"
 	"github.com/cloudstack-pd/cloudstack-pd/server"
-	"github.com/cloudstack-pd/cloudstack-pd/server/config"
-	"github.com/cloudstack-pd/cloudstack-pd/server/httpapi"
 )
 
 // Deps is what Run is given besides the config: how to open the store,

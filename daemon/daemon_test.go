@@ -21,8 +21,8 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/clock"
+	"github.com/cloudstack-pd/cloudstack-pd/config"
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
-	"github.com/cloudstack-pd/cloudstack-pd/server/config"
 )
 
 const runTestConfig = `

@@ -6,8 +6,8 @@ import (
 	"strings"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/config"
 	"github.com/cloudstack-pd/cloudstack-pd/server"
-	"github.com/cloudstack-pd/cloudstack-pd/server/config"
 )
 
 // replayPlaceholderDUID is the server DUID of an offline replay on a store

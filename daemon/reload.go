@@ -4,8 +4,8 @@ import (
 	"slices"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/config"
 	"github.com/cloudstack-pd/cloudstack-pd/server"
-	"github.com/cloudstack-pd/cloudstack-pd/server/config"
 )
 
 // reload re-reads the config at old.Path. A valid one is put in force

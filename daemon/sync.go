@@ -10,10 +10,10 @@ import (
 	"time"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
-	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack"
 	"github.com/cloudstack-pd/cloudstack-pd/clock"
-	"github.com/cloudstack-pd/cloudstack-pd/server/config"
-	"github.com/cloudstack-pd/cloudstack-pd/server/httpapi"
+	"github.com/cloudstack-pd/cloudstack-pd/cloudstack"
+	"github.com/cloudstack-pd/cloudstack-pd/config"
+	"github.com/cloudstack-pd/cloudstack-pd/httpapi"
 )
 
 // NewInventory returns the CloudStack client the config describes.

@@ -12,10 +12,10 @@ import (
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
-	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack/cloudstacktest"
 	"github.com/cloudstack-pd/cloudstack-pd/clock"
-	"github.com/cloudstack-pd/cloudstack-pd/server/config"
-	"github.com/cloudstack-pd/cloudstack-pd/server/httpapi"
+	"github.com/cloudstack-pd/cloudstack-pd/cloudstack/cloudstacktest"
+	"github.com/cloudstack-pd/cloudstack-pd/config"
+	"github.com/cloudstack-pd/cloudstack-pd/httpapi"
 )
 
 // TestSyncer drives serve's sync loop with a fake clock: without api.url

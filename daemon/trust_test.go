@@ -4,8 +4,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/cloudstack-pd/cloudstack-pd/config"
 	"github.com/cloudstack-pd/cloudstack-pd/server"
-	"github.com/cloudstack-pd/cloudstack-pd/server/config"
 )
 
 // TestHandlerOptionsTrustKeys: server.relay-depth and server.pool-selection

@@ -20,8 +20,8 @@ import (
 	"time"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
-	"github.com/cloudstack-pd/cloudstack-pd/allocator/kea"
-	"github.com/cloudstack-pd/cloudstack-pd/server/config"
+	"github.com/cloudstack-pd/cloudstack-pd/config"
+	"github.com/cloudstack-pd/cloudstack-pd/kea"
 )
 
 // Options are how Export runs.

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
-	"github.com/cloudstack-pd/cloudstack-pd/server/config"
-	"github.com/cloudstack-pd/cloudstack-pd/server/httpapi"
+	"github.com/cloudstack-pd/cloudstack-pd/config"
+	"github.com/cloudstack-pd/cloudstack-pd/httpapi"
 )
 
 // Sync prints what a sync did, pool by pool, as the sync command does;

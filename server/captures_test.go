@@ -24,8 +24,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/capture"
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
-	"github.com/cloudstack-pd/cloudstack-pd/relay/capture"
 )
 
 // The real captures of ../shared/captures (see its README), fed through

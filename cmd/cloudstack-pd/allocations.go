@@ -11,9 +11,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/config"
+	"github.com/cloudstack-pd/cloudstack-pd/httpapi"
 	"github.com/cloudstack-pd/cloudstack-pd/report"
-	"github.com/cloudstack-pd/cloudstack-pd/server/config"
-	"github.com/cloudstack-pd/cloudstack-pd/server/httpapi"
 )
 
 func newAllocationsCmd() *cobra.Command {

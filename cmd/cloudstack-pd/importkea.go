@@ -13,9 +13,9 @@ import (
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
-	"github.com/cloudstack-pd/cloudstack-pd/allocator/kea"
+	"github.com/cloudstack-pd/cloudstack-pd/config"
+	"github.com/cloudstack-pd/cloudstack-pd/kea"
 	"github.com/cloudstack-pd/cloudstack-pd/report"
-	"github.com/cloudstack-pd/cloudstack-pd/server/config"
 )
 
 func newImportKeaCmd() *cobra.Command {

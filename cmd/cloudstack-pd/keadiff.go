@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/cloudstack-pd/cloudstack-pd/allocator/kea"
+	"github.com/cloudstack-pd/cloudstack-pd/kea"
 )
 
 func newKeaDiffCmd() *cobra.Command {

@@ -17,9 +17,9 @@ import (
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
-	"github.com/cloudstack-pd/cloudstack-pd/allocator/kea"
+	"github.com/cloudstack-pd/cloudstack-pd/config"
+	"github.com/cloudstack-pd/cloudstack-pd/kea"
 	"github.com/cloudstack-pd/cloudstack-pd/keaexport"
-	"github.com/cloudstack-pd/cloudstack-pd/server/config"
 )
 
 var updateKeaExport = flag.Bool("update-kea-export", false, "rewrite the golden files in testdata/kea-export")

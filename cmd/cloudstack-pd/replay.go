@@ -13,10 +13,10 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv6"
 	"github.com/spf13/cobra"
 
+	"github.com/cloudstack-pd/cloudstack-pd/config"
 	"github.com/cloudstack-pd/cloudstack-pd/daemon"
-	"github.com/cloudstack-pd/cloudstack-pd/relay/replay"
+	"github.com/cloudstack-pd/cloudstack-pd/replay"
 	"github.com/cloudstack-pd/cloudstack-pd/server"
-	"github.com/cloudstack-pd/cloudstack-pd/server/config"
 )
 
 // Exit statuses of replay besides 0 (all answered, as expected) and 1

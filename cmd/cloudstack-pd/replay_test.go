@@ -1,7 +1,7 @@
 package main
 
 // Tests of `cloudstack-pd replay` (issue 5) on the corpus of
-// testdata/replay (built by relay/replay/corpus) and on the real captures
+// testdata/replay (built by replay/corpus) and on the real captures
 // of ../shared/captures: offline against the golden answers, against a
 // running serve, against Kea 2.2 with --compare, and the golden files'
 // power to catch a changed answer.
@@ -27,12 +27,12 @@ import (
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
-	"github.com/cloudstack-pd/cloudstack-pd/allocator/kea"
+	"github.com/cloudstack-pd/cloudstack-pd/capture"
+	"github.com/cloudstack-pd/cloudstack-pd/config"
+	"github.com/cloudstack-pd/cloudstack-pd/kea"
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
-	"github.com/cloudstack-pd/cloudstack-pd/relay/capture"
-	"github.com/cloudstack-pd/cloudstack-pd/relay/replay"
-	"github.com/cloudstack-pd/cloudstack-pd/relay/replay/corpus"
-	"github.com/cloudstack-pd/cloudstack-pd/server/config"
+	"github.com/cloudstack-pd/cloudstack-pd/replay"
+	"github.com/cloudstack-pd/cloudstack-pd/replay/corpus"
 )
 
 var updateReplay = flag.Bool("update-replay", false, "rewrite the golden answers in testdata/replay")

@@ -11,8 +11,8 @@ import (
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
+	"github.com/cloudstack-pd/cloudstack-pd/config"
 	"github.com/cloudstack-pd/cloudstack-pd/daemon"
-	"github.com/cloudstack-pd/cloudstack-pd/server/config"
 )
 
 func newServeCmd() *cobra.Command {

@@ -6,7 +6,7 @@ import (
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
-	"github.com/cloudstack-pd/cloudstack-pd/server/config"
+	"github.com/cloudstack-pd/cloudstack-pd/config"
 )
 
 // storeMode says how a command opens the store (state).

@@ -15,7 +15,7 @@ import (
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/allocatortest"
-	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack/cloudstacktest"
+	"github.com/cloudstack-pd/cloudstack-pd/cloudstack/cloudstacktest"
 )
 
 // TestServeSyncNeedInit: serve and sync refuse a missing store unless given

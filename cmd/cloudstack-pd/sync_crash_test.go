@@ -16,8 +16,8 @@ import (
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
-	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack/cloudstacktest"
-	"github.com/cloudstack-pd/cloudstack-pd/server/config"
+	"github.com/cloudstack-pd/cloudstack-pd/cloudstack/cloudstacktest"
+	"github.com/cloudstack-pd/cloudstack-pd/config"
 )
 
 // thinned is a synthetic pod without the VMs i with i%every == phase

@@ -15,10 +15,10 @@ import (
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
-	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack"
-	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack/cloudstacktest"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/kv"
-	"github.com/cloudstack-pd/cloudstack-pd/server/config"
+	"github.com/cloudstack-pd/cloudstack-pd/cloudstack"
+	"github.com/cloudstack-pd/cloudstack-pd/cloudstack/cloudstacktest"
+	"github.com/cloudstack-pd/cloudstack-pd/config"
 )
 
 const (

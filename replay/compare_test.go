@@ -15,8 +15,8 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv6"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/capture"
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
-	"github.com/cloudstack-pd/cloudstack-pd/relay/capture"
 	"github.com/cloudstack-pd/cloudstack-pd/server"
 )
 

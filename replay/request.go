@@ -8,8 +8,8 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
 
+	"github.com/cloudstack-pd/cloudstack-pd/capture"
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
-	"github.com/cloudstack-pd/cloudstack-pd/relay/capture"
 )
 
 // optServerID is the Server Identifier option (RFC 8415 section 21.3).

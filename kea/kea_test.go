@@ -13,7 +13,7 @@ import (
 	"testing"
 )
 
-const testdata = "../../testdata/kea"
+const testdata = "../testdata/kea"
 
 func TestParseOldGeneratorOutput(t *testing.T) {
 	c, err := Load(filepath.Join(testdata, "old-generator-output.json"))
@@ -96,7 +96,7 @@ func TestParseCommented(t *testing.T) {
 }
 
 func TestParseExample(t *testing.T) {
-	c, err := Load("../../example/kea-dhcp6.conf")
+	c, err := Load("../example/kea-dhcp6.conf")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,7 +258,7 @@ func keaCheck(t *testing.T, kea, config string) (bool, string) {
 // TestKeaAgrees checks this reading against Kea itself, where installed.
 func TestKeaAgrees(t *testing.T) {
 	kea := requireKea(t)
-	for _, f := range []string{"../../example/kea-dhcp6.conf", filepath.Join(testdata, "old-generator-output.json"), filepath.Join(testdata, "commented.conf")} {
+	for _, f := range []string{"../example/kea-dhcp6.conf", filepath.Join(testdata, "old-generator-output.json"), filepath.Join(testdata, "commented.conf")} {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)

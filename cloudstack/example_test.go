@@ -7,8 +7,8 @@ import (
 	"log/slog"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
-	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack"
-	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack/cloudstacktest"
+	"github.com/cloudstack-pd/cloudstack-pd/cloudstack"
+	"github.com/cloudstack-pd/cloudstack-pd/cloudstack/cloudstacktest"
 )
 
 // List a pod's NICs and pick those that qualify for a mapping entry with
@@ -17,7 +17,7 @@ func Example() {
 	const pod = "77828509-4043-40bc-8756-7745c8ec7a99"
 	fake := cloudstacktest.NewServer("api-key", "secret-key")
 	defer fake.Close()
-	vms, err := cloudstacktest.LoadVMs("../../testdata/cloudstack/listVirtualMachines-pod.json")
+	vms, err := cloudstacktest.LoadVMs("../testdata/cloudstack/listVirtualMachines-pod.json")
 	if err != nil {
 		panic(err)
 	}

@@ -16,7 +16,7 @@ import (
 
 	cs "github.com/apache/cloudstack-go/v2/cloudstack"
 
-	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack/cloudstacktest"
+	"github.com/cloudstack-pd/cloudstack-pd/cloudstack/cloudstacktest"
 )
 
 // neededOf keeps of a page decoded by the library only the fields

@@ -19,7 +19,7 @@ import (
 
 	cs "github.com/apache/cloudstack-go/v2/cloudstack"
 
-	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack/cloudstacktest"
+	"github.com/cloudstack-pd/cloudstack-pd/cloudstack/cloudstacktest"
 )
 
 // libraryQuery lets cloudstack-go send one listVirtualMachines request and

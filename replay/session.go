@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cloudstack-pd/cloudstack-pd/relay/capture"
+	"github.com/cloudstack-pd/cloudstack-pd/capture"
 )
 
 // Exit statuses of a session that ran but did not pass (ExitError), besides

@@ -14,8 +14,8 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
 
+	"github.com/cloudstack-pd/cloudstack-pd/capture"
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
-	"github.com/cloudstack-pd/cloudstack-pd/relay/capture"
 )
 
 func TestExtract(t *testing.T) {

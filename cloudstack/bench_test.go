@@ -4,7 +4,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack/cloudstacktest"
+	"github.com/cloudstack-pd/cloudstack-pd/cloudstack/cloudstacktest"
 )
 
 // BenchmarkListPodNICs lists 100,000 synthetic VMs (110,000 NICs) over 4

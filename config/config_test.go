@@ -13,7 +13,7 @@ import (
 )
 
 func TestOldGeneratorConfigAcceptedUnchanged(t *testing.T) {
-	c, err := Load(filepath.Join("..", "..", "testdata", "config", "old-generator-config.json"))
+	c, err := Load(filepath.Join("..", "testdata", "config", "old-generator-config.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +282,7 @@ func TestSyncDefaults(t *testing.T) {
 	if al.ReleaseAfter != 24*time.Hour || al.Quarantine != 2*time.Hour || al.MaxReleaseFraction != 0.1 {
 		t.Errorf("allocation defaults = %+v", al)
 	}
-	old, err := Load(filepath.Join("..", "..", "testdata", "config", "old-generator-config.json"))
+	old, err := Load(filepath.Join("..", "testdata", "config", "old-generator-config.json"))
 	if err != nil {
 		t.Fatal(err)
 	}

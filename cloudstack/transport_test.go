@@ -14,10 +14,10 @@ import (
 
 	cs "github.com/apache/cloudstack-go/v2/cloudstack"
 
-	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack/cloudstacktest"
+	"github.com/cloudstack-pd/cloudstack-pd/cloudstack/cloudstacktest"
 )
 
-var fixtures = filepath.Join("..", "..", "testdata", "cloudstack")
+var fixtures = filepath.Join("..", "testdata", "cloudstack")
 
 func readFixture(t testing.TB, name string) []byte {
 	t.Helper()

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cloudstack-pd/cloudstack-pd/capture"
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
-	"github.com/cloudstack-pd/cloudstack-pd/relay/capture"
 )
 
 // Report prints a replay as it goes, one line per exchange (and per

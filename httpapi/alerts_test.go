@@ -16,8 +16,8 @@ import (
 )
 
 const (
-	alertsFile     = "../../docs/alerts.yml"
-	operationsFile = "../../docs/operations.md"
+	alertsFile     = "../docs/alerts.yml"
+	operationsFile = "../docs/operations.md"
 )
 
 // descRecorder is a Registerer that notes the names of the metrics

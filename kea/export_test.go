@@ -25,7 +25,7 @@ import (
 
 var updateExport = flag.Bool("update-export", false, "rewrite the golden files in testdata/kea-export")
 
-const exportdata = "../../testdata/kea-export"
+const exportdata = "../testdata/kea-export"
 
 // requireKea returns the kea-dhcp6 binary. Without one the test skips,
 // unless CLOUDSTACK_PD_E2E=1 (as `make test` sets), when it fails.

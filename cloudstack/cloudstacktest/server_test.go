@@ -20,7 +20,7 @@ const (
 	pod    = "77828509-4043-40bc-8756-7745c8ec7a99"
 )
 
-var fixtures = filepath.Join("..", "..", "..", "testdata", "cloudstack")
+var fixtures = filepath.Join("..", "..", "testdata", "cloudstack")
 
 func fixture(t *testing.T, name string) string {
 	t.Helper()

@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
-	"github.com/cloudstack-pd/cloudstack-pd/allocator/cloudstack/cloudstacktest"
+	"github.com/cloudstack-pd/cloudstack-pd/cloudstack/cloudstacktest"
 )
 
 const (

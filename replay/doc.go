@@ -4,7 +4,7 @@
 //
 // The steps, each its own file:
 //
-//   - Extract (request.go) picks from a capture's messages (relay/capture)
+//   - Extract (request.go) picks from a capture's messages (capture)
 //     those sent towards a server: Relay-Forwards, and with Wrap the
 //     client messages that reached the server unrelayed, which it wraps in
 //     a Relay-Forward the way a Junos relay does (interface-id,

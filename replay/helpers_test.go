@@ -11,8 +11,8 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/capture"
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
-	"github.com/cloudstack-pd/cloudstack-pd/relay/capture"
 	"github.com/cloudstack-pd/cloudstack-pd/server"
 )
 

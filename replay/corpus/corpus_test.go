@@ -8,14 +8,14 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/cloudstack-pd/cloudstack-pd/allocator/kea"
-	"github.com/cloudstack-pd/cloudstack-pd/relay/capture"
+	"github.com/cloudstack-pd/cloudstack-pd/capture"
+	"github.com/cloudstack-pd/cloudstack-pd/kea"
 )
 
 var update = flag.Bool("update", false, "rewrite the generated files of testdata/replay")
 
 // Dir is testdata/replay, from this package's folder.
-const Dir = "../../../testdata/replay"
+const Dir = "../../testdata/replay"
 
 // The files in testdata/replay are what the generator writes now: a
 // change to the generator must come with its output (-update).
@@ -39,7 +39,7 @@ func TestCorpusUpToDate(t *testing.T) {
 		}
 		got, err := os.ReadFile(path)
 		if err != nil {
-			t.Errorf("%v (regenerate with go test ./relay/replay/corpus -run TestCorpus -update)", err)
+			t.Errorf("%v (regenerate with go test ./replay/corpus -run TestCorpus -update)", err)
 			continue
 		}
 		if !bytes.Equal(got, files[name]) {
@@ -65,7 +65,7 @@ func TestCorpusDeterministic(t *testing.T) {
 	}
 }
 
-// Every capture reads back with relay/capture, frame for frame, with
+// Every capture reads back with capture, frame for frame, with
 // exactly the malformed frames the corpus means to have.
 func TestCorpusCapturesRead(t *testing.T) {
 	caps, err := Captures()

@@ -9,7 +9,7 @@
 // disagree. The output is deterministic: fixed timestamps, transaction ids
 // and DUIDs. Regenerate it after changing this package with
 //
-//	go test ./relay/replay/corpus -run TestCorpus -update
+//	go test ./replay/corpus -run TestCorpus -update
 //
 // and then the golden answers with
 //

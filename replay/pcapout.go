@@ -8,7 +8,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/cloudstack-pd/cloudstack-pd/relay/capture"
+	"github.com/cloudstack-pd/cloudstack-pd/capture"
 )
 
 // WriteCapture writes every request as sent and every answer as received,
