@@ -1,3 +1,6 @@
+// Package allocatortest damages store files the ways disks and operators do
+// (truncation, zeroed pages, random bytes), so that tests can show a damaged
+// store gives an error, never a crash. It is imported by tests only.
 package allocatortest
 
 import (
