@@ -21,6 +21,8 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
+
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
 )
 
 var updateExport = flag.Bool("update-export", false, "rewrite the golden files in testdata/kea-export")
@@ -521,7 +523,8 @@ func keaAdvertised(t *testing.T, kea, config, iid string, link netip.Addr, m net
 	dir := t.TempDir()
 	pc, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
 	if err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
+		testenv.IPv6Loopback(t)
+		t.Fatal(err)
 	}
 	port := pc.LocalAddr().(*net.UDPAddr).Port
 	pc.Close()

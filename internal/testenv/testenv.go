@@ -113,40 +113,37 @@ func SharedCaptures(t testing.TB) string {
 	return ""
 }
 
-// IPv6Loopback checks that a UDP socket can be bound on [::1]; without one
-// the test ends (see Unavailable).
+// IPv6Loopback checks that UDP and TCP sockets can be opened on [::1];
+// without them the test ends (see Unavailable). Tests call it before they
+// listen, or after a listen on [::1] failed, to tell "no IPv6 loopback
+// here" (a skip, or a failure under Strict) from a real failure.
 func IPv6Loopback(t testing.TB) {
 	t.Helper()
-	c, err := net.ListenPacket("udp6", "[::1]:0")
+	loopback(t, "[::1]:0", "IPv6 loopback", true)
+}
+
+// TCPLoopback is IPv6Loopback for TCP on 127.0.0.1.
+func TCPLoopback(t testing.TB) {
+	t.Helper()
+	loopback(t, "127.0.0.1:0", "loopback TCP", false)
+}
+
+func loopback(t testing.TB, addr, what string, udp bool) {
+	t.Helper()
+	if udp {
+		c, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			Unavailable(t, fmt.Sprintf("no %s: %v", what, err))
+			return
+		}
+		c.Close()
+	}
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		Unavailable(t, fmt.Sprintf("no IPv6 loopback: %v", err))
+		Unavailable(t, fmt.Sprintf("no %s: %v", what, err))
 		return
 	}
-	c.Close()
-}
-
-// Listen is net.Listen for a test: when the listener cannot be opened
-// (no loopback TCP here) the test ends (see Unavailable).
-func Listen(t testing.TB, network, addr string) net.Listener {
-	t.Helper()
-	ln, err := net.Listen(network, addr)
-	if err != nil {
-		Unavailable(t, fmt.Sprintf("no loopback TCP: %v", err))
-		return nil
-	}
-	return ln
-}
-
-// ListenPacket is net.ListenPacket for a test: when the socket cannot be
-// opened (no IPv6 loopback here) the test ends (see Unavailable).
-func ListenPacket(t testing.TB, network, addr string) net.PacketConn {
-	t.Helper()
-	c, err := net.ListenPacket(network, addr)
-	if err != nil {
-		Unavailable(t, fmt.Sprintf("no IPv6 loopback: %v", err))
-		return nil
-	}
-	return c
+	ln.Close()
 }
 
 // Golden compares got with the file at path, or (when update) rewrites the

@@ -146,4 +146,8 @@ func TestIPv6Loopback(t *testing.T) {
 	if f.failed {
 		t.Errorf("IPv6Loopback failed without %s: %s", EnvVar, f.msg)
 	}
+	f = run(func(tb testing.TB) { TCPLoopback(tb) })
+	if f.failed {
+		t.Errorf("TCPLoopback failed without %s: %s", EnvVar, f.msg)
+	}
 }
