@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -232,7 +231,7 @@ func TestBenchSetup(t *testing.T) {
 	if n != 40 {
 		t.Errorf("%d reservations, want 40", n)
 	}
-	if bin, err := exec.LookPath("kea-dhcp6"); err == nil {
+	if bin := testenv.Look("kea-dhcp6"); bin != "" {
 		keaCheckFile(t, bin, filepath.Join(dir, "reservations.kea.conf"))
 	}
 	st, err := allocator.OpenStore(boltstore.Open(filepath.Join(dir, "state.db"), boltstore.Options{ReadOnly: true}))

@@ -20,27 +20,13 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/config"
 	"github.com/cloudstack-pd/cloudstack-pd/kea"
 	"github.com/cloudstack-pd/cloudstack-pd/keaexport"
+
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
 )
 
 var updateKeaExport = flag.Bool("update-kea-export", false, "rewrite the golden files in testdata/kea-export")
 
 const keaExportData = "../../testdata/kea-export"
-
-// keaExportBinary returns kea-dhcp6. Without it the test skips, unless
-// CLOUDSTACK_PD_E2E=1 (as `make test` sets), when it fails.
-func keaExportBinary(t *testing.T) string {
-	t.Helper()
-	for _, p := range []string{"kea-dhcp6", "/usr/sbin/kea-dhcp6"} {
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	if os.Getenv("CLOUDSTACK_PD_E2E") == "1" {
-		t.Fatal("kea-dhcp6 not found and CLOUDSTACK_PD_E2E=1: install kea-dhcp6-server (.ci/install-deps)")
-	}
-	t.Skip("kea-dhcp6 not found (set CLOUDSTACK_PD_E2E=1 to make this a failure)")
-	return ""
-}
 
 // keaCheckFile runs kea-dhcp6 -t on path and fails the test when Kea
 // refuses it.
@@ -166,7 +152,7 @@ func TestKeaExportOldScript(t *testing.T) {
 		}
 	}
 
-	keaCheckFile(t, keaExportBinary(t), golden)
+	keaCheckFile(t, testenv.Tool(t, "kea-dhcp6"), golden)
 
 	// The export fed back in as --keacfg comes out byte for byte.
 	again := filepath.Join(t.TempDir(), "kea-dhcp6.conf")
