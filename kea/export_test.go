@@ -201,18 +201,7 @@ func TestExportGolden(t *testing.T) {
 				t.Error("Export modified the source's Raw")
 			}
 			golden := filepath.Join(exportdata, tc.name+".golden.json")
-			if *updateExport {
-				if err := os.WriteFile(golden, got.Data, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test -run TestExportGolden -update-export)", err)
-			}
-			if !bytes.Equal(got.Data, want) {
-				t.Errorf("export differs from %s (-update-export rewrites it):\n%s", golden, got.Data)
-			}
+			testenv.Golden(t, golden, got.Data, *updateExport, "update-export")
 			if len(got.Warnings) != len(tc.warnings) {
 				t.Errorf("%d warnings, want %d:\n%s", len(got.Warnings), len(tc.warnings), strings.Join(got.Warnings, "\n"))
 			}

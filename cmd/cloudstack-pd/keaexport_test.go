@@ -106,18 +106,7 @@ func TestKeaExportOldScript(t *testing.T) {
 		t.Fatalf("kea-export: %v\n%s", err, stderr)
 	}
 	golden := filepath.Join(keaExportData, "old-script", "export.golden.json")
-	if *updateKeaExport {
-		if err := os.WriteFile(golden, []byte(stdout), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (go test -run TestKeaExportOldScript -update-kea-export writes it)", err)
-	}
-	if stdout != string(want) {
-		t.Errorf("export differs from %s (-update-kea-export rewrites it):\n%s", golden, stdout)
-	}
+	testenv.Golden(t, golden, []byte(stdout), *updateKeaExport, "update-kea-export")
 	for _, line := range []string{
 		`warning: ` + keaPath + `: line 64 column 12: extraneous comma`,
 		`warning: Dhcp6.subnet6[0]: reservation-mode out-of-pool replaced by reservations-out-of-pool: true`,
