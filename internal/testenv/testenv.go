@@ -52,7 +52,7 @@ func Look(name string) string {
 	if p, err := exec.LookPath(name); err == nil {
 		return p
 	}
-	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/bin"} {
+	for _, dir := range []string{"/usr/sbin", "/sbin"} {
 		p := filepath.Join(dir, name)
 		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
 			return p
