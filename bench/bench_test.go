@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -20,6 +19,8 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/kea"
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
 	"github.com/cloudstack-pd/cloudstack-pd/server"
+
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
 )
 
 // benchServer serves the first n synthetic clients of pools pools on
@@ -59,7 +60,8 @@ func benchServerWith(t *testing.T, pools, n int, change func(*server.HandlerConf
 	l, err := server.Listen(server.ListenerConfig{Addrs: []netip.AddrPort{netip.MustParseAddrPort("[::1]:0")},
 		Logger: slog.New(slog.DiscardHandler)}, h)
 	if err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
+		testenv.IPv6Loopback(t)
+		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -229,7 +231,7 @@ func TestBenchSetup(t *testing.T) {
 	if n != 40 {
 		t.Errorf("%d reservations, want 40", n)
 	}
-	if bin, err := exec.LookPath("kea-dhcp6"); err == nil {
+	if bin := testenv.Look("kea-dhcp6"); bin != "" {
 		keaCheckFile(t, bin, filepath.Join(dir, "reservations.kea.conf"))
 	}
 	st, err := allocator.OpenStore(boltstore.Open(filepath.Join(dir, "state.db"), boltstore.Options{ReadOnly: true}))
@@ -287,7 +289,8 @@ func TestBenchReport(t *testing.T) {
 func TestBenchReflect(t *testing.T) {
 	c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
 	if err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
+		testenv.IPv6Loopback(t)
+		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)

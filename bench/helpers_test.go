@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
 )
 
 // buildBinary builds cloudstack-pd into a temporary directory.
@@ -31,7 +33,8 @@ func freeUDPPort(t *testing.T) int {
 	t.Helper()
 	c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
 	if err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
+		testenv.IPv6Loopback(t)
+		t.Fatal(err)
 	}
 	defer c.Close()
 	return c.LocalAddr().(*net.UDPAddr).Port
@@ -42,7 +45,8 @@ func freeTCPPort(t *testing.T) int {
 	t.Helper()
 	l, err := net.Listen("tcp6", "[::1]:0")
 	if err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
+		testenv.IPv6Loopback(t)
+		t.Fatal(err)
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port

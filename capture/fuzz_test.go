@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/gopacket/gopacket/layers"
+
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
 )
 
 // FuzzRead feeds arbitrary bytes to Read. Nothing may panic; every frame
@@ -15,7 +17,7 @@ import (
 // with a DHCPv6 port on one side, numbered within the frames read.
 func FuzzRead(f *testing.F) {
 	// The shared real captures, when they are there.
-	if dir := findShared(); dir != "" {
+	if dir := testenv.FindSharedCaptures(); dir != "" {
 		files, _ := filepath.Glob(filepath.Join(dir, "*.pcap"))
 		for _, name := range files {
 			if b, err := os.ReadFile(name); err == nil {

@@ -5,8 +5,6 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -18,42 +16,6 @@ import (
 
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
 )
-
-// sharedCaptures returns the directory of the shared real captures
-// (../shared/captures beside the repository), found by walking up from the
-// package directory. Without it the test is skipped, or fails when
-// CLOUDSTACK_PD_E2E=1 (CI, where a skip must not pass for a run).
-func sharedCaptures(t testing.TB) string {
-	t.Helper()
-	if d := findShared(); d != "" {
-		return d
-	}
-	wd, _ := os.Getwd()
-	msg := "shared/captures not found in " + wd + " or any parent directory; clone the repository next to shared/ (<x>/main and <x>/shared)"
-	if os.Getenv("CLOUDSTACK_PD_E2E") == "1" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
-
-func findShared() string {
-	dir, err := os.Getwd()
-	if err != nil {
-		return ""
-	}
-	for {
-		d := filepath.Join(dir, "shared", "captures")
-		if st, err := os.Stat(d); err == nil && st.IsDir() {
-			return d
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return ""
-		}
-		dir = parent
-	}
-}
 
 // The synthetic traffic: a relay sends a Juniper-shaped Relay-Forward to
 // the server.

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
 )
 
 // sharedFacts are what tshark 4.0 reports for the shared captures
@@ -65,7 +67,7 @@ var sharedFacts = []struct {
 }
 
 func TestReadSharedCaptures(t *testing.T) {
-	dir := sharedCaptures(t)
+	dir := testenv.SharedCaptures(t)
 	for _, tt := range sharedFacts {
 		t.Run(tt.file, func(t *testing.T) {
 			pkts, st, err := ReadFile(filepath.Join(dir, tt.file))

@@ -9,21 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// needTshark returns tshark's path. Without it the test is skipped, or
-// fails when CLOUDSTACK_PD_E2E=1.
-func needTshark(t *testing.T) string {
-	t.Helper()
-	p, err := exec.LookPath("tshark")
-	if err != nil {
-		if os.Getenv("CLOUDSTACK_PD_E2E") == "1" {
-			t.Fatal("tshark not found (apt-get install tshark, or run .ci/install-deps)")
-		}
-		t.Skip("tshark not found")
-	}
-	return p
-}
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
+)
 
 // tsharkFields runs tshark on file and returns one line per frame of the
 // fields asked for, tab-separated, repeated values joined by commas.
@@ -37,7 +25,7 @@ func tsharkFields(t *testing.T, file, filter string, fields ...string) []string 
 	for _, f := range fields {
 		args = append(args, "-e", f)
 	}
-	cmd := exec.Command(needTshark(t), args...)
+	cmd := exec.Command(testenv.Tool(t, "tshark"), args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -54,16 +42,16 @@ func tsharkFields(t *testing.T, file, filter string, fields ...string) []string 
 // tshark, an independent decoder, finds the same DHCPv6 messages as Read
 // in the shared real captures and in every synthetic link type.
 func TestReadAgreesWithTshark(t *testing.T) {
-	needTshark(t)
+	testenv.Tool(t, "tshark")
 	type file struct{ name, path string }
 	var files []file
-	if dir := findShared(); dir != "" {
+	if dir := testenv.FindSharedCaptures(); dir != "" {
 		names, _ := filepath.Glob(filepath.Join(dir, "*.pcap"))
 		for _, n := range names {
 			files = append(files, file{"shared/" + filepath.Base(n), n})
 		}
 	} else {
-		t.Run("shared", func(t *testing.T) { sharedCaptures(t) }) // skips, or fails in CI
+		t.Run("shared", func(t *testing.T) { testenv.SharedCaptures(t) }) // skips, or fails in CI
 	}
 	tmp := t.TempDir()
 	for i, c := range linkTypeCases(t) {
@@ -97,7 +85,7 @@ func TestReadAgreesWithTshark(t *testing.T) {
 // tshark dissects what Writer writes as IPv6 and UDP with a good checksum,
 // and nothing in it as malformed.
 func TestWriterTshark(t *testing.T) {
-	needTshark(t)
+	testenv.Tool(t, "tshark")
 	path := filepath.Join(t.TempDir(), "w.pcap")
 	f, err := os.Create(path)
 	if err != nil {

@@ -23,6 +23,8 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/clock"
 	"github.com/cloudstack-pd/cloudstack-pd/config"
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
+
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
 )
 
 const runTestConfig = `
@@ -120,11 +122,7 @@ func readyz(t *testing.T, addr string) int {
 // for exactly server.shutdown-delay of its clock; then it returns nil
 // with the recorded bindings in the store, and the store closed.
 func TestRun(t *testing.T) {
-	if c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback}); err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
-	} else {
-		c.Close()
-	}
+	testenv.IPv6Loopback(t)
 	dir := t.TempDir()
 	state, cfgPath := filepath.Join(dir, "state.db"), filepath.Join(dir, "cfg.yaml")
 	base := strings.Replace(runTestConfig, "STATE", state, 1)
@@ -262,7 +260,8 @@ func TestRun(t *testing.T) {
 func TestRunDiscardsAStoreItCouldNotStartOn(t *testing.T) {
 	busy, err := net.Listen("tcp6", "[::1]:0") // http.listen is taken
 	if err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
+		testenv.IPv6Loopback(t)
+		t.Fatal(err)
 	}
 	defer busy.Close()
 	state := filepath.Join(t.TempDir(), "state.db")

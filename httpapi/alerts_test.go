@@ -13,6 +13,8 @@ import (
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/server"
+
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
 )
 
 const (
@@ -232,13 +234,7 @@ tests:
 // runs the rules' unit tests, when promtool is installed (Debian package
 // prometheus).
 func TestExampleAlertRulesPromtool(t *testing.T) {
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		if os.Getenv("CLOUDSTACK_PD_E2E") == "1" {
-			t.Fatal("promtool not installed (apt-get install prometheus; .ci/install-deps does)")
-		}
-		t.Skip("promtool not installed (apt-get install prometheus)")
-	}
+	promtool := testenv.Tool(t, "promtool")
 	rules, err := filepath.Abs(alertsFile)
 	if err != nil {
 		t.Fatal(err)

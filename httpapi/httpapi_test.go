@@ -27,6 +27,8 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
 	"github.com/cloudstack-pd/cloudstack-pd/server"
+
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
 )
 
 // The test world: two pools, four VMs in pod-a (one gone, one
@@ -812,7 +814,8 @@ func TestServeShutsDownWithItsContext(t *testing.T) {
 	w := newWorld(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Skipf("no loopback TCP: %v", err)
+		testenv.TCPLoopback(t)
+		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)

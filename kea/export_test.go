@@ -21,28 +21,13 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
+
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
 )
 
 var updateExport = flag.Bool("update-export", false, "rewrite the golden files in testdata/kea-export")
 
 const exportdata = "../testdata/kea-export"
-
-// requireKea returns the kea-dhcp6 binary. Without one the test skips,
-// unless CLOUDSTACK_PD_E2E=1 (as `make test` sets), when it fails.
-func requireKea(t *testing.T) string {
-	t.Helper()
-	if p, err := exec.LookPath("kea-dhcp6"); err == nil {
-		return p
-	}
-	if fi, err := os.Stat("/usr/sbin/kea-dhcp6"); err == nil && fi.Mode()&0o111 != 0 {
-		return "/usr/sbin/kea-dhcp6"
-	}
-	if os.Getenv("CLOUDSTACK_PD_E2E") == "1" {
-		t.Fatal("kea-dhcp6 not found and CLOUDSTACK_PD_E2E=1: install kea-dhcp6-server (.ci/install-deps)")
-	}
-	t.Skip("kea-dhcp6 not found (set CLOUDSTACK_PD_E2E=1 to make this a failure)")
-	return ""
-}
 
 func mac(s string) net.HardwareAddr {
 	m, err := DecodeHex(s)
@@ -216,18 +201,7 @@ func TestExportGolden(t *testing.T) {
 				t.Error("Export modified the source's Raw")
 			}
 			golden := filepath.Join(exportdata, tc.name+".golden.json")
-			if *updateExport {
-				if err := os.WriteFile(golden, got.Data, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test -run TestExportGolden -update-export)", err)
-			}
-			if !bytes.Equal(got.Data, want) {
-				t.Errorf("export differs from %s (-update-export rewrites it):\n%s", golden, got.Data)
-			}
+			testenv.Golden(t, golden, got.Data, *updateExport, "update-export")
 			if len(got.Warnings) != len(tc.warnings) {
 				t.Errorf("%d warnings, want %d:\n%s", len(got.Warnings), len(tc.warnings), strings.Join(got.Warnings, "\n"))
 			}
@@ -256,7 +230,7 @@ func TestExportGolden(t *testing.T) {
 // TestExportKeaAccepts runs kea-dhcp6 -t on every golden export and on the
 // source configs they came from.
 func TestExportKeaAccepts(t *testing.T) {
-	kea := requireKea(t)
+	kea := testenv.Tool(t, "kea-dhcp6")
 	for _, tc := range exportCases {
 		for _, f := range []string{tc.name + ".kea.conf", tc.name + ".golden.json"} {
 			data, err := os.ReadFile(filepath.Join(exportdata, f))
@@ -299,7 +273,7 @@ func keaSubnetIDs(t *testing.T, kea, path string) map[string]string {
 // are keyed by subnet id. The sources have id-less subnets, which Kea
 // numbers itself.
 func TestExportKeepsKeaIDs(t *testing.T) {
-	kea := requireKea(t)
+	kea := testenv.Tool(t, "kea-dhcp6")
 	for _, files := range [][2]string{
 		{"shared.kea.conf", "shared.golden.json"},
 		{"old-script/kea-dhcp6.conf", "old-script/export.golden.json"},
@@ -521,7 +495,8 @@ func keaAdvertised(t *testing.T, kea, config, iid string, link netip.Addr, m net
 	dir := t.TempDir()
 	pc, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
 	if err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
+		testenv.IPv6Loopback(t)
+		t.Fatal(err)
 	}
 	port := pc.LocalAddr().(*net.UDPAddr).Port
 	pc.Close()
@@ -586,7 +561,7 @@ func keaAdvertised(t *testing.T, kea, config, iid string, link netip.Addr, m net
 // reservation-mode: disabled) with Kea itself: the reservations count.
 // Without the entry's own reservations-in-subnet, Kea would ignore them.
 func TestExportReservationsServedByKea(t *testing.T) {
-	kea := requireKea(t)
+	kea := testenv.Tool(t, "kea-dhcp6")
 	vm := mac("06:32:b2:00:04:79")
 	link := netip.MustParseAddr("2001:db8:100::1")
 	for _, name := range []string{"inherit-off", "mode-disabled"} {

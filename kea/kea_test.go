@@ -11,6 +11,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
 )
 
 const testdata = "../testdata/kea"
@@ -257,7 +259,7 @@ func keaCheck(t *testing.T, kea, config string) (bool, string) {
 
 // TestKeaAgrees checks this reading against Kea itself, where installed.
 func TestKeaAgrees(t *testing.T) {
-	kea := requireKea(t)
+	kea := testenv.Tool(t, "kea-dhcp6")
 	for _, f := range []string{"../example/kea-dhcp6.conf", filepath.Join(testdata, "old-generator-output.json"), filepath.Join(testdata, "commented.conf")} {
 		data, err := os.ReadFile(f)
 		if err != nil {

@@ -11,6 +11,8 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/config"
 	"github.com/cloudstack-pd/cloudstack-pd/daemon"
 	"github.com/cloudstack-pd/cloudstack-pd/server"
+
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
 )
 
 // serve answers on a UDP socket on [::1] with the server's handler for a
@@ -31,7 +33,8 @@ func serve(t *testing.T, mac net.HardwareAddr, prefix netip.Prefix) netip.AddrPo
 	}
 	c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
 	if err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
+		testenv.IPv6Loopback(t)
+		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
 	go func() {
@@ -90,7 +93,8 @@ func TestRun(t *testing.T) {
 func TestRunNoAnswer(t *testing.T) {
 	c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
 	if err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
+		testenv.IPv6Loopback(t)
+		t.Fatal(err)
 	}
 	defer c.Close()
 	srv := c.LocalAddr().(*net.UDPAddr).AddrPort()

@@ -18,6 +18,8 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/capture"
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
 	"github.com/cloudstack-pd/cloudstack-pd/server"
+
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
 )
 
 // kea is a stand-in for Kea 2.2: our handler, with the answers changed
@@ -274,13 +276,7 @@ func TestLoadRules(t *testing.T) {
 // independent dissector, reads: DHCPv6 relay messages with correct UDP
 // checksums, each answer echoing its request's transaction id.
 func TestWriteCaptureTshark(t *testing.T) {
-	tshark, err := exec.LookPath("tshark")
-	if err != nil {
-		if os.Getenv("CLOUDSTACK_PD_E2E") == "1" {
-			t.Fatal("tshark not found (apt-get install tshark, or run .ci/install-deps)")
-		}
-		t.Skip("tshark not found")
-	}
+	tshark := testenv.Tool(t, "tshark")
 	h := handlerFunc(testHandler(t))
 	reqs := extract(t,
 		relayed(1, junos(clientMsg(dhcpv6.MessageTypeSolicit, 1, vmMAC, iaPD()), vmMAC)),

@@ -26,6 +26,8 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/capture"
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
+
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
 )
 
 // The real captures of ../shared/captures (see its README), fed through
@@ -199,7 +201,7 @@ var captureCases = slices.Concat(
 )
 
 func TestSharedCapturesThroughHandler(t *testing.T) {
-	dir := sharedCapturesDir(t)
+	dir := testenv.SharedCaptures(t)
 	files, err := filepath.Glob(filepath.Join(dir, "*.pcap"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no captures in %s (%v)", dir, err)
@@ -479,34 +481,4 @@ func capturedMessages(t *testing.T, path string) []capture.Packet {
 	}
 	slices.SortFunc(pkts, func(a, b capture.Packet) int { return a.Index - b.Index })
 	return pkts
-}
-
-// sharedCapturesDir returns ../shared/captures beside the repository,
-// found by walking up from the package directory. Without it the test is
-// skipped, or fails when CLOUDSTACK_PD_E2E=1 (CI, where a skip must not
-// pass for a run).
-func sharedCapturesDir(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		d := filepath.Join(dir, "shared", "captures")
-		if st, err := os.Stat(d); err == nil && st.IsDir() {
-			return d
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			break
-		}
-		dir = parent
-	}
-	wd, _ := os.Getwd()
-	msg := "shared/captures not found in " + wd + " or any parent directory; clone the repository next to shared/ (<x>/main and <x>/shared)"
-	if os.Getenv("CLOUDSTACK_PD_E2E") == "1" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
 }

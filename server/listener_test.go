@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
+
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
 )
 
 // startListener serves h on [::1]:0 and returns its address.
@@ -20,7 +22,8 @@ func startListener(t *testing.T, h PacketHandler, m *Metrics) netip.AddrPort {
 	t.Helper()
 	l, err := Listen(ListenerConfig{Addrs: []netip.AddrPort{netip.MustParseAddrPort("[::1]:0")}, Workers: 2, QueueLength: 8, Metrics: m}, h)
 	if err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
+		testenv.IPv6Loopback(t)
+		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -146,7 +149,8 @@ func TestListenerSocketsPerAddr(t *testing.T) {
 	h, _ := newTestHandler(t, testOptions)
 	l, err := Listen(ListenerConfig{Addrs: []netip.AddrPort{netip.MustParseAddrPort("[::1]:0")}, SocketsPerAddr: 3, Batch: 4, Metrics: h.Metrics()}, h)
 	if err != nil {
-		t.Skipf("no IPv6 loopback or no SO_REUSEPORT: %v", err)
+		testenv.IPv6Loopback(t)
+		t.Skipf("no SO_REUSEPORT: %v", err)
 	}
 	if n := len(l.conns); n != 3 {
 		t.Fatalf("%d sockets, want 3", n)

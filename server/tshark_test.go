@@ -2,7 +2,6 @@ package server
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -16,6 +15,8 @@ import (
 
 	"github.com/cloudstack-pd/cloudstack-pd/capture"
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
+
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
 )
 
 // tsharkServer is where the handler's replies come from in the capture.
@@ -65,7 +66,7 @@ func (d dissection) String() string {
 // reads in each reply the values the server meant: message types, relay
 // levels, interface-id echo, prefixes, lifetimes, T1/T2 and status codes.
 func TestTsharkDissectsEveryReply(t *testing.T) {
-	tshark := needTshark(t)
+	tshark := testenv.Tool(t, "tshark")
 	rapid := testOptions
 	rapid.RapidCommit = true
 	req := func(typ dhcpv6.MessageType, mac []byte, sid []byte, ias ...dhcpv6.Option) []byte {
@@ -277,21 +278,4 @@ func runTshark(t *testing.T, tshark, file string, fields []string) []string {
 		t.Fatalf("tshark %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
 	}
 	return strings.Split(strings.TrimRight(string(out), "\n"), "\n")
-}
-
-// needTshark returns tshark's path. Without it the test is skipped, or
-// fails when CLOUDSTACK_PD_E2E=1 (CI, where a skip must not pass for a run).
-func needTshark(t *testing.T) string {
-	t.Helper()
-	p, err := exec.LookPath("tshark")
-	if errors.Is(err, exec.ErrNotFound) || p == "" {
-		if os.Getenv("CLOUDSTACK_PD_E2E") == "1" {
-			t.Fatal("tshark not found (apt-get install tshark, or run .ci/install-deps)")
-		}
-		t.Skip("tshark not found")
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
 }

@@ -14,6 +14,8 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/cloudstack-pd/cloudstack-pd/config"
+
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
 )
 
 // checkConfig runs check-config on a config written from text (named
@@ -338,13 +340,7 @@ func TestExampleSystemdUnit(t *testing.T) {
 			t.Errorf("unit lacks %q", want)
 		}
 	}
-	analyze, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		if os.Getenv("CLOUDSTACK_PD_E2E") == "1" {
-			t.Fatal("systemd-analyze not installed (Debian package systemd; .ci/install-deps installs it)")
-		}
-		t.Skip("systemd-analyze not installed")
-	}
+	analyze := testenv.Tool(t, "systemd-analyze")
 	truePath, err := exec.LookPath("true")
 	if err != nil {
 		t.Skip("no true(1)")

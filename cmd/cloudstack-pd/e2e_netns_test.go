@@ -74,6 +74,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
 )
 
 const (
@@ -106,8 +108,6 @@ const (
 	e2eRouterVMIf = "rtvm"
 	e2eRouterUpIf = "rtsrv"
 	e2eServerIf   = "srv0"
-
-	e2eEnv = "CLOUDSTACK_PD_E2E"
 )
 
 func TestE2ENetns(t *testing.T) {
@@ -164,7 +164,7 @@ log:
 		n.startCapture(t)
 		n.startRelay(t)
 		env := []string{"KEA_PIDFILE_DIR=" + n.dir, "KEA_LOCKFILE_DIR=" + n.dir}
-		srv := n.start(t, "kea-dhcp6", n.server, env, e2eLook("kea-dhcp6"), "-c", kea)
+		srv := n.start(t, "kea-dhcp6", n.server, env, testenv.Look("kea-dhcp6"), "-c", kea)
 		n.waitListening(t, n.server, srv)
 		n.exercise(t)
 	})
@@ -174,7 +174,7 @@ log:
 // CLOUDSTACK_PD_E2E=1 says it must run.
 func e2eRequire(t *testing.T, tools ...string) {
 	t.Helper()
-	if testing.Short() && os.Getenv(e2eEnv) != "1" {
+	if testing.Short() && !testenv.Strict() {
 		t.Skip("end-to-end test skipped in -short mode")
 	}
 	var why []string
@@ -182,41 +182,19 @@ func e2eRequire(t *testing.T, tools ...string) {
 		why = append(why, "not root (network namespaces need root)")
 	}
 	for _, tool := range tools {
-		if e2eLook(tool) == "" {
-			why = append(why, tool+" not found (run .ci/install-deps)")
+		if testenv.Look(tool) == "" {
+			why = append(why, testenv.Missing(tool))
 		}
 	}
 	if len(why) > 0 {
-		e2eUnavailable(t, strings.Join(why, "; "))
+		testenv.Unavailable(t, strings.Join(why, "; "))
 	}
-}
-
-func e2eUnavailable(t *testing.T, why string) {
-	t.Helper()
-	if os.Getenv(e2eEnv) == "1" {
-		t.Fatalf("end-to-end test cannot run (%s=1): %s", e2eEnv, why)
-	}
-	t.Skipf("end-to-end test skipped (set %s=1 to make this a failure): %s", e2eEnv, why)
-}
-
-// e2eLook finds a tool on PATH or in the sbin directories, "" if absent.
-func e2eLook(name string) string {
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/bin"} {
-		p := filepath.Join(dir, name)
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			return p
-		}
-	}
-	return ""
 }
 
 // e2eBuild builds this package's binary into a temporary directory.
 func e2eBuild(t *testing.T) string {
 	t.Helper()
-	goTool := e2eLook("go")
+	goTool := testenv.Look("go")
 	if goTool == "" {
 		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
@@ -263,7 +241,7 @@ func newE2ENet(t *testing.T, tag string) *e2eNet {
 	for _, ns := range all {
 		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
 			// No CAP_SYS_ADMIN (an unprivileged container): cannot run here.
-			e2eUnavailable(t, fmt.Sprintf("ip netns add %s: %v %s", ns, err, strings.TrimSpace(string(out))))
+			testenv.Unavailable(t, fmt.Sprintf("ip netns add %s: %v %s", ns, err, strings.TrimSpace(string(out))))
 		}
 		created = append(created, ns)
 		// No duplicate address detection: addresses usable at once.
@@ -467,7 +445,7 @@ func e2eTail(path string, lines int) string {
 // them, and exercise checks none is malformed.
 func (n *e2eNet) startCapture(t *testing.T) {
 	t.Helper()
-	tshark := e2eLook("tshark")
+	tshark := testenv.Look("tshark")
 	if tshark == "" {
 		t.Log("tshark not found: no capture")
 		return
@@ -512,7 +490,7 @@ func (n *e2eNet) startRelay(t *testing.T) {
 		t.Fatalf("e2eInterfaceID %q: dhcrelay sends exactly 4 bytes", e2eInterfaceID)
 	}
 	id := int32(binary.NativeEndian.Uint32([]byte(e2eInterfaceID)))
-	p := n.start(t, "dhcrelay", n.router, nil, e2eLook("dhcrelay"), "-6", "-d", "-I", "--no-pid",
+	p := n.start(t, "dhcrelay", n.router, nil, testenv.Look("dhcrelay"), "-6", "-d", "-I", "--no-pid",
 		"-l", fmt.Sprintf("%s#%d", e2eRouterVMIf, id),
 		"-u", e2eServerAddr+"%"+e2eRouterUpIf)
 	n.relayLog = p.log
@@ -542,7 +520,7 @@ func (n *e2eNet) waitListening(t *testing.T, ns string, p *e2eProc) {
 // runs, and checks what it gets: the reserved prefix with the configured
 // lifetimes on Request and on Renew; then a Release answered.
 func (n *e2eNet) exercise(t *testing.T) {
-	dhclient := e2eLook("dhclient")
+	dhclient := testenv.Look("dhclient")
 	events := filepath.Join(n.dir, "events")
 	if err := os.Mkdir(events, 0o755); err != nil {
 		t.Fatal(err)
@@ -644,7 +622,7 @@ func (n *e2eNet) waitCaptured(t *testing.T, timeout time.Duration) {
 // captureCounts counts the Relay-Forwards and Relay-Replies tshark reads in
 // the capture file so far.
 func (n *e2eNet) captureCounts() (forw, repl int, err error) {
-	out, err := exec.Command(e2eLook("tshark"), "-n", "-r", n.capFile, "-Y", "dhcpv6", "-T", "fields",
+	out, err := exec.Command(testenv.Look("tshark"), "-n", "-r", n.capFile, "-Y", "dhcpv6", "-T", "fields",
 		"-e", "dhcpv6.msgtype").Output()
 	if err != nil {
 		return 0, 0, err
@@ -744,7 +722,7 @@ func e2eWaitRelayedReply(t *testing.T, log, msg string, timeout time.Duration) {
 // tshark finds malformed or flags with an expert warning or error, and
 // checks every Relay-Reply reached the relay with the interface-id it sent.
 func (n *e2eNet) checkCapture(t *testing.T) {
-	tshark := e2eLook("tshark")
+	tshark := testenv.Look("tshark")
 	bad, err := exec.Command(tshark, "-n", "-r", n.capFile, "-Y",
 		"dhcpv6 && (_ws.malformed || _ws.expert.severity >= warning)", "-O", "dhcpv6").Output()
 	if err != nil {

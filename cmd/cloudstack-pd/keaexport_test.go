@@ -20,27 +20,13 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/config"
 	"github.com/cloudstack-pd/cloudstack-pd/kea"
 	"github.com/cloudstack-pd/cloudstack-pd/keaexport"
+
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
 )
 
 var updateKeaExport = flag.Bool("update-kea-export", false, "rewrite the golden files in testdata/kea-export")
 
 const keaExportData = "../../testdata/kea-export"
-
-// keaExportBinary returns kea-dhcp6. Without it the test skips, unless
-// CLOUDSTACK_PD_E2E=1 (as `make test` sets), when it fails.
-func keaExportBinary(t *testing.T) string {
-	t.Helper()
-	for _, p := range []string{"kea-dhcp6", "/usr/sbin/kea-dhcp6"} {
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	if os.Getenv("CLOUDSTACK_PD_E2E") == "1" {
-		t.Fatal("kea-dhcp6 not found and CLOUDSTACK_PD_E2E=1: install kea-dhcp6-server (.ci/install-deps)")
-	}
-	t.Skip("kea-dhcp6 not found (set CLOUDSTACK_PD_E2E=1 to make this a failure)")
-	return ""
-}
 
 // keaCheckFile runs kea-dhcp6 -t on path and fails the test when Kea
 // refuses it.
@@ -120,18 +106,7 @@ func TestKeaExportOldScript(t *testing.T) {
 		t.Fatalf("kea-export: %v\n%s", err, stderr)
 	}
 	golden := filepath.Join(keaExportData, "old-script", "export.golden.json")
-	if *updateKeaExport {
-		if err := os.WriteFile(golden, []byte(stdout), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (go test -run TestKeaExportOldScript -update-kea-export writes it)", err)
-	}
-	if stdout != string(want) {
-		t.Errorf("export differs from %s (-update-kea-export rewrites it):\n%s", golden, stdout)
-	}
+	testenv.Golden(t, golden, []byte(stdout), *updateKeaExport, "update-kea-export")
 	for _, line := range []string{
 		`warning: ` + keaPath + `: line 64 column 12: extraneous comma`,
 		`warning: Dhcp6.subnet6[0]: reservation-mode out-of-pool replaced by reservations-out-of-pool: true`,
@@ -166,7 +141,7 @@ func TestKeaExportOldScript(t *testing.T) {
 		}
 	}
 
-	keaCheckFile(t, keaExportBinary(t), golden)
+	keaCheckFile(t, testenv.Tool(t, "kea-dhcp6"), golden)
 
 	// The export fed back in as --keacfg comes out byte for byte.
 	again := filepath.Join(t.TempDir(), "kea-dhcp6.conf")

@@ -33,6 +33,8 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
 	"github.com/cloudstack-pd/cloudstack-pd/replay"
 	"github.com/cloudstack-pd/cloudstack-pd/replay/corpus"
+
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
 )
 
 var updateReplay = flag.Bool("update-replay", false, "rewrite the golden answers in testdata/replay")
@@ -162,19 +164,10 @@ func goldenName(capture string) string {
 // absence fails the test.
 func replaySharedDir(t *testing.T) string {
 	t.Helper()
-	dir, _ := os.Getwd()
-	for {
-		d := filepath.Join(dir, "shared", "captures")
-		if st, err := os.Stat(d); err == nil && st.IsDir() {
-			return d
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			break
-		}
-		dir = parent
+	if d := testenv.FindSharedCaptures(); d != "" {
+		return d
 	}
-	if os.Getenv("CLOUDSTACK_PD_E2E") == "1" {
+	if testenv.Strict() {
 		t.Fatal("shared/captures not found beside the repository (<x>/main and <x>/shared)")
 	}
 	t.Log("shared/captures not found: the real captures are not replayed")
@@ -453,13 +446,7 @@ func TestReplayExitStatusAndFlags(t *testing.T) {
 // an expert warning.
 func tsharkCheckAnswers(t *testing.T, path string, replies int) {
 	t.Helper()
-	tshark, err := exec.LookPath("tshark")
-	if err != nil {
-		if os.Getenv("CLOUDSTACK_PD_E2E") == "1" {
-			t.Fatal("tshark not found (apt-get install tshark, or run .ci/install-deps)")
-		}
-		t.Skip("tshark not found")
-	}
+	tshark := testenv.Tool(t, "tshark")
 	cmd := exec.Command(tshark, "-r", path, "-n", "-o", "udp.check_checksum:TRUE", "-T", "fields", "-E", "separator=|",
 		"-e", "frame.number", "-e", "udp.checksum.status", "-e", "dhcpv6.msgtype", "-e", "_ws.expert.severity")
 	var stderr bytes.Buffer
@@ -548,8 +535,8 @@ func TestReplayServe(t *testing.T) {
 // testdata/replay/kea-expected-differences.json (design choices of
 // cloudstack-pd), and every built-in rule is met at least once.
 func TestReplayKeaCompare(t *testing.T) {
-	keaBin := keaExportBinary(t)
-	if testing.Short() && os.Getenv("CLOUDSTACK_PD_E2E") != "1" {
+	keaBin := testenv.Tool(t, "kea-dhcp6")
+	if testing.Short() && !testenv.Strict() {
 		t.Skip("comparison with Kea skipped in -short mode")
 	}
 	if *updateReplay {

@@ -20,6 +20,8 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/config"
+
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
 )
 
 // buildBinary builds cloudstack-pd into a temporary directory.
@@ -38,7 +40,8 @@ func freeUDPPort(t *testing.T) int {
 	t.Helper()
 	c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
 	if err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
+		testenv.IPv6Loopback(t)
+		t.Fatal(err)
 	}
 	defer c.Close()
 	return c.LocalAddr().(*net.UDPAddr).Port
@@ -240,7 +243,8 @@ func freeTCPPort(t *testing.T) int {
 	t.Helper()
 	l, err := net.Listen("tcp6", "[::1]:0")
 	if err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
+		testenv.IPv6Loopback(t)
+		t.Fatal(err)
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port

@@ -3,13 +3,14 @@ package corpus
 import (
 	"bytes"
 	"flag"
-	"os"
 	"path/filepath"
 	"slices"
 	"testing"
 
 	"github.com/cloudstack-pd/cloudstack-pd/capture"
 	"github.com/cloudstack-pd/cloudstack-pd/kea"
+
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
 )
 
 var update = flag.Bool("update", false, "rewrite the generated files of testdata/replay")
@@ -31,20 +32,7 @@ func TestCorpusUpToDate(t *testing.T) {
 	slices.Sort(names)
 	for _, name := range names {
 		path := filepath.Join(Dir, name)
-		if *update {
-			if err := os.WriteFile(path, files[name], 0o644); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		got, err := os.ReadFile(path)
-		if err != nil {
-			t.Errorf("%v (regenerate with go test ./replay/corpus -run TestCorpus -update)", err)
-			continue
-		}
-		if !bytes.Equal(got, files[name]) {
-			t.Errorf("%s differs from what the generator writes now (regenerate with -update)", path)
-		}
+		testenv.Golden(t, path, files[name], *update, "update")
 	}
 }
 

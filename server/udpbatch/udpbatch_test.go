@@ -8,13 +8,16 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
 )
 
 func listen(t *testing.T) *net.UDPConn {
 	t.Helper()
 	c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
 	if err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
+		testenv.IPv6Loopback(t)
+		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
