@@ -169,7 +169,7 @@ func TestBenchCountsNoPrefix(t *testing.T) {
 }
 
 func TestBenchNoServer(t *testing.T) {
-	port := freeUDPPort(t)
+	port := testenv.FreeUDPPort(t)
 	_, err := runBench(t.Context(), benchFlags{
 		server: netip.AddrPortFrom(netip.IPv6Loopback(), uint16(port)).String(), clients: 10, pools: 1,
 		outstanding: 2, sockets: 1, duration: 300 * time.Millisecond, timeout: 100 * time.Millisecond,
@@ -232,7 +232,7 @@ func TestBenchSetup(t *testing.T) {
 		t.Errorf("%d reservations, want 40", n)
 	}
 	if bin := testenv.Look("kea-dhcp6"); bin != "" {
-		keaCheckFile(t, bin, filepath.Join(dir, "reservations.kea.conf"))
+		testenv.KeaCheckFile(t, bin, filepath.Join(dir, "reservations.kea.conf"))
 	}
 	st, err := allocator.OpenStore(boltstore.Open(filepath.Join(dir, "state.db"), boltstore.Options{ReadOnly: true}))
 	if err != nil {

@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
+
 	"fmt"
 	"io"
 	"os"
@@ -41,10 +43,10 @@ func TestFloodServe(t *testing.T) {
 
 	bin := os.Getenv("CLOUDSTACK_PD_FLOOD_BIN")
 	if bin == "" {
-		bin = buildBinary(t)
+		bin = testenv.BuildBinary(t, "../cmd/cloudstack-pd")
 	}
 	dir := t.TempDir()
-	port, httpPort := freeUDPPort(t), freeTCPPort(t)
+	port, httpPort := testenv.FreeUDPPort(t), testenv.FreeTCPPort(t)
 	if err := runBenchSetup(io.Discard, benchSetupFlags{dir: dir, clients: clients, pools: pools, port: port,
 		fill: true, since: "2026-01-01T00:00:00Z"}); err != nil {
 		t.Fatal(err)
@@ -59,9 +61,9 @@ func TestFloodServe(t *testing.T) {
 	if s == string(cfg) || !strings.Contains(s, "rapid-commit") {
 		t.Fatalf("cannot adapt the bench config:\n%s", cfg)
 	}
-	writeFile(t, cfgPath, s)
+	testenv.WriteFile(t, cfgPath, s)
 
-	var log syncBuffer
+	var log testenv.SyncBuffer
 	srv := exec.Command(bin, "serve", "--config", cfgPath)
 	srv.Stdout, srv.Stderr = &log, &log
 	if err := srv.Start(); err != nil {
@@ -124,8 +126,8 @@ func TestFloodServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	api := fmt.Sprintf("http://[::1]:%d", httpPort)
-	pending := metricValue(t, api, "cloudstack_pd_bindings_pending")
-	full := metricValue(t, api, `cloudstack_pd_bindings_dropped_total{reason="pending-full"}`)
+	pending := testenv.MetricValue(t, api, "cloudstack_pd_bindings_pending")
+	full := testenv.MetricValue(t, api, `cloudstack_pd_bindings_dropped_total{reason="pending-full"}`)
 	stop()
 
 	st, err := allocator.OpenStore(boltstore.Open(filepath.Join(dir, "state.db"), boltstore.Options{ReadOnly: true}))

@@ -127,7 +127,7 @@ func TestRun(t *testing.T) {
 	state, cfgPath := filepath.Join(dir, "state.db"), filepath.Join(dir, "cfg.yaml")
 	base := strings.Replace(runTestConfig, "STATE", state, 1)
 	withB := strings.Replace(base, "server:", runTestPodB+"server:", 1)
-	writeFile(t, cfgPath, base)
+	testenv.WriteFile(t, cfgPath, base)
 
 	// A prefix in pod-a and one in pod-b, which is not configured yet.
 	macA, _ := net.ParseMAC("06:32:b2:00:04:79")
@@ -156,7 +156,7 @@ func TestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	fc := clock.NewFake(epoch)
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	reload := make(chan os.Signal) // unbuffered: a send returns once the last reload is done
 	serving := make(chan Addrs, 1)
 	ctx, cancel := context.WithCancel(t.Context())
@@ -193,7 +193,7 @@ func TestRun(t *testing.T) {
 
 	// Each reload is done when the next send on the channel returns.
 	reloadTwice := func() { reload <- syscall.SIGHUP; reload <- syscall.SIGHUP }
-	writeFile(t, cfgPath, base+"server:\n  renew-timer: nope\n")
+	testenv.WriteFile(t, cfgPath, base+"server:\n  renew-timer: nope\n")
 	reloadTwice()
 	if !strings.Contains(logs.String(), "reload refused: the old config stays in force") {
 		t.Errorf("broken config not refused:\n%s", logs.String())
@@ -201,7 +201,7 @@ func TestRun(t *testing.T) {
 	if p := delegated(t, srv, macA, "VLAN2701"); p != "2001:db8:200:30::/60" {
 		t.Errorf("after a refused reload: %q", p)
 	}
-	writeFile(t, cfgPath, withB)
+	testenv.WriteFile(t, cfgPath, withB)
 	reloadTwice()
 	if !strings.Contains(logs.String(), "msg=reloaded") {
 		t.Errorf("not reloaded:\n%s", logs.String())

@@ -1,11 +1,10 @@
 package daemon
 
 import (
-	"bytes"
-	"os"
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
+
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -57,31 +56,6 @@ func newSyncSite(t *testing.T) *syncSite {
 	fake.SetPod(fixturePod, vms)
 	dir := t.TempDir()
 	s := &syncSite{fake: fake, cfgPath: filepath.Join(dir, "cloudstack-pd.yaml"), state: filepath.Join(dir, "state.db")}
-	writeFile(t, s.cfgPath, strings.NewReplacer("URL", s.fake.URL, "STATE", s.state).Replace(syncSiteConfig))
+	testenv.WriteFile(t, s.cfgPath, strings.NewReplacer("URL", s.fake.URL, "STATE", s.state).Replace(syncSiteConfig))
 	return s
-}
-
-// syncBuffer is a goroutine-safe bytes.Buffer for a logger.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func writeFile(t *testing.T, path, s string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
-		t.Fatal(err)
-	}
 }

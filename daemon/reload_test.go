@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
+
 	"bytes"
 	"log/slog"
 	"path/filepath"
@@ -33,7 +35,7 @@ func TestReloadRefusesWhatLoadRefuses(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "config.yaml")
-			writeFile(t, path, tt.text)
+			testenv.WriteFile(t, path, tt.text)
 			var buf bytes.Buffer
 			log := slog.New(slog.NewTextHandler(&buf, nil))
 			o := *old

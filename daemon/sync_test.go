@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
+
 	"context"
 	"log/slog"
 	"net"
@@ -45,7 +47,7 @@ func TestSyncer(t *testing.T) {
 	var (
 		current atomic.Pointer[config.Config]
 		swapMu  sync.Mutex
-		logs    syncBuffer
+		logs    testenv.SyncBuffer
 	)
 	d := &daemon{clock: fc, log: slog.New(slog.NewTextHandler(&logs, nil)), st: st}
 	noAPI := *cfg

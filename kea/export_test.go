@@ -253,7 +253,7 @@ func keaSubnetIDs(t *testing.T, kea, path string) map[string]string {
 	t.Helper()
 	dir := t.TempDir()
 	cmd := exec.Command(kea, "-d", "-t", path)
-	cmd.Env = append(os.Environ(), "KEA_PIDFILE_DIR="+dir, "KEA_LOCKFILE_DIR="+dir, "KEA_LOG_FILE_DIR="+dir)
+	cmd.Env = testenv.KeaEnv(dir)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("kea-dhcp6 -d -t %s: %v\n%s", path, err, out)
@@ -501,7 +501,7 @@ func keaAdvertised(t *testing.T, kea, config, iid string, link netip.Addr, m net
 	port := pc.LocalAddr().(*net.UDPAddr).Port
 	pc.Close()
 	cmd := exec.Command(kea, "-c", config, "-p", strconv.Itoa(port))
-	cmd.Env = append(os.Environ(), "KEA_PIDFILE_DIR="+dir, "KEA_LOCKFILE_DIR="+dir, "KEA_LOG_FILE_DIR="+dir)
+	cmd.Env = testenv.KeaEnv(dir)
 	var log bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {

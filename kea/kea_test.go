@@ -248,7 +248,7 @@ func keaCheck(t *testing.T, kea, config string) (bool, string) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(kea, "-t", path)
-	cmd.Env = append(os.Environ(), "KEA_PIDFILE_DIR="+dir, "KEA_LOCKFILE_DIR="+dir, "KEA_LOG_FILE_DIR="+dir)
+	cmd.Env = testenv.KeaEnv(dir)
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	if err != nil && !errors.As(err, &ee) {

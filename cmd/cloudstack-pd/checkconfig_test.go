@@ -24,7 +24,7 @@ import (
 func checkConfig(t *testing.T, name, text string, environ []string, quiet bool) (stdout, stderr string, err error) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), name)
-	writeFile(t, path, text)
+	testenv.WriteFile(t, path, text)
 	var out, errOut bytes.Buffer
 	err = runCheckConfig(&out, &errOut, path, environ, quiet)
 	return out.String(), errOut.String(), err
@@ -133,7 +133,7 @@ func TestCheckConfigEnvironment(t *testing.T) {
 	t.Setenv("CLOUDSTACK_PD_SERVER_RAPID_COMMIT", "true")
 	t.Setenv("CLOUDSTACK_PD_SERVR_WORKERS", "4") // a typo
 	path := filepath.Join(t.TempDir(), "config.yaml")
-	writeFile(t, path, checkConfigMinimal)
+	testenv.WriteFile(t, path, checkConfigMinimal)
 	out, err := runCLI(t, "check-config", "--config", path)
 	if err != nil {
 		t.Fatal(err)
@@ -264,10 +264,10 @@ func TestCheckConfigExitStatus(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := buildBinary(t)
+	bin := testenv.BuildBinary(t, ".")
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
-	writeFile(t, bad, "mapping:\n  pod-a:\n    pool: 2001:db8:200::/40\n    prefixlen: 60\n    interface-id: V\nserver:\n  valid-lifetime: forever\n")
+	testenv.WriteFile(t, bad, "mapping:\n  pod-a:\n    pool: 2001:db8:200::/40\n    prefixlen: 60\n    interface-id: V\nserver:\n  valid-lifetime: forever\n")
 	cmd := exec.Command(bin, "check-config", "--config", bad)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -286,7 +286,7 @@ func TestCheckConfigExitStatus(t *testing.T) {
 	}
 
 	good := filepath.Join(dir, "good.yaml")
-	writeFile(t, good, checkConfigMinimal)
+	testenv.WriteFile(t, good, checkConfigMinimal)
 	out, err := exec.Command(bin, "check-config", "-c", good).Output()
 	if err != nil || !strings.Contains(string(out), "is valid") {
 		t.Errorf("valid config: %v\n%s", err, out)
@@ -347,7 +347,7 @@ func TestExampleSystemdUnit(t *testing.T) {
 	}
 	// verify insists that the binary exists: stand one in.
 	path := filepath.Join(t.TempDir(), "cloudstack-pd.service")
-	writeFile(t, path, strings.ReplaceAll(string(unit), "/usr/local/bin/cloudstack-pd", truePath))
+	testenv.WriteFile(t, path, strings.ReplaceAll(string(unit), "/usr/local/bin/cloudstack-pd", truePath))
 	out, err := exec.Command(analyze, "verify", path).CombinedOutput()
 	if err != nil || len(bytes.TrimSpace(out)) != 0 {
 		// verify exits 0 on unknown keys and bad values, but says so.
@@ -429,7 +429,7 @@ func TestCheckConfigNeverPrintsSecrets(t *testing.T) {
 				t.Setenv(k, v)
 			}
 			path := filepath.Join(t.TempDir(), tt.file)
-			writeFile(t, path, tt.text)
+			testenv.WriteFile(t, path, tt.text)
 			out, err := runCLI(t, "check-config", "--config", path)
 			if err == nil {
 				t.Fatalf("accepted:\n%s", out)

@@ -74,13 +74,13 @@ func (a keaDiffAnswer) String() string { return "advertise " + a.advertise + "; 
 type keaDiffServer struct {
 	name string
 	addr netip.AddrPort
-	log  *syncBuffer
+	log  *testenv.SyncBuffer
 }
 
 // keaDiffStart starts a process whose output goes to log, and stops it
 // (SIGTERM, then SIGKILL after 5s) when the test ends. The channel is
 // closed when the process has exited.
-func keaDiffStart(t *testing.T, log *syncBuffer, env []string, name string, args ...string) <-chan struct{} {
+func keaDiffStart(t *testing.T, log *testenv.SyncBuffer, env []string, name string, args ...string) <-chan struct{} {
 	t.Helper()
 	cmd := exec.Command(name, args...)
 	cmd.Stdout, cmd.Stderr = log, log
@@ -198,15 +198,15 @@ func TestKeaDifferential(t *testing.T) {
 	if testing.Short() && !testenv.Strict() {
 		t.Skip("differential test against Kea skipped in -short mode")
 	}
-	bin := buildBinary(t)
+	bin := testenv.BuildBinary(t, ".")
 	dir := t.TempDir()
-	csPort, keaPort := freeUDPPort(t), freeUDPPort(t)
+	csPort, keaPort := testenv.FreeUDPPort(t), testenv.FreeUDPPort(t)
 	for keaPort == csPort {
-		keaPort = freeUDPPort(t)
+		keaPort = testenv.FreeUDPPort(t)
 	}
 	state := filepath.Join(dir, "state.db")
 	cfgPath := filepath.Join(dir, "cloudstack-pd.yaml")
-	writeFile(t, cfgPath, strings.NewReplacer("PORT", strconv.Itoa(csPort), "STATE", state).Replace(keaDiffConfig))
+	testenv.WriteFile(t, cfgPath, strings.NewReplacer("PORT", strconv.Itoa(csPort), "STATE", state).Replace(keaDiffConfig))
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
@@ -260,12 +260,12 @@ func TestKeaDifferential(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("kea-export: %v\n%s", err, stderr.String())
 	}
-	keaCheckFile(t, keaBin, keaConf)
+	testenv.KeaCheckFile(t, keaBin, keaConf)
 
-	kea := &keaDiffServer{name: "kea-dhcp6", addr: netip.AddrPortFrom(netip.IPv6Loopback(), uint16(keaPort)), log: &syncBuffer{}}
+	kea := &keaDiffServer{name: "kea-dhcp6", addr: netip.AddrPortFrom(netip.IPv6Loopback(), uint16(keaPort)), log: &testenv.SyncBuffer{}}
 	keaExited := keaDiffStart(t, kea.log, []string{"KEA_PIDFILE_DIR=" + dir, "KEA_LOCKFILE_DIR=" + dir, "KEA_LOG_FILE_DIR=" + dir},
 		keaBin, "-c", keaConf, "-p", strconv.Itoa(keaPort))
-	cs := &keaDiffServer{name: "cloudstack-pd", addr: netip.AddrPortFrom(netip.IPv6Loopback(), uint16(csPort)), log: &syncBuffer{}}
+	cs := &keaDiffServer{name: "cloudstack-pd", addr: netip.AddrPortFrom(netip.IPv6Loopback(), uint16(csPort)), log: &testenv.SyncBuffer{}}
 	keaDiffStart(t, cs.log, nil, bin, "serve", "--config", cfgPath)
 	waitFor(t, "msg=serving", cs.log, 10*time.Second)
 

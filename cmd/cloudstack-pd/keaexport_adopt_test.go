@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
+
 	"errors"
 	"io/fs"
 	"net"
@@ -37,7 +39,7 @@ func earlierKeaConfig(t *testing.T, s *syncSite) string {
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "cloudstack-pd.yaml")
 	state := filepath.Join(dir, "state.db")
-	writeFile(t, cfgPath, strings.NewReplacer("URL", s.fake.URL, "STATE", state).Replace(syncSiteConfig))
+	testenv.WriteFile(t, cfgPath, strings.NewReplacer("URL", s.fake.URL, "STATE", state).Replace(syncSiteConfig))
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +58,7 @@ func earlierKeaConfig(t *testing.T, s *syncSite) string {
 		t.Fatal(err)
 	}
 	base := filepath.Join(dir, "kea-base.conf")
-	writeFile(t, base, `{"Dhcp6": {"valid-lifetime": 172800, "subnet6": []}}`)
+	testenv.WriteFile(t, base, `{"Dhcp6": {"valid-lifetime": 172800, "subnet6": []}}`)
 	out := filepath.Join(dir, "kea-dhcp6.conf")
 	if _, stderr, err := exportKea(t, keaExportFlags{config: cfgPath, keacfg: base, output: out}); err != nil {
 		t.Fatalf("the earlier kea-export: %v\n%s", err, stderr)
@@ -71,7 +73,7 @@ func earlierKeaConfig(t *testing.T, s *syncSite) string {
 	if commented == "# kea-dhcp6.conf, written by cloudstack-pd kea-export\n// do not edit the reservations by hand\n"+string(data) {
 		t.Fatal("no subnet6 list to comment in the earlier config")
 	}
-	writeFile(t, out, commented)
+	testenv.WriteFile(t, out, commented)
 	return out
 }
 
@@ -193,7 +195,7 @@ func TestKeaExportRefusesMoves(t *testing.T) {
 	}
 	before := s.storeBytes(t)
 	outPath := filepath.Join(t.TempDir(), "kea-dhcp6.conf")
-	writeFile(t, outPath, "the running config\n")
+	testenv.WriteFile(t, outPath, "the running config\n")
 	for _, offline := range []bool{false, true} {
 		_, stderr, err := exportKea(t, keaExportFlags{config: s.cfgPath, keacfg: keacfg, output: outPath, offline: offline})
 		if err == nil {
@@ -234,13 +236,13 @@ func TestKeaExportRefusesMoves(t *testing.T) {
 func TestKeaDiff(t *testing.T) {
 	dir := t.TempDir()
 	oldPath, newPath := filepath.Join(dir, "old.conf"), filepath.Join(dir, "new.conf")
-	writeFile(t, oldPath, `# old
+	testenv.WriteFile(t, oldPath, `# old
 {"Dhcp6": {"subnet6": [{"subnet": "2001:db8:100::/64", "interface-id": "VLAN2701", "reservations": [
   {"hw-address": "06:00:00:00:00:0a", "prefixes": ["2001:db8:200::/60"]}, // a VM
   {"hw-address": "06:00:00:00:00:02", "prefixes": ["2001:db8:200:10::/60"]},
   {"hw-address": "06:00:00:00:00:03", "prefixes": ["2001:db8:200:20::/60"]},
 ]}]}}`)
-	writeFile(t, newPath, `/* new */ {"Dhcp6": {"subnet6": [{"subnet": "2001:db8:100::/64", "interface-id": "VLAN2701", "reservations": [
+	testenv.WriteFile(t, newPath, `/* new */ {"Dhcp6": {"subnet6": [{"subnet": "2001:db8:100::/64", "interface-id": "VLAN2701", "reservations": [
   {"hw-address": "06:00:00:00:00:0A", "prefixes": ["2001:db8:200::/60"]},
   {"hw-address": "06:00:00:00:00:02", "prefixes": ["2001:db8:200:30::/60"]},
   {"hw-address": "06:00:00:00:00:04", "prefixes": ["2001:db8:200:40::/60"]}

@@ -28,18 +28,6 @@ var updateKeaExport = flag.Bool("update-kea-export", false, "rewrite the golden 
 
 const keaExportData = "../../testdata/kea-export"
 
-// keaCheckFile runs kea-dhcp6 -t on path and fails the test when Kea
-// refuses it.
-func keaCheckFile(t *testing.T, keaBin, path string) {
-	t.Helper()
-	dir := t.TempDir()
-	cmd := exec.Command(keaBin, "-t", path)
-	cmd.Env = append(os.Environ(), "KEA_PIDFILE_DIR="+dir, "KEA_LOCKFILE_DIR="+dir, "KEA_LOG_FILE_DIR="+dir)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Errorf("kea-dhcp6 -t %s: %v\n%s", path, err, out)
-	}
-}
-
 // oldScriptSite copies the old generator's config.json into a temporary
 // folder, points its state there (CLOUDSTACK_PD_STATE: the file stays as
 // the old script read it) and adopts the old kea-dhcp6.conf with
@@ -141,11 +129,11 @@ func TestKeaExportOldScript(t *testing.T) {
 		}
 	}
 
-	keaCheckFile(t, testenv.Tool(t, "kea-dhcp6"), golden)
+	testenv.KeaCheckFile(t, testenv.Tool(t, "kea-dhcp6"), golden)
 
 	// The export fed back in as --keacfg comes out byte for byte.
 	again := filepath.Join(t.TempDir(), "kea-dhcp6.conf")
-	writeFile(t, again, stdout)
+	testenv.WriteFile(t, again, stdout)
 	stdout2, stderr2, err := exportKea(t, keaExportFlags{config: cfgPath, keacfg: again, offline: true})
 	if err != nil || stdout2 != stdout {
 		t.Errorf("export of the export: %v\n%s\n%s", err, stderr2, stdout2)
@@ -309,7 +297,7 @@ func TestKeaExportAtomic(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "kea-dhcp6.conf")
 	const old = "{\"Dhcp6\": {}}\n"
-	writeFile(t, path, old)
+	testenv.WriteFile(t, path, old)
 	intact := func(what string) {
 		t.Helper()
 		if got, err := os.ReadFile(path); err != nil || string(got) != old {
@@ -360,7 +348,7 @@ func TestKeaExportAtomic(t *testing.T) {
 	// An export that is refused does not touch --output either.
 	cfgPath, keaPath := oldScriptSite(t)
 	data, _ := os.ReadFile(cfgPath)
-	writeFile(t, cfgPath, strings.Replace(string(data), `"ip6-cidr": "2001:db8:102::/64"`, `"vlan": 2703`, 1))
+	testenv.WriteFile(t, cfgPath, strings.Replace(string(data), `"ip6-cidr": "2001:db8:102::/64"`, `"vlan": 2703`, 1))
 	_, _, err = exportKea(t, keaExportFlags{config: cfgPath, keacfg: keaPath, output: path, offline: true})
 	var ee *kea.ExportError
 	if !errors.As(err, &ee) || !strings.Contains(err.Error(), "mapping.c1d2e3f4-0000-4000-8000-000000002703.ip6-cidr: missing") {
@@ -430,7 +418,7 @@ func TestKeaExportFlags(t *testing.T) {
 
 // TestKeaExportExitStatus checks the exit statuses of the binary.
 func TestKeaExportExitStatus(t *testing.T) {
-	bin := buildBinary(t)
+	bin := testenv.BuildBinary(t, ".")
 	cfgPath, keaPath := oldScriptSite(t)
 	outPath := filepath.Join(t.TempDir(), "kea.conf")
 	run := func(args ...string) (int, string) {

@@ -64,7 +64,7 @@ func replaySite(t *testing.T, port int, duid []byte, edit func(string) string) s
 		text = edit(text)
 	}
 	cfgPath := filepath.Join(dir, "corpus.yaml")
-	writeFile(t, cfgPath, text)
+	testenv.WriteFile(t, cfgPath, text)
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
@@ -247,7 +247,7 @@ func TestReplayGoldenFailsWhenAnswerChanges(t *testing.T) {
 		if !bytes.Contains(data, []byte(`"valid": 172800`)) {
 			t.Fatal("golden file without a valid lifetime of 172800")
 		}
-		writeFile(t, altered, strings.Replace(string(data), `"valid": 172800`, `"valid": 172801`, 1))
+		testenv.WriteFile(t, altered, strings.Replace(string(data), `"valid": 172800`, `"valid": 172801`, 1))
 		f := base
 		f.expect = altered
 		out, err := runReplayTest(t, f)
@@ -478,11 +478,11 @@ func tsharkCheckAnswers(t *testing.T, path string, replies int) {
 
 // startReplayServe starts `cloudstack-pd serve` on the corpus store on a
 // free loopback port and returns its address.
-func startReplayServe(t *testing.T, bin string) (netip.AddrPort, *syncBuffer) {
+func startReplayServe(t *testing.T, bin string) (netip.AddrPort, *testenv.SyncBuffer) {
 	t.Helper()
-	port := freeUDPPort(t)
+	port := testenv.FreeUDPPort(t)
 	cfg := replaySite(t, port, replayDUID, nil)
-	log := &syncBuffer{}
+	log := &testenv.SyncBuffer{}
 	keaDiffStart(t, log, nil, bin, "serve", "--config", cfg)
 	waitFor(t, "msg=serving", log, 10*time.Second)
 	return netip.AddrPortFrom(netip.IPv6Loopback(), uint16(port)), log
@@ -494,7 +494,7 @@ func TestReplayServe(t *testing.T) {
 	if *updateReplay {
 		t.Skip("-update-replay")
 	}
-	bin := buildBinary(t)
+	bin := testenv.BuildBinary(t, ".")
 	addr, log := startReplayServe(t, bin)
 	for _, c := range replayCases(t) {
 		if c.nothing {
@@ -521,7 +521,7 @@ func TestReplayServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	altered := filepath.Join(t.TempDir(), "altered.json")
-	writeFile(t, altered, strings.Replace(string(data), `"t1": 1000`, `"t1": 999`, 1))
+	testenv.WriteFile(t, altered, strings.Replace(string(data), `"t1": 1000`, `"t1": 999`, 1))
 	args[len(args)-1] = altered
 	out, err := exec.Command(bin, args...).CombinedOutput()
 	var ee *exec.ExitError
@@ -542,17 +542,17 @@ func TestReplayKeaCompare(t *testing.T) {
 	if *updateReplay {
 		t.Skip("-update-replay")
 	}
-	bin := buildBinary(t)
+	bin := testenv.BuildBinary(t, ".")
 	csAddr, csLog := startReplayServe(t, bin)
 
 	dir := t.TempDir()
-	keaPort := freeUDPPort(t)
+	keaPort := testenv.FreeUDPPort(t)
 	for keaPort == int(csAddr.Port()) {
-		keaPort = freeUDPPort(t)
+		keaPort = testenv.FreeUDPPort(t)
 	}
 	keaConf := filepath.Join(replayData, "corpus.kea.conf")
-	keaCheckFile(t, keaBin, keaConf)
-	keaLog := &syncBuffer{}
+	testenv.KeaCheckFile(t, keaBin, keaConf)
+	keaLog := &testenv.SyncBuffer{}
 	keaExited := keaDiffStart(t, keaLog, []string{"KEA_PIDFILE_DIR=" + dir, "KEA_LOCKFILE_DIR=" + dir, "KEA_LOG_FILE_DIR=" + dir},
 		keaBin, "-c", keaConf, "-p", strconv.Itoa(keaPort))
 	keaAddr := netip.AddrPortFrom(netip.IPv6Loopback(), uint16(keaPort))

@@ -3,16 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
-	"io"
 	"net"
-	"net/http"
 	"net/netip"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,48 +20,7 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
 )
 
-// buildBinary builds cloudstack-pd into a temporary directory.
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "cloudstack-pd")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// freeUDPPort returns a UDP port on [::1] that was free a moment ago.
-func freeUDPPort(t *testing.T) int {
-	t.Helper()
-	c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
-	if err != nil {
-		testenv.IPv6Loopback(t)
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
-
-// syncBuffer is a goroutine-safe bytes.Buffer for a child's stderr.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func waitFor(t *testing.T, what string, buf *syncBuffer, timeout time.Duration) {
+func waitFor(t *testing.T, what string, buf *testenv.SyncBuffer, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !strings.Contains(buf.String(), what) {
@@ -96,15 +51,15 @@ const serveTestPodB = `
 `
 
 func TestServeProcess(t *testing.T) {
-	bin := buildBinary(t)
+	bin := testenv.BuildBinary(t, ".")
 	dir := t.TempDir()
-	port := freeUDPPort(t)
+	port := testenv.FreeUDPPort(t)
 	state := filepath.Join(dir, "state.db")
 	cfgPath := filepath.Join(dir, "cfg.yaml")
-	httpPort := freeTCPPort(t)
+	httpPort := testenv.FreeTCPPort(t)
 	base := strings.NewReplacer("HTTPPORT", strconv.Itoa(httpPort), "PORT", strconv.Itoa(port), "STATE", state).Replace(serveTestConfig)
 	api := "http://[::1]:" + strconv.Itoa(httpPort)
-	writeFile(t, cfgPath, base)
+	testenv.WriteFile(t, cfgPath, base)
 
 	// Reserve a prefix in pod-a and one in pod-b, which is not configured yet.
 	macA, _ := net.ParseMAC("06:32:b2:00:04:79")
@@ -128,7 +83,7 @@ func TestServeProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var log syncBuffer
+	var log testenv.SyncBuffer
 	srv := exec.Command(bin, "serve", "--config", cfgPath)
 	srv.Stderr = &log
 	if err := srv.Start(); err != nil {
@@ -158,19 +113,19 @@ func TestServeProcess(t *testing.T) {
 	}
 
 	// Over HTTP: ready, and the metrics count what was answered and dropped.
-	if code, body := httpGet(t, api+"/readyz"); code != 200 || !strings.Contains(body, `"ready": true`) && !strings.Contains(body, `"ready":true`) {
+	if code, body := testenv.HTTPGet(t, api+"/readyz"); code != 200 || !strings.Contains(body, `"ready": true`) && !strings.Contains(body, `"ready":true`) {
 		t.Errorf("/readyz = %d %s", code, body)
 	}
-	answered := metricValue(t, api, `cloudstack_pd_packets_answered_total{type="REPLY"}`)
+	answered := testenv.MetricValue(t, api, `cloudstack_pd_packets_answered_total{type="REPLY"}`)
 	if answered < 1 {
 		t.Errorf("REPLY answers counted: %v", answered)
 	}
-	unrelayed := metricValue(t, api, `cloudstack_pd_drops_total{reason="unrelayed"}`)
+	unrelayed := testenv.MetricValue(t, api, `cloudstack_pd_drops_total{reason="unrelayed"}`)
 	sendRaw(t, port, []byte{1, 0, 0, 1}) // a Solicit sent straight to the server
 	waitMetric(t, api, `cloudstack_pd_drops_total{reason="unrelayed"}`, unrelayed+1)
 	probe("06:32:b2:00:04:79", "VLAN2701")
 	waitMetric(t, api, `cloudstack_pd_packets_answered_total{type="REPLY"}`, answered+1)
-	if v := metricValue(t, api, `cloudstack_pd_pool_allocations{interface_id="VLAN2701",pool="pod-a",state="active"}`); v != 1 {
+	if v := testenv.MetricValue(t, api, `cloudstack_pd_pool_allocations{interface_id="VLAN2701",pool="pod-a",state="active"}`); v != 1 {
 		t.Errorf("pool_allocations for pod-a = %v, want 1", v)
 	}
 
@@ -183,7 +138,7 @@ func TestServeProcess(t *testing.T) {
 	}
 
 	// SIGHUP with a broken config: refused, the old one keeps serving.
-	writeFile(t, cfgPath, base+"server:\n  renew-timer: nope\n")
+	testenv.WriteFile(t, cfgPath, base+"server:\n  renew-timer: nope\n")
 	srv.Process.Signal(syscall.SIGHUP)
 	waitFor(t, "reload refused", &log, 5*time.Second)
 	if out := probe("06:32:b2:00:04:79", "VLAN2701"); !strings.Contains(out, "2001:db8:200:30::/60") {
@@ -191,7 +146,7 @@ func TestServeProcess(t *testing.T) {
 	}
 
 	// SIGHUP adding pod-b: its stored allocation is served.
-	writeFile(t, cfgPath, strings.Replace(base, "server:", strings.TrimPrefix(serveTestPodB, "\n")+"server:", 1))
+	testenv.WriteFile(t, cfgPath, strings.Replace(base, "server:", strings.TrimPrefix(serveTestPodB, "\n")+"server:", 1))
 	srv.Process.Signal(syscall.SIGHUP)
 	waitFor(t, "msg=reloaded", &log, 5*time.Second)
 	if out := probe("06:32:b2:00:04:80", "VLAN2702"); !strings.Contains(out, "prefix 2001:db8:300:40::/60") {
@@ -202,7 +157,7 @@ func TestServeProcess(t *testing.T) {
 		!strings.Contains(string(out), `"prefix": "2001:db8:300:40::/60"`) || !strings.Contains(string(out), "held by the running server") {
 		t.Errorf("allocations while serving: %v\n%s", err, out)
 	}
-	if code, body := httpGet(t, api+"/v1/pools"); code != 200 || !strings.Contains(body, "pod-b") {
+	if code, body := testenv.HTTPGet(t, api+"/v1/pools"); code != 200 || !strings.Contains(body, "pod-b") {
 		t.Errorf("/v1/pools after reload = %d %s", code, body)
 	}
 	// Bindings reaching the store on the recorder's ticker: pinned with a
@@ -239,50 +194,11 @@ func TestServeProcess(t *testing.T) {
 	}
 }
 
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp6", "[::1]:0")
-	if err != nil {
-		testenv.IPv6Loopback(t)
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func httpGet(t *testing.T, url string) (int, string) {
-	t.Helper()
-	c := &http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
-// metricValue reads one series from /metrics; 0 when absent.
-func metricValue(t *testing.T, api, series string) float64 {
-	t.Helper()
-	_, body := httpGet(t, api+"/metrics")
-	for _, line := range strings.Split(body, "\n") {
-		if rest, ok := strings.CutPrefix(line, series+" "); ok {
-			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
-			if err != nil {
-				t.Fatalf("metric %s: %v", series, err)
-			}
-			return v
-		}
-	}
-	return 0
-}
-
 func waitMetric(t *testing.T, api, series string, want float64) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		got := metricValue(t, api, series)
+		got := testenv.MetricValue(t, api, series)
 		if got == want {
 			return
 		}
@@ -301,13 +217,6 @@ func sendRaw(t *testing.T, port int, pkt []byte) {
 	}
 	defer c.Close()
 	if _, err := c.Write(pkt); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func writeFile(t *testing.T, path, s string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }

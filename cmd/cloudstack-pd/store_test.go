@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
+
 	"bytes"
 	"context"
 	"errors"
@@ -71,7 +73,7 @@ func TestServeSyncNeedInit(t *testing.T) {
 
 // serveListen is the config's server section for serve on a free port.
 func serveListen(t *testing.T) string {
-	return fmt.Sprintf("server:\n  listen: [\"[::1]:%d\"]\n", freeUDPPort(t))
+	return fmt.Sprintf("server:\n  listen: [\"[::1]:%d\"]\n", testenv.FreeUDPPort(t))
 }
 
 // runCLIBounded is runCLI with a deadline: a serve that should have refused
@@ -99,22 +101,22 @@ func runCLIBounded(t *testing.T, args ...string) (string, error) {
 func TestStoreRefusedWhateverFlags(t *testing.T) {
 	s := newSyncSite(t)
 	keaPath := filepath.Join(t.TempDir(), "kea-dhcp6.conf")
-	writeFile(t, keaPath, `{"Dhcp6": {"subnet6": []}}`)
+	testenv.WriteFile(t, keaPath, `{"Dhcp6": {"subnet6": []}}`)
 	for _, tc := range []struct {
 		name string
 		make func(t *testing.T, path string)
 		want string
 	}{
-		{"0 bytes", func(t *testing.T, path string) { writeFile(t, path, "") }, "is an empty file (0 bytes)"},
+		{"0 bytes", func(t *testing.T, path string) { testenv.WriteFile(t, path, "") }, "is an empty file (0 bytes)"},
 		{"schema-less bbolt", func(t *testing.T, path string) {
 			b, err := os.ReadFile(filepath.Join("..", "..", "allocator", "testdata", "bbolt-no-buckets.db"))
 			if err != nil {
 				t.Fatal(err)
 			}
-			writeFile(t, path, string(b))
+			testenv.WriteFile(t, path, string(b))
 		}, "without the cloudstack-pd schema marker"},
 		{"random bytes", func(t *testing.T, path string) {
-			writeFile(t, path, strings.Repeat("not a store ", 3000))
+			testenv.WriteFile(t, path, strings.Repeat("not a store ", 3000))
 		}, "is not a bbolt file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -155,12 +157,12 @@ func TestStoreRefusedWhateverFlags(t *testing.T) {
 // damaged stores: exit status 1, a message naming the file and what to do,
 // never a Go panic or stack trace.
 func TestDamagedStoreSubprocess(t *testing.T) {
-	bin := buildBinary(t)
+	bin := testenv.BuildBinary(t, ".")
 	for _, how := range allocatortest.Damages {
 		t.Run(how, func(t *testing.T) {
 			dir := t.TempDir()
 			if out, err := runCLI(t, "bench", "setup", "--dir", dir, "--clients", "3000", "--pools", "2",
-				"--port", fmt.Sprint(freeUDPPort(t)), "--fill"); err != nil {
+				"--port", fmt.Sprint(testenv.FreeUDPPort(t)), "--fill"); err != nil {
 				t.Fatalf("bench setup: %v\n%s", err, out)
 			}
 			cfgPath, state := filepath.Join(dir, "cloudstack-pd.yaml"), filepath.Join(dir, "state.db")

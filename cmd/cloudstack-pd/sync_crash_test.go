@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
+
 	"errors"
 	"fmt"
 	"io/fs"
@@ -101,7 +103,7 @@ func TestSyncKilled(t *testing.T) {
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 7))
 
-	bin := buildBinary(t)
+	bin := testenv.BuildBinary(t, ".")
 	fake := cloudstacktest.NewServer(fakeKey, fakeSecret)
 	defer fake.Close()
 	dir := t.TempDir()
@@ -113,7 +115,7 @@ func TestSyncKilled(t *testing.T) {
 	for k := range pods {
 		fmt.Fprintf(&cfgText, "  %s:\n    pool: 2001:db8:%x00::/40\n    interface-id: VLAN%d\n", cloudstacktest.SyntheticPodID(k), 0x10+k, 2700+k)
 	}
-	writeFile(t, cfgPath, cfgText.String())
+	testenv.WriteFile(t, cfgPath, cfgText.String())
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
+
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -72,7 +74,7 @@ func newSyncSite(t *testing.T) *syncSite {
 func (s *syncSite) writeConfig(t *testing.T, extra string) {
 	t.Helper()
 	cfg := strings.NewReplacer("URL", s.fake.URL, "STATE", s.state).Replace(syncSiteConfig) + extra
-	writeFile(t, s.cfgPath, cfg)
+	testenv.WriteFile(t, s.cfgPath, cfg)
 }
 
 func (s *syncSite) storeBytes(t *testing.T) []byte {
@@ -193,7 +195,7 @@ func TestSyncCommand(t *testing.T) {
 
 func TestSyncCommandNeedsAPI(t *testing.T) {
 	s := newSyncSite(t)
-	writeFile(t, s.cfgPath, strings.Replace(strings.NewReplacer("URL", s.fake.URL, "STATE", s.state).Replace(syncSiteConfig), "secretkey: "+fakeSecret, `secretkey: ""`, 1))
+	testenv.WriteFile(t, s.cfgPath, strings.Replace(strings.NewReplacer("URL", s.fake.URL, "STATE", s.state).Replace(syncSiteConfig), "secretkey: "+fakeSecret, `secretkey: ""`, 1))
 	if _, err := runCLI(t, "sync", "--config", s.cfgPath); err == nil || !strings.Contains(err.Error(), "nothing to sync from: api.secretkey is empty") {
 		t.Errorf("err = %v", err)
 	}
@@ -291,16 +293,16 @@ func TestPageSizeLimitsAgree(t *testing.T) {
 // serve syncs from CloudStack at start-up and on SIGHUP, answers from the
 // synced table, keeps answering while CloudStack fails, and logs why.
 func TestServeProcessSyncs(t *testing.T) {
-	bin := buildBinary(t)
+	bin := testenv.BuildBinary(t, ".")
 	s := newSyncSite(t)
-	port := freeUDPPort(t)
+	port := testenv.FreeUDPPort(t)
 	base := strings.NewReplacer("URL", s.fake.URL, "STATE", s.state).Replace(syncSiteConfig) +
 		"server:\n  listen: [\"[::1]:" + strconv.Itoa(port) + "\"]\n"
 	base = strings.Replace(base, "  level: warn\n", "  level: info\n", 1)
 	base = strings.Replace(base, "  timeout: 2s\n", "  timeout: 2s\n  interval: 0s\n", 1)
-	writeFile(t, s.cfgPath, base)
+	testenv.WriteFile(t, s.cfgPath, base)
 
-	var log syncBuffer
+	var log testenv.SyncBuffer
 	srv := exec.Command(bin, "serve", "--config", s.cfgPath, "--init")
 	srv.Stderr = &log
 	if err := srv.Start(); err != nil {
@@ -340,7 +342,7 @@ func TestServeProcessSyncs(t *testing.T) {
 	s.fake.SetPod(fixturePod, vms[1:])
 	srv.Process.Signal(syscall.SIGHUP)
 	waitFor(t, "sync refused by the safety valve", &log, 10*time.Second)
-	writeFile(t, s.cfgPath, base+"allocation:\n  max-release-fraction: 1\n")
+	testenv.WriteFile(t, s.cfgPath, base+"allocation:\n  max-release-fraction: 1\n")
 	srv.Process.Signal(syscall.SIGHUP)
 	waitFor(t, "gone=1", &log, 10*time.Second)
 	if out := probe(); !strings.Contains(out, "prefix 2001:db8:200::/60") {
