@@ -289,3 +289,23 @@ func (pl *importPlan) againstStore(it ImportItem) error {
 	}
 	return nil
 }
+
+// ImportInto adopts cfg's reservations into st for pools in one
+// transaction (Import), or, with plan, only reports what it would adopt
+// in a read transaction (PlanImport). The report comes back with the
+// error whenever one was made, so that a caller can list the conflicts.
+func ImportInto(st *Store, pools []Pool, cfg *kea.Config, now time.Time, plan bool) (*ImportReport, error) {
+	var rep *ImportReport
+	if plan {
+		err := st.View(pools, func(tx *Tx) (err error) {
+			rep, err = PlanImport(tx, cfg, now)
+			return err
+		})
+		return rep, err
+	}
+	err := st.Update(pools, func(tx *Tx) (err error) {
+		rep, err = Import(tx, cfg, now)
+		return err
+	})
+	return rep, err
+}

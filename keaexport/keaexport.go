@@ -82,22 +82,7 @@ func Export(ctx context.Context, cfg *config.Config, st *allocator.Store, src *k
 // the export, naming each one. With offline nothing is written: the
 // reservations to adopt are returned, to be exported with the table.
 func Adopt(st *allocator.Store, cfg *config.Config, src *kea.Config, offline bool, stderr io.Writer, now time.Time) ([]allocator.Allocation, error) {
-	var rep *allocator.ImportReport
-	pools := cfg.Pools()
-	adopt := func(tx *allocator.Tx) (err error) {
-		if offline {
-			rep, err = allocator.PlanImport(tx, src, now)
-		} else {
-			rep, err = allocator.Import(tx, src, now)
-		}
-		return err
-	}
-	var err error
-	if offline {
-		err = st.View(pools, adopt)
-	} else {
-		err = st.Update(pools, adopt)
-	}
+	rep, err := allocator.ImportInto(st, cfg.Pools(), src, now, offline)
 	if errors.Is(err, allocator.ErrImportConflicts) && rep != nil {
 		var b strings.Builder
 		fmt.Fprintf(&b, "--keacfg %s: %d reservation(s) would move or cannot be kept, nothing exported and nothing written:", src.Path, len(rep.Conflicts))

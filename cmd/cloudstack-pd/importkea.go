@@ -97,17 +97,7 @@ func runImportKea(out io.Writer, cfgPath, keaPath string, dryRun, verbose bool, 
 			err = st.Close()
 		}
 	}()
-	if dryRun {
-		err = st.View(pools, func(tx *allocator.Tx) (err error) {
-			rep, err = allocator.PlanImport(tx, kcfg, now())
-			return err
-		})
-	} else {
-		err = st.Update(pools, func(tx *allocator.Tx) (err error) {
-			rep, err = allocator.Import(tx, kcfg, now())
-			return err
-		})
-	}
+	rep, err = allocator.ImportInto(st, pools, kcfg, now(), dryRun)
 	for _, w := range kcfg.Warnings {
 		fmt.Fprintf(out, "warning: %s: %s\n", keaPath, w)
 	}
