@@ -137,6 +137,19 @@ func (f *Fake) Waiters() int {
 	return len(f.waiters)
 }
 
+// Next returns when the first armed timer or ticker falls due, and
+// whether there is one: a test that steps the clock from one event to the
+// next calls Set(Next()) once the code under test is idle.
+func (f *Fake) Next() (time.Time, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	i := f.next()
+	if i < 0 {
+		return time.Time{}, false
+	}
+	return f.waiters[i].when, true
+}
+
 // BlockUntil waits until at least n timers and tickers are armed: the
 // code under test has reached the point where it waits for the clock, so
 // that an Advance is not lost.

@@ -120,6 +120,29 @@ func TestFakeBlockUntil(t *testing.T) {
 	}
 }
 
+// Next names the earliest deadline armed, and nothing once all fired.
+func TestFakeNext(t *testing.T) {
+	f := NewFake(epoch)
+	if _, ok := f.Next(); ok {
+		t.Fatal("Next with nothing armed")
+	}
+	f.AfterFunc(3*time.Second, func() {})
+	tm := f.NewTimer(2 * time.Second)
+	tk := f.NewTicker(5 * time.Second)
+	for _, want := range []time.Duration{2, 3, 5, 10} {
+		at, ok := f.Next()
+		if !ok || !at.Equal(epoch.Add(want*time.Second)) {
+			t.Fatalf("Next = %v %v, want %ds", at, ok, want)
+		}
+		f.Set(at)
+	}
+	tm.Stop()
+	tk.Stop()
+	if at, ok := f.Next(); ok {
+		t.Fatalf("Next = %v with everything fired or stopped", at)
+	}
+}
+
 func TestFakeZeroTimerFiresAtOnce(t *testing.T) {
 	f := NewFake(epoch)
 	if _, ok := received(f.NewTimer(0).C()); !ok {

@@ -283,9 +283,10 @@ func TestWriteCaptureTshark(t *testing.T) {
 		relayed(2, junos(clientMsg(dhcpv6.MessageTypeRequest, 2, vmMAC, sid(oldDUID), iaPD(vmPrefix)), vmMAC)),
 		relayed(3, junos(clientMsg(dhcpv6.MessageTypeConfirm, 3, vmMAC), vmMAC)),
 	)
-	tgt := newChanTarget("mem", h)
+	clk := newRunClock()
+	tgt := newChanTarget("mem", h, clk)
 	defer tgt.Close()
-	res, err := Run(context.Background(), reqs, []Target{tgt, NewFunc("offline", h)}, Options{Timeout: 50 * time.Millisecond})
+	res, err := clk.run(t, context.Background(), reqs, []Target{tgt, NewFunc("offline", h)}, Options{Timeout: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

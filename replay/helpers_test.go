@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"context"
 	"net"
 	"net/netip"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/capture"
+	"github.com/cloudstack-pd/cloudstack-pd/clock"
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
 	"github.com/cloudstack-pd/cloudstack-pd/server"
 )
@@ -102,12 +104,135 @@ func relayed(frame int, pkt []byte) capture.Packet {
 		SrcMAC: mustMAC("02:00:5e:00:53:01"), Src: routerAP, Dst: serverAP, Payload: pkt}
 }
 
+// runClock is the fake clock a replay test runs Run on. It watches the
+// run loop's timer (the only one made with NewTimer; chanTarget's answers
+// use AfterFunc): the loop arms it only when it is about to wait and stops
+// it as soon as it wakes, so an armed timer whose deadline is still ahead
+// means the loop is idle, waiting for the clock.
+type runClock struct {
+	*clock.Fake
+	mu       sync.Mutex
+	changed  *sync.Cond
+	armed    bool
+	arms     int // how many times the loop armed its timer
+	deadline time.Time
+	done     bool // Run returned
+}
+
+var runEpoch = time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
+
+func newRunClock() *runClock {
+	c := &runClock{Fake: clock.NewFake(runEpoch)}
+	c.changed = sync.NewCond(&c.mu)
+	return c
+}
+
+func (c *runClock) NewTimer(d time.Duration) clock.Timer {
+	t := &runTimer{Timer: c.Fake.NewTimer(d), c: c}
+	c.arm(d)
+	return t
+}
+
+func (c *runClock) arm(d time.Duration) {
+	c.mu.Lock()
+	c.armed, c.deadline = true, c.Fake.Now().Add(d)
+	c.arms++
+	c.changed.Broadcast()
+	c.mu.Unlock()
+}
+
+type runTimer struct {
+	clock.Timer
+	c *runClock
+}
+
+func (t *runTimer) Reset(d time.Duration) bool {
+	active := t.Timer.Reset(d)
+	t.c.arm(d)
+	return active
+}
+
+func (t *runTimer) Stop() bool {
+	active := t.Timer.Stop()
+	t.c.mu.Lock()
+	t.c.armed = false
+	t.c.changed.Broadcast()
+	t.c.mu.Unlock()
+	return active
+}
+
+// idle reports whether the loop waits for the clock: its timer is armed
+// and has not fired. c.mu is held.
+func (c *runClock) idle() bool { return c.armed && c.deadline.After(c.Fake.Now()) }
+
+// deliver puts an answer on ch, from a function the clock runs, and waits
+// until the loop has taken it and is idle again (or Run returned), so that
+// the clock does not move while an answer is on its way.
+func (c *runClock) deliver(ch chan<- Received, r Received) {
+	c.mu.Lock()
+	want := c.arms + 1 // the loop re-arms once it has handled r
+	if !c.armed {
+		want++ // it is busy: it arms, then takes r, then arms again
+	}
+	c.mu.Unlock()
+	ch <- r
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for !c.done && !(c.armed && c.arms >= want) {
+		c.changed.Wait()
+	}
+}
+
+// run calls Run with the clock in opts, and moves the clock from one
+// deadline to the next, each time the loop is idle, until Run returns.
+func (c *runClock) run(t *testing.T, ctx context.Context, reqs []Request, targets []Target, opts Options) (*Result, error) {
+	t.Helper()
+	opts.Clock = c
+	var res *Result
+	var err error
+	returned := make(chan struct{})
+	go func() {
+		defer close(returned)
+		res, err = Run(ctx, reqs, targets, opts)
+		c.mu.Lock()
+		c.done = true
+		c.changed.Broadcast()
+		c.mu.Unlock()
+	}()
+	for step := 0; ; step++ {
+		if step > 100000 {
+			t.Fatalf("at %s Run has not ended", c.Now().Sub(runEpoch))
+		}
+		c.mu.Lock()
+		arms := c.arms
+		for !c.done && !c.idle() && c.arms-arms < 10000 {
+			c.changed.Wait()
+		}
+		done, spins := c.done, c.arms-arms >= 10000
+		c.mu.Unlock()
+		if spins {
+			// A timer armed for now fires at once, and the clock does
+			// not move: a loop that waits for what is due spins.
+			t.Fatalf("at %s the run loop keeps arming its timer for a time already due", c.Now().Sub(runEpoch))
+		}
+		if done {
+			break
+		}
+		at, _ := c.Next() // the loop's timer at least
+		c.Set(at)
+	}
+	<-returned
+	return res, err
+}
+
 // chanTarget is an asynchronous target in memory: it answers through a
-// handler on a channel, like a UDP server, and can be told to lose,
-// delay or duplicate answers.
+// handler on a channel, like a UDP server, after a delay on the fake
+// clock (1ms unless told), and can be told to lose, delay or duplicate
+// answers.
 type chanTarget struct {
 	name    string
 	h       HandlerFunc
+	clk     *runClock
 	ch      chan Received
 	mu      sync.Mutex
 	n       int
@@ -115,18 +240,17 @@ type chanTarget struct {
 	lose    func(n int) bool
 	dup     func(n int) bool
 	sent    [][]byte
-	wg      sync.WaitGroup
 	closeMu sync.Once
 }
 
-func newChanTarget(name string, h HandlerFunc) *chanTarget {
-	return &chanTarget{name: name, h: h, ch: make(chan Received, 1024)}
+func newChanTarget(name string, h HandlerFunc, clk *runClock) *chanTarget {
+	return &chanTarget{name: name, h: h, clk: clk, ch: make(chan Received, 1024)}
 }
 
 func (c *chanTarget) Name() string             { return c.name }
 func (c *chanTarget) Answers() <-chan Received { return c.ch }
 func (c *chanTarget) Close() error {
-	c.closeMu.Do(func() { c.wg.Wait(); close(c.ch) })
+	c.closeMu.Do(func() { close(c.ch) })
 	return nil
 }
 
@@ -137,26 +261,28 @@ func (c *chanTarget) Send(_ *Request, pkt []byte) (Sent, error) {
 	c.sent = append(c.sent, append([]byte(nil), pkt...))
 	c.mu.Unlock()
 	local := netip.MustParseAddrPort("[::1]:40000")
-	s := Sent{At: time.Now(), Src: local, Dst: netip.MustParseAddrPort("[::1]:10547")}
+	s := Sent{At: c.clk.Now(), Src: local, Dst: netip.MustParseAddrPort("[::1]:10547")}
 	reply, _, err := c.h(local, pkt)
 	if err != nil || (c.lose != nil && c.lose(n)) {
 		return s, nil
 	}
-	var d time.Duration
+	d := time.Millisecond
 	if c.delay != nil {
 		d = c.delay(n)
+	}
+	if d <= 0 {
+		panic("chanTarget: an answer's delay must be positive") // deliver would wait for itself
 	}
 	copies := 1
 	if c.dup != nil && c.dup(n) {
 		copies = 2
 	}
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		time.Sleep(d)
+	// Not c.clk.AfterFunc: the run loop's own timer is the only one
+	// runClock watches.
+	c.clk.Fake.AfterFunc(d, func() {
 		for range copies {
-			c.ch <- Received{Data: reply, At: time.Now(), Src: s.Dst, Dst: local}
+			c.clk.deliver(c.ch, Received{Data: reply, At: c.clk.Now(), Src: s.Dst, Dst: local})
 		}
-	}()
+	})
 	return s, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv6"
 
 	"github.com/cloudstack-pd/cloudstack-pd/capture"
+	"github.com/cloudstack-pd/cloudstack-pd/clock"
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
 )
 
@@ -113,10 +115,11 @@ func TestRunClosedLoop(t *testing.T) {
 		relayed(3, junos(clientMsg(dhcpv6.MessageTypeConfirm, 3, vmMAC), vmMAC)),
 		relayed(4, junos(clientMsg(dhcpv6.MessageTypeSolicit, 4, otherMAC, iaPD()), otherMAC)),
 	)
-	tgt := newChanTarget("mem", handlerFunc(h))
+	clk := newRunClock()
+	tgt := newChanTarget("mem", handlerFunc(h), clk)
 	defer tgt.Close()
 	var order []int
-	res, err := Run(context.Background(), reqs, []Target{tgt}, Options{Timeout: 100 * time.Millisecond,
+	res, err := clk.run(t, context.Background(), reqs, []Target{tgt}, Options{Timeout: 100 * time.Millisecond,
 		Done: func(x *Exchange) { order = append(order, x.Request.Frame) }})
 	if err != nil {
 		t.Fatal(err)
@@ -145,6 +148,21 @@ func TestRunClosedLoop(t *testing.T) {
 	if k := res.Exchanges[3].Outcomes[0].Normalized.Kind(); k != "NoPrefixAvail" {
 		t.Errorf("unknown MAC: %s", k)
 	}
+	// One at a time, each answered 1ms after it is sent: the discovery at
+	// 0, frames 1 to 3 at 1, 2 and 3ms; the Confirm times out at 103ms,
+	// when frame 4 goes.
+	for i, want := range []time.Duration{1, 2, 3, 103} {
+		o := res.Exchanges[i].Outcomes[0]
+		if at := o.Sent.At.Sub(runEpoch); at != want*time.Millisecond {
+			t.Errorf("frame %d sent at %s, want %dms", i+1, at, want)
+		}
+		if o.Answered() && o.Latency != time.Millisecond {
+			t.Errorf("frame %d: latency %s, want 1ms", i+1, o.Latency)
+		}
+	}
+	if res.Elapsed != 104*time.Millisecond {
+		t.Errorf("took %s, want 104ms", res.Elapsed)
+	}
 }
 
 func TestRunGivenServerIDAndKeep(t *testing.T) {
@@ -160,10 +178,11 @@ func TestRunGivenServerIDAndKeep(t *testing.T) {
 		{"kept", Options{KeepServerID: true}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tgt := newChanTarget("mem", handlerFunc(h))
+			clk := newRunClock()
+			tgt := newChanTarget("mem", handlerFunc(h), clk)
 			defer tgt.Close()
 			tc.opts.Timeout = 50 * time.Millisecond
-			res, err := Run(context.Background(), reqs, []Target{tgt}, tc.opts)
+			res, err := clk.run(t, context.Background(), reqs, []Target{tgt}, tc.opts)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -172,6 +191,10 @@ func TestRunGivenServerIDAndKeep(t *testing.T) {
 			}
 			if len(tgt.sent) != 1 {
 				t.Errorf("%d packets sent: no discovery wanted", len(tgt.sent))
+			}
+			// Answered after 1ms, or not before the timeout.
+			if want := map[bool]time.Duration{true: time.Millisecond, false: 50 * time.Millisecond}[tc.answered]; res.Elapsed != want {
+				t.Errorf("took %s, want %s", res.Elapsed, want)
 			}
 		})
 	}
@@ -188,47 +211,65 @@ func TestRunRate(t *testing.T) {
 	// Frame 21 retransmits frame 20: same transaction id.
 	pkts = append(pkts, relayed(21, pkts[19].Payload))
 	reqs := extract(t, pkts...)
-	tgt := newChanTarget("mem", handlerFunc(h))
+	clk := newRunClock()
+	tgt := newChanTarget("mem", handlerFunc(h), clk)
+	defer tgt.Close()
+	// At 200/s frame n goes at (n-1)*5ms; answers come 1ms later, except:
+	latency := map[int]time.Duration{
+		4: 155 * time.Millisecond, // at 170ms, after its timeout at 165ms: late
+		5: 60 * time.Millisecond,  // at 80ms, overtaken by frames 6 to 15
+	}
 	tgt.delay = func(n int) time.Duration {
-		switch n {
-		case 3:
-			return 300 * time.Millisecond // after the timeout: late
-		case 4:
-			return 60 * time.Millisecond // overtaken by later answers
+		if d, ok := latency[n+1]; ok {
+			return d
 		}
 		return time.Millisecond
 	}
-	tgt.lose = func(n int) bool { return n == 7 }
-	tgt.dup = func(n int) bool { return n == 10 }
-	start := time.Now()
-	res, err := Run(context.Background(), reqs, []Target{tgt}, Options{Rate: 200, Timeout: 150 * time.Millisecond})
+	tgt.lose = func(n int) bool { return n+1 == 8 }
+	tgt.dup = func(n int) bool { return n+1 == 11 }
+	var order []int
+	res, err := clk.run(t, context.Background(), reqs, []Target{tgt}, Options{Rate: 200, Timeout: 150 * time.Millisecond,
+		Done: func(x *Exchange) { order = append(order, x.Request.Frame) }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tgt.Close() // waits for the late answer
-	if took := time.Since(start); took < 100*time.Millisecond {
-		t.Errorf("21 requests at 200/s took %s", took)
-	}
-	var unanswered []int
-	for _, x := range res.Exchanges {
-		if !x.Outcomes[0].Answered() {
-			unanswered = append(unanswered, x.Request.Frame)
+	var unanswered, done []int
+	for i, x := range res.Exchanges {
+		f := x.Request.Frame
+		done = append(done, i+1)
+		o := x.Outcomes[0]
+		if at := o.Sent.At.Sub(runEpoch); at != time.Duration(i)*5*time.Millisecond {
+			t.Errorf("frame %d sent at %s, want %s", f, at, time.Duration(i)*5*time.Millisecond)
+		}
+		if !o.Answered() {
+			unanswered = append(unanswered, f)
 			continue
 		}
-		if got := x.Outcomes[0].Normalized; got.Kind() != "prefix" {
-			t.Errorf("frame %d: %s", x.Request.Frame, got.Result())
+		if got := o.Normalized; got.Kind() != "prefix" {
+			t.Errorf("frame %d: %s", f, got.Result())
+		}
+		want := time.Millisecond
+		if d, ok := latency[f]; ok {
+			want = d
+		}
+		if o.Latency != want || !o.Answer.At.Equal(o.Sent.At.Add(want)) {
+			t.Errorf("frame %d: latency %s, answered at %s, want %s", f, o.Latency, o.Answer.At.Sub(runEpoch), want)
 		}
 	}
 	if !slices.Equal(unanswered, []int{4, 8}) {
 		t.Errorf("unanswered frames %v, want [4 8] (late, lost)", unanswered)
 	}
-	// The duplicate answer to frame 11 is unmatched; frame 4's came late
-	// (if it came before Run returned).
-	if r := res.Targets[0]; r.Unmatched != 1 || r.Late > 1 {
-		t.Errorf("unmatched %d, late %d", r.Unmatched, r.Late)
+	// Frame 4 and 5 hold the others back; all 21 are done, in order.
+	if !slices.Equal(order, done) || len(done) != 21 {
+		t.Errorf("Done order %v", order)
 	}
-	if l := res.Exchanges[4].Outcomes[0].Latency; l < 50*time.Millisecond {
-		t.Errorf("frame 5 latency %s, want its delayed answer", l)
+	// The duplicate answer to frame 11 is unmatched; frame 4's came late.
+	if r := res.Targets[0]; r.Unmatched != 1 || r.Late != 1 {
+		t.Errorf("unmatched %d, late %d; want 1 and 1", r.Unmatched, r.Late)
+	}
+	// The last to settle is frame 8, lost: sent at 35ms, timed out at 185ms.
+	if res.Elapsed != 185*time.Millisecond {
+		t.Errorf("took %s, want 185ms", res.Elapsed)
 	}
 }
 
@@ -239,17 +280,42 @@ func TestRunCancel(t *testing.T) {
 	for i := 1; i <= 50; i++ {
 		pkts = append(pkts, relayed(i, junos(clientMsg(dhcpv6.MessageTypeSolicit, byte(i), vmMAC, iaPD()), vmMAC)))
 	}
-	tgt := newChanTarget("mem", handlerFunc(h))
+	clk := newRunClock()
+	tgt := newChanTarget("mem", handlerFunc(h), clk)
 	defer tgt.Close()
+	// At 1000/s frame k goes at k-1 ms and is answered 2ms later: the
+	// fifth answer comes at 6ms, when frame 6 is in flight and frame 7
+	// not sent yet.
+	tgt.delay = func(int) time.Duration { return 2 * time.Millisecond }
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	n := 0
-	res, err := Run(ctx, extract(t, pkts...), []Target{tgt}, Options{Rate: 1000, Done: func(*Exchange) {
+	res, err := clk.run(t, ctx, extract(t, pkts...), []Target{tgt}, Options{Rate: 1000, Done: func(*Exchange) {
 		if n++; n == 5 {
 			cancel()
 		}
 	}})
-	if err == nil || len(res.Exchanges) >= 50 || len(res.Exchanges) < 5 {
-		t.Errorf("err %v after %d exchanges", err, len(res.Exchanges))
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("err %v, want context.Canceled", err)
+	}
+	// Frame 6 is waited for: answered at 7ms.
+	if len(res.Exchanges) != 6 || n != 6 || !res.Exchanges[5].Outcomes[0].Answered() || res.Elapsed != 7*time.Millisecond {
+		t.Errorf("%d exchanges, %d done, took %s; want 6, all answered, 7ms", len(res.Exchanges), n, res.Elapsed)
+	}
+}
+
+// A Func target stamps on Run's clock: sent and answered at the fake
+// clock's time, in no time.
+func TestRunFuncOnClock(t *testing.T) {
+	reqs := extract(t, relayed(1, junos(clientMsg(dhcpv6.MessageTypeSolicit, 1, vmMAC, iaPD()), vmMAC)))
+	res, err := Run(context.Background(), reqs, []Target{NewFunc("offline", handlerFunc(testHandler(t)))},
+		Options{Clock: clock.NewFake(runEpoch)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := res.Exchanges[0].Outcomes[0]
+	if !o.Answered() || !o.Sent.At.Equal(runEpoch) || !o.Answer.At.Equal(runEpoch) || o.Latency != 0 || res.Elapsed != 0 {
+		t.Errorf("answered %v, sent at %v, latency %s, took %s; want all at %v", o.Answered(), o.Sent.At, o.Latency, res.Elapsed, runEpoch)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 
 	"github.com/cloudstack-pd/cloudstack-pd/capture"
+	"github.com/cloudstack-pd/cloudstack-pd/clock"
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
 )
 
@@ -37,6 +38,10 @@ type Options struct {
 	// Done, when not nil, is called with each exchange once every target
 	// has answered it or timed out, in request order.
 	Done func(x *Exchange)
+	// Clock paces the sending and times the answers out, and stamps what
+	// Func targets send and answer; nil means clock.Real. A target with
+	// a socket (UDP) stamps with real time whatever Clock is.
+	Clock clock.Clock
 }
 
 // Exchange is one request and what each target did with it.
@@ -111,6 +116,7 @@ type waiting struct {
 
 type targetState struct {
 	t          Target
+	send       func(r *Request, pkt []byte) (Sent, error) // t.Send, on Run's clock when t has one
 	rep        *TargetReport
 	waiting    map[string][]*waiting // by key, oldest first
 	expired    map[string]int        // keys of requests that timed out
@@ -136,6 +142,7 @@ func Run(ctx context.Context, reqs []Request, targets []Target, opts Options) (*
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
+	clk := clock.OrReal(opts.Clock)
 	res := &Result{Targets: make([]TargetReport, len(targets))}
 	states := make([]*targetState, len(targets))
 	for i, t := range targets {
@@ -144,7 +151,10 @@ func Run(ctx context.Context, reqs []Request, targets []Target, opts Options) (*
 			res.Targets[i].ServerID = bytes.Clone(opts.ServerIDs[i])
 			res.Targets[i].ServerIDFrom = "given"
 		}
-		states[i] = &targetState{t: t, rep: &res.Targets[i], waiting: map[string][]*waiting{}, expired: map[string]int{}}
+		states[i] = &targetState{t: t, send: t.Send, rep: &res.Targets[i], waiting: map[string][]*waiting{}, expired: map[string]int{}}
+		if c, ok := t.(clocked); ok {
+			states[i].send = func(r *Request, pkt []byte) (Sent, error) { return c.sendOn(clk, r, pkt) }
+		}
 	}
 
 	// Every asynchronous target's answers, on one channel.
@@ -167,10 +177,10 @@ func Run(ctx context.Context, reqs []Request, targets []Target, opts Options) (*
 		}()
 	}
 
-	run := &runner{res: res, states: states, reqs: reqs, opts: opts, timeout: timeout}
-	start := time.Now()
+	run := &runner{res: res, states: states, reqs: reqs, opts: opts, timeout: timeout, clk: clk}
+	start := clk.Now()
 	err := run.loop(ctx, in, start)
-	res.Elapsed = time.Since(start)
+	res.Elapsed = clk.Now().Sub(start)
 	return res, err
 }
 
@@ -180,17 +190,26 @@ type runner struct {
 	reqs     []Request
 	opts     Options
 	timeout  time.Duration
+	clk      clock.Clock
 	flushed  int
 	inFlight int // exchanges sent and not done
 }
 
+// loop sends, matches and expires until every request is settled. Its
+// timer is armed only while it waits for an answer, the next send or a
+// deadline, and stopped as soon as it wakes: tests with a fake clock rely
+// on this to know when the loop is idle.
 func (r *runner) loop(ctx context.Context, in <-chan tagged, start time.Time) error {
 	next := 0
 	cancelled := ctx.Done()
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
+	var timer clock.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	for {
-		now := time.Now()
+		now := r.clk.Now()
 		r.expire(now)
 		if next == len(r.reqs) && r.inFlight == 0 && !r.discovering() {
 			return nil
@@ -220,20 +239,28 @@ func (r *runner) loop(ctx context.Context, in <-chan tagged, start time.Time) er
 		}
 		d := time.Hour
 		if !wake.IsZero() {
-			d = max(time.Until(wake), 0)
+			d = max(wake.Sub(r.clk.Now()), 0)
 		}
-		timer.Reset(d)
+		if ctx.Err() != nil {
+			// Already ended (by Done, say): no need to wake for it.
+			cancelled = nil
+		}
+		if timer == nil {
+			timer = r.clk.NewTimer(d)
+		} else {
+			timer.Reset(d)
+		}
 		select {
 		case a := <-in:
 			r.received(a.target, a.r)
-		case <-timer.C:
+		case <-timer.C():
 		case <-cancelled:
 			// Stop sending; wait for what is in flight.
 			cancelled = nil
 		}
 		if !timer.Stop() {
 			select {
-			case <-timer.C:
+			case <-timer.C():
 			default:
 			}
 		}
@@ -263,7 +290,7 @@ func (r *runner) discover(req *Request) bool {
 		}
 		s.discovered = true
 		pkt, key := discoveryRequest()
-		sent, err := s.t.Send(&Request{Wrapped: true}, pkt)
+		sent, err := s.send(&Request{Wrapped: true}, pkt)
 		if err != nil {
 			s.rep.DiscoveryFailed = true
 			continue
@@ -320,7 +347,7 @@ func (r *runner) send(x int) {
 				s.rep.Rewritten++
 			}
 		}
-		sent, err := s.t.Send(req, o.Payload)
+		sent, err := s.send(req, o.Payload)
 		o.Sent = sent
 		if err != nil {
 			o.Err = err

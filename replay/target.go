@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/cloudstack-pd/cloudstack-pd/clock"
 )
 
 // Target is a server that requests are sent to.
@@ -164,13 +166,24 @@ func NewFunc(name string, h HandlerFunc) *Func { return &Func{name: name, h: h} 
 // Name returns the name given to NewFunc.
 func (f *Func) Name() string { return f.name }
 
-// Send calls the handler.
-func (f *Func) Send(r *Request, pkt []byte) (Sent, error) {
+// clocked is a target that stamps Sent.At and Received.At with the clock
+// Run is given rather than with real time.
+type clocked interface {
+	sendOn(c clock.Clock, r *Request, pkt []byte) (Sent, error)
+}
+
+var _ clocked = (*Func)(nil)
+
+// Send calls the handler; Sent.At and the answer's At are real time (in
+// Run, Options.Clock's).
+func (f *Func) Send(r *Request, pkt []byte) (Sent, error) { return f.sendOn(clock.Real{}, r, pkt) }
+
+func (f *Func) sendOn(c clock.Clock, r *Request, pkt []byte) (Sent, error) {
 	src := r.Src
 	if r.Wrapped || !src.IsValid() {
 		src = OfflineRelay
 	}
-	at := time.Now()
+	at := c.Now()
 	reply, dst, err := f.h(src, pkt)
 	s := Sent{At: at, Src: src, Dst: OfflineServer, Sync: true}
 	if err != nil {
@@ -180,7 +193,7 @@ func (f *Func) Send(r *Request, pkt []byte) (Sent, error) {
 	if !dst.IsValid() {
 		dst = src
 	}
-	s.Answer = &Received{Data: reply, At: time.Now(), Src: OfflineServer, Dst: dst}
+	s.Answer = &Received{Data: reply, At: c.Now(), Src: OfflineServer, Dst: dst}
 	return s, nil
 }
 
