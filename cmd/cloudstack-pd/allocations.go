@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/cloudstack-pd/cloudstack-pd/statestore"
 	"io"
 	"slices"
 
@@ -62,7 +63,7 @@ none, the command says so and exits 1.`,
 // not exist, is refused or damaged, or that a running server holds;
 // instead says what to do then. It never creates a file.
 func openReadOnly(cfg *config.Config, what, instead string) (*allocator.Store, error) {
-	st, err := openState(cfg, what, storeRead)
+	st, err := statestore.Open(cfg, what, statestore.Read)
 	if errors.Is(err, allocator.ErrLocked) {
 		return nil, fmt.Errorf("%w\n%s reads the store, and cannot while 'cloudstack-pd serve' (or a sync or import) holds it: %s", err, what, instead)
 	}

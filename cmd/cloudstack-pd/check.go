@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/cloudstack-pd/cloudstack-pd/statestore"
 	"io"
 
 	"github.com/spf13/cobra"
@@ -57,7 +58,7 @@ func runCheck(out io.Writer, cfgPath string) error {
 	pools := cfg.Pools()
 	lines, err := st.Check(pools)
 	if err != nil {
-		return explainStoreError(err, cfg, "check", storeRead)
+		return statestore.Explain(err, cfg, "check", statestore.Read)
 	}
 	for _, l := range lines {
 		fmt.Fprintln(out, l)

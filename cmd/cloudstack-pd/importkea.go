@@ -1,18 +1,14 @@
 package main
 
 import (
-	"errors"
 	"fmt"
+	"github.com/cloudstack-pd/cloudstack-pd/statestore"
 	"io"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
-	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/config"
 	"github.com/cloudstack-pd/cloudstack-pd/kea"
 	"github.com/cloudstack-pd/cloudstack-pd/report"
@@ -83,9 +79,9 @@ func runImportKea(out io.Writer, cfgPath, keaPath string, dryRun, verbose bool, 
 		st  *allocator.Store
 	)
 	if dryRun {
-		st, err = openForDryRun(cfg, "import-kea --dry-run", true)
+		st, err = statestore.OpenDryRun(cfg, "import-kea --dry-run", true)
 	} else {
-		st, err = openState(cfg, "import-kea", storeCreate)
+		st, err = statestore.Open(cfg, "import-kea", statestore.Create)
 	}
 	if err != nil {
 		return err
@@ -117,29 +113,4 @@ func runImportKea(out io.Writer, cfgPath, keaPath string, dryRun, verbose bool, 
 		fmt.Fprintf(out, "store %s now holds %d allocation(s)\n", cfg.State, tbl.Len())
 	}
 	return nil
-}
-
-// openForDryRun opens the store read-only for what, or, when there is
-// none yet and create allows the real run to make one, an empty one in a
-// temporary folder, so that a dry run creates nothing.
-func openForDryRun(cfg *config.Config, what string, create bool) (*allocator.Store, error) {
-	if _, err := os.Stat(cfg.State); err == nil || !errors.Is(err, fs.ErrNotExist) || !create {
-		mode := storeRead
-		if !create {
-			mode = storeWrite // explains a missing store as serve and sync do
-		}
-		st, err := openBolt(cfg.State, boltstore.Options{ReadOnly: true})
-		if err != nil {
-			return nil, explainStoreError(err, cfg, what, mode)
-		}
-		return st, nil
-	}
-	dir, err := os.MkdirTemp("", "cloudstack-pd-dry-run-")
-	if err != nil {
-		return nil, err
-	}
-	st, err := openBolt(filepath.Join(dir, "state.db"), boltstore.Options{Create: true, NoSync: true})
-	// The open file lives on until Close; the name can go now.
-	_ = os.RemoveAll(dir)
-	return st, err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/cloudstack-pd/cloudstack-pd/statestore"
 	"io"
 	"io/fs"
 	"os"
@@ -175,7 +176,7 @@ func runKeaExport(ctx context.Context, stdout, stderr io.Writer, f keaExportFlag
 	}()
 	res, err := keaexport.Export(ctx, cfg, st, src, keaexport.Options{
 		Offline: f.offline, Stderr: stderr, Now: time.Now(), Sync: keaExportSync,
-		StoreError: func(err error) error { return explainStoreError(err, cfg, "kea-export", storeRead) },
+		StoreError: func(err error) error { return statestore.Explain(err, cfg, "kea-export", statestore.Read) },
 	})
 	if err != nil {
 		return err
@@ -215,7 +216,7 @@ func keaExportOpen(cfg *config.Config, offline bool) (*allocator.Store, error) {
 		}
 		return st, err
 	}
-	st, err := openState(cfg, "kea-export", storeCreate)
+	st, err := statestore.Open(cfg, "kea-export", statestore.Create)
 	if errors.Is(err, allocator.ErrLocked) {
 		return nil, fmt.Errorf("%w\nkea-export cannot read the store while 'cloudstack-pd serve' holds it: run kea-export where Kea, not cloudstack-pd, serves", err)
 	}

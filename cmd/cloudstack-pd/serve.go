@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"github.com/cloudstack-pd/cloudstack-pd/statestore"
 	"io"
 	"os"
 	"os/signal"
@@ -79,17 +80,6 @@ func addInitFlag(cmd *cobra.Command, init *bool) {
 		"Without it a missing store is an error, so that a typo in state or an unmounted folder never numbers every VM afresh")
 }
 
-// openStore opens the state store for what (serve, sync) to write,
-// failing fast when another process holds it; it creates a missing store
-// only with init (--init). opts adds NoVerify.
-func openStore(cfg *config.Config, what string, init bool, opts boltstore.Options) (*allocator.Store, error) {
-	mode := storeWrite
-	if init {
-		mode = storeCreate
-	}
-	return openStateOpts(cfg, what, mode, opts)
-}
-
 // runServe serves until ctx ends; init lets it create the store, and
 // SIGHUP reloads the config.
 func runServe(ctx context.Context, cfgPath string, init bool, stderr io.Writer) error {
@@ -103,11 +93,13 @@ func runServe(ctx context.Context, cfgPath string, init bool, stderr io.Writer) 
 	return daemon.Run(ctx, cfg, daemon.Deps{
 		OpenStore: func(cfg *config.Config) (*allocator.Store, error) {
 			// The table's load verifies the pages it reads, and Run the others.
-			return openStore(cfg, "serve", init, boltstore.Options{NoVerify: true})
+			return statestore.OpenForWrite(cfg, "serve", init, boltstore.Options{NoVerify: true})
 		},
-		StoreError: func(err error, cfg *config.Config) error { return explainStoreError(err, cfg, "serve", storeWrite) },
-		Log:        daemon.NewLogger(cfg.Log, stderr),
-		Reload:     hup,
-		Version:    version,
+		StoreError: func(err error, cfg *config.Config) error {
+			return statestore.Explain(err, cfg, "serve", statestore.Write)
+		},
+		Log:     daemon.NewLogger(cfg.Log, stderr),
+		Reload:  hup,
+		Version: version,
 	})
 }

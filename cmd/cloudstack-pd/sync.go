@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/cloudstack-pd/cloudstack-pd/statestore"
 	"io"
 
 	"github.com/spf13/cobra"
@@ -105,9 +106,9 @@ func runSync(ctx context.Context, out, stderr io.Writer, f syncFlags) (err error
 	}
 	var st *allocator.Store
 	if f.dryRun {
-		st, err = openForDryRun(cfg, "sync --dry-run", f.init)
+		st, err = statestore.OpenDryRun(cfg, "sync --dry-run", f.init)
 	} else {
-		st, err = openStore(cfg, "sync", f.init, boltstore.Options{})
+		st, err = statestore.OpenForWrite(cfg, "sync", f.init, boltstore.Options{})
 	}
 	if errors.Is(err, allocator.ErrLocked) {
 		return storeLockedError(err, "sync")
