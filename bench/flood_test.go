@@ -1,8 +1,6 @@
 package bench
 
 import (
-	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
-
 	"fmt"
 	"io"
 	"os"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
 )
 
 // TestFloodServe runs the real serve on [::1] and floods it, with bench

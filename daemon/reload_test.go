@@ -1,8 +1,6 @@
 package daemon
 
 import (
-	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
-
 	"bytes"
 	"log/slog"
 	"path/filepath"
@@ -10,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/cloudstack-pd/cloudstack-pd/config"
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
 )
 
 // TestReloadRefusesWhatLoadRefuses: SIGHUP's reload validates the new

@@ -1,8 +1,6 @@
 package daemon
 
 import (
-	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
-
 	"context"
 	"log/slog"
 	"net"
@@ -18,6 +16,7 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/cloudstack/cloudstacktest"
 	"github.com/cloudstack-pd/cloudstack-pd/config"
 	"github.com/cloudstack-pd/cloudstack-pd/httpapi"
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
 )
 
 // TestSyncer drives serve's sync loop with a fake clock: without api.url
@@ -28,7 +27,7 @@ import (
 // that changed nothing does not swap the table.
 func TestSyncer(t *testing.T) {
 	s := newSyncSite(t)
-	cfg, err := config.Load(s.cfgPath)
+	cfg, err := config.Load(s.ConfigPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +89,7 @@ func TestSyncer(t *testing.T) {
 
 	// CloudStack fails: logged with the errortext, the table stays.
 	before := live.Current()
-	s.fake.Inject(cloudstacktest.Fault{Kind: cloudstacktest.FaultThrottle})
+	s.Fake.Inject(cloudstacktest.Fault{Kind: cloudstacktest.FaultThrottle})
 	sy.Trigger()
 	if o := <-outcomes; o != httpapi.SyncFailed {
 		t.Fatalf("outcome %s:\n%s", o, logs.String())
@@ -103,7 +102,7 @@ func TestSyncer(t *testing.T) {
 	}
 
 	// The interval, from the end of the last sync: not a moment before.
-	s.fake.ClearFaults()
+	s.Fake.ClearFaults()
 	fc.BlockUntil(1)
 	fc.Advance(time.Minute - time.Nanosecond)
 	select {

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
-
 	"errors"
 	"io/fs"
 	"net"
@@ -17,6 +15,7 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/cloudstack/cloudstacktest"
 	"github.com/cloudstack-pd/cloudstack-pd/config"
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
 	"github.com/cloudstack-pd/cloudstack-pd/kea"
 )
 
@@ -34,12 +33,12 @@ func withKeaExportSync(t *testing.T) {
 // VM that is gone since (06:00:00:00:00:01, the lowest prefix) and had
 // numbered the fixture pod's VMs after it: a fresh store would number
 // them from the pool's first prefix instead.
-func earlierKeaConfig(t *testing.T, s *syncSite) string {
+func earlierKeaConfig(t *testing.T, s *cloudstacktest.Site) string {
 	t.Helper()
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "cloudstack-pd.yaml")
 	state := filepath.Join(dir, "state.db")
-	testenv.WriteFile(t, cfgPath, strings.NewReplacer("URL", s.fake.URL, "STATE", state).Replace(syncSiteConfig))
+	testenv.WriteFile(t, cfgPath, cloudstacktest.SiteConfig(s.Fake.URL, state))
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
@@ -49,7 +48,7 @@ func earlierKeaConfig(t *testing.T, s *syncSite) string {
 		t.Fatal(err)
 	}
 	err = st.Update(cfg.Pools(), func(tx *allocator.Tx) error {
-		return tx.Put(allocator.Allocation{Pool: fixturePod, MAC: net.HardwareAddr{6, 0, 0, 0, 0, 1},
+		return tx.Put(allocator.Allocation{Pool: cloudstacktest.SitePod, MAC: net.HardwareAddr{6, 0, 0, 0, 0, 1},
 			Prefix: netip.MustParsePrefix("2001:db8:200::/60"), State: allocator.StateGone, Since: time.Unix(1700000000, 0),
 			GoneAt: time.Now(), Source: "sync"})
 	})
@@ -94,13 +93,13 @@ func TestKeaExportKeepsKeacfgReservations(t *testing.T) {
 		t.Fatalf("the earlier config reserves %v, want the gone VM's 2001:db8:200::/60 and 5 more", want)
 	}
 
-	s.state = filepath.Join(t.TempDir(), "new", "state.db") // fresh: does not exist
+	s.State = filepath.Join(t.TempDir(), "new", "state.db") // fresh: does not exist
 	// The gone VM's reservation is adopted as active, and the sync then
 	// marks it gone: one of six, more than the default safety valve lets
 	// a sync do at once (docs/migration-from-kea.md).
-	s.writeConfig(t, "allocation:\n  max-release-fraction: 0.5\n")
+	s.WriteConfig(t, "allocation:\n  max-release-fraction: 0.5\n")
 	outPath := filepath.Join(t.TempDir(), "kea-dhcp6.new.conf")
-	_, stderr, err := exportKea(t, keaExportFlags{config: s.cfgPath, keacfg: keacfg, output: outPath})
+	_, stderr, err := exportKea(t, keaExportFlags{config: s.ConfigPath, keacfg: keacfg, output: outPath})
 	if err != nil {
 		t.Fatalf("kea-export: %v\n%s", err, stderr)
 	}
@@ -139,15 +138,15 @@ func TestKeaExportOfflineKeepsKeacfg(t *testing.T) {
 	}
 	want := reservedPrefixes(t, in, map[string]bool{"VLAN2701": true})
 
-	s.state = filepath.Join(t.TempDir(), "state.db")
-	s.writeConfig(t, "")
-	st, err := allocator.OpenStore(boltstore.Open(s.state, boltstore.Options{Create: true}))
+	s.State = filepath.Join(t.TempDir(), "state.db")
+	s.WriteConfig(t, "")
+	st, err := allocator.OpenStore(boltstore.Open(s.State, boltstore.Options{Create: true}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	st.Close()
-	before := s.storeBytes(t)
-	stdout, stderr, err := exportKea(t, keaExportFlags{config: s.cfgPath, keacfg: keacfg, offline: true})
+	before := storeBytes(t, s)
+	stdout, stderr, err := exportKea(t, keaExportFlags{config: s.ConfigPath, keacfg: keacfg, offline: true})
 	if err != nil {
 		t.Fatalf("kea-export --offline: %v\n%s", err, stderr)
 	}
@@ -158,7 +157,7 @@ func TestKeaExportOfflineKeepsKeacfg(t *testing.T) {
 	if got := reservedPrefixes(t, out, map[string]bool{"VLAN2701": true}); !equalMaps(got, want) {
 		t.Errorf("kea-export --offline dropped or moved reservations:\n got %v\nwant %v", got, want)
 	}
-	if string(s.storeBytes(t)) != string(before) {
+	if string(storeBytes(t, s)) != string(before) {
 		t.Error("kea-export --offline wrote to the store")
 	}
 }
@@ -172,13 +171,13 @@ func TestKeaExportRefusesMoves(t *testing.T) {
 	withKeaExportSync(t)
 	keacfg := earlierKeaConfig(t, s)
 
-	s.state = filepath.Join(t.TempDir(), "state.db")
-	s.writeConfig(t, "")
-	cfg, err := config.Load(s.cfgPath)
+	s.State = filepath.Join(t.TempDir(), "state.db")
+	s.WriteConfig(t, "")
+	cfg, err := config.Load(s.ConfigPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := allocator.OpenStore(boltstore.Open(s.state, boltstore.Options{Create: true}))
+	st, err := allocator.OpenStore(boltstore.Open(s.State, boltstore.Options{Create: true}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,18 +185,18 @@ func TestKeaExportRefusesMoves(t *testing.T) {
 	// prefix, which --keacfg reserves for the gone 06:00:00:00:00:01.
 	web01 := net.HardwareAddr{0x1e, 0, 0x5d, 0, 1, 0x7a}
 	err = st.Update(cfg.Pools(), func(tx *allocator.Tx) error {
-		return tx.Put(allocator.Allocation{Pool: fixturePod, MAC: web01, Prefix: netip.MustParsePrefix("2001:db8:200::/60"),
+		return tx.Put(allocator.Allocation{Pool: cloudstacktest.SitePod, MAC: web01, Prefix: netip.MustParsePrefix("2001:db8:200::/60"),
 			State: allocator.StateActive, Since: time.Unix(1700000000, 0), Source: "sync"})
 	})
 	st.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := s.storeBytes(t)
+	before := storeBytes(t, s)
 	outPath := filepath.Join(t.TempDir(), "kea-dhcp6.conf")
 	testenv.WriteFile(t, outPath, "the running config\n")
 	for _, offline := range []bool{false, true} {
-		_, stderr, err := exportKea(t, keaExportFlags{config: s.cfgPath, keacfg: keacfg, output: outPath, offline: offline})
+		_, stderr, err := exportKea(t, keaExportFlags{config: s.ConfigPath, keacfg: keacfg, output: outPath, offline: offline})
 		if err == nil {
 			t.Fatalf("offline %v: kea-export succeeded on a store that moves reservations\n%s", offline, stderr)
 		}
@@ -213,21 +212,21 @@ func TestKeaExportRefusesMoves(t *testing.T) {
 		if b, _ := os.ReadFile(outPath); string(b) != "the running config\n" {
 			t.Errorf("offline %v: --output changed to %q", offline, b)
 		}
-		if string(s.storeBytes(t)) != string(before) {
+		if string(storeBytes(t, s)) != string(before) {
 			t.Errorf("offline %v: the store changed", offline)
 		}
 	}
 
 	// A fresh store on which kea-export fails (CloudStack is down) is not
 	// left behind.
-	s.state = filepath.Join(t.TempDir(), "fresh", "state.db")
-	s.writeConfig(t, "")
-	s.fake.Inject(cloudstacktest.Fault{Kind: cloudstacktest.FaultInternal})
-	if _, stderr, err := exportKea(t, keaExportFlags{config: s.cfgPath, keacfg: keacfg, output: outPath}); err == nil {
+	s.State = filepath.Join(t.TempDir(), "fresh", "state.db")
+	s.WriteConfig(t, "")
+	s.Fake.Inject(cloudstacktest.Fault{Kind: cloudstacktest.FaultInternal})
+	if _, stderr, err := exportKea(t, keaExportFlags{config: s.ConfigPath, keacfg: keacfg, output: outPath}); err == nil {
 		t.Fatalf("kea-export with CloudStack down succeeded\n%s", stderr)
 	}
-	if _, err := os.Stat(filepath.Dir(s.state)); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("the failed kea-export left %s behind: %v", filepath.Dir(s.state), err)
+	if _, err := os.Stat(filepath.Dir(s.State)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the failed kea-export left %s behind: %v", filepath.Dir(s.State), err)
 	}
 }
 

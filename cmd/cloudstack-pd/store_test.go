@@ -1,8 +1,6 @@
 package main
 
 import (
-	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
-
 	"bytes"
 	"context"
 	"errors"
@@ -18,6 +16,7 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/allocatortest"
 	"github.com/cloudstack-pd/cloudstack-pd/cloudstack/cloudstacktest"
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
 )
 
 // TestServeSyncNeedInit: serve and sync refuse a missing store unless given
@@ -25,48 +24,48 @@ import (
 // --init, sync creates the store.
 func TestServeSyncNeedInit(t *testing.T) {
 	s := newSyncSite(t)
-	s.state = filepath.Join(t.TempDir(), "var", "lib", "cloudstack-pd", "state.db")
-	s.writeConfig(t, serveListen(t))
+	s.State = filepath.Join(t.TempDir(), "var", "lib", "cloudstack-pd", "state.db")
+	s.WriteConfig(t, serveListen(t))
 	for _, args := range [][]string{
 		{"serve"},
 		{"sync"},
 		{"sync", "--dry-run"},
 	} {
-		out, err := runCLIBounded(t, append(args, "--config", s.cfgPath)...)
+		out, err := runCLIBounded(t, append(args, "--config", s.ConfigPath)...)
 		if err == nil {
 			t.Fatalf("%v on a missing store succeeded:\n%s", args, out)
 		}
 		msg := err.Error()
-		for _, want := range []string{"state " + s.state + " does not exist", "give --init", "fix `state` in " + s.cfgPath} {
+		for _, want := range []string{"state " + s.State + " does not exist", "give --init", "fix `state` in " + s.ConfigPath} {
 			if !strings.Contains(msg, want) {
 				t.Errorf("%v: %v\nwant it to say %q", args, err, want)
 			}
 		}
-		if _, err := os.Stat(filepath.Dir(filepath.Dir(s.state))); !errors.Is(err, fs.ErrNotExist) {
-			t.Fatalf("%v created %s: %v", args, filepath.Dir(s.state), err)
+		if _, err := os.Stat(filepath.Dir(filepath.Dir(s.State))); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("%v created %s: %v", args, filepath.Dir(s.State), err)
 		}
 	}
 
 	// sync --dry-run --init previews, and still creates nothing.
-	if out, err := runCLI(t, "sync", "--config", s.cfgPath, "--dry-run", "--init"); err != nil || !strings.Contains(out, "dry run: nothing written") {
+	if out, err := runCLI(t, "sync", "--config", s.ConfigPath, "--dry-run", "--init"); err != nil || !strings.Contains(out, "dry run: nothing written") {
 		t.Fatalf("sync --dry-run --init: %v\n%s", err, out)
 	}
-	if _, err := os.Stat(s.state); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(s.State); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("sync --dry-run --init created the store: %v", err)
 	}
 	// A failed sync --init leaves nothing behind.
-	s.fake.Inject(cloudstacktest.Fault{Kind: cloudstacktest.FaultInternal})
-	if out, err := runCLI(t, "sync", "--config", s.cfgPath, "--init"); err == nil {
+	s.Fake.Inject(cloudstacktest.Fault{Kind: cloudstacktest.FaultInternal})
+	if out, err := runCLI(t, "sync", "--config", s.ConfigPath, "--init"); err == nil {
 		t.Fatalf("sync --init with CloudStack failing succeeded:\n%s", out)
 	}
-	if _, err := os.Stat(filepath.Dir(filepath.Dir(s.state))); !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("the failed sync --init left %s behind: %v", filepath.Dir(s.state), err)
+	if _, err := os.Stat(filepath.Dir(filepath.Dir(s.State))); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the failed sync --init left %s behind: %v", filepath.Dir(s.State), err)
 	}
-	s.fake.ClearFaults()
-	if out, err := runCLI(t, "sync", "--config", s.cfgPath, "--init"); err != nil || !strings.Contains(out, "total: 5 added") {
+	s.Fake.ClearFaults()
+	if out, err := runCLI(t, "sync", "--config", s.ConfigPath, "--init"); err != nil || !strings.Contains(out, "total: 5 added") {
 		t.Fatalf("sync --init: %v\n%s", err, out)
 	}
-	if out, err := runCLI(t, "sync", "--config", s.cfgPath); err != nil || !strings.Contains(out, "total: 0 added, 5 kept") {
+	if out, err := runCLI(t, "sync", "--config", s.ConfigPath); err != nil || !strings.Contains(out, "total: 0 added, 5 kept") {
 		t.Fatalf("sync on the store --init made: %v\n%s", err, out)
 	}
 }
@@ -120,10 +119,10 @@ func TestStoreRefusedWhateverFlags(t *testing.T) {
 		}, "is not a bbolt file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s.state = filepath.Join(t.TempDir(), "state.db")
-			s.writeConfig(t, serveListen(t))
-			tc.make(t, s.state)
-			before, err := os.ReadFile(s.state)
+			s.State = filepath.Join(t.TempDir(), "state.db")
+			s.WriteConfig(t, serveListen(t))
+			tc.make(t, s.State)
+			before, err := os.ReadFile(s.State)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -135,16 +134,16 @@ func TestStoreRefusedWhateverFlags(t *testing.T) {
 				{"kea-export", "--offline", "--keacfg", keaPath}, {"kea-export", "--keacfg", keaPath},
 			} {
 				keaExportSync = syncForKeaExport
-				out, err := runCLIBounded(t, append(args, "--config", s.cfgPath)...)
+				out, err := runCLIBounded(t, append(args, "--config", s.ConfigPath)...)
 				keaExportSync = nil
 				if err == nil {
 					t.Fatalf("%v succeeded on the file:\n%s", args, out)
 				}
-				if msg := err.Error(); !errors.Is(err, allocator.ErrNotStore) || !strings.Contains(msg, s.state) ||
+				if msg := err.Error(); !errors.Is(err, allocator.ErrNotStore) || !strings.Contains(msg, s.State) ||
 					!strings.Contains(msg, tc.want) || !strings.Contains(msg, "restore it from a backup") {
-					t.Errorf("%v: %v\nwant ErrNotStore naming %s, saying %q and what to do", args, err, s.state, tc.want)
+					t.Errorf("%v: %v\nwant ErrNotStore naming %s, saying %q and what to do", args, err, s.State, tc.want)
 				}
-				after, err := os.ReadFile(s.state)
+				after, err := os.ReadFile(s.State)
 				if err != nil || !bytes.Equal(before, after) {
 					t.Fatalf("%v changed or removed the file: %v", args, err)
 				}

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
-
 	"errors"
 	"fmt"
 	"io/fs"
@@ -20,6 +18,7 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/cloudstack/cloudstacktest"
 	"github.com/cloudstack-pd/cloudstack-pd/config"
+	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
 )
 
 // thinned is a synthetic pod without the VMs i with i%every == phase
@@ -104,14 +103,14 @@ func TestSyncKilled(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, 7))
 
 	bin := testenv.BuildBinary(t, ".")
-	fake := cloudstacktest.NewServer(fakeKey, fakeSecret)
+	fake := cloudstacktest.NewServer(cloudstacktest.SiteKey, cloudstacktest.SiteSecret)
 	defer fake.Close()
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state.db")
 	cfgPath := filepath.Join(dir, "cloudstack-pd.yaml")
 	var cfgText strings.Builder
 	fmt.Fprintf(&cfgText, "api:\n  url: %s\n  apikey: %s\n  secretkey: %s\n  page-size: %d\n  timeout: 30s\nstate: %s\nlog:\n  level: warn\nmapping:\n",
-		fake.URL, fakeKey, fakeSecret, pageSize, state)
+		fake.URL, cloudstacktest.SiteKey, cloudstacktest.SiteSecret, pageSize, state)
 	for k := range pods {
 		fmt.Fprintf(&cfgText, "  %s:\n    pool: 2001:db8:%x00::/40\n    interface-id: VLAN%d\n", cloudstacktest.SyntheticPodID(k), 0x10+k, 2700+k)
 	}
