@@ -362,13 +362,7 @@ func TestHandlerRules(t *testing.T) {
 			}
 			r, err := h.Handle(src, tt.pkt)
 			if tt.drop != "" {
-				var d *Drop
-				if !errors.As(err, &d) || d.Reason != tt.drop {
-					t.Fatalf("Handle = %v, want drop %q", err, tt.drop)
-				}
-				if got := testutil.ToFloat64(h.Metrics().Drops.WithLabelValues(string(tt.drop))); got != 1 {
-					t.Errorf("drops{reason=%q} = %v, want 1", tt.drop, got)
-				}
+				wantDropCounted(t, h, err, tt.drop)
 				return
 			}
 			if err != nil {
@@ -713,5 +707,18 @@ func TestReleaseActsOnlyForSender(t *testing.T) {
 	after := bindings()
 	if _, ok := after[macB.String()]; ok || len(after) != 1 {
 		t.Errorf("B's own Release: bindings %+v, want A's only", after)
+	}
+}
+
+// wantDropCounted fails the test unless err is a drop for reason, counted
+// once in h's drops_total.
+func wantDropCounted(t *testing.T, h *Handler, err error, reason Reason) {
+	t.Helper()
+	var d *Drop
+	if !errors.As(err, &d) || d.Reason != reason {
+		t.Fatalf("Handle = %v, want drop %q", err, reason)
+	}
+	if got := testutil.ToFloat64(h.Metrics().Drops.WithLabelValues(string(reason))); got != 1 {
+		t.Errorf("drops{reason=%q} = %v, want 1", reason, got)
 	}
 }

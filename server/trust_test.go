@@ -404,13 +404,7 @@ func TestBoundedAnswers(t *testing.T) {
 			h, _ := newTestHandler(t, testOptions)
 			r, err := h.Handle(relayAddr, tt.pkt)
 			if tt.drop != "" {
-				var d *Drop
-				if !errors.As(err, &d) || d.Reason != tt.drop {
-					t.Fatalf("Handle = %v, want drop %q", err, tt.drop)
-				}
-				if got := testutil.ToFloat64(h.Metrics().Drops.WithLabelValues(string(tt.drop))); got != 1 {
-					t.Errorf("drops{reason=%q} = %v, want 1", tt.drop, got)
-				}
+				wantDropCounted(t, h, err, tt.drop)
 				return
 			}
 			if err != nil {
