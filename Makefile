@@ -11,7 +11,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
 
 build: ## build bin/cloudstack-pd
-	$(GO) build -o $(BIN) ./cmd/cloudstack-pd
+	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/cloudstack-pd
 
 run: build ## import example/kea-dhcp6.conf, then serve example/ on [::1]:10547
 	mkdir -p run

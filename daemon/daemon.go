@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"github.com/cloudstack-pd/cloudstack-pd/buildinfo"
 	"io"
 	"log/slog"
 	"net"
@@ -292,8 +293,10 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 		}
 	}()
 
+	build := buildinfo.Get(deps.Version)
 	log.Info("serving", "listen", l.Addrs(), "pools", len(tbl.Pools()), "allocations", tbl.Len(),
-		"mac-sources", cfg.Server.MACSources, "state", cfg.State, "server-duid", fmt.Sprintf("%x", duid))
+		"mac-sources", cfg.Server.MACSources, "state", cfg.State, "server-duid", fmt.Sprintf("%x", duid),
+		"version", build.Version, "revision", build.Revision)
 	if deps.Serving != nil {
 		deps.Serving(served)
 	}

@@ -2,9 +2,8 @@ package httpapi
 
 import (
 	"errors"
+	"github.com/cloudstack-pd/cloudstack-pd/buildinfo"
 	"os"
-	"runtime"
-	"runtime/debug"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -138,26 +137,14 @@ func NewCollectors(reg prometheus.Registerer, table allocator.Reader, store Stor
 	return nil
 }
 
-// buildInfo is the constant build-info gauge.
+// buildInfo is the constant build-info gauge; version, when set, is the
+// release set at link time (buildinfo.Get).
 func buildInfo(version string) prometheus.Collector {
-	revision := "unknown"
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && s.Value != "" {
-				revision = s.Value
-			}
-		}
-		if version == "" && bi.Main.Version != "" {
-			version = bi.Main.Version
-		}
-	}
-	if version == "" {
-		version = "unknown"
-	}
+	in := buildinfo.Get(version)
 	g := prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: server.Namespace, Name: "build_info",
 		Help:        "Always 1; the labels say which build runs.",
-		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": runtime.Version()},
+		ConstLabels: prometheus.Labels{"version": in.Version, "revision": in.Revision, "goversion": in.GoVersion},
 	})
 	g.Set(1)
 	return g

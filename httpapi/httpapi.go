@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/buildinfo"
 )
 
 // DefaultSyncStaleAfter is how long after the last successful sync /readyz
@@ -134,11 +135,13 @@ func (a *API) index(w http.ResponseWriter, r *http.Request) {
 	if !noQuery(w, r) {
 		return
 	}
+	build := buildinfo.Get(a.cfg.Version)
 	writeJSON(w, http.StatusOK, struct {
 		Name      string   `json:"name"`
 		Version   string   `json:"version"`
+		Revision  string   `json:"revision"`
 		Endpoints []string `json:"endpoints"`
-	}{"cloudstack-pd", a.cfg.Version, []string{
+	}{"cloudstack-pd", build.Version, build.Revision, []string{
 		"/healthz", "/readyz", "/metrics", "/v1/pools",
 		"/v1/allocations?mac=&pool=&vm=&state=&prefix=", "/v1/leases?mac=&pool=&prefix=",
 	}})

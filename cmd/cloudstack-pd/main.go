@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/cloudstack-pd/cloudstack-pd/buildinfo"
 	"os"
 	"os/signal"
 	"syscall"
@@ -58,8 +59,11 @@ the VM. A VM's prefix never moves.
 Start with:  cloudstack-pd serve --config example/cloudstack-pd.yaml`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       buildinfo.Get(version).String(),
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.AddCommand(
+		newVersionCmd(),
 		newServeCmd(),
 		newImportKeaCmd(),
 		newProbeCmd(),
@@ -79,4 +83,20 @@ Start with:  cloudstack-pd serve --config example/cloudstack-pd.yaml`,
 func addConfigFlag(cmd *cobra.Command, path *string) {
 	cmd.Flags().StringVarP(path, "config", "c", "/etc/cloudstack-pd/config.yaml",
 		"config file (YAML or JSON; the old generator's config.json is accepted unchanged)")
+}
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version, the VCS revision and the Go version of this build",
+		Long: `Version prints which build this is: the release (set at link time with
+-ldflags "-X main.version=v1.2.3"), else the version Go stamps from the
+checkout it was built in; the VCS revision ("+modified" when the checkout had
+uncommitted changes); and the Go version. The same as --version, serve's
+"serving" log line, the HTTP API's / and cloudstack_pd_build_info.`,
+		Args: cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			fmt.Fprintln(cmd.OutOrStdout(), buildinfo.Get(version))
+		},
+	}
 }
