@@ -246,9 +246,14 @@ func (h *Handler) handle(x *exchange, dst []byte, src netip.AddrPort, pkt []byte
 	}
 	answer := r.build(p)
 	if h.log.Enabled(context.Background(), slog.LevelDebug) {
+		prefix := ""
+		if x.id.hasAlloc {
+			prefix = x.id.alloc.Prefix.String()
+		}
 		h.log.Debug("answered", "relay", src, "type", req.msg.MessageType, "answer", answer.MessageType,
+			"xid", fmt.Sprintf("%x", req.msg.TransactionID[:]), "client-duid", fmt.Sprintf("%x", req.clientID()),
 			"mac", x.id.mac.String(), "interface-id", relay.Printable(req.trusted.InterfaceID), "link-address", req.trusted.LinkAddr,
-			"pool", x.id.poolName(), "pool-by", x.id.poolRule, "result", x.id.result)
+			"pool", x.id.poolName(), "pool-by", x.id.poolRule, "result", x.id.result, "prefix", prefix)
 	}
 	x.enc = wire.AppendMessage(x.enc[:0], answer)
 	return Reply{

@@ -470,11 +470,15 @@ func (r *rules) release(ans *dhcpv6.Message) *dhcpv6.Message {
 			r.env.sink.Release(allocator.BindingRelease{
 				ClientDUID: bytes.Clone(r.req.clientID()), IAID: iaid(ia.IaId), MAC: bytes.Clone(r.id.mac)})
 			r.env.metrics.countAnswer(ResultReleased)
+			r.env.log.Debug("release", "relay", r.req.src, "mac", r.id.mac.String(), "iaid", iaid(ia.IaId),
+				"prefix", r.id.alloc.Prefix.String(), "result", ResultReleased)
 			continue
 		}
 		ans.AddOption(&dhcpv6.OptIAPD{IaId: ia.IaId, Options: dhcpv6.PDOptions{Options: dhcpv6.Options{
 			&dhcpv6.OptStatusCode{StatusCode: iana.StatusNoBinding, StatusMessage: "no binding for this IA"}}}})
 		r.env.metrics.countAnswer(ResultNoBinding)
+		r.env.log.Debug("release", "relay", r.req.src, "mac", r.id.mac.String(), "iaid", iaid(ia.IaId),
+			"result", ResultNoBinding, "why", r.id.result)
 	}
 	return ans
 }
@@ -496,7 +500,16 @@ func namesOnly(ia *dhcpv6.OptIAPD, p netip.Prefix) bool {
 func (r *rules) decline(ans *dhcpv6.Message) *dhcpv6.Message {
 	ans.AddOption(&dhcpv6.OptStatusCode{StatusCode: iana.StatusSuccess, StatusMessage: "decline noted"})
 	r.env.metrics.countAnswer(ResultDeclined)
-	r.env.log.Debug("client declined", "relay", r.req.src, "mac", r.id.mac.String(), "interface-id", relay.Printable(r.req.trusted.InterfaceID))
+	if r.env.log.Enabled(context.Background(), slog.LevelDebug) {
+		prefix := ""
+		if r.id.hasAlloc {
+			prefix = r.id.alloc.Prefix.String()
+		}
+		// The reservation stays: a declined prefix is the VM's and is never
+		// given to another, so a Decline changes nothing but this count.
+		r.env.log.Debug("client declined", "relay", r.req.src, "mac", r.id.mac.String(), "interface-id", relay.Printable(r.req.trusted.InterfaceID),
+			"prefix", prefix, "result", "reservation kept")
+	}
 	return ans
 }
 
