@@ -39,6 +39,9 @@ type Deps struct {
 	Clock clock.Clock
 	// Log is the logger; nil: NewLogger(cfg.Log, Stderr).
 	Log *slog.Logger
+	// LogLevel, when set, is Log's level, which a reload sets to the new
+	// log.level (NewLoggerLevel returns both); the default logger has one.
+	LogLevel *slog.LevelVar
 	// Stderr is where the default logger writes; nil: os.Stderr.
 	Stderr io.Writer
 	// Reload asks for a reload of the config at cfg.Path with each value
@@ -64,13 +67,27 @@ type Addrs struct {
 
 // NewLogger builds the slog logger the config's log section asks for.
 func NewLogger(c config.Log, w io.Writer) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(c.Level)) // validated by config.Load
+	log, _ := NewLoggerLevel(c, w)
+	return log
+}
+
+// NewLoggerLevel is NewLogger with the level the logger reads, so that a
+// reload can change it.
+func NewLoggerLevel(c config.Log, w io.Writer) (*slog.Logger, *slog.LevelVar) {
+	level := new(slog.LevelVar)
+	setLevel(level, c)
 	opts := &slog.HandlerOptions{Level: level}
 	if strings.EqualFold(c.Format, "json") {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		return slog.New(slog.NewJSONHandler(w, opts)), level
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(slog.NewTextHandler(w, opts)), level
+}
+
+// setLevel puts c's log.level in v; config.Load has validated it.
+func setLevel(v *slog.LevelVar, c config.Log) {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	v.Set(level)
 }
 
 // HandlerOptions converts the config's server section into the handler's
@@ -164,7 +181,7 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 		if w == nil {
 			w = os.Stderr
 		}
-		d.log = NewLogger(cfg.Log, w)
+		d.log, d.deps.LogLevel = NewLoggerLevel(cfg.Log, w)
 	}
 	log := d.log
 

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"slices"
+	"strings"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/config"
@@ -26,12 +27,36 @@ func (d *daemon) reload(old *config.Config, live *allocator.Live, h *server.Hand
 		log.Error("reload refused: the old config stays in force", "err", err)
 		return old
 	}
-	if !slices.Equal(cfg.Server.Listen, old.Server.Listen) || cfg.State != old.State ||
-		cfg.Server.Workers != old.Server.Workers || cfg.Server.QueueLength != old.Server.QueueLength {
-		log.Warn("server.listen, state, server.workers and server.queue-length change only at restart")
+	if keys := restartOnly(old, cfg); len(keys) > 0 {
+		log.Warn("these keys change only at restart: the running values stay until then", "keys", keys)
 	}
 	live.Swap(tbl)
 	h.SetOptions(HandlerOptions(cfg))
+	if d.deps.LogLevel != nil {
+		setLevel(d.deps.LogLevel, cfg.Log)
+	}
 	log.Info("reloaded", "config", path, "pools", len(tbl.Pools()), "allocations", tbl.Len())
 	return cfg
+}
+
+// restartOnly names the keys whose new value in cfg differs from the
+// running config's and takes effect only at restart.
+func restartOnly(running, cfg *config.Config) []string {
+	var keys []string
+	for _, k := range []struct {
+		key     string
+		changed bool
+	}{
+		{"server.listen", !slices.Equal(cfg.Server.Listen, running.Server.Listen)},
+		{"state", cfg.State != running.State},
+		{"server.workers", cfg.Server.Workers != running.Server.Workers},
+		{"server.queue-length", cfg.Server.QueueLength != running.Server.QueueLength},
+		{"log.format", !strings.EqualFold(cfg.Log.Format, running.Log.Format)},
+		{"http.listen", cfg.HTTP.Listen != running.HTTP.Listen},
+	} {
+		if k.changed {
+			keys = append(keys, k.key)
+		}
+	}
+	return keys
 }

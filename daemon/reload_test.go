@@ -2,13 +2,17 @@ package daemon
 
 import (
 	"bytes"
+	"context"
 	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/config"
 	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
+	"github.com/cloudstack-pd/cloudstack-pd/server"
 )
 
 // TestReloadRefusesWhatLoadRefuses: SIGHUP's reload validates the new
@@ -61,5 +65,59 @@ func TestReloadRefusesWhatLoadRefuses(t *testing.T) {
 				t.Errorf("the log shows a secret:\n%s", out)
 			}
 		})
+	}
+}
+
+// A reload applies log.level at once, and names in one warning each key
+// that changed but takes effect only at restart (compared with the running
+// config), keeping those running values.
+func TestReloadAppliesLogLevelAndNamesRestartKeys(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state.db")
+	base := "mapping:\n  pod-a:\n    pool: 2001:db8:200::/40\n    interface-id: VLAN2701\nstate: " + state +
+		"\nhttp:\n  listen: \"\"\nserver:\n  listen: [\"[::1]:10547\"]\n"
+	path := filepath.Join(dir, "config.yaml")
+	testenv.WriteFile(t, path, base+"log:\n  level: info\n")
+	running, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := allocator.OpenStore(boltstore.Open(state, boltstore.Options{Create: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	tbl, err := allocator.NewTable(running.Pools(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := allocator.NewLive(tbl)
+	h, err := server.NewHandler(server.HandlerConfig{Table: live, ServerID: []byte{0, 3, 0, 1, 2, 0, 0, 0, 0, 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	log, level := NewLoggerLevel(running.Log, &buf)
+	d := &daemon{log: log, st: st, deps: Deps{LogLevel: level}}
+	if log.Enabled(context.Background(), slog.LevelDebug) {
+		t.Fatal("debug enabled before the reload")
+	}
+
+	testenv.WriteFile(t, path, strings.Replace(base, "10547", "10548", 1)+"  workers: 3\nlog:\n  level: debug\n  format: json\n")
+	got := d.reload(running, live, h)
+	if got == running || got.Log.Level != "debug" {
+		t.Fatalf("the new config is not in force: %+v", got.Log)
+	}
+	if !log.Enabled(context.Background(), slog.LevelDebug) {
+		t.Error("log.level: debug not applied by the reload")
+	}
+	out := buf.String()
+	if !strings.Contains(out, "these keys change only at restart") ||
+		!strings.Contains(out, "server.listen") || !strings.Contains(out, "server.workers") || !strings.Contains(out, "log.format") ||
+		strings.Contains(out, "queue-length") || strings.Contains(out, "state,") {
+		t.Errorf("warning does not name exactly the changed restart-only keys:\n%s", out)
+	}
+	if n := strings.Count(out, "change only at restart"); n != 1 {
+		t.Errorf("%d warnings, want one", n)
 	}
 }

@@ -90,6 +90,7 @@ func runServe(ctx context.Context, cfgPath string, init bool, stderr io.Writer) 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	log, level := daemon.NewLoggerLevel(cfg.Log, stderr)
 	return daemon.Run(ctx, cfg, daemon.Deps{
 		OpenStore: func(cfg *config.Config) (*allocator.Store, error) {
 			// The table's load verifies the pages it reads, and Run the others.
@@ -98,8 +99,9 @@ func runServe(ctx context.Context, cfgPath string, init bool, stderr io.Writer) 
 		StoreError: func(err error, cfg *config.Config) error {
 			return statestore.Explain(err, cfg, "serve", statestore.Write)
 		},
-		Log:     daemon.NewLogger(cfg.Log, stderr),
-		Reload:  hup,
-		Version: version,
+		Log:      log,
+		LogLevel: level,
+		Reload:   hup,
+		Version:  version,
 	})
 }
