@@ -157,6 +157,14 @@ func parseHexString(s string) ([]byte, error) {
 	return hex.DecodeString(strings.ReplaceAll(s, ":", ""))
 }
 
+// MaxClientDUID is the longest client DUID a binding key holds: its length
+// is the key's first byte.
+const MaxClientDUID = 255
+
+// StorableClientDUID reports whether a binding can be keyed by d: not
+// empty, at most MaxClientDUID bytes.
+func StorableClientDUID(d []byte) bool { return len(d) > 0 && len(d) <= MaxClientDUID }
+
 // Reasons a binding cannot be stored, as Binding.Problem gives them: short
 // fixed words, fit for a metric label.
 const (
@@ -173,7 +181,7 @@ const (
 // constants), or "" when it can.
 func (b *Binding) Problem() string {
 	switch {
-	case len(b.ClientDUID) == 0 || len(b.ClientDUID) > 255:
+	case !StorableClientDUID(b.ClientDUID):
 		return ProblemClientDUID
 	case !b.Prefix.IsValid() || !b.Prefix.Addr().Is6() || b.Prefix.Addr().Is4In6():
 		return ProblemPrefix
@@ -240,7 +248,7 @@ func (s *Store) PutBindings(put []Binding, del []BindingRelease) error {
 	err := s.b.Update(func(kt kv.Tx) error {
 		var kbuf []byte
 		for _, r := range del {
-			if len(r.ClientDUID) == 0 || len(r.ClientDUID) > 255 || len(r.MAC) == 0 {
+			if !StorableClientDUID(r.ClientDUID) || len(r.MAC) == 0 {
 				continue // no binding has this key, or no VM sent it
 			}
 			// A fresh key each time: a backend may keep it until the commit.

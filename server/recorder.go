@@ -178,7 +178,7 @@ func (r *Recorder) Release(rel allocator.BindingRelease) {
 		r.drop(DropMAC, &b)
 		return
 	}
-	if len(b.ClientDUID) == 0 || len(b.ClientDUID) > 255 {
+	if !allocator.StorableClientDUID(b.ClientDUID) {
 		r.drop(allocator.ProblemClientDUID, &b)
 		return
 	}
