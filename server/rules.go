@@ -470,17 +470,31 @@ func (r *rules) release(ans *dhcpv6.Message) *dhcpv6.Message {
 			r.env.sink.Release(allocator.BindingRelease{
 				ClientDUID: bytes.Clone(r.req.clientID()), IAID: iaid(ia.IaId), MAC: bytes.Clone(r.id.mac)})
 			r.env.metrics.countAnswer(ResultReleased)
-			r.env.log.Debug("release", "relay", r.req.src, "mac", r.id.mac.String(), "iaid", iaid(ia.IaId),
-				"prefix", r.id.alloc.Prefix.String(), "result", ResultReleased)
+			r.logRelease(ia, ResultReleased)
 			continue
 		}
 		ans.AddOption(&dhcpv6.OptIAPD{IaId: ia.IaId, Options: dhcpv6.PDOptions{Options: dhcpv6.Options{
 			&dhcpv6.OptStatusCode{StatusCode: iana.StatusNoBinding, StatusMessage: "no binding for this IA"}}}})
 		r.env.metrics.countAnswer(ResultNoBinding)
-		r.env.log.Debug("release", "relay", r.req.src, "mac", r.id.mac.String(), "iaid", iaid(ia.IaId),
-			"result", ResultNoBinding, "why", r.id.result)
+		r.logRelease(ia, ResultNoBinding)
 	}
 	return ans
+}
+
+// logRelease writes the debug line of one IA of a Release: what it did,
+// and the prefix it ended or why it ended none. Nothing is built unless
+// debug is on.
+func (r *rules) logRelease(ia *dhcpv6.OptIAPD, result Result) {
+	if !r.env.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	attrs := []any{"relay", r.req.src, "mac", r.id.mac.String(), "iaid", iaid(ia.IaId), "result", result}
+	if result == ResultReleased {
+		attrs = append(attrs, "prefix", r.id.alloc.Prefix.String())
+	} else {
+		attrs = append(attrs, "why", r.id.result)
+	}
+	r.env.log.Debug("release", attrs...)
 }
 
 // namesOnly reports whether every prefix ia names is p.
