@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"reflect"
 	"slices"
 	"strings"
 
@@ -53,6 +54,7 @@ func restartOnly(running, cfg *config.Config) []string {
 		{"server.queue-length", cfg.Server.QueueLength != running.Server.QueueLength},
 		{"log.format", !strings.EqualFold(cfg.Log.Format, running.Log.Format)},
 		{"http.listen", cfg.HTTP.Listen != running.HTTP.Listen},
+		{"cluster", !reflect.DeepEqual(cfg.Cluster, running.Cluster)},
 	} {
 		if k.changed {
 			keys = append(keys, k.key)
