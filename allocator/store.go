@@ -704,6 +704,9 @@ func (s *Store) Check(pools []Pool) ([]string, error) {
 		if v := kt.Get(spaceMeta, keySchema); string(v) != SchemaVersion {
 			add("meta/schema: %q, want %q", v, SchemaVersion)
 		}
+		if v := kt.Get(spaceMeta, keyIncomplete); v != nil {
+			add("meta/incomplete: a %s did not finish: run it again to complete the table", v)
+		}
 		checkAllocations(kt, configured, add)
 		checkBindings(kt, add)
 		return nil
