@@ -146,8 +146,12 @@ func ReadStatus(ctx context.Context, cli *clientv3.Client, prefix string) (*Stat
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", prefix, err)
 	}
+	own, err := cli.Get(ctx, prefix+"cluster/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", prefix, err)
+	}
 	st.Revision = cnt.Header.Revision
-	st.TableKeys = cnt.Count
+	st.TableKeys = cnt.Count - own.Count
 	st.Syncer, st.SyncerSince, err = LeaderName(ctx, cli, prefix)
 	if err != nil {
 		return nil, fmt.Errorf("read the syncer: %w", err)

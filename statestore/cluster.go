@@ -1,0 +1,117 @@
+package statestore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/etcdstore"
+	"github.com/cloudstack-pd/cloudstack-pd/cluster"
+	"github.com/cloudstack-pd/cloudstack-pd/config"
+)
+
+// docCluster is where the operator reads about the cluster's table.
+const docCluster = "docs/ha.md"
+
+// commandBackend is the table in etcd as a command holds it: the
+// connection, and for a command that writes, the syncer's role, given
+// back on Close.
+type commandBackend struct {
+	*etcdstore.Backend
+	node *cluster.Node
+	lead *cluster.Leadership
+}
+
+func (b *commandBackend) release() {
+	if b.lead != nil {
+		_ = b.lead.Release()
+	}
+	_ = b.node.Close()
+}
+
+// Close closes the table, gives the syncer's role back and disconnects.
+func (b *commandBackend) Close() error {
+	err := b.Backend.Close()
+	b.release()
+	return err
+}
+
+// Discard is etcdstore's Discard, then Close's release.
+func (b *commandBackend) Discard() error {
+	err := b.Backend.Discard()
+	b.release()
+	return err
+}
+
+// leadWait is how long a writing command waits for the syncer's role.
+func leadWait(c config.Cluster) time.Duration { return 3*c.LeaseTTL + 5*time.Second }
+
+// OpenCluster opens the table cfg's cluster keeps in etcd, for the command
+// what, as mode says. A command that writes (Write, Create) first takes
+// the syncer's role (cluster.Lead: the serving syncer steps aside until
+// the command closes the store), so that its writes are fenced like a
+// syncer's.
+func OpenCluster(cfg *config.Config, what string, mode Mode) (*allocator.Store, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), leadWait(cfg.Cluster)+cfg.Cluster.Timeout*2)
+	defer cancel()
+	node, err := cluster.Connect(ctx, cfg.Cluster)
+	if err != nil {
+		return nil, err
+	}
+	b := &commandBackend{node: node}
+	if mode != Read {
+		if b.lead, err = cluster.Lead(ctx, node.Client, node.Prefix, "command "+what+" on "+cfg.Cluster.Name, cfg.Cluster.LeaseTTL, leadWait(cfg.Cluster)); err != nil {
+			node.Close()
+			return nil, fmt.Errorf("%s: %w (%s)", what, err, docCluster)
+		}
+	}
+	eb, err := etcdstore.Open(ctx, etcdstore.Options{Client: node.Client, Prefix: node.Prefix, Create: mode == Create, ReadOnly: mode == Read, Timeout: cfg.Cluster.Timeout})
+	if err != nil {
+		b.release()
+		return nil, ExplainCluster(err, cfg, what, mode)
+	}
+	b.Backend = eb
+	if b.lead != nil {
+		eb.SetFence(&etcdstore.Fence{Key: b.lead.Key, CreateRevision: b.lead.CreateRevision})
+	}
+	return allocator.NewStore(b), nil
+}
+
+// OpenServe opens the table in etcd for serve on node: for writing
+// (bindings, the server DUID; the allocations only under the fence the
+// elected syncer sets), creating it only with init.
+func OpenServe(cfg *config.Config, node *cluster.Node, init bool, log *slog.Logger) (*allocator.Store, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 6*cfg.Cluster.Timeout)
+	defer cancel()
+	eb, err := etcdstore.Open(ctx, etcdstore.Options{Client: node.Client, Prefix: node.Prefix, Create: init, Timeout: cfg.Cluster.Timeout, Log: log})
+	if err != nil {
+		mode := Write
+		if init {
+			mode = Create
+		}
+		return nil, ExplainCluster(err, cfg, "serve", mode)
+	}
+	return allocator.NewStore(eb), nil
+}
+
+// ExplainCluster adds to an error opening the table in etcd what the
+// operator should do about it.
+func ExplainCluster(err error, cfg *config.Config, what string, mode Mode) error {
+	c := cfg.Cluster
+	where := fmt.Sprintf("the cluster table (prefix %s)", c.Etcd.Prefix)
+	switch {
+	case errors.Is(err, allocator.ErrNoStore) && mode == Write:
+		return fmt.Errorf("%s does not exist: give --init to create it for a new cloud, or bring a single server's table with 'cloudstack-pd cluster migrate --from STATE.db'; "+
+			"is cluster.etcd.prefix right in %s? Without its table, %s would number every VM afresh (%s): %w", where, cfg.Path, what, docCluster, err)
+	case errors.Is(err, allocator.ErrNoStore):
+		return fmt.Errorf("%s does not exist yet ('serve --init', 'sync --init', import-kea or 'cluster migrate' create it); is cluster.etcd.prefix right in %s? %w", where, cfg.Path, err)
+	case errors.Is(err, allocator.ErrNotStore):
+		return fmt.Errorf("%w\n%s refuses keys under %s that are not a cloudstack-pd table, and writes nothing there: is cluster.etcd.prefix right in %s? (%s)", err, what, c.Etcd.Prefix, cfg.Path, docCluster)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%s: etcd did not answer in time: is a quorum of its members up and reachable (cluster.etcd.endpoints, or the embedded members' peers)? (%s): %w", what, docCluster, err)
+	}
+	return err
+}
