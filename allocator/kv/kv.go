@@ -140,6 +140,19 @@ type (
 	Checker interface {
 		CheckStructure() ([]string, error)
 	}
+	// Grouper is a Tx that may commit a large Update in several
+	// transactions (an etcd backend, whose transactions hold a bounded
+	// number of operations). EndGroup says that the writes since the
+	// previous EndGroup (or the start) belong together: such a backend
+	// commits each group whole, in one transaction, and splits an Update
+	// only between groups, in order. An Update interrupted between two of
+	// its transactions leaves a prefix of whole groups committed. Package
+	// allocator ends a group after each allocation's writes (its record,
+	// its prefix index and MAC index entries) and after each binding's. A
+	// backend that commits every Update at once need not implement it.
+	Grouper interface {
+		EndGroup()
+	}
 	// Creator is a backend whose opening may have created the store.
 	Creator interface {
 		// Created reports whether opening created the store.
