@@ -183,12 +183,3 @@ var (
 	// ErrReadOnly: a write to a store or transaction that is read-only.
 	ErrReadOnly = errors.New("store or transaction is read-only")
 )
-
-// Grouper is a Tx whose backend may commit an Update in several
-// transactions (etcd's are bounded): the writes since the previous
-// EndGroup belong together and are committed in one transaction, so that
-// an Update cut short leaves whole groups (an allocation with its index
-// entries), never half of one.
-type Grouper interface {
-	EndGroup()
-}
