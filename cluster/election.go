@@ -22,6 +22,11 @@ type Fence struct {
 	CreateRevision int64
 }
 
+// TablePrefix is where the table itself lives (allocator/etcdstore), apart
+// from the cluster's own keys (election, holds, servers), so that the table
+// is watched, loaded and emptied without them.
+func TablePrefix(prefix string) string { return prefix + "table/" }
+
 // ElectionPrefix is where the syncer is elected, under the cluster prefix.
 func ElectionPrefix(prefix string) string { return prefix + "cluster/syncer/" }
 

@@ -208,13 +208,13 @@ func startMember(ctx context.Context, c config.Cluster, log *slog.Logger) (*embe
 	}
 }
 
-// memberLogger sends the member's warnings and errors to log, and drops
-// the rest (etcd is chatty at info).
+// memberLogger sends the member's errors to log, and drops the rest (etcd
+// is chatty at info, and warns of what is normal in a cluster starting).
 func memberLogger(log *slog.Logger) *zap.Logger {
 	if log == nil {
 		return zap.NewNop()
 	}
-	core := zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(slogWriter{log}), zapcore.WarnLevel)
+	core := zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(slogWriter{log}), zapcore.ErrorLevel)
 	return zap.New(core)
 }
 

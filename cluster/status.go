@@ -142,16 +142,12 @@ func ReadStatus(ctx context.Context, cli *clientv3.Client, prefix string) (*Stat
 		st.Members = append(st.Members, mem)
 	}
 	slices.SortFunc(st.Members, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
-	cnt, err := cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	cnt, err := cli.Get(ctx, TablePrefix(prefix), clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", prefix, err)
-	}
-	own, err := cli.Get(ctx, prefix+"cluster/", clientv3.WithPrefix(), clientv3.WithCountOnly())
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", prefix, err)
+		return nil, fmt.Errorf("read %s: %w", TablePrefix(prefix), err)
 	}
 	st.Revision = cnt.Header.Revision
-	st.TableKeys = cnt.Count - own.Count
+	st.TableKeys = cnt.Count
 	st.Syncer, st.SyncerSince, err = LeaderName(ctx, cli, prefix)
 	if err != nil {
 		return nil, fmt.Errorf("read the syncer: %w", err)

@@ -68,7 +68,7 @@ func OpenCluster(cfg *config.Config, what string, mode Mode) (*allocator.Store, 
 			return nil, fmt.Errorf("%s: %w (%s)", what, err, docCluster)
 		}
 	}
-	eb, err := etcdstore.Open(ctx, etcdstore.Options{Client: node.Client, Prefix: node.Prefix, Create: mode == Create, ReadOnly: mode == Read, Timeout: cfg.Cluster.Timeout})
+	eb, err := etcdstore.Open(ctx, etcdstore.Options{Client: node.Client, Prefix: cluster.TablePrefix(node.Prefix), Create: mode == Create, ReadOnly: mode == Read, Timeout: cfg.Cluster.Timeout})
 	if err != nil {
 		b.release()
 		return nil, ExplainCluster(err, cfg, what, mode)
@@ -86,7 +86,7 @@ func OpenCluster(cfg *config.Config, what string, mode Mode) (*allocator.Store, 
 func OpenServe(cfg *config.Config, node *cluster.Node, init bool, log *slog.Logger) (*allocator.Store, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 6*cfg.Cluster.Timeout)
 	defer cancel()
-	eb, err := etcdstore.Open(ctx, etcdstore.Options{Client: node.Client, Prefix: node.Prefix, Create: init, Timeout: cfg.Cluster.Timeout, Log: log})
+	eb, err := etcdstore.Open(ctx, etcdstore.Options{Client: node.Client, Prefix: cluster.TablePrefix(node.Prefix), Create: init, Timeout: cfg.Cluster.Timeout, Log: log})
 	if err != nil {
 		mode := Write
 		if init {

@@ -218,6 +218,10 @@ func (b *Backend) init(ctx context.Context, create bool) error {
 	if err != nil {
 		return b.wrap(fmt.Errorf("read %s: %w", b.prefix, err))
 	}
+	if len(any.Kvs) > 0 && string(any.Kvs[0].Key) == key {
+		// Another server made the store between the two reads.
+		return b.init(ctx, false)
+	}
 	if len(any.Kvs) > 0 {
 		return b.wrap(fmt.Errorf("keys under the prefix (%q, …) but no schema marker %s: %w", any.Kvs[0].Key, key, kv.ErrNotStore))
 	}
