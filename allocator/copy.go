@@ -165,3 +165,63 @@ func printable(b []byte) string {
 	}
 	return string(b)
 }
+
+// snapshotBatch is the most keys CopyInto writes in one transaction of
+// the destination, so that its memory stays bounded.
+const snapshotBatch = 50000
+
+// CopyInto copies every key of src into dst, an empty store just created
+// (a snapshot, an export), streaming: at most snapshotBatch keys are held
+// at once, each batch written in one transaction of dst. It reads src in
+// one View, so the copy is of one consistent state. Unlike CopyStore it
+// checks nothing against dst, which must be empty. dst is marked
+// incomplete until the last key is written.
+func CopyInto(dst, src *Store) (copied int, err error) {
+	mark := fmt.Appendf(nil, "copy from %s", src.Path())
+	if err := dst.b.Update(func(tx kv.Tx) error { return tx.Put(spaceMeta, keyIncomplete, mark) }); err != nil {
+		return 0, fmt.Errorf("copy to %s: mark it incomplete: %w", dst.Path(), err)
+	}
+	type item struct {
+		sp   kv.Space
+		k, v []byte
+	}
+	batch := make([]item, 0, 1024)
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := dst.b.Update(func(tx kv.Tx) error {
+			for _, it := range batch {
+				if err := tx.Put(it.sp, it.k, it.v); err != nil {
+					return fmt.Errorf("%s/%s: %w", it.sp, printable(it.k), err)
+				}
+			}
+			return nil
+		})
+		copied += len(batch)
+		batch = batch[:0]
+		return err
+	}
+	err = src.b.View(func(stx kv.Tx) error {
+		for _, sp := range spaces(stx) {
+			err := stx.Scan(sp, nil, func(k, v []byte) error {
+				if sp.Kind == kv.Meta && (bytes.Equal(k, keyIncomplete) || bytes.Equal(k, keySchema)) {
+					return nil
+				}
+				batch = append(batch, item{sp, bytes.Clone(k), bytes.Clone(v)})
+				if len(batch) == snapshotBatch {
+					return flush()
+				}
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("%s: %w", sp, err)
+			}
+		}
+		return flush()
+	})
+	if err != nil {
+		return copied, fmt.Errorf("copy %s to %s: %w", src.Path(), dst.Path(), err)
+	}
+	return copied, dst.clearIncomplete()
+}

@@ -2,6 +2,7 @@ package allocator
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -82,6 +83,29 @@ func TestIncompleteCopyIsReported(t *testing.T) {
 	}
 	lines, err := s.Check(testPools)
 	if err != nil || len(lines) != 1 || !strings.Contains(lines[0], "meta/incomplete: a copy from x.db did not finish") {
+		t.Fatalf("check: %v %v", lines, err)
+	}
+}
+
+func TestCopyInto(t *testing.T) {
+	src := openTest(t)
+	var allocs []Allocation
+	for i := range 300 {
+		allocs = append(allocs, alloc("pod-a", fmt.Sprintf("06:00:00:00:%02x:%02x", i>>8, i&0xff), fmt.Sprintf("2001:db8:200:%x::/60", i<<4)))
+	}
+	mustPut(t, src, allocs...)
+	if _, err := src.ServerDUID(func() ([]byte, error) { return []byte{0, 3, 0, 1, 1, 2, 3, 4, 5, 6}, nil }); err != nil {
+		t.Fatal(err)
+	}
+	dst := openTest(t)
+	n, err := CopyInto(dst, src)
+	if err != nil || n != 901 {
+		t.Fatalf("CopyInto = %d, %v; want 901 keys", n, err)
+	}
+	if got, want := describeTable(t, dst), describeTable(t, src); !slices.Equal(got, want) {
+		t.Fatalf("copy differs")
+	}
+	if lines, err := dst.Check(testPools); err != nil || len(lines) != 0 {
 		t.Fatalf("check: %v %v", lines, err)
 	}
 }

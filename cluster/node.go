@@ -41,8 +41,8 @@ type Node struct {
 
 // Start connects to the cluster c names: for an embedded member, it first
 // starts the member (its data directory is created when missing) and
-// waits for it to join, at most ctx's deadline or c.Timeout × 6. It
-// returns once the client has reached a member.
+// waits for it to join a quorum, at most ctx's deadline or c.Timeout × 2;
+// a member without a quorum by then keeps running and joins later.
 func Start(ctx context.Context, c config.Cluster, log *slog.Logger) (*Node, error) {
 	if !c.Enabled() {
 		return nil, errors.New("cluster: the config names no cluster (cluster.etcd.endpoints or cluster.embedded.data-dir)")
@@ -187,7 +187,7 @@ func startMember(ctx context.Context, c config.Cluster, log *slog.Logger) (*embe
 	if err != nil {
 		return nil, fmt.Errorf("cluster: start the embedded etcd member %q (data %s, peers %s): %w", c.Name, e.DataDir, e.PeerListen, err)
 	}
-	wait := 6 * c.Timeout
+	wait := 2 * c.Timeout
 	if d, ok := ctx.Deadline(); ok {
 		wait = time.Until(d)
 	}
@@ -200,8 +200,12 @@ func startMember(ctx context.Context, c config.Cluster, log *slog.Logger) (*embe
 		m.Close()
 		return nil, fmt.Errorf("cluster: embedded etcd member %q: %w", c.Name, err)
 	case <-t.C:
-		m.Close()
-		return nil, fmt.Errorf("cluster: embedded etcd member %q has not joined a quorum in %v: are the members of cluster.embedded.initial-cluster (%s) started and reachable?", c.Name, wait, e.InitialCluster)
+		// No quorum yet (the other members down or out of reach): keep the
+		// member running, it joins when they come; serve answers from its
+		// local snapshot meanwhile.
+		log.Warn("the embedded etcd member has not joined a quorum yet; continuing: are the other members of cluster.embedded.initial-cluster started and reachable?",
+			"member", c.Name, "waited", wait, "initial-cluster", e.InitialCluster)
+		return m, nil
 	case <-ctx.Done():
 		m.Close()
 		return nil, ctx.Err()

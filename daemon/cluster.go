@@ -41,14 +41,23 @@ type clusterRun struct {
 	elector  *cluster.Elector
 	lastSync atomic.Pointer[time.Time]
 	leader   prometheus.Gauge
+	// snap asks the snapshot loop for a new local snapshot.
+	snap chan struct{}
 }
+
+// snapshotEvery is the least time between two local snapshots, and
+// snapshotRefresh the most.
+const (
+	snapshotEvery   = 30 * time.Second
+	snapshotRefresh = 5 * time.Minute
+)
 
 func newClusterRun(d *daemon, node *cluster.Node, st *allocator.Store, live *allocator.Live, cfg *atomic.Pointer[config.Config], swapMu *sync.Mutex, syn *syncer, reg prometheus.Registerer) (*clusterRun, error) {
 	ct, ok := st.Backend().(clusterTable)
 	if !ok {
 		return nil, fmt.Errorf("cluster: the store %s is not kept in etcd", st.Path())
 	}
-	c := &clusterRun{d: d, node: node, table: ct, live: live, cfg: cfg, swapMu: swapMu, syncer: syn}
+	c := &clusterRun{d: d, node: node, table: ct, live: live, cfg: cfg, swapMu: swapMu, syncer: syn, snap: make(chan struct{}, 1)}
 	c.leader = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: server.Namespace, Name: "cluster_leader",
 		Help: "1 on the server elected to sync from CloudStack (the syncer), 0 on the others."})
 	ns := server.Namespace
@@ -130,7 +139,60 @@ func (c *clusterRun) follow(ctx context.Context) {
 				continue
 			}
 			c.d.log.Debug("table reloaded from etcd", "revision", rev, "allocations", tbl.Len())
+			c.snapshotSoon()
 		}
+	}
+}
+
+func (c *clusterRun) snapshotSoon() {
+	select {
+	case c.snap <- struct{}{}:
+	default:
+	}
+}
+
+// snapshots writes the local snapshot when asked, at most every
+// snapshotEvery, and only from the table in etcd (never from the snapshot
+// itself, while etcd is out of reach).
+func (c *clusterRun) snapshots(ctx context.Context) {
+	write := c.d.deps.Snapshot
+	if write == nil {
+		return
+	}
+	var last time.Time
+	// Bindings change without a reload of the table: a snapshot at least
+	// every snapshotRefresh keeps them too.
+	refresh := c.d.clock.NewTicker(snapshotRefresh)
+	defer refresh.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.snap:
+		case <-refresh.C():
+		}
+		if wait := snapshotEvery - c.d.clock.Now().Sub(last); !last.IsZero() && wait > 0 {
+			t := c.d.clock.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C():
+			}
+		}
+		if !c.table.State().Connected {
+			// Not from a table etcd does not keep current: try again later.
+			c.d.clock.AfterFunc(5*time.Second, c.snapshotSoon)
+			continue
+		}
+		start := c.d.clock.Now()
+		n, err := write(c.d.st)
+		last = c.d.clock.Now()
+		if err != nil {
+			c.d.log.Error("local snapshot not written; the previous one stays", "err", err)
+			continue
+		}
+		c.d.log.Debug("local snapshot written", "keys", n, "took", last.Sub(start).Round(time.Millisecond))
 	}
 }
 
@@ -164,9 +226,11 @@ func (c *clusterRun) degraded() string {
 func (c *clusterRun) run(ctx context.Context, version string) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); c.elector.Run(ctx) }()
 	go func() { defer wg.Done(); c.follow(ctx) }()
+	go func() { defer wg.Done(); c.snapshots(ctx) }()
+	c.snapshotSoon()
 	go func() {
 		defer wg.Done()
 		ttl := c.cfg.Load().Cluster.LeaseTTL

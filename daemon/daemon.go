@@ -60,6 +60,10 @@ type Deps struct {
 	// (OpenStore then opens the table in etcd); nil for a single server.
 	// Run does not close it.
 	Cluster *cluster.Node
+	// Snapshot, in a cluster, writes the table to the local snapshot
+	// (state) that the next start answers from if etcd is out of reach;
+	// nil: no snapshot.
+	Snapshot func(st *allocator.Store) (keys int, err error)
 }
 
 // Addrs are the addresses a running daemon serves on.

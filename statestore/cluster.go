@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/etcdstore"
 	"github.com/cloudstack-pd/cloudstack-pd/cluster"
 	"github.com/cloudstack-pd/cloudstack-pd/config"
@@ -84,17 +87,42 @@ func OpenCluster(cfg *config.Config, what string, mode Mode) (*allocator.Store, 
 // (bindings, the server DUID; the allocations only under the fence the
 // elected syncer sets), creating it only with init.
 func OpenServe(cfg *config.Config, node *cluster.Node, init bool, log *slog.Logger) (*allocator.Store, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 6*cfg.Cluster.Timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*cfg.Cluster.Timeout)
 	defer cancel()
-	eb, err := etcdstore.Open(ctx, etcdstore.Options{Client: node.Client, Prefix: cluster.TablePrefix(node.Prefix), Create: init, Timeout: cfg.Cluster.Timeout, Log: log})
-	if err != nil {
-		mode := Write
-		if init {
-			mode = Create
-		}
-		return nil, ExplainCluster(err, cfg, "serve", mode)
+	open := func(ctx context.Context) (*etcdstore.Backend, error) {
+		return etcdstore.Open(ctx, etcdstore.Options{Client: node.Client, Prefix: cluster.TablePrefix(node.Prefix), Create: init, Timeout: cfg.Cluster.Timeout, Log: log})
 	}
-	return allocator.NewStore(eb), nil
+	eb, err := open(ctx)
+	if err == nil {
+		return allocator.NewStore(eb), nil
+	}
+	mode := Write
+	if init {
+		mode = Create
+	}
+	if unreachable(err) {
+		if _, serr := os.Stat(cfg.State); serr == nil {
+			st, ferr := openServeFallback(cfg.State, err, open, log)
+			if ferr == nil {
+				return st, nil
+			}
+			err = errors.Join(err, fmt.Errorf("the local snapshot %s does not open either: %w", cfg.State, ferr))
+		} else {
+			err = fmt.Errorf("%w; and there is no local snapshot at %s (state) to answer from meanwhile", err, cfg.State)
+		}
+	}
+	return nil, ExplainCluster(err, cfg, "serve", mode)
+}
+
+// unreachable reports whether an error opening the table in etcd is etcd
+// not answering (rather than a refusal of what it holds).
+func unreachable(err error) bool {
+	for _, refusal := range []error{allocator.ErrNoStore, allocator.ErrNotStore, allocator.ErrSchema, allocator.ErrDamaged} {
+		if errors.Is(err, refusal) {
+			return false
+		}
+	}
+	return true
 }
 
 // ExplainCluster adds to an error opening the table in etcd what the
@@ -112,6 +140,51 @@ func ExplainCluster(err error, cfg *config.Config, what string, mode Mode) error
 		return fmt.Errorf("%w\n%s refuses keys under %s that are not a cloudstack-pd table, and writes nothing there: is cluster.etcd.prefix right in %s? (%s)", err, what, c.Etcd.Prefix, cfg.Path, docCluster)
 	case errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("%s: etcd did not answer in time: is a quorum of its members up and reachable (cluster.etcd.endpoints, or the embedded members' peers)? (%s): %w", what, docCluster, err)
+	}
+	return err
+}
+
+// WriteSnapshot writes a copy of st's table to a new bbolt store at path
+// (a server's local snapshot, which it answers from when etcd is out of
+// reach at its next start): under a temporary name, synced, then renamed
+// over path, so that path is always a whole store. It returns the keys
+// copied.
+func WriteSnapshot(st *allocator.Store, path string) (int, error) {
+	tmp := path + ".snapshot-tmp"
+	_ = os.Remove(tmp)
+	dst, err := OpenBolt(tmp, boltstore.Options{Create: true, NoSync: true})
+	if err != nil {
+		return 0, fmt.Errorf("snapshot: create %s: %w", tmp, err)
+	}
+	n, err := allocator.CopyInto(dst, st)
+	if cerr := dst.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = syncFile(tmp)
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return n, fmt.Errorf("snapshot to %s: %w", path, err)
+	}
+	if d, derr := os.Open(filepath.Dir(path)); derr == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return n, nil
+}
+
+func syncFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
 	return err
 }

@@ -111,9 +111,14 @@ func runServe(ctx context.Context, cfgPath string, init bool, stderr io.Writer) 
 			return statestore.OpenServe(cfg, node, init, log)
 		}
 	}
+	var snapshot func(st *allocator.Store) (int, error)
+	if node != nil {
+		snapshot = func(st *allocator.Store) (int, error) { return statestore.WriteSnapshot(st, cfg.State) }
+	}
 	return daemon.Run(ctx, cfg, daemon.Deps{
 		OpenStore: open,
 		Cluster:   node,
+		Snapshot:  snapshot,
 		StoreError: func(err error, cfg *config.Config) error {
 			return statestore.Explain(err, cfg, "serve", statestore.Write)
 		},
