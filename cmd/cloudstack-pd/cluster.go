@@ -213,11 +213,23 @@ exist; it appears only once the copy is complete and checked.`,
 			if err != nil {
 				return fmt.Errorf("cluster export: create %s: %w", tmp, err)
 			}
-			if err := copyTable(cmd.OutOrStdout(), cmd.ErrOrStderr(), dst, src, cfg.Pools(), "cluster export"); err != nil {
-				_ = dst.Discard()
-				_ = os.Remove(tmp)
-				return err
+			start := time.Now()
+			n, err := allocator.CopyInto(dst, src)
+			var lines []string
+			if err == nil {
+				lines, err = dst.Check(cfg.Pools())
 			}
+			if cerr := dst.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				_ = os.Remove(tmp)
+				return fmt.Errorf("cluster export: %w", err)
+			}
+			for _, l := range lines {
+				fmt.Fprintln(cmd.OutOrStdout(), "check:", l)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "cluster export: %d keys copied from %s in %s\n", n, src.Path(), time.Since(start).Round(time.Millisecond))
 			if err := os.Link(tmp, to); err != nil {
 				_ = os.Remove(tmp)
 				return fmt.Errorf("cluster export: put %s in place: %w", to, err)
