@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -246,4 +247,112 @@ func TestClusterExternalEtcdFailover(t *testing.T) {
 	runClusterFailover(t, func(int) string {
 		return fmt.Sprintf("  etcd:\n    endpoints: [%s]\n", strings.Join(etcd.Endpoints(), ", "))
 	})
+}
+
+// TestClusterEtcdOutage: etcd loses its quorum. The servers keep answering
+// from the table they have, /readyz says degraded, no sync runs; a server
+// restarted meanwhile answers from its local snapshot; bindings made
+// meanwhile wait and reach etcd when it is back.
+func TestClusterEtcdOutage(t *testing.T) {
+	testenv.IPv6Loopback(t)
+	etcd := etcdtest.Start(t, 3)
+	bin := testenv.BuildBinary(t, ".")
+	fake := cloudstacktest.NewServer(cloudstacktest.SiteKey, cloudstacktest.SiteSecret)
+	t.Cleanup(fake.Close)
+	fake.SetPod(cloudstacktest.SyntheticPodID(0), cloudstacktest.Synthetic{Index: 0, N: 10})
+	servers := startClusterServers(t, bin, fake, func(int) string {
+		return fmt.Sprintf("  etcd:\n    endpoints: [%s]\n  timeout: 2s\n", strings.Join(etcd.Endpoints(), ", "))
+	})
+	a, b := servers[0], servers[1]
+	prefixes := map[string]string{}
+	for vm := range 5 {
+		waitUntil(t, fmt.Sprintf("VM %d answered", vm), 30*time.Second, func() bool {
+			prefixes[macOf(vm)] = a.ask(t, macOf(vm))
+			return strings.HasPrefix(prefixes[macOf(vm)], "2001:db8:200:")
+		})
+	}
+	for vm := 5; vm < 10; vm++ { // allocated by the sync, not asked for yet
+		prefixes[macOf(vm)] = ""
+	}
+	// Every server has written its local snapshot.
+	for _, s := range servers {
+		state := strings.TrimSuffix(s.cfgPath, ".yaml") + ".db"
+		waitUntil(t, s.name+"'s snapshot", 20*time.Second, func() bool { _, err := os.Stat(state); return err == nil })
+	}
+
+	// Quorum lost.
+	etcd.Stop(1)
+	etcd.Stop(2)
+	lost := time.Now()
+	for _, s := range []*clusterServer{a, b} {
+		waitUntil(t, s.name+" degraded", 20*time.Second, func() bool {
+			_, body := testenv.HTTPGet(t, s.api+"/readyz")
+			return strings.Contains(body, `"degraded"`) && testenv.MetricValue(t, s.api, "cloudstack_pd_cluster_watch_connected") == 0
+		})
+	}
+	t.Logf("degraded reported %v after the quorum was lost", time.Since(lost).Round(100*time.Millisecond))
+	waitUntil(t, "no syncer", 20*time.Second, func() bool {
+		return leader(t, []*clusterServer{a, b}, nil) == -1 && testenv.MetricValue(t, a.api, "cloudstack_pd_cluster_leader")+testenv.MetricValue(t, b.api, "cloudstack_pd_cluster_leader") == 0
+	})
+	for vm := range 5 {
+		if got := a.ask(t, macOf(vm)); got != prefixes[macOf(vm)] {
+			t.Errorf("during the outage %s answers VM %d with %q, before %q", a.name, vm, got, prefixes[macOf(vm)])
+		}
+	}
+	// VMs 5–9 ask for the first time during the outage: answered from
+	// memory; their bindings wait.
+	for vm := 5; vm < 10; vm++ {
+		prefixes[macOf(vm)] = a.ask(t, macOf(vm))
+		if !strings.HasPrefix(prefixes[macOf(vm)], "2001:db8:200:") {
+			t.Fatalf("VM %d not answered during the outage: %q", vm, prefixes[macOf(vm)])
+		}
+	}
+	if v := testenv.MetricValue(t, a.api, "cloudstack_pd_bindings_pending"); v < 5 {
+		t.Errorf("bindings pending during the outage: %v, want at least 5", v)
+	}
+
+	// b restarts during the outage: it answers from its local snapshot.
+	b.cmd.Process.Kill()
+	<-b.exited
+	b.log = &testenv.SyncBuffer{}
+	b.exited = make(chan error, 1)
+	b.cmd = exec.Command(bin, "serve", "--config", b.cfgPath)
+	b.cmd.Stderr = b.log
+	if err := b.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { b.exited <- b.cmd.Wait() }()
+	t.Cleanup(func() { b.cmd.Process.Kill() })
+	waitFor(t, "msg=serving", b.log, 60*time.Second)
+	if !strings.Contains(b.log.String(), "answering from the local snapshot") {
+		t.Errorf("b did not say it answers from its snapshot:\n%s", b.log.String())
+	}
+	for vm := range 10 {
+		if got := b.ask(t, macOf(vm)); got != prefixes[macOf(vm)] {
+			t.Errorf("restarted during the outage, %s answers VM %d with %q, want %q", b.name, vm, got, prefixes[macOf(vm)])
+		}
+	}
+
+	// etcd is back: b switches to it, the waiting bindings are written.
+	back := time.Now()
+	etcd.Restart(1)
+	etcd.Restart(2)
+	waitFor(t, "etcd answers again", b.log, 30*time.Second)
+	for _, s := range []*clusterServer{a, b} {
+		waitUntil(t, s.name+" follows etcd again", 30*time.Second, func() bool {
+			_, body := testenv.HTTPGet(t, s.api+"/readyz")
+			return !strings.Contains(body, `"degraded"`)
+		})
+	}
+	t.Logf("recovered %v after the quorum came back", time.Since(back).Round(100*time.Millisecond))
+	waitUntil(t, "the bindings of the outage in etcd, seen by b", 20*time.Second, func() bool {
+		_, body := testenv.HTTPGet(t, b.api+"/v1/leases")
+		for vm := 5; vm < 10; vm++ {
+			if !strings.Contains(body, macOf(vm)) {
+				return false
+			}
+		}
+		return true
+	})
+	waitUntil(t, "a syncer again", 20*time.Second, func() bool { return leader(t, []*clusterServer{a, b}, nil) >= 0 })
 }
