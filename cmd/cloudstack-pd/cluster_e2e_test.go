@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -355,4 +356,71 @@ func TestClusterEtcdOutage(t *testing.T) {
 		return true
 	})
 	waitUntil(t, "a syncer again", 20*time.Second, func() bool { return leader(t, []*clusterServer{a, b}, nil) >= 0 })
+}
+
+// TestClusterPausedSyncer: the syncer is stopped (SIGSTOP) past its lease,
+// another server takes over and syncs new VMs, then the old one resumes:
+// its writes are fenced, no prefix is duplicated or moved, and exactly one
+// server is the syncer.
+func TestClusterPausedSyncer(t *testing.T) {
+	testenv.IPv6Loopback(t)
+	etcd := etcdtest.Start(t, 3)
+	bin := testenv.BuildBinary(t, ".")
+	fake := cloudstacktest.NewServer(cloudstacktest.SiteKey, cloudstacktest.SiteSecret)
+	t.Cleanup(fake.Close)
+	fake.SetPod(cloudstacktest.SyntheticPodID(0), cloudstacktest.Synthetic{Index: 0, N: 10})
+	servers := startClusterServers(t, bin, fake, func(int) string {
+		return fmt.Sprintf("  etcd:\n    endpoints: [%s]\n", strings.Join(etcd.Endpoints(), ", "))
+	})
+	before := map[string]string{}
+	for vm := range 10 {
+		waitUntil(t, fmt.Sprintf("VM %d answered", vm), 30*time.Second, func() bool {
+			before[macOf(vm)] = servers[0].ask(t, macOf(vm))
+			return strings.HasPrefix(before[macOf(vm)], "2001:db8:200:")
+		})
+	}
+	var syncer int
+	waitUntil(t, "one syncer", 10*time.Second, func() bool { syncer = leader(t, servers, nil); return syncer >= 0 })
+	paused := servers[syncer]
+	if err := paused.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	// While it sleeps, CloudStack gets five new VMs, which another server
+	// syncs; the paused one, awake, must not write from its old view.
+	fake.SetPod(cloudstacktest.SyntheticPodID(0), cloudstacktest.Synthetic{Index: 0, N: 15})
+	dead := map[int]bool{syncer: true}
+	waitUntil(t, "another syncer", 20*time.Second, func() bool { return leader(t, servers, dead) >= 0 })
+	other := servers[(syncer+1)%3]
+	for vm := 10; vm < 15; vm++ {
+		waitUntil(t, fmt.Sprintf("new VM %d answered", vm), 20*time.Second, func() bool {
+			before[macOf(vm)] = other.ask(t, macOf(vm))
+			return strings.HasPrefix(before[macOf(vm)], "2001:db8:200:")
+		})
+	}
+	if err := paused.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	// The resumed server finds itself deposed and follows the table.
+	waitUntil(t, "the resumed server answers the new VMs", 20*time.Second, func() bool {
+		return paused.ask(t, macOf(14)) == before[macOf(14)]
+	})
+	time.Sleep(3 * time.Second) // a sync interval or three: any stray write would land
+	if n := leader(t, servers, nil); n < 0 {
+		t.Errorf("not exactly one syncer after the resume")
+	}
+	seen := map[string]string{}
+	for mac, p := range before {
+		if other, dup := seen[p]; dup {
+			t.Fatalf("%s delegated to %s and %s", p, mac, other)
+		}
+		seen[p] = mac
+		for _, s := range servers {
+			if got := s.ask(t, mac); got != p {
+				t.Errorf("%s answers %s with %q, want %q", s.name, mac, got, p)
+			}
+		}
+	}
+	if out, err := exec.Command(bin, "check", "--config", servers[0].cfgPath).CombinedOutput(); err != nil {
+		t.Errorf("check of the cluster table after the pause: %v\n%s", err, out)
+	}
 }
