@@ -117,6 +117,9 @@ func checkEtcdURL(s string) error {
 
 // clusterDefaults fills in what a cluster needs but was not given.
 func (c *Cluster) applyDefaults() {
+	if len(c.Etcd.Endpoints) == 0 {
+		c.Etcd.Endpoints = nil // absent and [] are the same
+	}
 	if c.Name == "" && c.Enabled() {
 		c.Name, _ = os.Hostname()
 	}
