@@ -334,7 +334,8 @@ type Change struct {
 	Reload bool
 }
 
-func (c Change) merge(d Change) Change {
+// Merge returns the Change covering c and d.
+func (c Change) Merge(d Change) Change {
 	out := Change{Revision: max(c.Revision, d.Revision), Kinds: c.Kinds | d.Kinds, Reload: c.Reload || d.Reload}
 	out.Pools = append(slices.Clone(c.Pools), d.Pools...)
 	slices.Sort(out.Pools)
@@ -375,7 +376,7 @@ func (b *Backend) publish(c Change) {
 		default:
 			select {
 			case old := <-ch:
-				ch <- old.merge(c)
+				ch <- old.Merge(c)
 			default:
 				ch <- c
 			}
