@@ -235,7 +235,10 @@ func (b *Backend) commit(tx *tx, fence *Fence) (rev, retryAt int64, err error) {
 		resp, err := txn.Commit()
 		cancel()
 		if err != nil {
-			return 0, 0, b.wrap(b.partial(i, len(chunks), fmt.Errorf("commit: %w", err)))
+			// A request that timed out may still be applied (its proposal
+			// may be in the log): its compares, checked when it is, keep
+			// the rules whatever happens.
+			return 0, 0, b.wrap(b.partial(i, len(chunks), fmt.Errorf("commit (its outcome is unknown if it timed out: it may yet be applied): %w", err)))
 		}
 		b.stats.txns.Add(1)
 		if !resp.Succeeded {
