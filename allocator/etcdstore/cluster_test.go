@@ -215,12 +215,16 @@ func TestOutage(t *testing.T) {
 	}
 	waitFor(t, func() bool { return !b.State().Connected })
 	t.Logf("state without quorum: %+v", b.State())
+	t0 := time.Now()
 	c.Restart(1)
 	c.Restart(2)
+	t.Logf("members back in %s", time.Since(t0))
 	if err := put(3); err != nil {
 		t.Fatalf("Update after the members came back: %v", err)
 	}
+	t.Logf("first Update after %s", time.Since(t0))
 	waitFor(t, func() bool { return b.State().Connected && b.Revision() >= a.Revision() })
+	t.Logf("b caught up after %s", time.Since(t0))
 	// The Update that timed out may have been applied once the quorum
 	// was back (its proposal was in the log): 2 or 3, the same on both.
 	want := loadTable(t, sa)
