@@ -10,11 +10,11 @@ import (
 	"unsafe"
 
 	"github.com/google/btree"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/kv"
 )
