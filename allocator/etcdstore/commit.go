@@ -182,15 +182,6 @@ func (b *Backend) commit(tx *tx, fence *Fence) (rev, retryAt int64, err error) {
 		fenceCmp = []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(fence.Key), "=", fence.CreateRevision)}
 		base = append(base, fenceCmp...)
 	}
-	baseBytes := 0
-	ranges := mergeRanges(tx.ranges)
-	if len(ranges)+len(base)+1 > b.maxOps/2 {
-		ranges = coarsen(ranges)
-	}
-	for _, r := range ranges {
-		base = append(base, clientv3.Compare(clientv3.ModRevision(b.prefix+r.start).WithRange(b.prefix+r.end), "<", tx.rev+1))
-		baseBytes += 2*len(b.prefix) + len(r.start) + len(r.end) + 16
-	}
 	readOnly := make([]string, 0, len(tx.reads))
 	for k := range tx.reads {
 		if _, w := tx.cur[k]; !w {
@@ -198,9 +189,29 @@ func (b *Backend) commit(tx *tx, fence *Fence) (rev, retryAt int64, err error) {
 		}
 	}
 	slices.Sort(readOnly)
+	ranges := mergeRanges(tx.ranges)
+	if len(base)+len(ranges)+len(readOnly) > b.maxOps/2 {
+		// Too many to compare one by one (a large Update): compare each
+		// key space read as one range. A range compare sees a key read
+		// absent being created, or read present being changed, but not
+		// its deletion, which only frees (package doc).
+		for _, k := range readOnly {
+			ranges = append(ranges, keyRange{k, k + "\x00"})
+		}
+		readOnly = nil
+		ranges = coarsen(mergeRanges(ranges))
+	}
+	baseBytes := 0
+	for _, r := range ranges {
+		base = append(base, clientv3.Compare(clientv3.ModRevision(b.prefix+r.start).WithRange(b.prefix+r.end), "<", tx.rev+1))
+		baseBytes += 2*len(b.prefix) + len(r.start) + len(r.end) + 16
+	}
 	for _, k := range readOnly {
 		base = append(base, clientv3.Compare(clientv3.ModRevision(b.prefix+k), "=", tx.reads[k]))
 		baseBytes += len(b.prefix) + len(k) + 16
+	}
+	if len(base) > b.maxOps {
+		return 0, 0, b.wrap(fmt.Errorf("update read %d key spaces: more compares than a transaction holds (%d)", len(base), b.maxOps))
 	}
 	chunks := b.plan(tx, len(base), len(fenceCmp), baseBytes)
 	if len(chunks) > 1 {
@@ -235,7 +246,10 @@ func (b *Backend) commit(tx *tx, fence *Fence) (rev, retryAt int64, err error) {
 		resp, err := txn.Commit()
 		cancel()
 		if err != nil {
-			return 0, 0, b.wrap(b.partial(i, len(chunks), fmt.Errorf("commit: %w", err)))
+			// A request that timed out may still be applied (its proposal
+			// may be in the log): its compares, checked when it is, keep
+			// the rules whatever happens.
+			return 0, 0, b.wrap(b.partial(i, len(chunks), fmt.Errorf("commit (its outcome is unknown if it timed out: it may yet be applied): %w", err)))
 		}
 		b.stats.txns.Add(1)
 		if !resp.Succeeded {

@@ -252,6 +252,9 @@ func (b *Backend) wrap(err error) error { return fmt.Errorf("store %s: %w", b.na
 // Name returns "etcd <endpoints> prefix <prefix>".
 func (b *Backend) Name() string { return b.name }
 
+// Prefix returns the key prefix of the store, ending in '/'.
+func (b *Backend) Prefix() string { return b.prefix }
+
 // ReadOnly reports whether Update is refused.
 func (b *Backend) ReadOnly() bool { return b.readOnly }
 

@@ -10,6 +10,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/etcdstore"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/kv"
 	"github.com/cloudstack-pd/cloudstack-pd/internal/etcdtest"
 )
 
@@ -65,3 +66,7 @@ func fencedStore(t testing.TB, c *etcdtest.Cluster, cli *clientv3.Client, o etcd
 }
 
 func etcdstoreOptions() etcdstore.Options { return etcdstore.Options{} }
+
+type kvTx = kv.Tx
+
+func allocSpace(pool string) kv.Space { return kv.Space{Kind: kv.Alloc, Pool: pool} }

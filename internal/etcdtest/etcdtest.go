@@ -167,15 +167,19 @@ func (c *Cluster) startMember(m *member, state string) error {
 	}
 }
 
+// close stops every member at once: one by one, the last ones would
+// wait for a quorum that is going away.
 func (c *Cluster) close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	var wg sync.WaitGroup
 	for _, m := range c.members {
-		if m.etcd != nil {
-			m.etcd.Close()
+		if e := m.etcd; e != nil {
 			m.etcd = nil
+			wg.Go(e.Close)
 		}
 	}
+	wg.Wait()
 }
 
 // Endpoints returns the client URLs of every member, stopped ones too.
