@@ -135,3 +135,29 @@ func mustHost(t *testing.T) string {
 	}
 	return h
 }
+
+// TestExampleClusterConfig: example/cluster-dhcp-a.yaml loads, with its
+// TLS files where it names them.
+func TestExampleClusterConfig(t *testing.T) {
+	data, err := os.ReadFile("../example/cluster-dhcp-a.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, f := range []string{"etcd-ca.pem", "etcd-dhcp-a.pem", "etcd-dhcp-a-key.pem"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := Parse("cluster-dhcp-a.yaml", []byte(strings.ReplaceAll(string(data), "/etc/cloudstack-pd/", dir+"/")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Cluster.IsEmbedded() || c.Cluster.Name != "dhcp-a" || c.Cluster.Etcd.CertFile == "" {
+		t.Errorf("cluster: %+v", c.Cluster)
+	}
+	// As shipped, the missing TLS files are named.
+	if _, err := Parse("cluster-dhcp-a.yaml", data); err == nil || !strings.Contains(err.Error(), "cluster.etcd.ca-file") {
+		t.Errorf("missing TLS files: %v", err)
+	}
+}
