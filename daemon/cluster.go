@@ -14,7 +14,7 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/kv"
 	"github.com/cloudstack-pd/cloudstack-pd/cluster"
 	"github.com/cloudstack-pd/cloudstack-pd/config"
-	"github.com/cloudstack-pd/cloudstack-pd/server"
+	"github.com/cloudstack-pd/cloudstack-pd/httpapi"
 )
 
 // clusterTable is the etcd backend as serve uses it: the fence of the
@@ -58,26 +58,10 @@ func newClusterRun(d *daemon, node *cluster.Node, st *allocator.Store, live *all
 		return nil, fmt.Errorf("cluster: the store %s is not kept in etcd", st.Path())
 	}
 	c := &clusterRun{d: d, node: node, table: ct, live: live, cfg: cfg, swapMu: swapMu, syncer: syn, snap: make(chan struct{}, 1)}
-	c.leader = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: server.Namespace, Name: "cluster_leader",
-		Help: "1 on the server elected to sync from CloudStack (the syncer), 0 on the others."})
-	ns := server.Namespace
-	reg.MustRegister(c.leader,
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "cluster_watch_connected",
-			Help: "1 while this server follows the table in etcd by watch, 0 while it answers from the last table it has."},
-			func() float64 { return boolGauge(ct.State().Connected) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "cluster_table_revision",
-			Help: "The etcd revision of the table this server answers from."},
-			func() float64 { return float64(ct.Revision()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "cluster_table_age_seconds",
-			Help: "Seconds since etcd last confirmed this server's table current (events or progress on the watch): small while connected, growing while etcd is out of reach."},
-			func() float64 {
-				s := ct.State()
-				if s.LastEvent.IsZero() {
-					return 0
-				}
-				return d.clock.Now().Sub(s.LastEvent).Seconds()
-			}),
-	)
+	c.leader = httpapi.NewClusterMetrics(reg, func() httpapi.ClusterState {
+		s := ct.State()
+		return httpapi.ClusterState{Watching: s.Connected, Revision: s.Revision, Confirmed: s.LastEvent}
+	}, d.clock.Now)
 	c.elector = &cluster.Elector{
 		Client: node.Client, Prefix: node.Prefix, Name: node.Name, TTL: cfg.Load().Cluster.LeaseTTL, Log: d.log,
 		OnLead: c.lead,
@@ -86,12 +70,6 @@ func newClusterRun(d *daemon, node *cluster.Node, st *allocator.Store, live *all
 	return c, nil
 }
 
-func boolGauge(b bool) float64 {
-	if b {
-		return 1
-	}
-	return 0
-}
 
 // lead runs the syncer while this server is elected; every write of its
 // syncs is fenced on the leadership.
