@@ -27,7 +27,7 @@ const clusterServeConfig = `api:
   url: URL
   apikey: ` + cloudstacktest.SiteKey + `
   secretkey: ` + cloudstacktest.SiteSecret + `
-  interval: 1s
+  interval: INTERVAL
   timeout: 2s
 mapping:
   POD:
@@ -42,7 +42,7 @@ log:
   level: info
 cluster:
   name: NAME
-  lease-ttl: 2s
+  lease-ttl: TTL
 CLUSTER`
 
 // clusterServer is one serve process of the cluster under test.
@@ -74,6 +74,12 @@ func (s *clusterServer) ask(t *testing.T, mac string) string {
 }
 
 func startClusterServers(t *testing.T, bin string, fake *cloudstacktest.Server, clusterYAML func(i int) string) []*clusterServer {
+	return startClusterServersWith(t, bin, fake, "1s", "2s", clusterYAML)
+}
+
+// startClusterServersWith starts three servers syncing every interval,
+// with lease-ttl ttl.
+func startClusterServersWith(t *testing.T, bin string, fake *cloudstacktest.Server, interval, ttl string, clusterYAML func(i int) string) []*clusterServer {
 	t.Helper()
 	dir := t.TempDir()
 	var servers []*clusterServer
@@ -84,7 +90,7 @@ func startClusterServers(t *testing.T, bin string, fake *cloudstacktest.Server, 
 		s.cfgPath = filepath.Join(dir, s.name+".yaml")
 		testenv.WriteFile(t, s.cfgPath, strings.NewReplacer(
 			"URL", fake.URL, "POD", cloudstacktest.SyntheticPodID(0), "HTTPPORT", strconv.Itoa(httpPort), "PORT", strconv.Itoa(s.port),
-			"STATE", filepath.Join(dir, s.name+".db"), "NAME", s.name, "CLUSTER", clusterYAML(i)).Replace(clusterServeConfig))
+			"STATE", filepath.Join(dir, s.name+".db"), "NAME", s.name, "INTERVAL", interval, "TTL", ttl, "CLUSTER", clusterYAML(i)).Replace(clusterServeConfig))
 		servers = append(servers, s)
 	}
 	for _, s := range servers {
