@@ -70,7 +70,6 @@ func newClusterRun(d *daemon, node *cluster.Node, st *allocator.Store, live *all
 	return c, nil
 }
 
-
 // lead runs the syncer while this server is elected; every write of its
 // syncs is fenced on the leadership.
 func (c *clusterRun) lead(ctx context.Context, f cluster.Fence) {
