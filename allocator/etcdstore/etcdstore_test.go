@@ -16,6 +16,7 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/etcdstore"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/kv"
+	"github.com/cloudstack-pd/cloudstack-pd/clock"
 	"github.com/cloudstack-pd/cloudstack-pd/internal/etcdtest"
 )
 
@@ -334,5 +335,40 @@ func TestWatch(t *testing.T) {
 	}
 	if st := b.State(); !st.Connected || st.Revision < rev || st.Err != nil {
 		t.Errorf("State = %+v", st)
+	}
+}
+
+// TestChangesCoalesce: a subscriber that does not read holds one Change
+// covering every commit since, and the watch never waits for it.
+func TestChangesCoalesce(t *testing.T) {
+	c := etcdtest.StartOne(t)
+	fake := clock.NewFake(t0)
+	a := fencedStore(t, c, c.Client(t), etcdstore.Options{Clock: fake})
+	if st := a.State(); !st.Since.Equal(t0) || !st.Loaded.Equal(t0) || !st.Connected {
+		t.Errorf("State after Open = %+v, want connected, stamped by the clock given", st)
+	}
+	changes, stop := a.Changes()
+	sa := allocator.NewStore(a)
+	for i := range 5 {
+		if err := sa.Update([]allocator.Pool{pool}, func(tx *allocator.Tx) error { return tx.Put(alloc(i)) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := sa.ServerDUID(func() ([]byte, error) { return []byte{0, 3, 0, 1, 2, 3}, nil }); err != nil {
+		t.Fatal(err)
+	}
+	rev := a.Revision()
+	ch := <-changes
+	if ch.Revision != rev || !ch.Kinds.Has(kv.Alloc) || !ch.Kinds.Has(kv.Meta) || ch.Kinds.Has(kv.Bindings) || !slices.Equal(ch.Pools, []string{pool.Name}) {
+		t.Errorf("one Change after 6 commits = %+v, want revision %d, kinds alloc … meta, not binding, pool %q", ch, rev, pool.Name)
+	}
+	select {
+	case ch := <-changes:
+		t.Errorf("a second Change %+v: not coalesced", ch)
+	default:
+	}
+	stop()
+	if _, ok := <-changes; ok {
+		t.Error("channel still open after unsubscribing")
 	}
 }

@@ -73,11 +73,13 @@ func (b *Backend) load(ctx context.Context) error {
 	b.tree = t
 	b.rev = rev
 	b.loaded = b.clock.Now()
+	// Subscribers hear of it before waiters wake: an Update returns
+	// after its change is published.
+	b.publish(Change{Revision: rev, Reload: true})
 	b.advance()
 	b.mu.Unlock()
 	b.stats.reloads.Add(1)
 	b.log.Debug("etcd table loaded", "keys", t.Len(), "revision", rev, "took", time.Since(start))
-	b.publish(Change{Revision: rev, Reload: true})
 	return nil
 }
 
@@ -199,11 +201,11 @@ func (b *Backend) apply(evs []*clientv3.Event) {
 	}
 	ch.Revision = b.rev
 	b.lastEvent, b.lastSeen = b.clock.Now(), time.Now()
-	b.advance()
-	b.mu.Unlock()
 	slices.Sort(ch.Pools)
 	ch.Pools = slices.Compact(ch.Pools)
-	b.publish(ch)
+	b.publish(ch) // before waiters wake: see load
+	b.advance()
+	b.mu.Unlock()
 }
 
 // progress records a progress notification: every event up to rev has
@@ -406,7 +408,8 @@ func (c Change) Merge(d Change) Change {
 // Changes subscribes to the mirror's changes: the channel (buffer 1)
 // receives a Change after each batch of watch events and each load,
 // merged with the one not yet read, so the watch never waits for a
-// subscriber. The function unsubscribes and closes the channel; Close
+// subscriber. A Change is sent before Revision moves past it: when an
+// Update returns, its Change is in the channel (or was read). The function unsubscribes and closes the channel; Close
 // closes every channel too.
 func (b *Backend) Changes() (<-chan Change, func()) {
 	ch := make(chan Change, 1)
@@ -427,6 +430,7 @@ func (b *Backend) Changes() (<-chan Change, func()) {
 	}
 }
 
+// publish hands c to every subscriber without waiting (b.mu held).
 func (b *Backend) publish(c Change) {
 	b.subMu.Lock()
 	defer b.subMu.Unlock()
