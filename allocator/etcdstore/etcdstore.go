@@ -113,8 +113,8 @@ type Backend struct {
 	// watching is closed when the first watch is established.
 	watching     chan struct{}
 	watchingOnce sync.Once
-	ops    sync.WaitGroup
-	closed bool // under subMu
+	ops          sync.WaitGroup
+	closed       bool // under subMu
 
 	mu        sync.Mutex
 	tree      *btree.BTreeG[item]
