@@ -78,8 +78,9 @@ type Options struct {
 	// Log receives the backend's own lines (reloads, watch state); nil
 	// discards them.
 	Log *slog.Logger
-	// Clock stamps the watch state and paces retries; nil means the real
-	// clock.
+	// Clock stamps the watch state (WatchState's times); nil means the
+	// real clock. Timeouts, retries and the watch's heartbeat run on real
+	// time whatever it is: they pace network requests.
 	Clock clock.Clock
 }
 
@@ -109,8 +110,11 @@ type Backend struct {
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the watch goroutine ends
-	ops    sync.WaitGroup
-	closed bool // under subMu
+	// watching is closed when the first watch is established.
+	watching     chan struct{}
+	watchingOnce sync.Once
+	ops          sync.WaitGroup
+	closed       bool // under subMu
 
 	mu        sync.Mutex
 	tree      *btree.BTreeG[item]
@@ -120,7 +124,8 @@ type Backend struct {
 	connected bool
 	since     time.Time
 	werr      error
-	lastEvent time.Time
+	lastEvent time.Time // by b.clock, for State
+	lastSeen  time.Time // real time, for the watch's staleness
 	loaded    time.Time
 	fence     *Fence
 	// created is the revision at which Open made the store, 0 if it did
@@ -177,6 +182,7 @@ func Open(ctx context.Context, o Options) (*Backend, error) {
 		log:      o.Log,
 		clock:    clock.OrReal(o.Clock),
 		done:     make(chan struct{}),
+		watching: make(chan struct{}),
 		advanced: make(chan struct{}),
 		subs:     map[chan Change]struct{}{},
 	}
@@ -193,6 +199,17 @@ func Open(ctx context.Context, o Options) (*Backend, error) {
 	}
 	b.since = b.clock.Now()
 	go b.watch(b.ctx)
+	// Return with the watch established, so that nothing written from
+	// now on is missed by a caller that reads State; a watch that takes
+	// longer keeps trying in the background.
+	t := time.NewTimer(b.timeout)
+	defer t.Stop()
+	select {
+	case <-b.watching:
+	case <-t.C:
+		b.log.Warn("etcd watch not established yet; the table is loaded, following it is retried", "store", b.name)
+	case <-ctx.Done():
+	}
 	return b, nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/etcdstore"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/kv"
+	"github.com/cloudstack-pd/cloudstack-pd/clock"
 	"github.com/cloudstack-pd/cloudstack-pd/internal/etcdtest"
 )
 
@@ -334,5 +335,111 @@ func TestWatch(t *testing.T) {
 	}
 	if st := b.State(); !st.Connected || st.Revision < rev || st.Err != nil {
 		t.Errorf("State = %+v", st)
+	}
+}
+
+// TestChangesCoalesce: a subscriber that does not read holds one Change
+// covering every commit since, and the watch never waits for it.
+func TestChangesCoalesce(t *testing.T) {
+	c := etcdtest.StartOne(t)
+	fake := clock.NewFake(t0)
+	a := fencedStore(t, c, c.Client(t), etcdstore.Options{Clock: fake})
+	if st := a.State(); !st.Since.Equal(t0) || !st.Loaded.Equal(t0) || !st.Connected {
+		t.Errorf("State after Open = %+v, want connected, stamped by the clock given", st)
+	}
+	changes, stop := a.Changes()
+	sa := allocator.NewStore(a)
+	for i := range 5 {
+		if err := sa.Update([]allocator.Pool{pool}, func(tx *allocator.Tx) error { return tx.Put(alloc(i)) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := sa.ServerDUID(func() ([]byte, error) { return []byte{0, 3, 0, 1, 2, 3}, nil }); err != nil {
+		t.Fatal(err)
+	}
+	rev := a.Revision()
+	ch := <-changes
+	if ch.Revision != rev || !ch.Kinds.Has(kv.Alloc) || !ch.Kinds.Has(kv.Meta) || ch.Kinds.Has(kv.Bindings) || !slices.Equal(ch.Pools, []string{pool.Name}) {
+		t.Errorf("one Change after 6 commits = %+v, want revision %d, kinds alloc … meta, not binding, pool %q", ch, rev, pool.Name)
+	}
+	select {
+	case ch := <-changes:
+		t.Errorf("a second Change %+v: not coalesced", ch)
+	default:
+	}
+	stop()
+	if _, ok := <-changes; ok {
+		t.Error("channel still open after unsubscribing")
+	}
+}
+
+// TestUpdateCommitsNothing: an Update that fails, panics or writes nothing
+// sends etcd nothing.
+func TestUpdateCommitsNothing(t *testing.T) {
+	c := etcdtest.StartOne(t)
+	b := fencedStore(t, c, c.Client(t), etcdstore.Options{})
+	meta := kv.Space{Kind: kv.Meta}
+	boom := errors.New("boom")
+	if err := b.Update(func(tx kv.Tx) error { _ = tx.Put(meta, []byte("a"), []byte("1")); return boom }); !errors.Is(err, boom) {
+		t.Errorf("Update = %v, want fn's error", err)
+	}
+	func() {
+		defer func() {
+			if r := recover(); r != "bang" {
+				t.Errorf("recovered %v, want fn's panic", r)
+			}
+		}()
+		_ = b.Update(func(tx kv.Tx) error { _ = tx.Put(meta, []byte("a"), []byte("1")); panic("bang") })
+	}()
+	if err := b.Update(func(tx kv.Tx) error {
+		_ = tx.Get(meta, []byte("schema"))
+		return tx.Delete(meta, []byte("absent"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if s := b.Stats(); s.Txns != 0 || s.Commits != 0 {
+		t.Errorf("Stats = %+v, want no transaction", s)
+	}
+	_ = b.View(func(tx kv.Tx) error {
+		if v := tx.Get(meta, []byte("a")); v != nil {
+			t.Errorf("a = %q after an Update that failed", v)
+		}
+		return nil
+	})
+}
+
+// TestChunkedBytes: an Update of large values is split so that each
+// transaction stays under etcd's request size (1.5 MiB by default).
+func TestChunkedBytes(t *testing.T) {
+	c := etcdtest.StartOne(t)
+	b := fencedStore(t, c, c.Client(t), etcdstore.Options{})
+	big := bytes.Repeat([]byte("x"), 200<<10)
+	sp := kv.Space{Kind: kv.Bindings}
+	err := b.Update(func(tx kv.Tx) error {
+		for i := range 20 { // 4 MB
+			if err := tx.Put(sp, []byte{byte(i)}, big); err != nil {
+				return err
+			}
+			tx.(kv.Grouper).EndGroup()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := b.Stats(); s.Txns < 4 {
+		t.Errorf("Stats = %+v: 4 MB in fewer than 4 transactions", s)
+	}
+	n := 0
+	_ = b.View(func(tx kv.Tx) error {
+		return tx.Scan(sp, nil, func(_, v []byte) error {
+			if bytes.Equal(v, big) {
+				n++
+			}
+			return nil
+		})
+	})
+	if n != 20 {
+		t.Errorf("%d of 20 values written", n)
 	}
 }

@@ -60,7 +60,7 @@ const pageSize = 10000
 // Get on an older etcd, where each page also counts every key after it
 // (quadratic: some 15 s for 600,000 keys against 1 s streamed).
 func (b *Backend) load(ctx context.Context) error {
-	start := b.clock.Now()
+	start := time.Now()
 	t, rev, err := b.loadStream(ctx)
 	if status.Code(errors.Unwrap(err)) == codes.Unimplemented || status.Code(err) == codes.Unimplemented {
 		b.log.Info("etcd without RangeStream (older than 3.7): loading the table page by page")
@@ -73,11 +73,13 @@ func (b *Backend) load(ctx context.Context) error {
 	b.tree = t
 	b.rev = rev
 	b.loaded = b.clock.Now()
+	// Subscribers hear of it before waiters wake: an Update returns
+	// after its change is published.
+	b.publish(Change{Revision: rev, Reload: true})
 	b.advance()
 	b.mu.Unlock()
 	b.stats.reloads.Add(1)
-	b.log.Debug("etcd table loaded", "keys", t.Len(), "revision", rev, "took", b.clock.Now().Sub(start))
-	b.publish(Change{Revision: rev, Reload: true})
+	b.log.Debug("etcd table loaded", "keys", t.Len(), "revision", rev, "took", time.Since(start))
 	return nil
 }
 
@@ -99,7 +101,7 @@ func (b *Backend) add(t *btree.BTreeG[item], kvs []*mvccpb.KeyValue, buf []byte)
 func (b *Backend) loadStream(ctx context.Context) (*btree.BTreeG[item], int64, error) {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stall := b.clock.AfterFunc(b.timeout, cancel)
+	stall := time.AfterFunc(b.timeout, cancel)
 	defer stall.Stop()
 	ch, err := b.cli.GetStream(sctx, b.prefix, clientv3.WithRange(prefixEnd(b.prefix)))
 	if err != nil {
@@ -198,12 +200,12 @@ func (b *Backend) apply(evs []*clientv3.Event) {
 		}
 	}
 	ch.Revision = b.rev
-	b.lastEvent = b.clock.Now()
-	b.advance()
-	b.mu.Unlock()
+	b.lastEvent, b.lastSeen = b.clock.Now(), time.Now()
 	slices.Sort(ch.Pools)
 	ch.Pools = slices.Compact(ch.Pools)
-	b.publish(ch)
+	b.publish(ch) // before waiters wake: see load
+	b.advance()
+	b.mu.Unlock()
 }
 
 // progress records a progress notification: every event up to rev has
@@ -214,7 +216,7 @@ func (b *Backend) progress(rev int64) {
 		b.rev = rev
 		b.advance()
 	}
-	b.lastEvent = b.clock.Now()
+	b.lastEvent, b.lastSeen = b.clock.Now(), time.Now()
 	b.mu.Unlock()
 }
 
@@ -290,7 +292,7 @@ func (b *Backend) watchFrom(ctx context.Context, rev int64) (compacted bool, err
 	b.mu.Lock()
 	b.wctx = wctx
 	b.mu.Unlock()
-	tick := b.clock.NewTicker(heartbeat)
+	tick := time.NewTicker(heartbeat)
 	defer tick.Stop()
 	for {
 		select {
@@ -308,6 +310,7 @@ func (b *Backend) watchFrom(ctx context.Context, rev int64) (compacted bool, err
 			case resp.Created:
 				b.setConnected(true, nil)
 				b.progress(0) // events from rev on are still to come
+				b.watchingOnce.Do(func() { close(b.watching) })
 			case resp.IsProgressNotify():
 				b.setConnected(true, nil)
 				b.progress(resp.Header.Revision)
@@ -315,9 +318,9 @@ func (b *Backend) watchFrom(ctx context.Context, rev int64) (compacted bool, err
 				b.setConnected(true, nil)
 				b.apply(resp.Events)
 			}
-		case <-tick.C():
+		case <-tick.C:
 			b.mu.Lock()
-			stale := b.clock.Now().Sub(b.lastEvent) > staleAfter
+			stale := time.Since(b.lastSeen) > staleAfter
 			b.mu.Unlock()
 			if stale {
 				b.setConnected(false, errStale)
@@ -332,10 +335,10 @@ func (b *Backend) watchFrom(ctx context.Context, rev int64) (compacted bool, err
 }
 
 func (b *Backend) sleep(ctx context.Context, d time.Duration) {
-	t := b.clock.NewTimer(d)
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
-	case <-t.C():
+	case <-t.C:
 	case <-ctx.Done():
 	}
 }
@@ -359,10 +362,10 @@ func (b *Backend) waitRev(ctx context.Context, rev int64) error {
 			cancel()
 			asked = true
 		}
-		t := b.clock.NewTimer(50 * time.Millisecond)
+		t := time.NewTimer(50 * time.Millisecond)
 		select {
 		case <-ch:
-		case <-t.C():
+		case <-t.C:
 			asked = false
 		case <-ctx.Done():
 			t.Stop()
@@ -405,7 +408,8 @@ func (c Change) Merge(d Change) Change {
 // Changes subscribes to the mirror's changes: the channel (buffer 1)
 // receives a Change after each batch of watch events and each load,
 // merged with the one not yet read, so the watch never waits for a
-// subscriber. The function unsubscribes and closes the channel; Close
+// subscriber. A Change is sent before Revision moves past it: when an
+// Update returns, its Change is in the channel (or was read). The function unsubscribes and closes the channel; Close
 // closes every channel too.
 func (b *Backend) Changes() (<-chan Change, func()) {
 	ch := make(chan Change, 1)
@@ -426,6 +430,7 @@ func (b *Backend) Changes() (<-chan Change, func()) {
 	}
 }
 
+// publish hands c to every subscriber without waiting (b.mu held).
 func (b *Backend) publish(c Change) {
 	b.subMu.Lock()
 	defer b.subMu.Unlock()
@@ -456,13 +461,16 @@ type WatchState struct {
 	Revision int64
 	// LastEvent is when the watch last delivered events or progress.
 	LastEvent time.Time
+	// Loaded is when the whole table was last loaded (Open, or a reload
+	// after a compaction).
+	Loaded time.Time
 }
 
 // State returns the watch's state.
 func (b *Backend) State() WatchState {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return WatchState{Connected: b.connected, Since: b.since, Err: b.werr, Revision: b.rev, LastEvent: b.lastEvent}
+	return WatchState{Connected: b.connected, Since: b.since, Err: b.werr, Revision: b.rev, LastEvent: b.lastEvent, Loaded: b.loaded}
 }
 
 // Revision returns the revision the mirror reflects: every change up to

@@ -3,15 +3,16 @@
 // allocator writes every rule (one prefix one MAC, a MAC in one pool, an
 // allocation never moves, no overlap across pools) and every record's
 // encoding against these interfaces; a backend only stores bytes. Package
-// boltstore is the bbolt backend; an etcd backend maps the same spaces to
-// one flat key space (docs/design.md, "Storage seam"):
+// boltstore is the bbolt backend; package etcdstore maps the same spaces
+// to one flat key space under a key prefix (docs/design.md, "Storage
+// seam"), naming each kind by Kind.String:
 //
-//	<prefix>/meta/<key>                    Meta
-//	<prefix>/alloc/<pool>/<mac>            Alloc
-//	<prefix>/prefix/<pool>/<prefix key>    Prefix
-//	<prefix>/mac/<mac>                     MACs
-//	<prefix>/binding/<binding key>         Bindings
-//	<prefix>/binding-prefix/<prefix key>   BindingPrefix
+//	<prefix>meta/<key>                            Meta
+//	<prefix>alloc/<escaped pool>/<mac>            Alloc
+//	<prefix>prefix/<escaped pool>/<prefix key>    Prefix
+//	<prefix>mac/<mac>                             MACs
+//	<prefix>binding/<binding key>                 Bindings
+//	<prefix>binding-prefix/<prefix key>           BindingPrefix
 //
 // This package imports nothing of the project's and no backend: a backend
 // implements it without importing allocator, and allocator uses it without
