@@ -1,6 +1,7 @@
 package etcdstore_test
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"path/filepath"
@@ -131,6 +132,13 @@ func TestBindingRaces(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	// first's mirror reads what the others committed once its watch has
+	// brought it to the cluster's revision.
+	cur, err := c.Client(t).Get(context.Background(), "\x00", clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return first.Revision() >= cur.Header.Revision })
 	all, err := allocator.NewStore(first).Bindings()
 	if err != nil {
 		t.Fatal(err)
