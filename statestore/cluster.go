@@ -49,6 +49,12 @@ func (b *commandBackend) Discard() error {
 	return err
 }
 
+// commandTTL is the lease of a command's leadership: longer than a
+// server's, so that a long copy (a migration of a million allocations)
+// busy with its work does not lose it; if the command dies, the servers
+// take the role back this long after.
+func commandTTL(c config.Cluster) time.Duration { return max(c.LeaseTTL, 30*time.Second) }
+
 // leadWait is how long a writing command waits for the syncer's role.
 func leadWait(c config.Cluster) time.Duration { return 3*c.LeaseTTL + 5*time.Second }
 
@@ -66,7 +72,7 @@ func OpenCluster(cfg *config.Config, what string, mode Mode) (*allocator.Store, 
 	}
 	b := &commandBackend{node: node}
 	if mode != Read {
-		if b.lead, err = cluster.Lead(ctx, node.Client, node.Prefix, "command "+what+" on "+cfg.Cluster.Name, cfg.Cluster.LeaseTTL, leadWait(cfg.Cluster)); err != nil {
+		if b.lead, err = cluster.Lead(ctx, node.Client, node.Prefix, "command "+what+" on "+cfg.Cluster.Name, commandTTL(cfg.Cluster), leadWait(cfg.Cluster)); err != nil {
 			node.Close()
 			return nil, fmt.Errorf("%s: %w (%s)", what, err, docCluster)
 		}
