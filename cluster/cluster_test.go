@@ -239,3 +239,26 @@ func TestStatus(t *testing.T) {
 		return err == nil && len(st.Servers) == 0
 	})
 }
+
+// TestLeadOutlivesItsContext: a one-off command's leadership lasts past
+// the context it was taken with, until Release (a long migration).
+func TestLeadOutlivesItsContext(t *testing.T) {
+	nodes, _ := members(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	l, err := Lead(ctx, nodes[0].Client, nodes[0].Prefix, "one-off", 2*time.Second, 3*time.Second)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	time.Sleep(5 * time.Second) // more than twice the lease
+	name, rev, err := LeaderName(context.Background(), nodes[0].Client, nodes[0].Prefix)
+	if err != nil || name != "one-off" || rev != l.CreateRevision {
+		t.Fatalf("after the context ended: leader %q at %d (%v); want one-off at %d", name, rev, err, l.CreateRevision)
+	}
+	select {
+	case <-l.Lost:
+		t.Fatal("the leadership was lost")
+	default:
+	}
+}

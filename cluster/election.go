@@ -237,7 +237,9 @@ var ErrLeaderBusy = errors.New("another server is the syncer")
 // error names the holder and wraps ErrLeaderBusy. Release lifts the hold;
 // a command that dies lifts it when its lease expires.
 func Lead(ctx context.Context, cli *clientv3.Client, prefix, name string, ttl, wait time.Duration) (*Leadership, error) {
-	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(ttlSeconds(ttl)), concurrency.WithContext(ctx))
+	// The session outlives ctx (it bounds the wait only): its lease is kept
+	// alive until Release.
+	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(ttlSeconds(ttl)))
 	if err != nil {
 		return nil, fmt.Errorf("cluster: open a session: %w", err)
 	}

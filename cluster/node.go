@@ -119,7 +119,7 @@ func tlsConfig(c config.Cluster) (*tls.Config, error) {
 	return tc, nil
 }
 
-func connect(ctx context.Context, c config.Cluster, endpoints []string) (*clientv3.Client, error) {
+func connect(_ context.Context, c config.Cluster, endpoints []string) (*clientv3.Client, error) {
 	tc, err := tlsConfig(c)
 	if err != nil {
 		return nil, err
@@ -142,7 +142,6 @@ func connect(ctx context.Context, c config.Cluster, endpoints []string) (*client
 		TLS:                  tc,
 		Username:             c.Etcd.Username,
 		Password:             c.Etcd.Password,
-		Context:              ctx,
 		Logger:               zap.NewNop(),
 		PermitWithoutStream:  true,
 	})
