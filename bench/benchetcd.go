@@ -22,6 +22,7 @@ func newBenchEtcdCmd() *cobra.Command {
 	var (
 		dir          string
 		client, peer int
+		maxOps       int
 	)
 	cmd := &cobra.Command{
 		Use:   "etcd",
@@ -38,7 +39,7 @@ SIGTERM or SIGINT. Not for production: one member, no TLS.`,
 			peerURL := fmt.Sprintf("http://127.0.0.1:%d", peer)
 			c := config.Cluster{
 				Name: "bench", Etcd: config.ClusterEtcd{Prefix: config.DefaultClusterPrefix},
-				LeaseTTL: config.DefaultClusterLeaseTTL, Timeout: 30 * time.Second,
+				LeaseTTL: config.DefaultClusterLeaseTTL, Timeout: 30 * time.Second, MaxTxnOps: maxOps,
 				Embedded: config.ClusterEmbedded{
 					DataDir: filepath.Join(dir, "member"), PeerListen: peerURL,
 					ClientListen:   fmt.Sprintf("http://127.0.0.1:%d", client),
@@ -62,6 +63,7 @@ SIGTERM or SIGINT. Not for production: one member, no TLS.`,
 	fl.StringVar(&dir, "dir", "", "the member's data folder (required)")
 	fl.IntVar(&client, "client-port", 2379, "the client port on 127.0.0.1")
 	fl.IntVar(&peer, "peer-port", 2380, "the peer port on 127.0.0.1")
+	fl.IntVar(&maxOps, "max-txn-ops", config.DefaultClusterMaxTxnOps, "the member's --max-txn-ops (give the servers cluster.max-txn-ops up to it)")
 	_ = cmd.MarkFlagRequired("dir")
 	return cmd
 }

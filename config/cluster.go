@@ -13,6 +13,8 @@ const (
 	DefaultClusterPrefix   = "/cloudstack-pd/"
 	DefaultClusterLeaseTTL = 5 * time.Second
 	DefaultClusterTimeout  = 5 * time.Second
+	// DefaultClusterMaxTxnOps is etcd's own default --max-txn-ops.
+	DefaultClusterMaxTxnOps = 128
 )
 
 // Cluster makes this server one of several sharing one table in etcd
@@ -32,6 +34,12 @@ type Cluster struct {
 	LeaseTTL time.Duration `mapstructure:"lease-ttl"`
 	// Timeout bounds connecting to etcd and each write (default 5s).
 	Timeout time.Duration `mapstructure:"timeout"`
+	// MaxTxnOps is the most operations cloudstack-pd puts in one etcd
+	// transaction (default 128, etcd's --max-txn-ops default): with an
+	// etcd cluster, at most its --max-txn-ops; embedded members are
+	// started with it. Larger makes big writes (a migration, a first sync
+	// of many VMs) faster.
+	MaxTxnOps int `mapstructure:"max-txn-ops"`
 }
 
 // ClusterEtcd is how to reach etcd.
@@ -141,6 +149,9 @@ func (c *Cluster) problems() []Problem {
 	}
 	if c.Timeout < 100*time.Millisecond || c.Timeout > time.Minute {
 		add("cluster.timeout", c.Timeout, "must be 100ms to 1m")
+	}
+	if c.MaxTxnOps < 16 || c.MaxTxnOps > 100000 {
+		add("cluster.max-txn-ops", c.MaxTxnOps, "must be 16 to 100000, and at most the etcd members' --max-txn-ops (128 unless set)")
 	}
 	p := c.Etcd.Prefix
 	if !strings.HasPrefix(p, "/") || !strings.HasSuffix(p, "/") || strings.ContainsAny(p, " \t\n") {

@@ -354,6 +354,7 @@ var defaults = []struct {
 	{"cluster.etcd.password", ""},
 	{"cluster.lease-ttl", DefaultClusterLeaseTTL.String()},
 	{"cluster.timeout", DefaultClusterTimeout.String()},
+	{"cluster.max-txn-ops", DefaultClusterMaxTxnOps},
 }
 
 // mapKey writes mapstructure's mapping[pod] as mapping.pod, as in the file.

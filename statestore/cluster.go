@@ -77,7 +77,7 @@ func OpenCluster(cfg *config.Config, what string, mode Mode) (*allocator.Store, 
 			return nil, fmt.Errorf("%s: %w (%s)", what, err, docCluster)
 		}
 	}
-	eb, err := etcdstore.Open(ctx, etcdstore.Options{Client: node.Client, Prefix: cluster.TablePrefix(node.Prefix), Create: mode == Create, ReadOnly: mode == Read, Timeout: cfg.Cluster.Timeout})
+	eb, err := etcdstore.Open(ctx, etcdstore.Options{Client: node.Client, Prefix: cluster.TablePrefix(node.Prefix), Create: mode == Create, ReadOnly: mode == Read, Timeout: cfg.Cluster.Timeout, MaxOps: cfg.Cluster.MaxTxnOps})
 	if err != nil {
 		b.release()
 		return nil, ExplainCluster(err, cfg, what, mode)
@@ -96,7 +96,7 @@ func OpenServe(cfg *config.Config, node *cluster.Node, init bool, log *slog.Logg
 	ctx, cancel := context.WithTimeout(context.Background(), 2*cfg.Cluster.Timeout)
 	defer cancel()
 	open := func(ctx context.Context) (*etcdstore.Backend, error) {
-		return etcdstore.Open(ctx, etcdstore.Options{Client: node.Client, Prefix: cluster.TablePrefix(node.Prefix), Create: init, Timeout: cfg.Cluster.Timeout, Log: log})
+		return etcdstore.Open(ctx, etcdstore.Options{Client: node.Client, Prefix: cluster.TablePrefix(node.Prefix), Create: init, Timeout: cfg.Cluster.Timeout, MaxOps: cfg.Cluster.MaxTxnOps, Log: log})
 	}
 	eb, err := open(ctx)
 	if err == nil {
