@@ -172,7 +172,9 @@ func startMember(ctx context.Context, c config.Cluster, log *slog.Logger) (*embe
 	ec.InitialCluster = e.InitialCluster
 	ec.ClusterState = e.InitialClusterState
 	ec.InitialClusterToken = "cloudstack-pd"
-	ec.MaxTxnOps = uint(c.MaxTxnOps)
+	if c.MaxTxnOps > 0 {
+		ec.MaxTxnOps = uint(c.MaxTxnOps)
+	}
 	// The table is small and rewritten slowly: keep an hour of history
 	// for watchers that fell behind, then compact.
 	ec.AutoCompactionMode = "periodic"

@@ -93,8 +93,10 @@ func OpenCluster(cfg *config.Config, what string, mode Mode) (*allocator.Store, 
 // (bindings, the server DUID; the allocations only under the fence the
 // elected syncer sets), creating it only with init.
 func OpenServe(cfg *config.Config, node *cluster.Node, init bool, log *slog.Logger) (*allocator.Store, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*cfg.Cluster.Timeout)
-	defer cancel()
+	// Every request of the open (and each pause of the table's load) is
+	// bounded by cluster.timeout; the load of a large table as a whole is
+	// not.
+	ctx := context.Background()
 	open := func(ctx context.Context) (*etcdstore.Backend, error) {
 		return etcdstore.Open(ctx, etcdstore.Options{Client: node.Client, Prefix: cluster.TablePrefix(node.Prefix), Create: init, Timeout: cfg.Cluster.Timeout, MaxOps: cfg.Cluster.MaxTxnOps, Log: log})
 	}

@@ -65,9 +65,7 @@ func (f *fallback) retry(interval time.Duration) {
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), interval)
-		eb, err := f.open(ctx)
-		cancel()
+		eb, err := f.open(context.Background()) // each request bounded by cluster.timeout
 		if err != nil {
 			f.log.Debug("etcd still out of reach", "err", err)
 			continue
