@@ -140,7 +140,7 @@ func runClusterFailover(t *testing.T, clusterYAML func(i int) string) {
 
 	// Every server answers every VM of the first sync, identically.
 	before := map[string]string{}
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(90 * time.Second)
 	for vm := range 20 {
 		for _, s := range servers {
 			var got string
@@ -273,7 +273,7 @@ func TestClusterEtcdOutage(t *testing.T) {
 	a, b := servers[0], servers[1]
 	prefixes := map[string]string{}
 	for vm := range 5 {
-		waitUntil(t, fmt.Sprintf("VM %d answered", vm), 30*time.Second, func() bool {
+		waitUntil(t, fmt.Sprintf("VM %d answered", vm), 90*time.Second, func() bool {
 			prefixes[macOf(vm)] = a.ask(t, macOf(vm))
 			return strings.HasPrefix(prefixes[macOf(vm)], "2001:db8:200:")
 		})
@@ -380,7 +380,7 @@ func TestClusterPausedSyncer(t *testing.T) {
 	})
 	before := map[string]string{}
 	for vm := range 10 {
-		waitUntil(t, fmt.Sprintf("VM %d answered", vm), 30*time.Second, func() bool {
+		waitUntil(t, fmt.Sprintf("VM %d answered", vm), 90*time.Second, func() bool {
 			before[macOf(vm)] = servers[0].ask(t, macOf(vm))
 			return strings.HasPrefix(before[macOf(vm)], "2001:db8:200:")
 		})
