@@ -215,6 +215,8 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 	if err := httpapi.NewCollectors(reg, live, st, deps.Version); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
+	reloads := httpapi.NewReloadMetrics(reg)
+	reloads.Observe(true, d.clock.Now())
 	rec := server.NewRecorder(st, server.DefaultFlushInterval, log)
 	rec.SetClock(d.clock)
 	reg.MustRegister(rec.Collectors()...)
@@ -260,6 +262,13 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 		syncMetrics = httpapi.NewSyncMetrics(reg)
 		syncer.observe = func(outcome string, took time.Duration, rep *allocator.SyncReport, at time.Time) {
 			syncMetrics.Observe(outcome, took, syncChanges(rep), at)
+			if outcome == httpapi.SyncOK && rep != nil {
+				conflicts := make(map[string]int, len(rep.Pools))
+				for i := range rep.Pools {
+					conflicts[rep.Pools[i].Pool] += len(rep.Pools[i].Conflicts)
+				}
+				syncMetrics.SetConflicts(conflicts)
+			}
 		}
 	}
 	syncCtx, stopSync := context.WithCancel(ctx)
@@ -303,8 +312,11 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 				return
 			case <-deps.Reload:
 				swapMu.Lock()
-				current.Store(d.reload(current.Load(), live, h))
+				old := current.Load()
+				next := d.reload(old, live, h)
+				current.Store(next)
 				swapMu.Unlock()
+				reloads.Observe(next != old, d.clock.Now())
 				syncer.Trigger()
 			}
 		}
@@ -357,13 +369,13 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 }
 
 // syncChanges counts a sync's changes by the kinds of
-// cloudstack_pd_sync_changes_total.
+// cloudstack_pd_sync_changes_total, and what it kept (httpapi.SyncKept).
 func syncChanges(rep *allocator.SyncReport) map[string]int {
 	if rep == nil {
 		return map[string]int{}
 	}
 	t := rep.Totals()
-	return map[string]int{"added": t.Added, "kept": t.Kept, "gone": t.Gone,
+	return map[string]int{"added": t.Added, httpapi.SyncKept: t.Kept, "gone": t.Gone,
 		"returned": t.Back, "quarantined": t.Quarantined, "released": t.Released}
 }
 
