@@ -75,6 +75,7 @@ Start with:  cloudstack-pd serve --config example/cloudstack-pd.yaml`,
 		newCheckCmd(),
 		bench.NewCommand(),
 		newReplayCmd(),
+		newGenManCmd(),
 	)
 	return root
 }
