@@ -263,11 +263,7 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 		syncer.observe = func(outcome string, took time.Duration, rep *allocator.SyncReport, at time.Time) {
 			syncMetrics.Observe(outcome, took, syncChanges(rep), at)
 			if outcome == httpapi.SyncOK && rep != nil {
-				conflicts := make(map[string]int, len(rep.Pools))
-				for i := range rep.Pools {
-					conflicts[rep.Pools[i].Pool] += len(rep.Pools[i].Conflicts)
-				}
-				syncMetrics.SetConflicts(conflicts)
+				syncMetrics.SetConflicts(syncConflicts(rep))
 			}
 		}
 	}
@@ -377,6 +373,16 @@ func syncChanges(rep *allocator.SyncReport) map[string]int {
 	t := rep.Totals()
 	return map[string]int{"added": t.Added, httpapi.SyncKept: t.Kept, "gone": t.Gone,
 		"returned": t.Back, "quarantined": t.Quarantined, "released": t.Released}
+}
+
+// syncConflicts counts a sync's conflicts by pool, 0 for a pool it went
+// through without any, for cloudstack_pd_sync_conflicts.
+func syncConflicts(rep *allocator.SyncReport) map[string]int {
+	out := make(map[string]int, len(rep.Pools))
+	for i := range rep.Pools {
+		out[rep.Pools[i].Pool] += len(rep.Pools[i].Conflicts)
+	}
+	return out
 }
 
 // syncStaleAfter is when /readyz starts warning that no sync succeeded:
