@@ -228,6 +228,8 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 	if err := httpapi.NewCollectors(reg, live, st, deps.Version); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
+	reloads := httpapi.NewReloadMetrics(reg)
+	reloads.Observe(true, d.clock.Now())
 	rec := server.NewRecorder(st, server.DefaultFlushInterval, log)
 	rec.SetClock(d.clock)
 	reg.MustRegister(rec.Collectors()...)
@@ -273,6 +275,9 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 		syncMetrics = httpapi.NewSyncMetrics(reg)
 		syncer.observe = func(outcome string, took time.Duration, rep *allocator.SyncReport, at time.Time) {
 			syncMetrics.Observe(outcome, took, syncChanges(rep), at)
+			if outcome == httpapi.SyncOK && rep != nil {
+				syncMetrics.SetConflicts(syncConflicts(rep))
+			}
 		}
 	}
 	// In a cluster, the syncer runs only on the elected server, and every
@@ -340,8 +345,11 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 				return
 			case <-deps.Reload:
 				swapMu.Lock()
-				current.Store(d.reload(current.Load(), live, h))
+				old := current.Load()
+				next := d.reload(old, live, h)
+				current.Store(next)
 				swapMu.Unlock()
+				reloads.Observe(next != old, d.clock.Now())
 				syncer.Trigger()
 			}
 		}
@@ -398,14 +406,24 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 }
 
 // syncChanges counts a sync's changes by the kinds of
-// cloudstack_pd_sync_changes_total.
+// cloudstack_pd_sync_changes_total, and what it kept (httpapi.SyncKept).
 func syncChanges(rep *allocator.SyncReport) map[string]int {
 	if rep == nil {
 		return map[string]int{}
 	}
 	t := rep.Totals()
-	return map[string]int{"added": t.Added, "kept": t.Kept, "gone": t.Gone,
+	return map[string]int{"added": t.Added, httpapi.SyncKept: t.Kept, "gone": t.Gone,
 		"returned": t.Back, "quarantined": t.Quarantined, "released": t.Released}
+}
+
+// syncConflicts counts a sync's conflicts by pool, 0 for a pool it went
+// through without any, for cloudstack_pd_sync_conflicts.
+func syncConflicts(rep *allocator.SyncReport) map[string]int {
+	out := make(map[string]int, len(rep.Pools))
+	for i := range rep.Pools {
+		out[rep.Pools[i].Pool] += len(rep.Pools[i].Conflicts)
+	}
+	return out
 }
 
 // syncStaleAfter is when /readyz starts warning that no sync succeeded:

@@ -76,6 +76,7 @@ Start with:  cloudstack-pd serve --config example/cloudstack-pd.yaml`,
 		bench.NewCommand(),
 		newReplayCmd(),
 		newClusterCmd(),
+		newGenManCmd(),
 	)
 	return root
 }
