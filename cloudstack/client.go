@@ -208,11 +208,11 @@ func (c *Client) listPod(lib *cs.CloudStackClient, tr *transport, podID string) 
 			return nil, fail(err)
 		}
 		c.log.Debug("cloudstack: page read", "pod", podID, "page", page,
-			"vms", len(p.VirtualMachines), "count", p.Count, "bytes", ex.bytes, "took", time.Since(start))
+			"vms", len(p.VMs), "count", p.Count, "bytes", ex.bytes, "took", time.Since(start))
 		if ex.libErr != nil {
 			c.fallbacks.Add(1)
 			c.log.Warn("cloudstack: cloudstack-go cannot decode the page; read the fields this package needs with the fallback decoder",
-				"pod", podID, "page", page, "vms", len(p.VirtualMachines), "err", ex.libErr)
+				"pod", podID, "page", page, "vms", len(p.VMs), "err", ex.libErr)
 		}
 		if ex.edited > 0 {
 			c.log.Debug("cloudstack: extradhcpoption or vnfnics values the library cannot decode were dropped",
@@ -220,8 +220,8 @@ func (c *Client) listPod(lib *cs.CloudStackClient, tr *transport, podID string) 
 		}
 		if page == 1 {
 			count = p.Count
-			if count < 0 || (count == 0 && len(p.VirtualMachines) > 0) {
-				return nil, fail(fmt.Errorf("%w: count %d with %d VMs", ErrBadResponse, count, len(p.VirtualMachines)))
+			if count < 0 || (count == 0 && len(p.VMs) > 0) {
+				return nil, fail(fmt.Errorf("%w: count %d with %d VMs", ErrBadResponse, count, len(p.VMs)))
 			}
 			// Sized for the count, within reason: a count is not a promise.
 			hint := min(count, 1<<20)
@@ -230,13 +230,13 @@ func (c *Client) listPod(lib *cs.CloudStackClient, tr *transport, podID string) 
 		} else if p.Count != count {
 			return nil, fail(fmt.Errorf("%w: count %d on page 1, %d on page %d", ErrInconsistent, count, p.Count, page))
 		}
-		if len(p.VirtualMachines) == 0 {
+		if len(p.VMs) == 0 {
 			if count == 0 {
 				return nil, nil // the empty listing, {"listvirtualmachinesresponse":{}}
 			}
 			return nil, fail(fmt.Errorf("%w: read %d of %d VMs", ErrIncomplete, len(seen), count))
 		}
-		for i, vm := range p.VirtualMachines {
+		for i, vm := range p.VMs {
 			if vm == nil || vm.Id == "" {
 				return nil, fail(fmt.Errorf("%w: VM %d of the page has no id", ErrBadResponse, i))
 			}
@@ -257,7 +257,7 @@ func (c *Client) listPod(lib *cs.CloudStackClient, tr *transport, podID string) 
 
 // fetchPage has cloudstack-go list one page. The transport's record of the
 // answer, not the library's flattened error, says what went wrong.
-func (c *Client) fetchPage(lib *cs.CloudStackClient, tr *transport, podID string, page int) (*cs.ListVirtualMachinesResponse, exchange, error) {
+func (c *Client) fetchPage(lib *cs.CloudStackClient, tr *transport, podID string, page int) (*vmPage, exchange, error) {
 	p := lib.VirtualMachine.NewListVirtualMachinesParams()
 	p.SetPodid(podID)
 	p.SetListall(true)
@@ -287,15 +287,17 @@ func (c *Client) fetchPage(lib *cs.CloudStackClient, tr *transport, podID string
 				ErrBadResponse, ex.status, err, ferr)
 		}
 		ex.libErr = err
-		return r, ex, nil
+		return pageFromLibrary(r), ex, nil
+	case ex.page != nil:
+		return ex.page, ex, nil // read by the transport
 	case r == nil:
 		return nil, ex, fmt.Errorf("%w: HTTP %d: cloudstack-go returned no page", ErrBadResponse, ex.status)
 	}
-	return r, ex, nil
+	return pageFromLibrary(r), ex, nil
 }
 
 // appendNICs appends the NICs of one VM.
-func (c *Client) appendNICs(nics []NIC, podID string, vm *cs.VirtualMachine) []NIC {
+func (c *Client) appendNICs(nics []NIC, podID string, vm *neededVM) []NIC {
 	var created time.Time
 	if vm.Created != "" {
 		t, err := time.Parse(DateLayout, vm.Created)

@@ -340,6 +340,7 @@ func FuzzCheckListing(f *testing.F) {
 				assertOnlyWorkaroundFieldsChanged(t, in, out)
 			}
 			assertNeededAgrees(t, out)
+			assertPageAgrees(t, out, pc)
 		}
 	})
 }
