@@ -83,7 +83,10 @@ type Client struct {
 	fallbacks atomic.Uint64
 }
 
-var _ allocator.Inventory = (*Client)(nil)
+var (
+	_ allocator.Inventory   = (*Client)(nil)
+	_ allocator.VMInventory = (*Client)(nil)
+)
 
 // New returns a client for the API endpoint apiURL (e.g.
 // https://cloud.example.com/client/api) with the user's API key and secret
@@ -174,12 +177,54 @@ func (c *Client) ListPodNICs(ctx context.Context, podID string) ([]NIC, error) {
 		// the request could only get 401.
 		return nil, fmt.Errorf("cloudstack: pod id %q: contains \"~\", which cloudstack-go v2.19.0 signs wrongly (see the package doc); a CloudStack pod id is a UUID", podID)
 	}
+	return c.list(ctx, podID, nil)
+}
+
+// MaxIDsPerCall is how many VM ids ListVMNICs names in one
+// listVirtualMachines call (ids=…): 100 UUIDs make a URL of about 4 KB.
+const MaxIDsPerCall = 100
+
+// ListVMNICs returns every NIC of the VMs of vmIDs that CloudStack lists
+// in the pod (listVirtualMachines podid=… ids=… listall=true
+// details=nics), VMs of every state included: a VM of another pod, or
+// one that no longer exists, is not listed. It names at most
+// MaxIDsPerCall VMs a call, and fails as ListPodNICs fails: a listing is
+// complete or an error. It implements allocator.VMInventory, for the
+// targeted syncs of CloudStack's events.
+func (c *Client) ListVMNICs(ctx context.Context, podID string, vmIDs []string) ([]NIC, error) {
+	if c.err != nil {
+		return nil, c.err
+	}
+	if podID == "" {
+		return nil, errors.New("cloudstack: empty pod id")
+	}
+	for _, id := range append([]string{podID}, vmIDs...) {
+		if id == "" || strings.ContainsAny(id, "~,") {
+			// "~" is signed wrongly by cloudstack-go; "," would split the
+			// list of ids.
+			return nil, fmt.Errorf("cloudstack: id %q: not a CloudStack UUID", id)
+		}
+	}
+	var nics []NIC
+	for start := 0; start < len(vmIDs); start += MaxIDsPerCall {
+		part, err := c.list(ctx, podID, vmIDs[start:min(start+MaxIDsPerCall, len(vmIDs))])
+		if err != nil {
+			return nil, err
+		}
+		nics = append(nics, part...)
+	}
+	return nics, nil
+}
+
+// list reads a complete listing of the pod, of only the VMs of ids when
+// ids is not nil, restarting it when it changed while read.
+func (c *Client) list(ctx context.Context, podID string, ids []string) ([]NIC, error) {
 	// A library client per call: it is cheap (no connection of its own),
 	// and its transport carries this call's context.
 	tr := &transport{base: c.base, ctx: ctx, timeout: c.timeout, endpoint: c.endpoint}
 	lib := cs.NewClient(c.endpoint, c.apiKey, c.secretKey, true, cs.WithHTTPClient(&http.Client{Transport: tr}))
 	for attempt := 0; ; attempt++ {
-		nics, err := c.listPod(lib, tr, podID)
+		nics, err := c.listPod(lib, tr, podID, ids)
 		if err == nil || !errors.Is(err, ErrInconsistent) || attempt >= c.restarts {
 			if err != nil && attempt > 0 {
 				err = fmt.Errorf("%w (after %d attempts)", err, attempt+1)
@@ -192,7 +237,7 @@ func (c *Client) ListPodNICs(ctx context.Context, podID string) ([]NIC, error) {
 }
 
 // listPod reads one listing of the pod, page by page.
-func (c *Client) listPod(lib *cs.CloudStackClient, tr *transport, podID string) ([]NIC, error) {
+func (c *Client) listPod(lib *cs.CloudStackClient, tr *transport, podID string, ids []string) ([]NIC, error) {
 	var (
 		nics  []NIC
 		seen  map[string]struct{}
@@ -203,7 +248,7 @@ func (c *Client) listPod(lib *cs.CloudStackClient, tr *transport, podID string) 
 			return fmt.Errorf("cloudstack: pod %s: %s page %d: %w", podID, cmdListVMs, page, err)
 		}
 		start := time.Now()
-		p, ex, err := c.fetchPage(lib, tr, podID, page)
+		p, ex, err := c.fetchPage(lib, tr, podID, ids, page)
 		if err != nil {
 			return nil, fail(err)
 		}
@@ -257,9 +302,12 @@ func (c *Client) listPod(lib *cs.CloudStackClient, tr *transport, podID string) 
 
 // fetchPage has cloudstack-go list one page. The transport's record of the
 // answer, not the library's flattened error, says what went wrong.
-func (c *Client) fetchPage(lib *cs.CloudStackClient, tr *transport, podID string, page int) (*vmPage, exchange, error) {
+func (c *Client) fetchPage(lib *cs.CloudStackClient, tr *transport, podID string, ids []string, page int) (*vmPage, exchange, error) {
 	p := lib.VirtualMachine.NewListVirtualMachinesParams()
 	p.SetPodid(podID)
+	if ids != nil {
+		p.SetIds(ids)
+	}
 	p.SetListall(true)
 	p.SetDetails([]string{"nics"})
 	p.SetPage(page)

@@ -11,7 +11,8 @@
 //     {"listvirtualmachinesresponse":{"count":N,"virtualmachine":[…]}},
 //     {"listvirtualmachinesresponse":{"count":N}} past the last page, and
 //     {"listvirtualmachinesresponse":{}} when there is no VM at all;
-//   - an unknown podid is error 431; no podid lists every pod;
+//   - an unknown podid is error 431; no podid lists every pod; id or ids
+//     (comma-separated) list only those VMs;
 //   - it serves pods of literal JSON (fixtures read by LoadVMs) or of
 //     generated VMs (Synthetic) without holding them in memory.
 //
@@ -207,6 +208,38 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.listVirtualMachines(w, r, params, &call)
 }
 
+// idFilter returns the VM ids of the id or ids parameter, nil without
+// either.
+func idFilter(params url.Values) map[string]bool {
+	v := params.Get("ids")
+	if v == "" {
+		v = params.Get("id")
+	}
+	if v == "" {
+		return nil
+	}
+	ids := map[string]bool{}
+	for id := range strings.SplitSeq(v, ",") {
+		ids[strings.TrimSpace(id)] = true
+	}
+	return ids
+}
+
+// filtered is the pod's VMs whose id is in ids, in listing order.
+func filtered(p Pod, ids map[string]bool) VMs {
+	var out VMs
+	for i := range p.Len() {
+		vm := p.AppendVM(nil, i)
+		var v struct {
+			ID string `json:"id"`
+		}
+		if json.Unmarshal(vm, &v) == nil && ids[v.ID] {
+			out = append(out, vm)
+		}
+	}
+	return out
+}
+
 func responseName(cmd string) string {
 	if cmd == "listVirtualMachines" {
 		return "listvirtualmachinesresponse"
@@ -311,6 +344,9 @@ func (s *Server) listVirtualMachines(w http.ResponseWriter, r *http.Request, par
 	if fault.Kind == FaultExpunge && podID != "" && pod.Len() > 0 {
 		pod = expunged{pod}
 		s.pods[podID] = pod
+	}
+	if ids := idFilter(params); ids != nil {
+		pod = filtered(pod, ids)
 	}
 	s.mu.Unlock()
 	call.Fault = fault.Kind
