@@ -115,7 +115,7 @@ func (t *transport) record(ex exchange) {
 
 // RoundTrip implements http.RoundTripper.
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	command := req.URL.Query().Get("command")
+	command := commandOf(req)
 	rctx, cancel := context.WithTimeout(t.ctx, t.timeout)
 	defer cancel()
 	req = req.Clone(rctx)
@@ -156,7 +156,11 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		t.last = ex
 		return nil, err
 	}
-	body, page := checkListing(command, resp.StatusCode, buf.Bytes())
+	check := checkListing
+	if command != cmdListVMs {
+		check = checkAnswer
+	}
+	body, page := check(command, resp.StatusCode, buf.Bytes())
 	ex.apiErr, ex.err, ex.edited = page.apiErr, page.err, page.edited
 	t.last = ex
 	if ex.err != nil {
@@ -211,6 +215,60 @@ func isTimeout(err error) bool {
 }
 
 const listVMsKey = "listvirtualmachinesresponse"
+
+// commandOf returns the API command of a request the library built: in
+// the query of a GET, in the form of a POST (createWebhook, updateWebhook).
+func commandOf(req *http.Request) string {
+	if c := req.URL.Query().Get("command"); c != "" || req.GetBody == nil {
+		return c
+	}
+	rc, err := req.GetBody()
+	if err != nil {
+		return ""
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, 1<<20))
+	if err != nil {
+		return ""
+	}
+	form, err := url.ParseQuery(string(b))
+	if err != nil {
+		return ""
+	}
+	return form.Get("command")
+}
+
+// checkAnswer checks the answer to a command other than
+// listVirtualMachines (the webhook commands): CloudStack's error envelope
+// gives an *APIError; anything but a JSON object with one key, the
+// command's response, gives ErrBadResponse. The body is kept as it is:
+// the client decodes it itself (see webhook.go), since cloudstack-go
+// v2.19.0 declares the webhook answers wrongly.
+func checkAnswer(command string, status int, body []byte) ([]byte, pageCheck) {
+	bad := func(format string, args ...any) ([]byte, pageCheck) {
+		return nil, pageCheck{err: fmt.Errorf("%w: "+format, append([]any{ErrBadResponse}, args...)...)}
+	}
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return bad("HTTP %d, not JSON: %s", status, snippet(trimmed))
+	}
+	scrubControlBytes(trimmed) // an answer other than a listing is small
+	if e := decodeAPIError(command, status, trimmed); e != nil {
+		return nil, pageCheck{apiErr: e, err: e}
+	}
+	if status < 200 || status > 299 {
+		return bad("HTTP %d without a CloudStack error: %s", status, snippet(trimmed))
+	}
+	var env map[string]json.RawMessage
+	if err := json.Unmarshal(trimmed, &env); err != nil {
+		return bad("invalid JSON: %v", err)
+	}
+	want := strings.ToLower(command) + "response"
+	if len(env) != 1 || env[want] == nil {
+		return bad("no %q alone in answer: %s", want, snippet(trimmed))
+	}
+	return trimmed, pageCheck{}
+}
 
 // emptyListing is what the library decodes when the transport has read
 // the page itself.

@@ -17,6 +17,9 @@
 //     generated VMs (Synthetic) without holding them in memory.
 //
 // It can be told to fail in each way a real deployment fails (see Fault).
+// It also keeps webhooks (createWebhook, updateWebhook, listWebhooks,
+// listWebhookDeliveries) and delivers events to them as CloudStack 4.20
+// does, signed, with faults on demand (Emit, DeliveryFault; webhook.go).
 // Other commands are unknown to it, and answered 401 as the real server
 // answers unknown commands.
 package cloudstacktest
@@ -72,6 +75,7 @@ type Server struct {
 	now         func() time.Time
 	calls       []Call
 	bufs        sync.Pool
+	hooks       webhooks
 }
 
 // Call is one request the server answered, for assertions.
@@ -196,13 +200,18 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 
 	ok, reason := s.verify(params, now)
-	if ok && cmd != "listVirtualMachines" {
+	webhookCmd := webhookCommands[cmd] != nil
+	if ok && cmd != "listVirtualMachines" && !webhookCmd {
 		ok, reason = false, fmt.Sprintf("unknown command %q", cmd)
 	}
 	if !ok {
 		call.Status, call.Reason = http.StatusUnauthorized, reason
 		s.record(call)
 		writeEnvelope(w, responseName(cmd), http.StatusUnauthorized, 0, TextBadCredentials)
+		return
+	}
+	if webhookCmd {
+		s.webhookCommand(w, params, &call)
 		return
 	}
 	s.listVirtualMachines(w, r, params, &call)
@@ -241,8 +250,8 @@ func filtered(p Pod, ids map[string]bool) VMs {
 }
 
 func responseName(cmd string) string {
-	if cmd == "listVirtualMachines" {
-		return "listvirtualmachinesresponse"
+	if cmd == "listVirtualMachines" || webhookCommands[cmd] != nil {
+		return strings.ToLower(cmd) + "response"
 	}
 	return "errorresponse"
 }
