@@ -23,6 +23,7 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/config"
 	"github.com/cloudstack-pd/cloudstack-pd/httpapi"
 	"github.com/cloudstack-pd/cloudstack-pd/server"
+	"github.com/cloudstack-pd/cloudstack-pd/webhook"
 )
 
 // Deps is what Run is given besides the config: how to open the store,
@@ -55,6 +56,12 @@ type Deps struct {
 	// Serving, when set, is told the addresses the daemon serves on once
 	// it serves (for tests and callers that listen on port 0).
 	Serving func(Addrs)
+	// WebhookSink, when set, gets the events of the webhook listener
+	// (webhook.listen) instead of this server's own sync loop: in a
+	// cluster, the hand-over to the server that syncs, which calls its
+	// syncer's TriggerVMs. Nil: standalone, the events trigger this
+	// server's targeted and full syncs.
+	WebhookSink webhook.Sink
 }
 
 // Addrs are the addresses a running daemon serves on.
@@ -63,6 +70,9 @@ type Addrs struct {
 	DHCPv6 []netip.AddrPort
 	// HTTP is the HTTP API's address; empty without http.listen.
 	HTTP string
+	// Webhook is the webhook listener's address; empty without
+	// webhook.listen.
+	Webhook string
 }
 
 // NewLogger builds the slog logger the config's log section asks for.
@@ -238,6 +248,13 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 			return fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
 		}
 	}
+	hookLn, err := listenWebhook(cfg)
+	if err != nil {
+		if httpLn != nil {
+			httpLn.Close()
+		}
+		return err
+	}
 	// From here on serve runs: the store, even one --init made, holds
 	// what it answered and synced, and is kept whatever happens.
 	started = true
@@ -255,6 +272,9 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 	)
 	current.Store(cfg)
 	syncer := newSyncer(d, live, &current, &swapMu)
+	// The webhook listener: CloudStack's events trigger targeted syncs.
+	hookCtx, stopHook := context.WithCancel(context.Background())
+	hook, hookDone := d.startWebhook(hookCtx, hookLn, cfg, reg, syncer, deps.WebhookSink)
 	var syncMetrics *httpapi.SyncMetrics
 	if cfg.API.SyncConfigured() {
 		syncMetrics = httpapi.NewSyncMetrics(reg)
@@ -271,6 +291,9 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 	httpCtx, stopHTTP := context.WithCancel(context.Background())
 	httpDone := make(chan struct{})
 	served := Addrs{DHCPv6: l.Addrs()}
+	if hook != nil {
+		served.Webhook = hookLn.ln.Addr().String()
+	}
 	if httpLn != nil {
 		api := httpapi.New(httpapi.Config{
 			Table: live, Bindings: st, Registry: reg, Logger: log, Version: deps.Version,
@@ -305,6 +328,9 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 				swapMu.Lock()
 				current.Store(d.reload(current.Load(), live, h))
 				swapMu.Unlock()
+				if secret := current.Load().Webhook.Secret; hook != nil && secret != "" {
+					hook.SetSecret([]byte(secret))
+				}
 				syncer.Trigger()
 			}
 		}
@@ -343,6 +369,8 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 	stopping.Store(true)
 	stopReload()
 	<-reloadDone // a reload in progress finishes; none starts
+	stopHook()
+	<-hookDone // deliveries in progress are answered; none is taken
 	stopSync()
 	<-syncDone // a sync in progress stops listing, or finishes writing
 	stopRec()
