@@ -61,7 +61,7 @@ type syncer struct {
 	// hookMetrics, when set, observe the time from an event to its sync.
 	hookMetrics *webhook.Metrics
 	lastWhy     string   // the last reason for not syncing, logged once
-	conflicts []string // the conflicts of the last sync, to log changes only
+	conflicts   []string // the conflicts of the last sync, to log changes only
 	// client is kept from sync to sync (and its connections with it)
 	// while the api section stays the same.
 	client    allocator.Inventory
