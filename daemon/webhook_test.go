@@ -148,10 +148,10 @@ func (h *hookSite) addVM(t *testing.T, n int) (string, net.HardwareAddr) {
 	t.Helper()
 	id := fmt.Sprintf("a0a0a0a0-0000-4000-8000-%012d", n)
 	mac := fmt.Sprintf("1e:00:ab:00:%02x:%02x", n>>8, n&0xff)
-	vm := bytes.ReplaceAll(h.vms[0], []byte("3c5b7a4e-1f0d-4b8e-9a61-0d2c4e6f8a10"), []byte(id))
-	vm = bytes.ReplaceAll(vm, []byte("1e:00:5d:00:01:7a"), []byte(mac))
-	vm = bytes.ReplaceAll(vm, []byte("5a0e6c1d-2b3f-4a5e-8d7c-9b0a1c2d3e4f"), []byte(fmt.Sprintf("b0b0b0b0-0000-4000-8000-%012d", n)))
-	vm = bytes.ReplaceAll(vm, []byte(`"web-01"`), []byte(fmt.Sprintf(`"new-%d"`, n)))
+	vm, err := cloudstacktest.AnotherVM(h.vms[0], id, fmt.Sprintf("new-%d", n), fmt.Sprintf("b0b0b0b0-0000-4000-8000-%012d", n), mac)
+	if err != nil {
+		t.Fatal(err)
+	}
 	h.vms = append(h.vms, vm)
 	h.site.Fake.SetPod(cloudstacktest.SitePod, h.vms)
 	m, _ := net.ParseMAC(mac)
