@@ -324,7 +324,7 @@ func (p *syncPlan) apply(tx *Tx) error {
 
 // listed is where a MAC shows up in the listings.
 type listed struct {
-	nic   NIC      // the first qualifying NIC with the MAC
+	nic   *NIC     // the first qualifying NIC with the MAC
 	pools []string // the pools whose listings hold it
 	count int      // how many qualifying NICs carry it, over all pools
 }
@@ -350,10 +350,12 @@ func planSync(tx *Tx, listings map[string][]NIC, now time.Time, opts SyncOptions
 			if len(n.MAC) == 0 {
 				continue
 			}
+			// In place: selected[i] never outgrows nics, so that l.nic
+			// stays valid.
 			selected[i] = append(selected[i], n)
 			l := byMAC[string(n.MAC)]
 			if l == nil {
-				l = &listed{nic: n}
+				l = &listed{nic: &selected[i][len(selected[i])-1]}
 				byMAC[string(n.MAC)] = l
 			}
 			l.count++

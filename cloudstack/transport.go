@@ -67,6 +67,9 @@ type transport struct {
 	mu   sync.Mutex
 	last exchange
 	buf  bytes.Buffer
+	// strs shares the strings that repeat from VM to VM over the pages of
+	// one listing (states, network ids, VLAN URIs, CIDRs).
+	strs interner
 }
 
 // exchange is what the transport saw of one request.
@@ -156,11 +159,15 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		t.last = ex
 		return nil, err
 	}
-	check := checkListing
-	if command != cmdListVMs {
-		check = checkAnswer
+	var (
+		body []byte
+		page pageCheck
+	)
+	if command == cmdListVMs {
+		body, page = checkListingInterned(command, resp.StatusCode, buf.Bytes(), &t.strs)
+	} else {
+		body, page = checkAnswer(command, resp.StatusCode, buf.Bytes())
 	}
-	body, page := check(command, resp.StatusCode, buf.Bytes())
 	ex.apiErr, ex.err, ex.edited = page.apiErr, page.err, page.edited
 	t.last = ex
 	if ex.err != nil {
@@ -291,6 +298,12 @@ type pageCheck struct {
 // *APIError for CloudStack's error envelope, an error wrapping
 // ErrBadResponse for anything else.
 func checkListing(command string, status int, body []byte) ([]byte, pageCheck) {
+	return checkListingInterned(command, status, body, nil)
+}
+
+// checkListingInterned is checkListing sharing repeated strings through
+// strs (nil: none shared).
+func checkListingInterned(command string, status int, body []byte, strs *interner) ([]byte, pageCheck) {
 	bad := func(format string, args ...any) ([]byte, pageCheck) {
 		return nil, pageCheck{err: fmt.Errorf("%w: "+format, append([]any{ErrBadResponse}, args...)...)}
 	}
@@ -308,9 +321,9 @@ func checkListing(command string, status int, body []byte) ([]byte, pageCheck) {
 		return bad("HTTP %d without a CloudStack error: %s", status, snippet(trimmed))
 	}
 
-	w, err := walkListing(trimmed)
+	w, err := walkListingInterned(trimmed, strs)
 	if err != nil && scrubControlBytes(trimmed) {
-		w, err = walkListing(trimmed)
+		w, err = walkListingInterned(trimmed, strs)
 	}
 	var se *scanError
 	switch {
@@ -551,10 +564,14 @@ const maxDepth = 10000
 // keys match case-insensitively, as encoding/json matches them to the
 // library's fields. It allocates nothing per value: a page of 500 VMs is
 // read in one pass.
-func walkListing(b []byte) (*listingWalk, error) {
+func walkListing(b []byte) (*listingWalk, error) { return walkListingInterned(b, nil) }
+
+// walkListingInterned is walkListing with the strings that repeat shared
+// through strs (nil: none shared).
+func walkListingInterned(b []byte, strs *interner) (*listingWalk, error) {
 	w := &listingWalk{}
 	s := &scanner{b: b}
-	pr := &pageReader{s: s, page: &vmPage{}}
+	pr := &pageReader{s: s, page: &vmPage{}, strs: strs}
 	s.ws()
 	if s.peek() != '{' {
 		if err := s.value(); err != nil {
@@ -645,6 +662,7 @@ func pageFromLibrary(r *cs.ListVirtualMachinesResponse) *vmPage {
 type pageReader struct {
 	s    *scanner
 	page *vmPage
+	strs *interner
 	off  bool
 	// vmsSeen is set once virtualmachine was read.
 	vmsSeen bool
@@ -727,7 +745,7 @@ func (r *pageReader) vm(w *listingWalk, vm *neededVM) error {
 		case "name":
 			return r.str(&vm.Name)
 		case "state":
-			return r.str(&vm.State)
+			return r.shared(&vm.State)
 		case "created":
 			return r.str(&vm.Created)
 		case "success", "ostypeid":
@@ -776,15 +794,15 @@ func (r *pageReader) nics(w *listingWalk, vm *neededVM) error {
 			case "macaddress":
 				return r.str(&n.Macaddress)
 			case "networkid":
-				return r.str(&n.Networkid)
+				return r.shared(&n.Networkid)
 			case "broadcasturi":
-				return r.str(&n.Broadcasturi)
+				return r.shared(&n.Broadcasturi)
 			case "isolationuri":
-				return r.str(&n.Isolationuri)
+				return r.shared(&n.Isolationuri)
 			case "ip6address":
 				return r.str(&n.Ip6address)
 			case "ip6cidr":
-				return r.str(&n.Ip6cidr)
+				return r.shared(&n.Ip6cidr)
 			case "isdefault":
 				switch s.peek() {
 				case 't':
@@ -801,6 +819,51 @@ func (r *pageReader) nics(w *listingWalk, vm *neededVM) error {
 	})
 	vm.Nic = nics
 	return err
+}
+
+// shared is str for a field whose values repeat from VM to VM: one string
+// per value, shared through the listing's interner.
+func (r *pageReader) shared(dst *string) error {
+	s := r.s
+	if r.strs == nil || s.peek() != '"' {
+		return r.str(dst)
+	}
+	start := s.i
+	raw, err := s.str()
+	if err != nil {
+		return err
+	}
+	if bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
+		*dst = r.strs.get(raw)
+		return nil
+	}
+	if json.Unmarshal(s.b[start:s.i], dst) != nil {
+		r.off = true
+	}
+	return nil
+}
+
+// interner hands out one string per distinct value, up to maxInterned
+// values (then new strings, so that memory stays bounded whatever the
+// listing holds).
+type interner struct {
+	m map[string]string
+}
+
+const maxInterned = 4096
+
+func (in *interner) get(b []byte) string {
+	if s, ok := in.m[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if in.m == nil {
+		in.m = make(map[string]string)
+	}
+	if len(in.m) < maxInterned {
+		in.m[s] = s
+	}
+	return s
 }
 
 // str reads a string field as encoding/json does: null leaves it as it
