@@ -48,8 +48,9 @@ type Config struct {
 	Sink Sink
 	// Metrics, when set, count the deliveries.
 	Metrics *Metrics
-	// Logger gets a Debug record per delivery and a Warn record per
-	// refused signature; nil: slog.Default().
+	// Logger gets a Debug record per delivery and a Warn record for a
+	// refused signature (at most one a minute, the others at Debug);
+	// nil: slog.Default().
 	Logger *slog.Logger
 	// Now stamps Event.Received; nil: time.Now.
 	Now func() time.Time
@@ -63,7 +64,14 @@ type Handler struct {
 	log     *slog.Logger
 	now     func() time.Time
 	seen    *seenIDs
+	// lastWarn is when a refused signature was last logged at Warn level
+	// (Unix nanoseconds): at most one a minute, the others at Debug, so
+	// that a flood of bad deliveries cannot flood the log.
+	lastWarn atomic.Int64
 }
+
+// warnEvery is how often a refused signature is logged at Warn level.
+const warnEvery = time.Minute
 
 // NewHandler returns a Handler.
 func NewHandler(c Config) (*Handler, error) {
@@ -152,8 +160,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if h.metrics != nil {
 			h.metrics.SignatureFailures.WithLabelValues(reason).Inc()
 		}
-		h.log.Warn("webhook: delivery refused: signature "+reason, "event-id", id, "event", label,
-			"remote", r.RemoteAddr, "user-agent", r.Header.Get("User-Agent"))
+		level := slog.LevelDebug
+		if now, last := h.now().UnixNano(), h.lastWarn.Load(); now-last >= int64(warnEvery) && h.lastWarn.CompareAndSwap(last, now) {
+			level = slog.LevelWarn
+		}
+		h.log.Log(r.Context(), level, "webhook: delivery refused: signature "+reason+" (cloudstack_pd_webhook_signature_failures_total counts them all)",
+			"event-id", id, "event", label, "remote", r.RemoteAddr, "user-agent", r.Header.Get("User-Agent"))
 		http.Error(w, "signature "+reason, http.StatusUnauthorized)
 		return
 	}

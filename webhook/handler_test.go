@@ -260,3 +260,27 @@ func FuzzParseEvent(f *testing.F) {
 		}
 	})
 }
+
+// Refused signatures are logged at Warn at most once a minute: a flood of
+// bad deliveries does not flood the log; every one is counted.
+func TestRefusedSignatureLogBounded(t *testing.T) {
+	var logs bytes.Buffer
+	now := epoch
+	m := NewMetrics(prometheus.NewRegistry())
+	h, err := NewHandler(Config{Secret: secret, Sink: &recorder{}, Metrics: m, Logger: slog.New(slog.NewTextHandler(&logs, nil)), Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := eventBody("VM.START", "VirtualMachine", "vm-1")
+	for i := range 100 {
+		h.ServeHTTP(httptest.NewRecorder(), delivery(fmt.Sprint(i), "VM.START", b, "-"))
+	}
+	now = now.Add(time.Minute)
+	h.ServeHTTP(httptest.NewRecorder(), delivery("x", "VM.START", b, "-"))
+	if n := strings.Count(logs.String(), "level=WARN"); n != 2 {
+		t.Errorf("%d warnings for 101 refusals over a minute:\n%s", n, logs.String())
+	}
+	if n := testutil.ToFloat64(m.SignatureFailures.WithLabelValues("missing")); n != 101 {
+		t.Errorf("%v counted", n)
+	}
+}
