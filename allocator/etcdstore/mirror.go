@@ -284,9 +284,12 @@ func (b *Backend) watch(ctx context.Context) {
 		b.mu.Lock()
 		rev := b.rev
 		b.mu.Unlock()
-		compacted, err := b.watchFrom(ctx, rev+1)
+		compacted, answered, err := b.watchFrom(ctx, rev+1)
 		if ctx.Err() != nil {
 			return
+		}
+		if answered {
+			backoff = 100 * time.Millisecond
 		}
 		b.setConnected(false, err)
 		if compacted {
@@ -299,8 +302,9 @@ func (b *Backend) watch(ctx context.Context) {
 	}
 }
 
-// watchFrom runs one watch from rev until it ends, and says why.
-func (b *Backend) watchFrom(ctx context.Context, rev int64) (compacted bool, err error) {
+// watchFrom runs one watch from rev until it ends, and says why, and
+// whether etcd answered on it at all.
+func (b *Backend) watchFrom(ctx context.Context, rev int64) (compacted, answered bool, err error) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	wch := b.cli.Watch(wctx, b.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev),
@@ -314,14 +318,15 @@ func (b *Backend) watchFrom(ctx context.Context, rev int64) (compacted bool, err
 		select {
 		case resp, ok := <-wch:
 			if !ok {
-				return false, errors.New("watch closed")
+				return false, answered, errors.New("watch closed")
 			}
 			if resp.CompactRevision != 0 || errors.Is(resp.Err(), rpctypes.ErrCompacted) {
-				return true, resp.Err()
+				return true, true, resp.Err()
 			}
 			if err := resp.Err(); err != nil {
-				return false, err
+				return false, answered, err
 			}
+			answered = true
 			switch {
 			case resp.Created:
 				b.setConnected(true, nil)
@@ -345,7 +350,7 @@ func (b *Backend) watchFrom(ctx context.Context, rev int64) (compacted bool, err
 			_ = b.cli.RequestProgress(rctx)
 			rcancel()
 		case <-ctx.Done():
-			return false, ctx.Err()
+			return false, answered, ctx.Err()
 		}
 	}
 }
