@@ -362,6 +362,18 @@ func TestChangesCoalesce(t *testing.T) {
 	if ch.Revision != rev || !ch.Kinds.Has(kv.Alloc) || !ch.Kinds.Has(kv.Meta) || ch.Kinds.Has(kv.Bindings) || !slices.Equal(ch.Pools, []string{pool.Name}) {
 		t.Errorf("one Change after 6 commits = %+v, want revision %d, kinds alloc … meta, not binding, pool %q", ch, rev, pool.Name)
 	}
+	keys := map[etcdstore.Key]bool{}
+	for _, k := range ch.Keys {
+		keys[k] = true
+	}
+	for i := range 5 {
+		if k := (etcdstore.Key{Space: kv.Space{Kind: kv.Alloc, Pool: pool.Name}, Key: string(mac(i))}); !keys[k] {
+			t.Errorf("Change.Keys misses %v", k)
+		}
+	}
+	if k := (etcdstore.Key{Space: kv.Space{Kind: kv.Meta}, Key: "server-duid"}); !keys[k] || ch.Truncated {
+		t.Errorf("Change.Keys misses %v, or is truncated (%v)", k, ch.Truncated)
+	}
 	select {
 	case ch := <-changes:
 		t.Errorf("a second Change %+v: not coalesced", ch)

@@ -213,6 +213,11 @@ func (b *Backend) apply(evs []*clientv3.Event) {
 			if poolScoped[p.space.Kind] {
 				ch.Pools = append(ch.Pools, p.pool)
 			}
+			if len(ch.Keys) < MaxChangeKeys {
+				ch.Keys = append(ch.Keys, Key{Space: p.space, Key: p.key})
+			} else {
+				ch.Truncated = true
+			}
 		}
 	}
 	ch.Revision = b.rev
@@ -396,6 +401,16 @@ func (b *Backend) waitRev(ctx context.Context, rev int64) error {
 	}
 }
 
+// MaxChangeKeys bounds Change.Keys: a subscriber that lags behind more
+// changes than this reads the spaces again (Change.Truncated).
+const MaxChangeKeys = 1 << 16
+
+// Key is a key of a key space: the raw key bytes, as a string.
+type Key struct {
+	Space kv.Space
+	Key   string
+}
+
 // KindSet is a set of key space kinds.
 type KindSet uint64
 
@@ -412,6 +427,13 @@ type Change struct {
 	Kinds KindSet
 	// Pools are the pools whose spaces (or markers) changed, sorted.
 	Pools []string
+	// Keys are the keys put or deleted (read their values, or their
+	// absence, in a View), at most MaxChangeKeys, in no particular order;
+	// a key changed several times may be named several times.
+	Keys []Key
+	// Truncated says that more keys changed than Keys holds: read the
+	// spaces of Kinds and Pools again.
+	Truncated bool
 	// Reload says that the whole table was loaded again (at start, or
 	// after a compaction): anything may have changed.
 	Reload bool
@@ -419,7 +441,13 @@ type Change struct {
 
 // Merge returns the Change covering c and d.
 func (c Change) Merge(d Change) Change {
-	out := Change{Revision: max(c.Revision, d.Revision), Kinds: c.Kinds | d.Kinds, Reload: c.Reload || d.Reload}
+	out := Change{Revision: max(c.Revision, d.Revision), Kinds: c.Kinds | d.Kinds, Reload: c.Reload || d.Reload,
+		Truncated: c.Truncated || d.Truncated}
+	if n := len(c.Keys) + len(d.Keys); n > MaxChangeKeys {
+		out.Truncated = true
+	} else if !out.Truncated && n > 0 {
+		out.Keys = append(slices.Clone(c.Keys), d.Keys...)
+	}
 	out.Pools = append(slices.Clone(c.Pools), d.Pools...)
 	slices.Sort(out.Pools)
 	out.Pools = slices.Compact(out.Pools)
