@@ -41,8 +41,9 @@
 // revision reached. View runs on a copy-on-write clone of the tree: it
 // reads memory only, without locks, and works while etcd is unreachable.
 // State says whether the watch is connected and what revision the mirror
-// reflects; Changes tells subscribers what changed (coalescing, never
-// blocking the watch).
+// reflects; Changes tells subscribers what changed: kinds, pools and keys
+// (coalescing, never blocking the watch), published before Revision moves
+// past it.
 //
 // # Updates
 //
