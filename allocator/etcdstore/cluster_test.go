@@ -24,7 +24,7 @@ import (
 // once. No prefix is given twice, none moves, and the losers of each race
 // retried.
 func TestRaces(t *testing.T) {
-	c := etcdtest.Start(t, 3)
+	c := sharedCluster(t)
 	first := fencedStore(t, c, c.Client(t), etcdstore.Options{})
 	p := first.Prefix()
 	fence := leaderKey(t, c.Client(t), strings.TrimSuffix(p, "/")+"-race/leader")
@@ -104,7 +104,7 @@ func TestRaces(t *testing.T) {
 // TestBindingRaces: servers record bindings at once, unfenced, and none
 // is lost.
 func TestBindingRaces(t *testing.T) {
-	c := etcdtest.Start(t, 3)
+	c := sharedCluster(t)
 	first := fencedStore(t, c, c.Client(t), etcdstore.Options{})
 	backends := []*etcdstore.Backend{first}
 	for range 2 {
@@ -238,7 +238,7 @@ func TestOutage(t *testing.T) {
 // transactions of at most 128 compares and operations, and the table is
 // the one bbolt holds after the same Update.
 func TestChunked(t *testing.T) {
-	c := etcdtest.StartOne(t)
+	c := sharedCluster(t)
 	e := fencedStore(t, c, c.Client(t), etcdstore.Options{MaxOps: 128})
 	bolt, err := boltstore.Open(filepath.Join(t.TempDir(), "state.db"), boltstore.Options{Create: true, NoSync: true})
 	if err != nil {
@@ -290,7 +290,7 @@ func TestChunked(t *testing.T) {
 // stops it there: what was committed is whole allocations, and the error
 // says so.
 func TestChunkedFenced(t *testing.T) {
-	c := etcdtest.StartOne(t)
+	c := sharedCluster(t)
 	cli := c.Client(t)
 	e := fencedStore(t, c, cli, etcdstore.Options{MaxOps: 32})
 	fenceKey := strings.TrimSuffix(e.Prefix(), "/") + "-election/leader"
@@ -334,7 +334,7 @@ func TestChunkedFenced(t *testing.T) {
 // then marks gone): whoever commits, no MAC ever sees its prefix change
 // and no prefix is given twice.
 func TestReconcileRaces(t *testing.T) {
-	c := etcdtest.Start(t, 3)
+	c := sharedCluster(t)
 	first := fencedStore(t, c, c.Client(t), etcdstore.Options{})
 	fence := leaderKey(t, c.Client(t), strings.TrimSuffix(first.Prefix(), "/")+"-race/leader")
 	first.SetFence(fence)

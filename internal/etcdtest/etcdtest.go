@@ -21,6 +21,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -39,7 +40,7 @@ const readyTimeout = 30 * time.Second
 
 // Cluster is a running set of embedded etcd members.
 type Cluster struct {
-	t       testing.TB
+	t       testing.TB // nil for a Shared cluster
 	token   string
 	mu      sync.Mutex
 	members []*member
@@ -59,25 +60,58 @@ func StartOne(t testing.TB) *Cluster { return Start(t, 1) }
 // test if they do not within 30 s. t.Cleanup stops them.
 func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
-	if n < 1 {
-		t.Fatalf("etcdtest.Start: %d members", n)
+	c, err := start(n, t.TempDir())
+	if err != nil {
+		t.Fatalf("etcdtest: %v", err)
 	}
-	root := t.TempDir()
+	c.t = t
+	t.Cleanup(c.close)
+	return c
+}
+
+// Shared starts n members for the tests of a whole package that may
+// share them (each under its own key prefix), in a temporary folder: for
+// TestMain, which calls stop after m.Run. Restart fails on it (there is
+// no test to fail); use Start for tests that stop members.
+func Shared(n int) (c *Cluster, stop func(), err error) {
+	dir, err := os.MkdirTemp("", "etcdtest-")
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err = start(n, dir)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, nil, err
+	}
+	return c, func() { c.close(); _ = os.RemoveAll(dir) }, nil
+}
+
+func start(n int, root string) (*Cluster, error) {
+	if n < 1 {
+		return nil, fmt.Errorf("start %d members", n)
+	}
 	var lastErr error
 	for range 5 {
-		c := &Cluster{t: t, token: fmt.Sprintf("etcdtest-%x", rand.Uint64())}
+		c := &Cluster{token: fmt.Sprintf("etcdtest-%x", rand.Uint64())}
 		for i := range n {
+			peer, err := freePort()
+			if err != nil {
+				return nil, err
+			}
+			clie, err := freePort()
+			if err != nil {
+				return nil, err
+			}
 			c.members = append(c.members, &member{
 				name: fmt.Sprintf("m%d", i),
 				dir:  filepath.Join(root, c.token, fmt.Sprintf("m%d", i)),
-				peer: url.URL{Scheme: "http", Host: freePort(t)},
-				clie: url.URL{Scheme: "http", Host: freePort(t)},
+				peer: url.URL{Scheme: "http", Host: peer},
+				clie: url.URL{Scheme: "http", Host: clie},
 			})
 		}
 		err := c.startAll()
 		if err == nil {
-			t.Cleanup(c.close)
-			return c
+			return c, nil
 		}
 		c.close()
 		lastErr = err
@@ -85,14 +119,12 @@ func Start(t testing.TB, n int) *Cluster {
 			break
 		}
 	}
-	t.Fatalf("etcdtest: start %d members: %v", n, lastErr)
-	return nil
+	return nil, fmt.Errorf("start %d members: %w", n, lastErr)
 }
 
 // freePort returns 127.0.0.1:port for a port below the ephemeral range
 // that is free now.
-func freePort(t testing.TB) string {
-	t.Helper()
+func freePort() (string, error) {
 	for range 100 {
 		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
 		l, err := net.Listen("tcp", addr)
@@ -100,10 +132,9 @@ func freePort(t testing.TB) string {
 			continue
 		}
 		_ = l.Close()
-		return addr
+		return addr, nil
 	}
-	t.Fatal("etcdtest: no free port in 20000-32000")
-	return ""
+	return "", errors.New("no free port in 20000-32000")
 }
 
 func (c *Cluster) initialCluster() string {
@@ -228,6 +259,9 @@ func (c *Cluster) Stop(i int) {
 // Restart starts member i again from its data, on the same ports, and
 // waits until it serves (which needs a quorum of members running).
 func (c *Cluster) Restart(i int) {
+	if c.t == nil {
+		panic("etcdtest: Restart of a Shared cluster")
+	}
 	c.t.Helper()
 	m := c.members[i]
 	var err error
