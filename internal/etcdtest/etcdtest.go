@@ -8,10 +8,13 @@
 // Ports: every member takes two TCP ports chosen at random below the
 // kernel's ephemeral range (20000–32767), checked free just before use,
 // so that neither the kernel's choice of a client port nor another test
-// asking for port 0 takes them meanwhile; a member that still cannot bind
-// ("address already in use") is started again on new ports. (embed takes
-// unix:// URLs only as paths relative to the working directory, which is
-// the package's source folder in a test: not used.)
+// asking for port 0 takes them meanwhile; a cluster that still cannot
+// bind ("address already in use") is started again on new ports. (embed
+// takes unix:// URLs only as paths relative to the working directory,
+// which is the package's source folder in a test: not used.) Clients
+// reach each member through a proxy the cluster holds (Endpoints), which
+// Cut and Heal use to cut the network between the clients and a member,
+// and Stop to drop its clients' connections as a crash would.
 package etcdtest
 
 import (
@@ -49,7 +52,8 @@ type Cluster struct {
 type member struct {
 	name       string
 	dir        string
-	peer, clie url.URL
+	peer, clie url.URL     // clie: where the member listens for clients
+	proxy      *proxy      // where clients reach it
 	etcd       *embed.Etcd // nil while stopped
 }
 
@@ -109,7 +113,10 @@ func start(n int, root string) (*Cluster, error) {
 				clie: url.URL{Scheme: "http", Host: clie},
 			})
 		}
-		err := c.startAll()
+		err := c.startProxies()
+		if err == nil {
+			err = c.startAll()
+		}
 		if err == nil {
 			return c, nil
 		}
@@ -152,7 +159,7 @@ func (c *Cluster) config(m *member, state string) *embed.Config {
 	cfg.ListenPeerUrls = []url.URL{m.peer}
 	cfg.AdvertisePeerUrls = []url.URL{m.peer}
 	cfg.ListenClientUrls = []url.URL{m.clie}
-	cfg.AdvertiseClientUrls = []url.URL{m.clie}
+	cfg.AdvertiseClientUrls = []url.URL{{Scheme: "http", Host: m.proxy.addr()}}
 	cfg.InitialCluster = c.initialCluster()
 	cfg.InitialClusterToken = c.token
 	cfg.ClusterState = state
@@ -162,6 +169,17 @@ func (c *Cluster) config(m *member, state string) *embed.Config {
 	cfg.UnsafeNoFsync = true // tests: speed over durability
 	cfg.MaxTxnOps = 128      // etcd's default, stated: the backend's chunking is tested against it
 	return cfg
+}
+
+func (c *Cluster) startProxies() error {
+	for _, m := range c.members {
+		p, err := newProxy(m.clie.Host)
+		if err != nil {
+			return err
+		}
+		m.proxy = p
+	}
+	return nil
 }
 
 // startAll starts every member (they must start together to elect a
@@ -205,6 +223,9 @@ func (c *Cluster) close() {
 	defer c.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, m := range c.members {
+		if m.proxy != nil {
+			m.proxy.close()
+		}
 		if e := m.etcd; e != nil {
 			m.etcd = nil
 			wg.Go(e.Close)
@@ -214,13 +235,22 @@ func (c *Cluster) close() {
 }
 
 // Endpoints returns the client URLs of every member, stopped ones too.
+// Clients reach a member through a proxy of the cluster's (see Cut).
 func (c *Cluster) Endpoints() []string {
 	var out []string
 	for _, m := range c.members {
-		out = append(out, m.clie.String())
+		out = append(out, "http://"+m.proxy.addr())
 	}
 	return out
 }
+
+// Cut cuts the network between the clients and member i: their
+// connections to it drop and new ones are refused, while it keeps running
+// (and stays in the quorum) until Heal.
+func (c *Cluster) Cut(i int) { c.members[i].proxy.cut() }
+
+// Heal lets clients reach member i again after Cut.
+func (c *Cluster) Heal(i int) { c.members[i].proxy.heal() }
 
 // Client returns a client of every member's endpoint, closed when the
 // test ends. Its logs are dropped.
@@ -245,12 +275,16 @@ func (c *Cluster) Member(i int) *embed.Etcd {
 	return c.members[i].etcd
 }
 
-// Stop stops member i; its data stays for Restart.
+// Stop stops member i; its data stays for Restart. Its clients'
+// connections are cut first, as a crash would: etcd would otherwise wait
+// seconds for their watch streams to end.
 func (c *Cluster) Stop(i int) {
 	c.mu.Lock()
-	e := c.members[i].etcd
-	c.members[i].etcd = nil
+	m := c.members[i]
+	e := m.etcd
+	m.etcd = nil
 	c.mu.Unlock()
+	m.proxy.cut()
 	if e != nil {
 		e.Close()
 	}
@@ -274,6 +308,7 @@ func (c *Cluster) Restart(i int) {
 	if err != nil {
 		c.t.Fatalf("etcdtest: restart: %v", err)
 	}
+	m.proxy.heal()
 }
 
 // Compact compacts the cluster's history at its current revision (and
