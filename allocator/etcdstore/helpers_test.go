@@ -62,6 +62,17 @@ func leaderKey(t testing.TB, cli *clientv3.Client, key string) *etcdstore.Fence 
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Kept alive while the test runs, as an election's session keeps it.
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	alive, err := cli.KeepAlive(ctx, lease.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for range alive {
+		}
+	}()
 	resp, err := cli.Put(ctxT(t), key, "leader", clientv3.WithLease(lease.ID))
 	if err != nil {
 		t.Fatal(err)
