@@ -3,6 +3,7 @@ package etcdstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"path/filepath"
 	"reflect"
@@ -24,7 +25,7 @@ import (
 // once. No prefix is given twice, none moves, and the losers of each race
 // retried.
 func TestRaces(t *testing.T) {
-	c := etcdtest.Start(t, 3)
+	c := sharedCluster(t)
 	first := fencedStore(t, c, c.Client(t), etcdstore.Options{})
 	p := first.Prefix()
 	fence := leaderKey(t, c.Client(t), strings.TrimSuffix(p, "/")+"-race/leader")
@@ -104,7 +105,7 @@ func TestRaces(t *testing.T) {
 // TestBindingRaces: servers record bindings at once, unfenced, and none
 // is lost.
 func TestBindingRaces(t *testing.T) {
-	c := etcdtest.Start(t, 3)
+	c := sharedCluster(t)
 	first := fencedStore(t, c, c.Client(t), etcdstore.Options{})
 	backends := []*etcdstore.Backend{first}
 	for range 2 {
@@ -245,7 +246,7 @@ func TestOutage(t *testing.T) {
 // transactions of at most 128 compares and operations, and the table is
 // the one bbolt holds after the same Update.
 func TestChunked(t *testing.T) {
-	c := etcdtest.StartOne(t)
+	c := sharedCluster(t)
 	e := fencedStore(t, c, c.Client(t), etcdstore.Options{MaxOps: 128})
 	bolt, err := boltstore.Open(filepath.Join(t.TempDir(), "state.db"), boltstore.Options{Create: true, NoSync: true})
 	if err != nil {
@@ -297,7 +298,7 @@ func TestChunked(t *testing.T) {
 // stops it there: what was committed is whole allocations, and the error
 // says so.
 func TestChunkedFenced(t *testing.T) {
-	c := etcdtest.StartOne(t)
+	c := sharedCluster(t)
 	cli := c.Client(t)
 	e := fencedStore(t, c, cli, etcdstore.Options{MaxOps: 32})
 	fenceKey := strings.TrimSuffix(e.Prefix(), "/") + "-election/leader"
@@ -334,4 +335,63 @@ func TestChunkedFenced(t *testing.T) {
 			break
 		}
 	}
+}
+
+// TestReconcileRaces: syncs from two backends at once, of listings that
+// overlap (the same MACs) and differ (each its own MACs, which the other
+// then marks gone): whoever commits, no MAC ever sees its prefix change
+// and no prefix is given twice.
+func TestReconcileRaces(t *testing.T) {
+	c := sharedCluster(t)
+	first := fencedStore(t, c, c.Client(t), etcdstore.Options{})
+	fence := leaderKey(t, c.Client(t), strings.TrimSuffix(first.Prefix(), "/")+"-race/leader")
+	first.SetFence(fence)
+	second := open(t, c.Client(t), etcdstore.Options{Prefix: first.Prefix()})
+	second.SetFence(fence)
+	nics := func(from, to int) []allocator.NIC {
+		var out []allocator.NIC
+		for i := from; i < to; i++ {
+			out = append(out, allocator.NIC{VMID: fmt.Sprintf("vm-%d", i), VMState: "Running", NICID: fmt.Sprintf("nic-%d", i), MAC: mac(i), IsDefault: true})
+		}
+		return out
+	}
+	listings := [][]allocator.NIC{
+		append(nics(0, 20), nics(100, 120)...), // shared 0-19, own 100-119
+		append(nics(0, 20), nics(200, 220)...), // shared 0-19, own 200-219
+	}
+	var mu sync.Mutex
+	seen := map[string]netip.Prefix{}
+	var wg sync.WaitGroup
+	for i, b := range []*etcdstore.Backend{first, second} {
+		st := allocator.NewStore(b)
+		wg.Go(func() {
+			for round := range 4 {
+				_, err := st.Reconcile([]allocator.Pool{pool}, map[string][]allocator.NIC{pool.Name: listings[i]},
+					allocator.SyncOptions{MaxReleaseFraction: 1, Force: true})
+				if errors.Is(err, etcdstore.ErrConflict) {
+					continue
+				}
+				if err != nil {
+					t.Errorf("backend %d round %d: %v", i, round, err)
+					return
+				}
+				// The backend's own view after its commit.
+				for _, a := range loadTable(t, st) {
+					mu.Lock()
+					if p, ok := seen[a.MAC.String()]; ok && p != a.Prefix {
+						t.Errorf("%s held %s, now %s: moved", a.MAC, p, a.Prefix)
+					}
+					seen[a.MAC.String()] = a.Prefix
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	st := allocator.NewStore(first)
+	if got := loadTable(t, st); len(got) != 60 {
+		t.Errorf("%d allocations, want 60", len(got))
+	}
+	checkSound(t, st)
+	t.Logf("retries: %d and %d, conflicts %d and %d", first.Stats().Retries, second.Stats().Retries, first.Stats().Conflicts, second.Stats().Conflicts)
 }

@@ -231,16 +231,16 @@ func (b *Backend) init(ctx context.Context, create bool) error {
 		}
 		return nil
 	}
-	any, err := b.cli.Get(cctx, b.prefix, clientv3.WithRange(prefixEnd(b.prefix)), clientv3.WithLimit(1), clientv3.WithKeysOnly())
+	some, err := b.cli.Get(cctx, b.prefix, clientv3.WithRange(prefixEnd(b.prefix)), clientv3.WithLimit(1), clientv3.WithKeysOnly())
 	if err != nil {
 		return b.wrap(fmt.Errorf("read %s: %w", b.prefix, err))
 	}
-	if len(any.Kvs) > 0 && string(any.Kvs[0].Key) == key {
+	if len(some.Kvs) > 0 && string(some.Kvs[0].Key) == key {
 		// Another server made the store between the two reads.
 		return b.init(ctx, false)
 	}
-	if len(any.Kvs) > 0 {
-		return b.wrap(fmt.Errorf("keys under the prefix (%q, …) but no schema marker %s: %w", any.Kvs[0].Key, key, kv.ErrNotStore))
+	if len(some.Kvs) > 0 {
+		return b.wrap(fmt.Errorf("keys under the prefix (%q, …) but no schema marker %s: %w", some.Kvs[0].Key, key, kv.ErrNotStore))
 	}
 	if !create {
 		return b.wrap(fmt.Errorf("nothing under the prefix: %w (start with --init to make a new store there)", kv.ErrNoStore))

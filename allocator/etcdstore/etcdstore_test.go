@@ -17,7 +17,6 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/etcdstore"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/kv"
 	"github.com/cloudstack-pd/cloudstack-pd/clock"
-	"github.com/cloudstack-pd/cloudstack-pd/internal/etcdtest"
 )
 
 var (
@@ -80,7 +79,7 @@ func checkSound(t *testing.T, st *allocator.Store) {
 }
 
 func TestOpen(t *testing.T) {
-	c := etcdtest.StartOne(t)
+	c := sharedCluster(t)
 	cli := c.Client(t)
 
 	t.Run("NoStore", func(t *testing.T) {
@@ -158,7 +157,7 @@ func TestOpen(t *testing.T) {
 // TestPoolNames: pools whose names hold '/' and '%' keep apart, and
 // Pools names them.
 func TestPoolNames(t *testing.T) {
-	c := etcdtest.StartOne(t)
+	c := sharedCluster(t)
 	cli := c.Client(t)
 	b := fencedStore(t, c, cli, etcdstore.Options{})
 	names := []string{"a", "a/b", "a%2Fb", "a/", "%"}
@@ -197,7 +196,7 @@ func TestPoolNames(t *testing.T) {
 // ignored and reported, never a crash; a known kind that does not parse
 // is damage.
 func TestForeignKeys(t *testing.T) {
-	c := etcdtest.StartOne(t)
+	c := sharedCluster(t)
 	cli := c.Client(t)
 	b := fencedStore(t, c, cli, etcdstore.Options{})
 	p := b.Prefix()
@@ -240,7 +239,7 @@ func waitFor(t *testing.T, cond func() bool) {
 }
 
 func TestFence(t *testing.T) {
-	c := etcdtest.StartOne(t)
+	c := sharedCluster(t)
 	cli := c.Client(t)
 	p := newPrefix()
 	b := open(t, cli, etcdstore.Options{Prefix: p, Create: true})
@@ -291,7 +290,7 @@ func TestFence(t *testing.T) {
 // TestWatch: what one backend writes, another sees; a subscriber that
 // reads late gets one merged Change.
 func TestWatch(t *testing.T) {
-	c := etcdtest.Start(t, 3)
+	c := sharedCluster(t)
 	a := fencedStore(t, c, c.Client(t), etcdstore.Options{})
 	p := a.Prefix()
 	b := open(t, c.Client(t), etcdstore.Options{Prefix: p})
@@ -341,7 +340,7 @@ func TestWatch(t *testing.T) {
 // TestChangesCoalesce: a subscriber that does not read holds one Change
 // covering every commit since, and the watch never waits for it.
 func TestChangesCoalesce(t *testing.T) {
-	c := etcdtest.StartOne(t)
+	c := sharedCluster(t)
 	fake := clock.NewFake(t0)
 	a := fencedStore(t, c, c.Client(t), etcdstore.Options{Clock: fake})
 	if st := a.State(); !st.Since.Equal(t0) || !st.Loaded.Equal(t0) || !st.Connected {
@@ -362,6 +361,18 @@ func TestChangesCoalesce(t *testing.T) {
 	if ch.Revision != rev || !ch.Kinds.Has(kv.Alloc) || !ch.Kinds.Has(kv.Meta) || ch.Kinds.Has(kv.Bindings) || !slices.Equal(ch.Pools, []string{pool.Name}) {
 		t.Errorf("one Change after 6 commits = %+v, want revision %d, kinds alloc … meta, not binding, pool %q", ch, rev, pool.Name)
 	}
+	keys := map[etcdstore.Key]bool{}
+	for _, k := range ch.Keys {
+		keys[k] = true
+	}
+	for i := range 5 {
+		if k := (etcdstore.Key{Space: kv.Space{Kind: kv.Alloc, Pool: pool.Name}, Key: string(mac(i))}); !keys[k] {
+			t.Errorf("Change.Keys misses %v", k)
+		}
+	}
+	if k := (etcdstore.Key{Space: kv.Space{Kind: kv.Meta}, Key: "server-duid"}); !keys[k] || ch.Truncated {
+		t.Errorf("Change.Keys misses %v, or is truncated (%v)", k, ch.Truncated)
+	}
 	select {
 	case ch := <-changes:
 		t.Errorf("a second Change %+v: not coalesced", ch)
@@ -376,7 +387,7 @@ func TestChangesCoalesce(t *testing.T) {
 // TestUpdateCommitsNothing: an Update that fails, panics or writes nothing
 // sends etcd nothing.
 func TestUpdateCommitsNothing(t *testing.T) {
-	c := etcdtest.StartOne(t)
+	c := sharedCluster(t)
 	b := fencedStore(t, c, c.Client(t), etcdstore.Options{})
 	meta := kv.Space{Kind: kv.Meta}
 	boom := errors.New("boom")
@@ -411,7 +422,7 @@ func TestUpdateCommitsNothing(t *testing.T) {
 // TestChunkedBytes: an Update of large values is split so that each
 // transaction stays under etcd's request size (1.5 MiB by default).
 func TestChunkedBytes(t *testing.T) {
-	c := etcdtest.StartOne(t)
+	c := sharedCluster(t)
 	b := fencedStore(t, c, c.Client(t), etcdstore.Options{})
 	big := bytes.Repeat([]byte("x"), 200<<10)
 	sp := kv.Space{Kind: kv.Bindings}

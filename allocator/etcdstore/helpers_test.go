@@ -3,6 +3,8 @@ package etcdstore_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,6 +17,33 @@ import (
 )
 
 var prefixes atomic.Int64
+
+// shared is the three-member cluster the tests that stop no member share,
+// each under its own prefix: started by the first that asks, stopped by
+// TestMain.
+var shared struct {
+	once sync.Once
+	c    *etcdtest.Cluster
+	stop func()
+	err  error
+}
+
+func sharedCluster(t testing.TB) *etcdtest.Cluster {
+	t.Helper()
+	shared.once.Do(func() { shared.c, shared.stop, shared.err = etcdtest.Shared(3) })
+	if shared.err != nil {
+		t.Fatal(shared.err)
+	}
+	return shared.c
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if shared.stop != nil {
+		shared.stop()
+	}
+	os.Exit(code)
+}
 
 // newPrefix returns a key prefix no other test of this process uses.
 func newPrefix() string { return fmt.Sprintf("/t%d/", prefixes.Add(1)) }
@@ -33,6 +62,17 @@ func leaderKey(t testing.TB, cli *clientv3.Client, key string) *etcdstore.Fence 
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Kept alive while the test runs, as an election's session keeps it.
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	alive, err := cli.KeepAlive(ctx, lease.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for range alive {
+		}
+	}()
 	resp, err := cli.Put(ctxT(t), key, "leader", clientv3.WithLease(lease.ID))
 	if err != nil {
 		t.Fatal(err)

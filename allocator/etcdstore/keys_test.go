@@ -93,3 +93,21 @@ func FuzzParseKey(f *testing.F) {
 		}
 	})
 }
+
+func TestChangeMerge(t *testing.T) {
+	k := func(s string) Key { return Key{Space: kv.Space{Kind: kv.MACs}, Key: s} }
+	a := Change{Revision: 5, Kinds: 1 << kv.MACs, Pools: []string{"b"}, Keys: []Key{k("1")}}
+	b := Change{Revision: 7, Kinds: 1 << kv.Alloc, Pools: []string{"a", "b"}, Keys: []Key{k("2")}}
+	m := a.Merge(b)
+	if m.Revision != 7 || !m.Kinds.Has(kv.MACs) || !m.Kinds.Has(kv.Alloc) || m.Kinds.Has(kv.Meta) ||
+		strings.Join(m.Pools, ",") != "a,b" || len(m.Keys) != 2 || m.Truncated || m.Reload {
+		t.Errorf("Merge = %+v", m)
+	}
+	big := Change{Keys: make([]Key, MaxChangeKeys)}
+	if m := m.Merge(big); !m.Truncated || m.Keys != nil {
+		t.Errorf("Merge past MaxChangeKeys: Truncated %v, %d keys", m.Truncated, len(m.Keys))
+	}
+	if m := a.Merge(Change{Reload: true}); !m.Reload {
+		t.Error("Merge lost Reload")
+	}
+}

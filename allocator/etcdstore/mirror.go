@@ -83,17 +83,33 @@ func (b *Backend) load(ctx context.Context) error {
 	return nil
 }
 
-// add puts the keys of a response into t.
-func (b *Backend) add(t *btree.BTreeG[item], kvs []*mvccpb.KeyValue, buf []byte) []byte {
+// add appends the keys of a response, in key order, to items.
+func (b *Backend) add(items []item, kvs []*mvccpb.KeyValue, buf []byte) ([]item, []byte) {
 	for _, kv := range kvs {
 		if len(kv.Key) < len(b.prefix) {
 			continue
 		}
 		rel := kv.Key[len(b.prefix):]
 		buf = append(append(buf[:0], rel...), kv.Value...)
-		t.ReplaceOrInsert(item{kv: string(buf), klen: uint32(len(rel)), rev: kv.ModRevision})
+		items = append(items, item{kv: string(buf), klen: uint32(len(rel)), rev: kv.ModRevision})
 	}
-	return buf
+	return items, buf
+}
+
+// build makes a tree of items, which are in key order. Inserted in order,
+// a B-tree splits each full node in two and leaves it half full (64 bytes
+// of node per 32-byte item); inserting every other item first, then the
+// rest, fills the half-full leaves instead of splitting them again (some
+// 34 bytes per item).
+func build(items []item) *btree.BTreeG[item] {
+	t := newTree()
+	for i := 0; i < len(items); i += 2 {
+		t.ReplaceOrInsert(items[i])
+	}
+	for i := 1; i < len(items); i += 2 {
+		t.ReplaceOrInsert(items[i])
+	}
+	return t
 }
 
 // loadStream reads the prefix in one RangeStream, pinned by etcd to the
@@ -107,7 +123,7 @@ func (b *Backend) loadStream(ctx context.Context) (*btree.BTreeG[item], int64, e
 	if err != nil {
 		return nil, 0, err
 	}
-	t := newTree()
+	var items []item
 	var buf []byte
 	var rev int64
 	for resp := range ch {
@@ -115,7 +131,7 @@ func (b *Backend) loadStream(ctx context.Context) (*btree.BTreeG[item], int64, e
 			return nil, 0, err
 		}
 		stall.Reset(b.timeout)
-		buf = b.add(t, resp.Kvs, buf)
+		items, buf = b.add(items, resp.Kvs, buf)
 		if resp.Header != nil && resp.Header.Revision != 0 {
 			rev = resp.Header.Revision
 		}
@@ -126,12 +142,12 @@ func (b *Backend) loadStream(ctx context.Context) (*btree.BTreeG[item], int64, e
 	if rev == 0 {
 		return nil, 0, errors.New("range stream ended without its final chunk")
 	}
-	return t, rev, nil
+	return build(items), rev, nil
 }
 
 // loadPages reads the prefix page by page at one revision.
 func (b *Backend) loadPages(ctx context.Context) (*btree.BTreeG[item], int64, error) {
-	t := newTree()
+	var items []item
 	end := prefixEnd(b.prefix)
 	from := b.prefix
 	var rev int64
@@ -151,9 +167,9 @@ func (b *Backend) loadPages(ctx context.Context) (*btree.BTreeG[item], int64, er
 		if rev == 0 {
 			rev = resp.Header.Revision
 		}
-		buf = b.add(t, resp.Kvs, buf)
+		items, buf = b.add(items, resp.Kvs, buf)
 		if !resp.More || len(resp.Kvs) == 0 {
-			return t, rev, nil
+			return build(items), rev, nil
 		}
 		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
@@ -196,6 +212,11 @@ func (b *Backend) apply(evs []*clientv3.Event) {
 			ch.Kinds |= 1 << p.space.Kind
 			if poolScoped[p.space.Kind] {
 				ch.Pools = append(ch.Pools, p.pool)
+			}
+			if len(ch.Keys) < MaxChangeKeys {
+				ch.Keys = append(ch.Keys, Key{Space: p.space, Key: p.key})
+			} else {
+				ch.Truncated = true
 			}
 		}
 	}
@@ -268,9 +289,12 @@ func (b *Backend) watch(ctx context.Context) {
 		b.mu.Lock()
 		rev := b.rev
 		b.mu.Unlock()
-		compacted, err := b.watchFrom(ctx, rev+1)
+		compacted, answered, err := b.watchFrom(ctx, rev+1)
 		if ctx.Err() != nil {
 			return
+		}
+		if answered {
+			backoff = 100 * time.Millisecond
 		}
 		b.setConnected(false, err)
 		if compacted {
@@ -283,8 +307,9 @@ func (b *Backend) watch(ctx context.Context) {
 	}
 }
 
-// watchFrom runs one watch from rev until it ends, and says why.
-func (b *Backend) watchFrom(ctx context.Context, rev int64) (compacted bool, err error) {
+// watchFrom runs one watch from rev until it ends, and says why, and
+// whether etcd answered on it at all.
+func (b *Backend) watchFrom(ctx context.Context, rev int64) (compacted, answered bool, err error) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	wch := b.cli.Watch(wctx, b.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev),
@@ -298,14 +323,15 @@ func (b *Backend) watchFrom(ctx context.Context, rev int64) (compacted bool, err
 		select {
 		case resp, ok := <-wch:
 			if !ok {
-				return false, errors.New("watch closed")
+				return false, answered, errors.New("watch closed")
 			}
 			if resp.CompactRevision != 0 || errors.Is(resp.Err(), rpctypes.ErrCompacted) {
-				return true, resp.Err()
+				return true, true, resp.Err()
 			}
 			if err := resp.Err(); err != nil {
-				return false, err
+				return false, answered, err
 			}
+			answered = true
 			switch {
 			case resp.Created:
 				b.setConnected(true, nil)
@@ -329,7 +355,7 @@ func (b *Backend) watchFrom(ctx context.Context, rev int64) (compacted bool, err
 			_ = b.cli.RequestProgress(rctx)
 			rcancel()
 		case <-ctx.Done():
-			return false, ctx.Err()
+			return false, answered, ctx.Err()
 		}
 	}
 }
@@ -375,6 +401,16 @@ func (b *Backend) waitRev(ctx context.Context, rev int64) error {
 	}
 }
 
+// MaxChangeKeys bounds Change.Keys: a subscriber that lags behind more
+// changes than this reads the spaces again (Change.Truncated).
+const MaxChangeKeys = 1 << 16
+
+// Key is a key of a key space: the raw key bytes, as a string.
+type Key struct {
+	Space kv.Space
+	Key   string
+}
+
 // KindSet is a set of key space kinds.
 type KindSet uint64
 
@@ -391,6 +427,13 @@ type Change struct {
 	Kinds KindSet
 	// Pools are the pools whose spaces (or markers) changed, sorted.
 	Pools []string
+	// Keys are the keys put or deleted (read their values, or their
+	// absence, in a View), at most MaxChangeKeys, in no particular order;
+	// a key changed several times may be named several times.
+	Keys []Key
+	// Truncated says that more keys changed than Keys holds: read the
+	// spaces of Kinds and Pools again.
+	Truncated bool
 	// Reload says that the whole table was loaded again (at start, or
 	// after a compaction): anything may have changed.
 	Reload bool
@@ -398,7 +441,13 @@ type Change struct {
 
 // Merge returns the Change covering c and d.
 func (c Change) Merge(d Change) Change {
-	out := Change{Revision: max(c.Revision, d.Revision), Kinds: c.Kinds | d.Kinds, Reload: c.Reload || d.Reload}
+	out := Change{Revision: max(c.Revision, d.Revision), Kinds: c.Kinds | d.Kinds, Reload: c.Reload || d.Reload,
+		Truncated: c.Truncated || d.Truncated}
+	if n := len(c.Keys) + len(d.Keys); n > MaxChangeKeys {
+		out.Truncated = true
+	} else if !out.Truncated && n > 0 {
+		out.Keys = append(slices.Clone(c.Keys), d.Keys...)
+	}
 	out.Pools = append(slices.Clone(c.Pools), d.Pools...)
 	slices.Sort(out.Pools)
 	out.Pools = slices.Compact(out.Pools)

@@ -8,10 +8,13 @@
 // Ports: every member takes two TCP ports chosen at random below the
 // kernel's ephemeral range (20000–32767), checked free just before use,
 // so that neither the kernel's choice of a client port nor another test
-// asking for port 0 takes them meanwhile; a member that still cannot bind
-// ("address already in use") is started again on new ports. (embed takes
-// unix:// URLs only as paths relative to the working directory, which is
-// the package's source folder in a test: not used.)
+// asking for port 0 takes them meanwhile; a cluster that still cannot
+// bind ("address already in use") is started again on new ports. (embed
+// takes unix:// URLs only as paths relative to the working directory,
+// which is the package's source folder in a test: not used.) Clients
+// reach each member through a proxy the cluster holds (Endpoints), which
+// Cut and Heal use to cut the network between the clients and a member,
+// and Stop to drop its clients' connections as a crash would.
 package etcdtest
 
 import (
@@ -21,6 +24,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -39,7 +43,7 @@ const readyTimeout = 30 * time.Second
 
 // Cluster is a running set of embedded etcd members.
 type Cluster struct {
-	t       testing.TB
+	t       testing.TB // nil for a Shared cluster
 	token   string
 	mu      sync.Mutex
 	members []*member
@@ -48,7 +52,8 @@ type Cluster struct {
 type member struct {
 	name       string
 	dir        string
-	peer, clie url.URL
+	peer, clie url.URL     // clie: where the member listens for clients
+	proxy      *proxy      // where clients reach it
 	etcd       *embed.Etcd // nil while stopped
 }
 
@@ -59,25 +64,61 @@ func StartOne(t testing.TB) *Cluster { return Start(t, 1) }
 // test if they do not within 30 s. t.Cleanup stops them.
 func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
-	if n < 1 {
-		t.Fatalf("etcdtest.Start: %d members", n)
+	c, err := start(n, t.TempDir())
+	if err != nil {
+		t.Fatalf("etcdtest: %v", err)
 	}
-	root := t.TempDir()
+	c.t = t
+	t.Cleanup(c.close)
+	return c
+}
+
+// Shared starts n members for the tests of a whole package that may
+// share them (each under its own key prefix), in a temporary folder: for
+// TestMain, which calls stop after m.Run. Restart fails on it (there is
+// no test to fail); use Start for tests that stop members.
+func Shared(n int) (c *Cluster, stop func(), err error) {
+	dir, err := os.MkdirTemp("", "etcdtest-")
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err = start(n, dir)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, nil, err
+	}
+	return c, func() { c.close(); _ = os.RemoveAll(dir) }, nil
+}
+
+func start(n int, root string) (*Cluster, error) {
+	if n < 1 {
+		return nil, fmt.Errorf("start %d members", n)
+	}
 	var lastErr error
 	for range 5 {
-		c := &Cluster{t: t, token: fmt.Sprintf("etcdtest-%x", rand.Uint64())}
+		c := &Cluster{token: fmt.Sprintf("etcdtest-%x", rand.Uint64())}
 		for i := range n {
+			peer, err := freePort()
+			if err != nil {
+				return nil, err
+			}
+			clie, err := freePort()
+			if err != nil {
+				return nil, err
+			}
 			c.members = append(c.members, &member{
 				name: fmt.Sprintf("m%d", i),
 				dir:  filepath.Join(root, c.token, fmt.Sprintf("m%d", i)),
-				peer: url.URL{Scheme: "http", Host: freePort(t)},
-				clie: url.URL{Scheme: "http", Host: freePort(t)},
+				peer: url.URL{Scheme: "http", Host: peer},
+				clie: url.URL{Scheme: "http", Host: clie},
 			})
 		}
-		err := c.startAll()
+		err := c.startProxies()
 		if err == nil {
-			t.Cleanup(c.close)
-			return c
+			err = c.startAll()
+		}
+		if err == nil {
+			return c, nil
 		}
 		c.close()
 		lastErr = err
@@ -85,14 +126,12 @@ func Start(t testing.TB, n int) *Cluster {
 			break
 		}
 	}
-	t.Fatalf("etcdtest: start %d members: %v", n, lastErr)
-	return nil
+	return nil, fmt.Errorf("start %d members: %w", n, lastErr)
 }
 
 // freePort returns 127.0.0.1:port for a port below the ephemeral range
 // that is free now.
-func freePort(t testing.TB) string {
-	t.Helper()
+func freePort() (string, error) {
 	for range 100 {
 		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
 		l, err := net.Listen("tcp", addr)
@@ -100,10 +139,9 @@ func freePort(t testing.TB) string {
 			continue
 		}
 		_ = l.Close()
-		return addr
+		return addr, nil
 	}
-	t.Fatal("etcdtest: no free port in 20000-32000")
-	return ""
+	return "", errors.New("no free port in 20000-32000")
 }
 
 func (c *Cluster) initialCluster() string {
@@ -121,7 +159,7 @@ func (c *Cluster) config(m *member, state string) *embed.Config {
 	cfg.ListenPeerUrls = []url.URL{m.peer}
 	cfg.AdvertisePeerUrls = []url.URL{m.peer}
 	cfg.ListenClientUrls = []url.URL{m.clie}
-	cfg.AdvertiseClientUrls = []url.URL{m.clie}
+	cfg.AdvertiseClientUrls = []url.URL{{Scheme: "http", Host: m.proxy.addr()}}
 	cfg.InitialCluster = c.initialCluster()
 	cfg.InitialClusterToken = c.token
 	cfg.ClusterState = state
@@ -131,6 +169,17 @@ func (c *Cluster) config(m *member, state string) *embed.Config {
 	cfg.UnsafeNoFsync = true // tests: speed over durability
 	cfg.MaxTxnOps = 128      // etcd's default, stated: the backend's chunking is tested against it
 	return cfg
+}
+
+func (c *Cluster) startProxies() error {
+	for _, m := range c.members {
+		p, err := newProxy(m.clie.Host)
+		if err != nil {
+			return err
+		}
+		m.proxy = p
+	}
+	return nil
 }
 
 // startAll starts every member (they must start together to elect a
@@ -174,6 +223,9 @@ func (c *Cluster) close() {
 	defer c.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, m := range c.members {
+		if m.proxy != nil {
+			m.proxy.close()
+		}
 		if e := m.etcd; e != nil {
 			m.etcd = nil
 			wg.Go(e.Close)
@@ -183,13 +235,22 @@ func (c *Cluster) close() {
 }
 
 // Endpoints returns the client URLs of every member, stopped ones too.
+// Clients reach a member through a proxy of the cluster's (see Cut).
 func (c *Cluster) Endpoints() []string {
 	var out []string
 	for _, m := range c.members {
-		out = append(out, m.clie.String())
+		out = append(out, "http://"+m.proxy.addr())
 	}
 	return out
 }
+
+// Cut cuts the network between the clients and member i: their
+// connections to it drop and new ones are refused, while it keeps running
+// (and stays in the quorum) until Heal.
+func (c *Cluster) Cut(i int) { c.members[i].proxy.cut() }
+
+// Heal lets clients reach member i again after Cut.
+func (c *Cluster) Heal(i int) { c.members[i].proxy.heal() }
 
 // Client returns a client of every member's endpoint, closed when the
 // test ends. Its logs are dropped.
@@ -214,12 +275,16 @@ func (c *Cluster) Member(i int) *embed.Etcd {
 	return c.members[i].etcd
 }
 
-// Stop stops member i; its data stays for Restart.
+// Stop stops member i; its data stays for Restart. Its clients'
+// connections are cut first, as a crash would: etcd would otherwise wait
+// seconds for their watch streams to end.
 func (c *Cluster) Stop(i int) {
 	c.mu.Lock()
-	e := c.members[i].etcd
-	c.members[i].etcd = nil
+	m := c.members[i]
+	e := m.etcd
+	m.etcd = nil
 	c.mu.Unlock()
+	m.proxy.cut()
 	if e != nil {
 		e.Close()
 	}
@@ -228,6 +293,9 @@ func (c *Cluster) Stop(i int) {
 // Restart starts member i again from its data, on the same ports, and
 // waits until it serves (which needs a quorum of members running).
 func (c *Cluster) Restart(i int) {
+	if c.t == nil {
+		panic("etcdtest: Restart of a Shared cluster")
+	}
 	c.t.Helper()
 	m := c.members[i]
 	var err error
@@ -240,6 +308,7 @@ func (c *Cluster) Restart(i int) {
 	if err != nil {
 		c.t.Fatalf("etcdtest: restart: %v", err)
 	}
+	m.proxy.heal()
 }
 
 // Compact compacts the cluster's history at its current revision (and

@@ -46,3 +46,35 @@ func TestCluster(t *testing.T) {
 		t.Error("member 0 or endpoints missing")
 	}
 }
+
+// TestCut: a client of one member loses it on Cut, while the member
+// stays in the cluster, and has it back on Heal.
+func TestCut(t *testing.T) {
+	c := etcdtest.StartOne(t)
+	cli := c.Client(t)
+	ctx := func() context.Context {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		t.Cleanup(cancel)
+		return ctx
+	}
+	if _, err := cli.Put(ctx(), "k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	c.Cut(0)
+	if _, err := cli.Get(ctx(), "k"); err == nil {
+		t.Error("Get through a cut succeeded")
+	}
+	if c.Member(0) == nil {
+		t.Error("Cut stopped the member")
+	}
+	c.Heal(0)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := cli.Get(ctx(), "k"); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("Get after Heal: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
