@@ -54,20 +54,32 @@ func bytesOf(s string) []byte {
 // pageSize is the number of keys a paged load reads per request.
 const pageSize = 10000
 
-// load reads the whole prefix at one revision into a new tree and swaps
-// it in: the mirror then reflects that revision. It streams the range
-// (etcd 3.7's RangeStream, linear in the keys) and falls back to pages of
-// Get on an older etcd, where each page also counts every key after it
-// (quadratic: some 15 s for 600,000 keys against 1 s streamed).
+// load reads the whole prefix (with Options.Kinds, the ranges of the
+// mirrored kinds) at one revision into a new tree and swaps it in: the
+// mirror then reflects that revision. It streams each range (etcd 3.7's
+// RangeStream, linear in the keys) and falls back to pages of Get on an
+// older etcd, where each page also counts every key after it (quadratic:
+// some 15 s for 600,000 keys against 1 s streamed).
 func (b *Backend) load(ctx context.Context) error {
 	start := time.Now()
-	t, rev, err := b.loadStream(ctx)
-	if status.Code(errors.Unwrap(err)) == codes.Unimplemented || status.Code(err) == codes.Unimplemented {
-		b.log.Info("etcd without RangeStream (older than 3.7): loading the table page by page")
-		t, rev, err = b.loadPages(ctx)
-	}
-	if err != nil {
-		return b.wrap(fmt.Errorf("load the table: %w", err))
+	t := newTree()
+	var rev int64
+	paged := false
+	for _, r := range b.ranges() {
+		var err error
+		if !paged {
+			rev, err = b.loadStream(ctx, t, r[0], r[1], rev)
+			if status.Code(errors.Unwrap(err)) == codes.Unimplemented || status.Code(err) == codes.Unimplemented {
+				b.log.Info("etcd without RangeStream (older than 3.7): loading the table page by page")
+				paged = true
+			}
+		}
+		if paged {
+			rev, err = b.loadPages(ctx, t, r[0], r[1], rev)
+		}
+		if err != nil {
+			return b.wrap(fmt.Errorf("load the table: %w", err))
+		}
 	}
 	b.mu.Lock()
 	b.tree = t
@@ -96,45 +108,50 @@ func (b *Backend) add(t *btree.BTreeG[item], kvs []*mvccpb.KeyValue, buf []byte)
 	return buf
 }
 
-// loadStream reads the prefix in one RangeStream, pinned by etcd to the
-// revision it started at. It gives up when no chunk came for b.timeout.
-func (b *Backend) loadStream(ctx context.Context) (*btree.BTreeG[item], int64, error) {
+// loadStream reads [key, end) into t in one RangeStream at revision rev
+// (0: the current one, which it returns). It gives up when no chunk came
+// for b.timeout.
+func (b *Backend) loadStream(ctx context.Context, t *btree.BTreeG[item], key, end string, rev int64) (int64, error) {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stall := time.AfterFunc(b.timeout, cancel)
 	defer stall.Stop()
-	ch, err := b.cli.GetStream(sctx, b.prefix, clientv3.WithRange(prefixEnd(b.prefix)))
-	if err != nil {
-		return nil, 0, err
+	opts := []clientv3.OpOption{clientv3.WithRange(end)}
+	if rev != 0 {
+		opts = append(opts, clientv3.WithRev(rev))
 	}
-	t := newTree()
+	ch, err := b.cli.GetStream(sctx, key, opts...)
+	if err != nil {
+		return 0, err
+	}
 	var buf []byte
-	var rev int64
+	var got int64
 	for resp := range ch {
 		if err := resp.Err(); err != nil {
-			return nil, 0, err
+			return 0, err
 		}
 		stall.Reset(b.timeout)
 		buf = b.add(t, resp.Kvs, buf)
 		if resp.Header != nil && resp.Header.Revision != 0 {
-			rev = resp.Header.Revision
+			got = resp.Header.Revision
 		}
 	}
 	if err := sctx.Err(); err != nil {
-		return nil, 0, fmt.Errorf("range stream stalled for %s: %w", b.timeout, err)
+		return 0, fmt.Errorf("range stream stalled for %s: %w", b.timeout, err)
 	}
-	if rev == 0 {
-		return nil, 0, errors.New("range stream ended without its final chunk")
+	if got == 0 {
+		return 0, errors.New("range stream ended without its final chunk")
 	}
-	return t, rev, nil
+	if rev != 0 {
+		return rev, nil
+	}
+	return got, nil
 }
 
-// loadPages reads the prefix page by page at one revision.
-func (b *Backend) loadPages(ctx context.Context) (*btree.BTreeG[item], int64, error) {
-	t := newTree()
-	end := prefixEnd(b.prefix)
-	from := b.prefix
-	var rev int64
+// loadPages reads [key, end) into t page by page at revision rev (0: the
+// current one, which it returns).
+func (b *Backend) loadPages(ctx context.Context, t *btree.BTreeG[item], key, end string, rev int64) (int64, error) {
+	from := key
 	var buf []byte
 	for {
 		// Linearizable reads: a load never goes back in time.
@@ -146,14 +163,14 @@ func (b *Backend) loadPages(ctx context.Context) (*btree.BTreeG[item], int64, er
 		resp, err := b.cli.Get(cctx, from, opts...)
 		cancel()
 		if err != nil {
-			return nil, 0, err
+			return 0, err
 		}
 		if rev == 0 {
 			rev = resp.Header.Revision
 		}
 		buf = b.add(t, resp.Kvs, buf)
 		if !resp.More || len(resp.Kvs) == 0 {
-			return t, rev, nil
+			return rev, nil
 		}
 		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
@@ -175,16 +192,19 @@ func (b *Backend) apply(evs []*clientv3.Event) {
 			continue
 		}
 		rel := key[len(b.prefix):]
+		if r := ev.Kv.ModRevision; r > b.rev {
+			b.rev = r
+		}
+		p, known, ok := parseKey(rel)
+		if !b.all && (!known || (ok && !p.marker && !b.mirrored.Has(p.space.Kind))) {
+			continue // not mirrored
+		}
 		switch ev.Type {
 		case mvccpb.PUT:
 			b.tree.ReplaceOrInsert(item{kv: rel + string(ev.Kv.Value), klen: uint32(len(rel)), rev: ev.Kv.ModRevision})
 		case mvccpb.DELETE:
 			b.tree.Delete(pivot(rel))
 		}
-		if r := ev.Kv.ModRevision; r > b.rev {
-			b.rev = r
-		}
-		p, known, ok := parseKey(rel)
 		switch {
 		case !known || !ok:
 			if b.stats.unknown.Add(1) == 1 {
