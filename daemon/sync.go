@@ -54,6 +54,13 @@ type syncer struct {
 	observe func(outcome string, took time.Duration, rep *allocator.SyncReport, at time.Time)
 	// afterSync, when set, is told when a sync succeeded.
 	afterSync func(at time.Time)
+	// store, when set, gives the store a sync writes (in a cluster, the
+	// syncer's own, opened at its first sync); nil: the daemon's.
+	store func(ctx context.Context) (*allocator.Store, error)
+	// written, when set, puts a sync's writes in force instead of a load
+	// of the table from the store (in a cluster, the follower's table
+	// catching up with them); it holds no lock.
+	written func(ctx context.Context, st *allocator.Store) error
 
 	trigger   chan struct{}
 	lastWhy   string   // the last reason for not syncing, logged once
@@ -121,8 +128,19 @@ func (s *syncer) once(ctx context.Context) {
 		}
 		s.clientAPI = cfg.API
 	}
+	st := s.d.st
+	if s.store != nil {
+		var err error
+		if st, err = s.store(ctx); err != nil {
+			if ctx.Err() == nil {
+				s.log.Error("sync not run: the table does not open for writing", "err", err)
+				s.observed(httpapi.SyncFailed, 0, nil, s.d.clock.Now())
+			}
+			return
+		}
+	}
 	start := s.d.clock.Now()
-	rep, err := s.d.st.Sync(ctx, cfg.Pools(), s.client, SyncOptions(cfg))
+	rep, err := st.Sync(ctx, cfg.Pools(), s.client, SyncOptions(cfg))
 	took := s.d.clock.Now().Sub(start)
 	var refused *allocator.RefusedError
 	switch {
@@ -138,7 +156,11 @@ func (s *syncer) once(ctx context.Context) {
 		s.observed(httpapi.SyncFailed, took, rep, start)
 		return
 	}
-	if rep.Written {
+	if rep.Written && s.written != nil {
+		if err := s.written(ctx, st); err != nil {
+			s.log.Error("sync written, but the table in force does not reflect it yet", "err", err)
+		}
+	} else if rep.Written {
 		s.swapMu.Lock()
 		tbl, err := s.d.loadTable(s.cfg.Load())
 		if err == nil {

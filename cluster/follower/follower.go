@@ -52,6 +52,9 @@ type Options struct {
 	Lock sync.Locker
 	// Log receives the follower's lines; nil discards them.
 	Log *slog.Logger
+	// OnChange, when set, is called after each swap into Live (not to
+	// block: it runs under Lock).
+	OnChange func()
 	// Clock stamps the state (WatchState's times); nil: the real clock.
 	Clock clock.Clock
 }
@@ -171,7 +174,7 @@ func (f *Follower) Run(ctx context.Context) {
 				f.log.Error("the table in etcd does not load; the one in force stays", "err", err)
 				f.setConnected(false, err)
 				sleep(ctx, backoff)
-				backoff = min(2*backoff, 30*time.Second)
+				backoff = min(2*backoff, 5*time.Second)
 				continue
 			}
 			backoff = 100 * time.Millisecond
@@ -206,7 +209,14 @@ func (f *Follower) reload(ctx context.Context) error {
 		return err
 	}
 	f.o.Live.Swap(tbl)
+	f.changed()
 	return nil
+}
+
+func (f *Follower) changed() {
+	if f.o.OnChange != nil {
+		f.o.OnChange()
+	}
 }
 
 // watchFrom runs one watch of the Alloc spaces from rev until it ends.
@@ -351,6 +361,7 @@ func (f *Follower) apply(evs []*clientv3.Event) error {
 	f.base = b.Build()
 	f.rev = top
 	f.o.Live.Swap(f.base)
+	f.changed()
 	f.applied.Add(int64(len(ops)))
 	f.markEvent(f.rev)
 	return nil
