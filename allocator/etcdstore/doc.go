@@ -89,9 +89,14 @@
 //   - Do not put other programs' keys under the prefix, nor the election
 //     key: CheckStructure reports them. Use a key beside the prefix (say
 //     "/cloudstack-pd-election/").
-//   - Every server holds the whole table in memory: some 100 bytes per key
+//   - A backend holds the whole table in memory: some 100 bytes per key
 //     beyond the keys and values themselves, three keys per allocation
-//     (BenchmarkOpen).
+//     (BenchmarkOpen). Options.Kinds limits the mirror to some kinds (with
+//     the pool markers): only their ranges are loaded, events of the
+//     others are skipped, and a transaction touching a space of another
+//     kind fails with ErrNotMirrored (never reads it as empty). serve
+//     mirrors all but Alloc, Prefix and MACs; its table is read from the
+//     Alloc spaces by package cluster/follower (SpacePrefix, ParseKey).
 //   - Keys and values a Tx returns point into the mirror: valid until the
 //     transaction ends, never to be written (kv.Tx's contract).
 //   - A range compare costs etcd a read of the range: an Update that
