@@ -170,6 +170,10 @@ func printable(b []byte) string {
 // the destination, so that its memory stays bounded.
 const snapshotBatch = 50000
 
+// tableBatch is the most allocations CopyTableInto writes in one
+// transaction (three keys each, and their index pages).
+const tableBatch = 5000
+
 // CopyInto copies every key of src into dst, an empty store just created
 // (a snapshot, an export), streaming: at most snapshotBatch keys are held
 // at once, each batch written in one transaction of dst. It reads src in
@@ -184,7 +188,7 @@ func CopyInto(dst, src *Store) (copied int, err error) {
 // allocations (a cluster server's store mirrors the other spaces only):
 // dst gets src's keys but those of the Alloc, Prefix and MACs spaces, and
 // the allocations of tbl, written with Tx.Put (which makes their prefix
-// and MAC index entries), at most snapshotBatch allocations per
+// and MAC index entries), at most tableBatch allocations per
 // transaction. Allocations of pools not in tbl are not copied.
 func CopyTableInto(dst, src *Store, tbl *Table) (copied int, err error) {
 	n, err := copyInto(dst, src, func(k kv.Kind) bool { return k == kv.Alloc || k == kv.Prefix || k == kv.MACs })
@@ -194,8 +198,8 @@ func CopyTableInto(dst, src *Store, tbl *Table) (copied int, err error) {
 	if err := dst.b.Update(func(tx kv.Tx) error { return tx.Put(spaceMeta, keyIncomplete, []byte("copy of a table")) }); err != nil {
 		return n, fmt.Errorf("copy to %s: mark it incomplete: %w", dst.Path(), err)
 	}
-	for from := 0; from < tbl.Len(); from += snapshotBatch {
-		to := min(from+snapshotBatch, tbl.Len())
+	for from := 0; from < tbl.Len(); from += tableBatch {
+		to := min(from+tableBatch, tbl.Len())
 		err := dst.Update(tbl.Pools(), func(tx *Tx) error {
 			for i := from; i < to; i++ {
 				if err := tx.Put(tbl.At(i)); err != nil {
