@@ -122,3 +122,21 @@ func TestParseKey(t *testing.T) {
 		}
 	}
 }
+
+// FuzzExportedParseKey: a key ParseKey reads is its space's prefix and the key
+// within it, whatever the bytes.
+func FuzzExportedParseKey(f *testing.F) {
+	const p = "/x/table/"
+	for _, k := range []string{p + "alloc/a%2Fb/\x06\x00", p + "mac/\x01", p + "pools/a", p + "alloc/%zz/k", "/y/", p + "binding-prefix/k"} {
+		f.Add(k)
+	}
+	f.Fuzz(func(t *testing.T, key string) {
+		s, k, ok := etcdstore.ParseKey(p, key)
+		if !ok {
+			return
+		}
+		if got := etcdstore.SpacePrefix(p, s) + string(k); got != key {
+			t.Errorf("ParseKey(%q) = %v %q: rebuilt %q", key, s, k, got)
+		}
+	})
+}

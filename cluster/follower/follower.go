@@ -174,7 +174,13 @@ func (f *Follower) Run(ctx context.Context) {
 				f.log.Error("the table in etcd does not load; the one in force stays", "err", err)
 				f.setConnected(false, err)
 				sleep(ctx, backoff)
-				backoff = min(2*backoff, 5*time.Second)
+				// Without a table, etcd is awaited; with one in force, a
+				// table that does not load is not read again too often.
+				limit := 30 * time.Second
+				if f.Table() == nil {
+					limit = 5 * time.Second
+				}
+				backoff = min(2*backoff, limit)
 				continue
 			}
 			backoff = 100 * time.Millisecond
@@ -248,6 +254,9 @@ func (f *Follower) watchFrom(ctx context.Context, rev int64) (compacted bool, er
 			case len(resp.Events) > 0:
 				if err := f.apply(resp.Events); err != nil {
 					f.log.Error("a change of the table in etcd does not apply; loading the table again", "err", err)
+					f.mu.Lock()
+					f.broken = err
+					f.mu.Unlock()
 					return false, err
 				}
 			}

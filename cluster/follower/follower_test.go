@@ -297,3 +297,47 @@ func TestLoadErrors(t *testing.T) {
 		t.Errorf("Lookup after the load: %v %v", e, ok)
 	}
 }
+
+// TestFollowBadRecord: an allocation record that does not decode leaves
+// the table in force as it was and the follower not following (State says
+// why); once the record is fixed, it loads the table again and follows.
+func TestFollowBadRecord(t *testing.T) {
+	c := etcdtest.StartOne(t)
+	st, wb, cli := writer(t, c)
+	rng := rand.New(rand.NewPCG(5, 6))
+	churn(t, st, rng, 20)
+	live := allocator.NewLive(nil)
+	var mu sync.Mutex
+	f := follower.New(follower.Options{Client: cli, Prefix: prefix, Live: live, Lock: &mu})
+	ctx, cancel := context.WithCancel(context.Background())
+	tbl, err := f.Load(ctx, pools)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live.Swap(tbl)
+	done := make(chan struct{})
+	go func() { defer close(done); f.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	bad := etcdstore.SpacePrefix(prefix, kv.Space{Kind: kv.Alloc, Pool: poolA.Name}) + string(mac(999))
+	if _, err := cli.Put(ctx, bad, "{not json"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for f.State().Connected || f.State().Err == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("State = %+v after a bad record, want not connected with the error", f.State())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if live.Current() != tbl {
+		t.Error("the table in force changed on a bad record")
+	}
+	if _, err := cli.Delete(ctx, bad); err != nil {
+		t.Fatal(err)
+	}
+	churn(t, st, rng, 5)
+	waitRev(t, f, wb.Revision())
+	w, _ := want(t, cli, wb.Revision())
+	same(t, "after the fix", live.Current(), w)
+}
