@@ -117,7 +117,7 @@ func (f *Follower) Load(ctx context.Context, pools []allocator.Pool) (*allocator
 	f.mu.Lock()
 	f.pools, f.base, f.rev, f.broken = pools, tbl, rev, nil
 	f.mu.Unlock()
-	f.markLoaded(rev)
+	f.markLoaded()
 	return tbl, nil
 }
 
@@ -372,7 +372,7 @@ func (f *Follower) apply(evs []*clientv3.Event) error {
 	f.o.Live.Swap(f.base)
 	f.changed()
 	f.applied.Add(int64(len(ops)))
-	f.markEvent(f.rev)
+	f.markEvent()
 	return nil
 }
 
@@ -382,12 +382,11 @@ func (f *Follower) progress(rev int64) {
 	if f.base != nil && rev > f.rev {
 		f.rev = rev
 	}
-	rev = f.rev
 	f.mu.Unlock()
-	f.markEvent(rev)
+	f.markEvent()
 }
 
-func (f *Follower) markEvent(rev int64) {
+func (f *Follower) markEvent() {
 	f.stMu.Lock()
 	f.lastEvent, f.lastSeen = f.clock.Now(), time.Now()
 	close(f.advanced)
@@ -395,7 +394,7 @@ func (f *Follower) markEvent(rev int64) {
 	f.stMu.Unlock()
 }
 
-func (f *Follower) markLoaded(rev int64) {
+func (f *Follower) markLoaded() {
 	f.stMu.Lock()
 	f.loaded = f.clock.Now()
 	close(f.advanced)
@@ -404,6 +403,7 @@ func (f *Follower) markLoaded(rev int64) {
 }
 
 func (f *Follower) setConnected(up bool, err error) {
+	rev := f.Revision() // f.mu is never taken under f.stMu
 	f.stMu.Lock()
 	defer f.stMu.Unlock()
 	if up {
@@ -413,9 +413,9 @@ func (f *Follower) setConnected(up bool, err error) {
 		f.connected = up
 		f.since = f.clock.Now()
 		if up {
-			f.log.Info("following the table in etcd", "revision", f.Revision())
+			f.log.Info("following the table in etcd", "revision", rev)
 		} else {
-			f.log.Warn("not following the table in etcd", "revision", f.Revision(), "err", err)
+			f.log.Warn("not following the table in etcd", "revision", rev, "err", err)
 		}
 	}
 	f.werr = err
