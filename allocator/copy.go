@@ -170,6 +170,10 @@ func printable(b []byte) string {
 // the destination, so that its memory stays bounded.
 const snapshotBatch = 50000
 
+// tableBatch is the most allocations CopyTableInto writes in one
+// transaction (three keys each, and their index pages).
+const tableBatch = 5000
+
 // CopyInto copies every key of src into dst, an empty store just created
 // (a snapshot, an export), streaming: at most snapshotBatch keys are held
 // at once, each batch written in one transaction of dst. It reads src in
@@ -177,6 +181,43 @@ const snapshotBatch = 50000
 // checks nothing against dst, which must be empty. dst is marked
 // incomplete until the last key is written.
 func CopyInto(dst, src *Store) (copied int, err error) {
+	return copyInto(dst, src, nil)
+}
+
+// CopyTableInto is CopyInto for a source that does not hold the
+// allocations (a cluster server's store mirrors the other spaces only):
+// dst gets src's keys but those of the Alloc, Prefix and MACs spaces, and
+// the allocations of tbl, written with Tx.Put (which makes their prefix
+// and MAC index entries), at most tableBatch allocations per
+// transaction. Allocations of pools not in tbl are not copied.
+func CopyTableInto(dst, src *Store, tbl *Table) (copied int, err error) {
+	n, err := copyInto(dst, src, func(k kv.Kind) bool { return k == kv.Alloc || k == kv.Prefix || k == kv.MACs })
+	if err != nil {
+		return n, err
+	}
+	if err := dst.b.Update(func(tx kv.Tx) error { return tx.Put(spaceMeta, keyIncomplete, []byte("copy of a table")) }); err != nil {
+		return n, fmt.Errorf("copy to %s: mark it incomplete: %w", dst.Path(), err)
+	}
+	for from := 0; from < tbl.Len(); from += tableBatch {
+		to := min(from+tableBatch, tbl.Len())
+		err := dst.Update(tbl.Pools(), func(tx *Tx) error {
+			for i := from; i < to; i++ {
+				if err := tx.Put(tbl.At(i)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return n, fmt.Errorf("copy the table's allocations to %s: %w", dst.Path(), err)
+		}
+		n += to - from
+	}
+	return n, dst.clearIncomplete()
+}
+
+// copyInto is CopyInto leaving out the spaces of the kinds skip says.
+func copyInto(dst, src *Store, skip func(kv.Kind) bool) (copied int, err error) {
 	mark := fmt.Appendf(nil, "copy from %s", src.Path())
 	if err := dst.b.Update(func(tx kv.Tx) error { return tx.Put(spaceMeta, keyIncomplete, mark) }); err != nil {
 		return 0, fmt.Errorf("copy to %s: mark it incomplete: %w", dst.Path(), err)
@@ -204,6 +245,9 @@ func CopyInto(dst, src *Store) (copied int, err error) {
 	}
 	err = src.b.View(func(stx kv.Tx) error {
 		for _, sp := range spaces(stx) {
+			if skip != nil && skip(sp.Kind) {
+				continue
+			}
 			err := stx.Scan(sp, nil, func(k, v []byte) error {
 				if sp.Kind == kv.Meta && (bytes.Equal(k, keyIncomplete) || bytes.Equal(k, keySchema)) {
 					return nil

@@ -109,3 +109,47 @@ func TestCopyInto(t *testing.T) {
 		t.Fatalf("check: %v %v", lines, err)
 	}
 }
+
+// TestCopyTableInto: the allocations come from the table (not from the
+// source's Alloc spaces, which a cluster server does not hold), with
+// their indexes; the other spaces from the source.
+func TestCopyTableInto(t *testing.T) {
+	src := openTest(t)
+	var allocs []Allocation
+	for i := range 300 {
+		allocs = append(allocs, alloc("pod-a", fmt.Sprintf("06:00:00:00:%02x:%02x", i>>8, i&0xff), fmt.Sprintf("2001:db8:200:%x::/60", i<<4)))
+	}
+	mustPut(t, src, allocs...)
+	duid := []byte{0, 3, 0, 1, 1, 2, 3, 4, 5, 6}
+	if _, err := src.ServerDUID(func() ([]byte, error) { return duid, nil }); err != nil {
+		t.Fatal(err)
+	}
+	tbl, _, err := src.LoadTable(testPools)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := describeTable(t, src)
+	// Gone from the source's spaces after the table was read: the copy
+	// is the table's.
+	if err := src.Update(testPools, func(tx *Tx) error { return tx.Delete("pod-a", allocs[0].MAC) }); err != nil {
+		t.Fatal(err)
+	}
+	dst := openTest(t)
+	n, err := CopyTableInto(dst, src, tbl)
+	if err != nil || n != 301 {
+		t.Fatalf("CopyTableInto = %d, %v; want 301 (the server DUID and 300 allocations)", n, err)
+	}
+	if got := describeTable(t, dst); !slices.Equal(got, want) {
+		t.Fatalf("copy differs from the table:\n%q\n%q", got, want)
+	}
+	if lines, err := dst.Check(testPools); err != nil || len(lines) != 0 {
+		t.Fatalf("check: %v %v", lines, err)
+	}
+	got, err := dst.ServerDUID(func() ([]byte, error) { return nil, fmt.Errorf("no DUID copied") })
+	if err != nil || !slices.Equal(got, duid) {
+		t.Fatalf("server DUID of the copy: %x %v", got, err)
+	}
+	if _, inc, err := dst.Incomplete(); inc || err != nil {
+		t.Fatalf("copy marked incomplete: %v", err)
+	}
+}

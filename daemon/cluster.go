@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,28 +12,27 @@ import (
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/etcdstore"
-	"github.com/cloudstack-pd/cloudstack-pd/allocator/kv"
 	"github.com/cloudstack-pd/cloudstack-pd/cluster"
+	"github.com/cloudstack-pd/cloudstack-pd/cluster/follower"
 	"github.com/cloudstack-pd/cloudstack-pd/config"
 	"github.com/cloudstack-pd/cloudstack-pd/httpapi"
 )
 
-// clusterTable is the etcd backend as serve uses it: the fence of the
-// syncer's writes, the mirror's changes and its watch state.
-type clusterTable interface {
-	SetFence(*etcdstore.Fence)
-	Changes() (<-chan etcdstore.Change, func())
-	State() etcdstore.WatchState
-	Revision() int64
-}
-
 // clusterRun is what serve runs in a cluster besides what a single server
 // runs: the election of the syncer, the following of the table and the
 // publication of this server's state.
+//
+// The table comes from the follower (package cluster/follower), which
+// reads the allocations straight from etcd; the daemon's store mirrors
+// the other spaces only (bindings, the server DUID: statestore.ServeKinds).
+// The elected syncer writes through a store of its own, a full mirror of
+// the table fenced on its leadership, opened at its first sync and closed
+// when the leadership ends: a server that does not sync never loads the
+// allocation keys.
 type clusterRun struct {
 	d      *daemon
 	node   *cluster.Node
-	table  clusterTable
+	fol    *follower.Follower
 	live   *allocator.Live
 	cfg    *atomic.Pointer[config.Config]
 	swapMu *sync.Mutex
@@ -47,6 +47,12 @@ type clusterRun struct {
 	// handoverFull says some did not fit.
 	handover     chan handedEvent
 	handoverFull atomic.Bool
+
+	// fullMu guards the syncer's store: the fence of the leadership in
+	// force (nil while not elected) and the store opened under it.
+	fullMu sync.Mutex
+	fence  *etcdstore.Fence
+	full   *etcdstore.Backend
 }
 
 // snapshotEvery is the least time between two local snapshots, and
@@ -56,14 +62,10 @@ const (
 	snapshotRefresh = 5 * time.Minute
 )
 
-func newClusterRun(d *daemon, node *cluster.Node, st *allocator.Store, live *allocator.Live, cfg *atomic.Pointer[config.Config], swapMu *sync.Mutex, syn *syncer, reg prometheus.Registerer) (*clusterRun, error) {
-	ct, ok := st.Backend().(clusterTable)
-	if !ok {
-		return nil, fmt.Errorf("cluster: the store %s is not kept in etcd", st.Path())
-	}
-	c := &clusterRun{d: d, node: node, table: ct, live: live, cfg: cfg, swapMu: swapMu, syncer: syn, snap: make(chan struct{}, 1)}
+func newClusterRun(d *daemon, node *cluster.Node, fol *follower.Follower, live *allocator.Live, cfg *atomic.Pointer[config.Config], swapMu *sync.Mutex, syn *syncer, reg prometheus.Registerer) *clusterRun {
+	c := &clusterRun{d: d, node: node, fol: fol, live: live, cfg: cfg, swapMu: swapMu, syncer: syn, snap: make(chan struct{}, 1)}
 	c.leader = httpapi.NewClusterMetrics(reg, func() httpapi.ClusterState {
-		s := ct.State()
+		s := fol.State()
 		return httpapi.ClusterState{Watching: s.Connected, Revision: s.Revision, Confirmed: s.LastEvent}
 	}, d.clock.Now)
 	c.elector = &cluster.Elector{
@@ -71,17 +73,28 @@ func newClusterRun(d *daemon, node *cluster.Node, st *allocator.Store, live *all
 		OnLead: c.lead,
 	}
 	syn.afterSync = func(at time.Time) { c.lastSync.Store(&at) }
-	return c, nil
+	syn.store = c.syncStore
+	syn.written = c.written
+	return c
 }
 
 // lead runs the syncer while this server is elected; every write of its
 // syncs is fenced on the leadership.
 func (c *clusterRun) lead(ctx context.Context, f cluster.Fence) {
-	c.table.SetFence(&etcdstore.Fence{Key: f.Key, CreateRevision: f.CreateRevision})
+	c.fullMu.Lock()
+	c.fence = &etcdstore.Fence{Key: f.Key, CreateRevision: f.CreateRevision}
+	c.fullMu.Unlock()
 	c.leader.Set(1)
 	defer func() {
 		c.leader.Set(0)
-		c.table.SetFence(nil)
+		c.fullMu.Lock()
+		full := c.full
+		c.fence, c.full = nil, nil
+		c.fullMu.Unlock()
+		if full != nil {
+			_ = full.Close()
+			c.d.log.Debug("the syncer's copy of the table closed: the leadership ended")
+		}
 	}()
 	taken := make(chan struct{})
 	go func() { defer close(taken); c.takeHandedOver(ctx) }()
@@ -89,52 +102,40 @@ func (c *clusterRun) lead(ctx context.Context, f cluster.Fence) {
 	c.syncer.Run(ctx)
 }
 
-// follow loads the table again whenever the allocations in etcd change
-// (a sync by the syncer, an admin command, a reload of the mirror), so
-// that every server answers what any server wrote.
-func (c *clusterRun) follow(ctx context.Context) {
-	ch, stop := c.table.Changes()
-	defer stop()
-	// The table in force was loaded before this subscription: a change
-	// committed in between published nothing to it. Load once now.
-	loaded := int64(-1)
-	c.reloadTable(&loaded)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case ch1, ok := <-ch:
-			if !ok {
-				return
-			}
-			if !ch1.Reload && !ch1.Kinds.Has(kv.Alloc) && !ch1.Kinds.Has(kv.Prefix) && !ch1.Kinds.Has(kv.MACs) {
-				continue
-			}
-			if ch1.Revision <= loaded && !ch1.Reload {
-				continue
-			}
-			c.reloadTable(&loaded)
-		}
+// syncStore returns the syncer's store: the whole table in etcd, fenced on
+// the leadership in force, opened at the leadership's first sync.
+func (c *clusterRun) syncStore(ctx context.Context) (*allocator.Store, error) {
+	c.fullMu.Lock()
+	defer c.fullMu.Unlock()
+	if c.fence == nil {
+		return nil, fmt.Errorf("cluster: this server is not the syncer: %w", etcdstore.ErrNotFenced)
 	}
+	if c.full == nil {
+		cc := c.cfg.Load().Cluster
+		start := c.d.clock.Now()
+		b, err := etcdstore.Open(ctx, etcdstore.Options{Client: c.node.Client, Prefix: cluster.TablePrefix(c.node.Prefix),
+			Timeout: cc.Timeout, MaxOps: cc.MaxTxnOps, Log: c.d.log, Clock: c.d.clock})
+		if err != nil {
+			return nil, fmt.Errorf("cluster: open the table in etcd for the syncer: %w", err)
+		}
+		b.SetFence(c.fence)
+		c.full = b
+		c.d.log.Info("the syncer's copy of the table loaded from etcd", "revision", b.Revision(), "took", c.d.clock.Now().Sub(start).Round(time.Millisecond))
+	}
+	return allocator.NewStore(c.full), nil
 }
 
-// reloadTable loads the table from the store's mirror and swaps it in,
-// setting *loaded to the revision it reflects.
-func (c *clusterRun) reloadTable(loaded *int64) {
-	c.swapMu.Lock()
-	rev := c.table.Revision()
-	tbl, err := c.d.loadTable(c.cfg.Load())
-	if err == nil {
-		c.live.Swap(tbl)
-		*loaded = rev
+// written waits until the table in force reflects what a sync wrote
+// through st (the follower applies it from the watch), so that the VMs it
+// added are answered when the sync is reported done.
+func (c *clusterRun) written(ctx context.Context, st *allocator.Store) error {
+	b, ok := st.Backend().(*etcdstore.Backend)
+	if !ok {
+		return nil
 	}
-	c.swapMu.Unlock()
-	if err != nil {
-		c.d.log.Error("the table changed in etcd but does not load; the old one stays in force", "err", err)
-		return
-	}
-	c.d.log.Debug("table reloaded from etcd", "revision", rev, "allocations", tbl.Len())
-	c.snapshotSoon()
+	ctx, cancel := context.WithTimeout(ctx, 2*c.cfg.Load().Cluster.Timeout)
+	defer cancel()
+	return c.fol.WaitRevision(ctx, b.Revision())
 }
 
 func (c *clusterRun) snapshotSoon() {
@@ -173,13 +174,18 @@ func (c *clusterRun) snapshots(ctx context.Context) {
 			case <-t.C():
 			}
 		}
-		if !c.table.State().Connected {
+		if !c.fol.State().Connected {
 			// Not from a table etcd does not keep current: try again later.
 			c.d.clock.AfterFunc(5*time.Second, c.snapshotSoon)
 			continue
 		}
 		start := c.d.clock.Now()
-		n, err := write(c.d.st)
+		n, err := write(c.d.st, c.live.Current())
+		// The copy's garbage (a transient Allocation per allocation, the
+		// bbolt transactions' pages) goes back to the system now rather
+		// than over the next minutes: a server's memory stays that of its
+		// table between snapshots.
+		debug.FreeOSMemory()
 		last = c.d.clock.Now()
 		if err != nil {
 			c.d.log.Error("local snapshot not written; the previous one stays", "err", err)
@@ -191,8 +197,8 @@ func (c *clusterRun) snapshots(ctx context.Context) {
 
 // info is what this server publishes for `cluster status`.
 func (c *clusterRun) info(version string) cluster.ServerInfo {
-	si := cluster.ServerInfo{Name: c.node.Name, Version: version, Revision: c.table.Revision(),
-		Allocations: c.live.Current().Len(), Syncer: c.elector.Leader(), Watching: c.table.State().Connected}
+	si := cluster.ServerInfo{Name: c.node.Name, Version: version, Revision: c.fol.Revision(),
+		Allocations: c.live.Current().Len(), Syncer: c.elector.Leader(), Watching: c.fol.State().Connected}
 	if t := c.lastSync.Load(); t != nil {
 		si.LastSync = *t
 	}
@@ -202,7 +208,7 @@ func (c *clusterRun) info(version string) cluster.ServerInfo {
 // degraded says why this server answers from a table etcd does not keep
 // current, "" while it follows etcd.
 func (c *clusterRun) degraded() string {
-	s := c.table.State()
+	s := c.fol.State()
 	if s.Connected {
 		return ""
 	}
@@ -222,7 +228,7 @@ func (c *clusterRun) run(ctx context.Context, version string) (stop func()) {
 	wg.Add(5)
 	go func() { defer wg.Done(); c.handOver(ctx) }()
 	go func() { defer wg.Done(); c.elector.Run(ctx) }()
-	go func() { defer wg.Done(); c.follow(ctx) }()
+	go func() { defer wg.Done(); c.fol.Run(ctx) }()
 	go func() { defer wg.Done(); c.snapshots(ctx) }()
 	c.snapshotSoon()
 	go func() {

@@ -18,9 +18,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/etcdstore"
 	"github.com/cloudstack-pd/cloudstack-pd/buildinfo"
 	"github.com/cloudstack-pd/cloudstack-pd/clock"
 	"github.com/cloudstack-pd/cloudstack-pd/cluster"
+	"github.com/cloudstack-pd/cloudstack-pd/cluster/follower"
 	"github.com/cloudstack-pd/cloudstack-pd/config"
 	"github.com/cloudstack-pd/cloudstack-pd/httpapi"
 	"github.com/cloudstack-pd/cloudstack-pd/server"
@@ -62,9 +64,10 @@ type Deps struct {
 	// Run does not close it.
 	Cluster *cluster.Node
 	// Snapshot, in a cluster, writes the table to the local snapshot
-	// (state) that the next start answers from if etcd is out of reach;
-	// nil: no snapshot.
-	Snapshot func(st *allocator.Store) (keys int, err error)
+	// (state) that the next start answers from if etcd is out of reach:
+	// the allocations of tbl, the table in force, and the other spaces of
+	// st (statestore.WriteSnapshot); nil: no snapshot.
+	Snapshot func(st *allocator.Store, tbl *allocator.Table) (keys int, err error)
 	// WebhookSink, when set, gets the events of the webhook listener
 	// (webhook.listen) instead of this server's own sync loop: in a
 	// cluster, the hand-over to the server that syncs, which calls its
@@ -144,6 +147,9 @@ type daemon struct {
 	clock clock.Clock
 	log   *slog.Logger
 	st    *allocator.Store
+	// fol, in a cluster, reads the table from etcd (loadTable) and
+	// follows it.
+	fol *follower.Follower
 }
 
 func (d *daemon) storeError(err error, cfg *config.Config) error {
@@ -170,6 +176,9 @@ func (d *daemon) loadVerified(cfg *config.Config) (*allocator.Table, error) {
 // loadTable reads the table for cfg's pools and logs allocations kept for
 // pools that are no longer configured.
 func (d *daemon) loadTable(cfg *config.Config) (*allocator.Table, error) {
+	if d.fol != nil {
+		return d.followTable(cfg)
+	}
 	tbl, rep, err := d.st.LoadTable(cfg.Pools())
 	if errors.Is(err, allocator.ErrDamaged) {
 		return nil, d.storeError(err, cfg)
@@ -181,6 +190,33 @@ func (d *daemon) loadTable(cfg *config.Config) (*allocator.Table, error) {
 		d.log.Warn("the store holds allocations of pools that are not configured; they are kept, not served",
 			"allocations-by-pool", pools)
 	}
+	return tbl, nil
+}
+
+// followTable reads the table for cfg's pools from etcd and makes it the
+// one the follower follows. While serve answers from its local snapshot
+// (etcd out of reach at start: the store is not the table in etcd), the
+// table is the snapshot's.
+func (d *daemon) followTable(cfg *config.Config) (*allocator.Table, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tbl, err := d.fol.Load(ctx, cfg.Pools())
+	if err == nil {
+		return tbl, nil
+	}
+	ferr := fmt.Errorf("load the allocation table from etcd (cluster.etcd): %w", err)
+	if _, inEtcd := d.st.Backend().(*etcdstore.Backend); inEtcd {
+		return nil, ferr
+	}
+	tbl, rep, serr := d.st.LoadTable(cfg.Pools())
+	if serr != nil {
+		return nil, errors.Join(ferr, fmt.Errorf("and from %s: %w", d.st.Path(), serr))
+	}
+	if pools := rep.OrphanedByPool(); pools != nil {
+		d.log.Warn("the store holds allocations of pools that are not configured; they are kept, not served",
+			"allocations-by-pool", pools)
+	}
+	d.log.Warn("the table in etcd does not load: answering from the local snapshot's until it does", "err", err)
 	return tbl, nil
 }
 
@@ -209,6 +245,24 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 		return err
 	}
 	d.st = st
+	// The swap lock and the table in force: in a cluster the follower
+	// swaps in what it reads from etcd.
+	var (
+		current atomic.Pointer[config.Config]
+		swapMu  sync.Mutex
+		live    = allocator.NewLive(nil)
+		snapReq = make(chan struct{}, 1)
+	)
+	if deps.Cluster != nil {
+		d.fol = follower.New(follower.Options{Client: deps.Cluster.Client, Prefix: cluster.TablePrefix(deps.Cluster.Prefix),
+			Timeout: cfg.Cluster.Timeout, Live: live, Lock: &swapMu, Log: log, Clock: d.clock,
+			OnChange: func() {
+				select {
+				case snapReq <- struct{}{}:
+				default:
+				}
+			}})
+	}
 	started := false
 	if from, incomplete, ierr := st.Incomplete(); ierr == nil && incomplete {
 		_ = st.Close()
@@ -227,7 +281,7 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 	if err != nil {
 		return err
 	}
-	live := allocator.NewLive(tbl)
+	live.Swap(tbl)
 	duid, err := st.ServerDUID(func() ([]byte, error) { return server.NewServerDUID(rand.Reader, d.clock.Now()) })
 	if err != nil {
 		return fmt.Errorf("server DUID: %w", err)
@@ -281,21 +335,14 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 	// The CloudStack sync: in the background, one at a time, at start-up,
 	// every api.interval and after each reload; it swaps its table in
 	// under swapMu, which reload holds too.
-	var (
-		current atomic.Pointer[config.Config]
-		swapMu  sync.Mutex
-	)
 	current.Store(cfg)
 	syncer := newSyncer(d, live, &current, &swapMu)
 	// In a cluster, the syncer runs only on the elected server, and every
 	// server follows the table in etcd.
 	var cr *clusterRun
 	if deps.Cluster != nil {
-		if cr, err = newClusterRun(d, deps.Cluster, st, live, &current, &swapMu, syncer, reg); err != nil {
-			stopRec()
-			<-recDone
-			return err
-		}
+		cr = newClusterRun(d, deps.Cluster, d.fol, live, &current, &swapMu, syncer, reg)
+		cr.snap = snapReq
 	}
 	// The webhook listener: CloudStack's events trigger targeted syncs (in
 	// a cluster, the syncer's, handed over through etcd).

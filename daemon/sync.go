@@ -55,6 +55,13 @@ type syncer struct {
 	observe func(outcome string, took time.Duration, rep *allocator.SyncReport, at time.Time)
 	// afterSync, when set, is told when a sync succeeded.
 	afterSync func(at time.Time)
+	// store, when set, gives the store a sync writes (in a cluster, the
+	// syncer's own, opened at its first sync); nil: the daemon's.
+	store func(ctx context.Context) (*allocator.Store, error)
+	// written, when set, puts a sync's writes in force instead of a load
+	// of the table from the store (in a cluster, the follower's table
+	// catching up with them); it holds no lock.
+	written func(ctx context.Context, st *allocator.Store) error
 
 	trigger   chan struct{}
 	vmTrigger chan struct{}
@@ -146,6 +153,24 @@ func (s *syncer) ensureClient(cfg *config.Config) {
 	}
 }
 
+// writeStore is the store a sync writes: the daemon's, or in a cluster the
+// syncer's (the whole table, fenced on the leadership).
+func (s *syncer) writeStore(ctx context.Context) (*allocator.Store, error) {
+	if s.store != nil {
+		return s.store(ctx)
+	}
+	return s.d.st, nil
+}
+
+// applied puts in force what a sync wrote to st: in a cluster the
+// follower's table catching up with it, else the table loaded again.
+func (s *syncer) applied(ctx context.Context, st *allocator.Store) error {
+	if s.written != nil {
+		return s.written(ctx, st)
+	}
+	return s.swap()
+}
+
 // swap loads the table from the store and puts it in force, under the
 // lock that reload holds too.
 func (s *syncer) swap() error {
@@ -170,8 +195,16 @@ func (s *syncer) once(ctx context.Context) {
 	}
 	s.lastWhy = ""
 	s.ensureClient(cfg)
+	st, err := s.writeStore(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("sync not run: the table does not open for writing", "err", err)
+			s.observed(httpapi.SyncFailed, 0, nil, s.d.clock.Now())
+		}
+		return
+	}
 	start := s.d.clock.Now()
-	rep, err := s.d.st.Sync(ctx, cfg.Pools(), s.client, SyncOptions(cfg))
+	rep, err := st.Sync(ctx, cfg.Pools(), s.client, SyncOptions(cfg))
 	took := s.d.clock.Now().Sub(start)
 	var refused *allocator.RefusedError
 	switch {
@@ -189,7 +222,11 @@ func (s *syncer) once(ctx context.Context) {
 		s.fullDone(start, s.d.clock.Now(), false)
 		return
 	}
-	if rep.Written {
+	if rep.Written && s.written != nil {
+		if err := s.written(ctx, st); err != nil {
+			s.log.Error("sync written, but the table in force does not reflect it yet", "err", err)
+		}
+	} else if rep.Written {
 		if err := s.swap(); err != nil {
 			s.log.Error("sync written, but the table does not load; the old one stays in force", "err", err)
 			s.observed(httpapi.SyncFailed, took, rep, start)

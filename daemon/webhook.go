@@ -163,8 +163,15 @@ func (s *syncer) onceVMs(ctx context.Context) (full bool) {
 		return true // a client that cannot list VMs by id: sync all
 	}
 	ids := slices.Sorted(maps.Keys(vms))
+	st, err := s.writeStore(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("VM sync not run: the table does not open for writing", "vms", len(ids), "err", err)
+		}
+		return false
+	}
 	start := s.d.clock.Now()
-	rep, err := s.d.st.SyncVMs(ctx, cfg.Pools(), inv, ids, SyncOptions(cfg))
+	rep, err := st.SyncVMs(ctx, cfg.Pools(), inv, ids, SyncOptions(cfg))
 	took := s.d.clock.Now().Sub(start)
 	switch {
 	case ctx.Err() != nil:
@@ -174,8 +181,8 @@ func (s *syncer) onceVMs(ctx context.Context) (full bool) {
 		return false
 	}
 	if rep.Written {
-		if err := s.swap(); err != nil {
-			s.log.Error("VM sync written, but the table does not load; the old one stays in force", "err", err)
+		if err := s.applied(ctx, st); err != nil {
+			s.log.Error("VM sync written, but the table in force does not reflect it yet", "err", err)
 			return false
 		}
 	}

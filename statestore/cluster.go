@@ -12,6 +12,7 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/etcdstore"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/kv"
 	"github.com/cloudstack-pd/cloudstack-pd/cluster"
 	"github.com/cloudstack-pd/cloudstack-pd/config"
 )
@@ -89,16 +90,31 @@ func OpenCluster(cfg *config.Config, what string, mode Mode) (*allocator.Store, 
 	return allocator.NewStore(b), nil
 }
 
+// ServeKinds are the key spaces serve's store mirrors in a cluster: every
+// kind but the allocation table's (Alloc, Prefix, MACs), which serve's
+// follower reads as a Table (package cluster/follower) and its syncer
+// through a store of its own.
+var ServeKinds = func() []kv.Kind {
+	var out []kv.Kind
+	for k := kv.Kind(1); k.String() != "unknown"; k++ {
+		if k != kv.Alloc && k != kv.Prefix && k != kv.MACs {
+			out = append(out, k)
+		}
+	}
+	return out
+}()
+
 // OpenServe opens the table in etcd for serve on node: for writing
-// (bindings, the server DUID; the allocations only under the fence the
-// elected syncer sets), creating it only with init.
+// (bindings, the server DUID), creating it only with init. It mirrors
+// ServeKinds only: the allocations are read by serve's follower, written
+// by its syncer's own store.
 func OpenServe(cfg *config.Config, node *cluster.Node, init bool, log *slog.Logger) (*allocator.Store, error) {
 	// Every request of the open (and each pause of the table's load) is
 	// bounded by cluster.timeout; the load of a large table as a whole is
 	// not.
 	ctx := context.Background()
 	open := func(ctx context.Context) (*etcdstore.Backend, error) {
-		return etcdstore.Open(ctx, etcdstore.Options{Client: node.Client, Prefix: cluster.TablePrefix(node.Prefix), Create: init, Timeout: cfg.Cluster.Timeout, MaxOps: cfg.Cluster.MaxTxnOps, Log: log})
+		return etcdstore.Open(ctx, etcdstore.Options{Client: node.Client, Prefix: cluster.TablePrefix(node.Prefix), Create: init, Timeout: cfg.Cluster.Timeout, MaxOps: cfg.Cluster.MaxTxnOps, Log: log, Kinds: ServeKinds})
 	}
 	eb, err := open(ctx)
 	if err == nil {
@@ -152,19 +168,26 @@ func ExplainCluster(err error, cfg *config.Config, what string, mode Mode) error
 	return err
 }
 
-// WriteSnapshot writes a copy of st's table to a new bbolt store at path
+// WriteSnapshot writes a copy of the table to a new bbolt store at path
 // (a server's local snapshot, which it answers from when etcd is out of
-// reach at its next start): under a temporary name, synced, then renamed
-// over path, so that path is always a whole store. It returns the keys
-// copied.
-func WriteSnapshot(st *allocator.Store, path string) (int, error) {
+// reach at its next start): the allocations of tbl, the table in force
+// (allocator.CopyTableInto), and st's other spaces (bindings, the server
+// DUID); with tbl nil, every key of st. Under a temporary name, synced,
+// then renamed over path, so that path is always a whole store. It
+// returns the keys (with tbl, the allocations) copied.
+func WriteSnapshot(st *allocator.Store, tbl *allocator.Table, path string) (int, error) {
 	tmp := path + ".snapshot-tmp"
 	_ = os.Remove(tmp)
 	dst, err := OpenBolt(tmp, boltstore.Options{Create: true, NoSync: true})
 	if err != nil {
 		return 0, fmt.Errorf("snapshot: create %s: %w", tmp, err)
 	}
-	n, err := allocator.CopyInto(dst, st)
+	var n int
+	if tbl != nil {
+		n, err = allocator.CopyTableInto(dst, st, tbl)
+	} else {
+		n, err = allocator.CopyInto(dst, st)
+	}
 	if cerr := dst.Close(); err == nil {
 		err = cerr
 	}

@@ -2,6 +2,7 @@ package etcdstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -33,7 +34,10 @@ func (b *Backend) Update(fn func(kv.Tx) error) error {
 		t, rev := b.snapshot()
 		tx := &tx{b: b, t: t, rev: rev, writable: true, reads: map[string]int64{},
 			cur: map[string]wop{}, inGroup: map[string]bool{}}
-		if err := fn(tx); err != nil {
+		if err := fn(tx); err != nil || tx.err != nil {
+			if tx.err != nil {
+				return errors.Join(tx.err, err)
+			}
 			return err
 		}
 		tx.EndGroup()

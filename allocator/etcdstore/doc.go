@@ -90,14 +90,21 @@
 //
 //   - The backend does not close its client. Close stops the watch.
 //   - Do not put other programs' keys under the prefix, nor the election
-//     key: CheckStructure reports them. Use a key beside the prefix (say
-//     "/cloudstack-pd-election/").
-//   - Every server holds the whole table in memory: three keys per
-//     allocation, some 265 bytes of keys and values (most of it the JSON
+//     key: CheckStructure reports them. serve keeps the table under
+//     <cluster prefix>table/ and its election beside it, under
+//     <cluster prefix>cluster/ (docs/ha.md).
+//   - A backend holds in memory every key of the kinds it mirrors: some
+//     265 bytes of keys and values per allocation (most of it the JSON
 //     record) and 34 bytes of B-tree per key: 365 MB for 1,000,000
 //     allocations (BenchmarkMirror1M). A load builds the tree inserting
 //     every other key first, which fills its nodes (in key order they
-//     would stay half full: 69 bytes per key).
+//     would stay half full: 69 bytes per key). Options.Kinds limits the
+//     mirror to some kinds (with the pool markers): only their ranges are
+//     loaded, events of the others are skipped, and a transaction touching
+//     a space of another kind fails with ErrNotMirrored (never reads it as
+//     empty). serve mirrors all but Alloc, Prefix and MACs; its table is
+//     read from the Alloc spaces by package cluster/follower (SpacePrefix,
+//     ParseKey).
 //   - Keys and values a Tx returns point into the mirror: valid until the
 //     transaction ends, never to be written (kv.Tx's contract).
 //   - A range compare costs etcd a read of the range: an Update that

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -48,6 +49,9 @@ var (
 	// table (the Alloc, Prefix or MACs spaces) on a backend without a
 	// fence (SetFence): only the elected syncer writes it.
 	ErrNotFenced = errors.New("write to the allocation table without a fence")
+	// ErrNotMirrored is returned by a transaction that read or wrote a key
+	// space of a kind the backend does not mirror (Options.Kinds).
+	ErrNotMirrored = errors.New("key space not mirrored by this backend")
 )
 
 // Options tunes Open.
@@ -78,6 +82,13 @@ type Options struct {
 	// Log receives the backend's own lines (reloads, watch state); nil
 	// discards them.
 	Log *slog.Logger
+	// Kinds are the kinds of key spaces the mirror holds: it loads and
+	// watches only those (with the pool markers); keys of other kinds are
+	// skipped, not counted as unknown, and a transaction touching their
+	// spaces fails with ErrNotMirrored. nil: every kind. A server that
+	// does not sync leaves out Alloc, Prefix and MACs (its table comes
+	// from a follower of the Alloc spaces): most of the keys.
+	Kinds []kv.Kind
 	// Clock stamps the watch state (WatchState's times); nil means the
 	// real clock. Timeouts, retries and the watch's heartbeat run on real
 	// time whatever it is: they pace network requests.
@@ -102,6 +113,9 @@ type Backend struct {
 	prefix   string
 	name     string
 	readOnly bool
+	// mirrored are the kinds the mirror holds; all reports every kind.
+	mirrored KindSet
+	all      bool
 	maxOps   int
 	timeout  time.Duration
 	log      *slog.Logger
@@ -186,6 +200,13 @@ func Open(ctx context.Context, o Options) (*Backend, error) {
 		advanced: make(chan struct{}),
 		subs:     map[chan Change]struct{}{},
 	}
+	b.all = o.Kinds == nil
+	for _, k := range o.Kinds {
+		if !knownKind(k) {
+			return nil, b.wrap(fmt.Errorf("Options.Kinds: kind %d has no name (known: %s)", k, strings.Join(kindNames(), ", ")))
+		}
+		b.mirrored |= 1 << k
+	}
 	if o.ReadOnly && o.Create {
 		return nil, b.wrap(errors.New("cannot create a store read-only"))
 	}
@@ -263,6 +284,31 @@ func (b *Backend) init(ctx context.Context, create bool) error {
 	return b.init(ctx, false) // another server made it meanwhile: check what it made
 }
 
+// mirrors reports whether the mirror holds the spaces of kind k.
+func (b *Backend) mirrors(k kv.Kind) bool { return b.all || b.mirrored.Has(k) }
+
+// ranges returns the ranges of keys the mirror loads, [start, end) each:
+// the whole prefix, or with Options.Kinds each mirrored kind's and the
+// pool markers'.
+func (b *Backend) ranges() [][2]string {
+	if b.all {
+		return [][2]string{{b.prefix, prefixEnd(b.prefix)}}
+	}
+	names := []string{markerKind}
+	for name, k := range kindByName {
+		if b.mirrored.Has(k) {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	var out [][2]string
+	for _, n := range names {
+		p := b.prefix + n + "/"
+		out = append(out, [2]string{p, prefixEnd(p)})
+	}
+	return out
+}
+
 // wrap names the store in err.
 func (b *Backend) wrap(err error) error { return fmt.Errorf("store %s: %w", b.name, err) }
 
@@ -337,7 +383,12 @@ func (b *Backend) View(fn func(kv.Tx) error) error {
 	}
 	defer b.ops.Done()
 	t, rev := b.snapshot()
-	return fn(&tx{b: b, t: t, rev: rev})
+	x := &tx{b: b, t: t, rev: rev}
+	err := fn(x)
+	if x.err != nil {
+		return errors.Join(x.err, err)
+	}
+	return err
 }
 
 // Stats are the backend's counters since Open.

@@ -168,3 +168,47 @@ func kindNames() []string {
 	slices.Sort(out)
 	return out
 }
+
+// SpacePrefix returns the etcd key every key of space s starts with in a
+// store under prefix ("/cloudstack-pd/table/", ending in '/'): for a
+// reader of the store's keys other than a Backend (a follower of the
+// allocations). "" for a kind without a name.
+func SpacePrefix(prefix string, s kv.Space) string {
+	sp := spacePrefix(s)
+	if sp == "" {
+		return ""
+	}
+	return prefix + sp
+}
+
+// KindPrefix returns the etcd key every key of kind k starts with (every
+// pool's spaces of a pool-scoped kind) under prefix; "" for a kind
+// without a name.
+func KindPrefix(prefix string, k kv.Kind) string {
+	if !knownKind(k) {
+		return ""
+	}
+	return prefix + k.String() + "/"
+}
+
+// ParseKey reads an etcd key of a store under prefix: its space and its
+// key within the space. ok is false for a key outside the prefix, a pool
+// marker, a key of no known kind or one that does not parse.
+func ParseKey(prefix, key string) (s kv.Space, k []byte, ok bool) {
+	if !strings.HasPrefix(key, prefix) {
+		return s, nil, false
+	}
+	p, known, good := parseKey(key[len(prefix):])
+	if !known || !good || p.marker {
+		return s, nil, false
+	}
+	return p.space, []byte(p.key), true
+}
+
+// PrefixEnd returns the first key after every key that starts with p:
+// the end of p's range.
+func PrefixEnd(p string) string { return prefixEnd(p) }
+
+// MarkerPrefix returns the etcd key every pool marker starts with under
+// prefix; a marker's value is its pool's name.
+func MarkerPrefix(prefix string) string { return prefix + markerKind + "/" }

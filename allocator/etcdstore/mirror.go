@@ -54,21 +54,34 @@ func bytesOf(s string) []byte {
 // pageSize is the number of keys a paged load reads per request.
 const pageSize = 10000
 
-// load reads the whole prefix at one revision into a new tree and swaps
-// it in: the mirror then reflects that revision. It streams the range
-// (etcd 3.7's RangeStream, linear in the keys) and falls back to pages of
-// Get on an older etcd, where each page also counts every key after it
-// (quadratic: some 15 s for 600,000 keys against 1 s streamed).
+// load reads the whole prefix (with Options.Kinds, the ranges of the
+// mirrored kinds) at one revision into a new tree and swaps it in: the
+// mirror then reflects that revision. It streams each range (etcd 3.7's
+// RangeStream, linear in the keys) and falls back to pages of Get on an
+// older etcd, where each page also counts every key after it (quadratic:
+// some 15 s for 600,000 keys against 1 s streamed).
 func (b *Backend) load(ctx context.Context) error {
 	start := time.Now()
-	t, rev, err := b.loadStream(ctx)
-	if status.Code(errors.Unwrap(err)) == codes.Unimplemented || status.Code(err) == codes.Unimplemented {
-		b.log.Info("etcd without RangeStream (older than 3.7): loading the table page by page")
-		t, rev, err = b.loadPages(ctx)
+	var items []item
+	var rev int64
+	paged := false
+	for _, r := range b.ranges() {
+		var err error
+		if !paged {
+			rev, items, err = b.loadStream(ctx, items, r[0], r[1], rev)
+			if status.Code(errors.Unwrap(err)) == codes.Unimplemented || status.Code(err) == codes.Unimplemented {
+				b.log.Info("etcd without RangeStream (older than 3.7): loading the table page by page")
+				paged = true
+			}
+		}
+		if paged {
+			rev, items, err = b.loadPages(ctx, items, r[0], r[1], rev)
+		}
+		if err != nil {
+			return b.wrap(fmt.Errorf("load the table: %w", err))
+		}
 	}
-	if err != nil {
-		return b.wrap(fmt.Errorf("load the table: %w", err))
-	}
+	t := build(items)
 	b.mu.Lock()
 	b.tree = t
 	b.rev = rev
@@ -112,45 +125,50 @@ func build(items []item) *btree.BTreeG[item] {
 	return t
 }
 
-// loadStream reads the prefix in one RangeStream, pinned by etcd to the
-// revision it started at. It gives up when no chunk came for b.timeout.
-func (b *Backend) loadStream(ctx context.Context) (*btree.BTreeG[item], int64, error) {
+// loadStream appends [key, end) to items from one RangeStream at revision
+// rev (0: the current one, which it returns). It gives up when no chunk
+// came for b.timeout.
+func (b *Backend) loadStream(ctx context.Context, items []item, key, end string, rev int64) (int64, []item, error) {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stall := time.AfterFunc(b.timeout, cancel)
 	defer stall.Stop()
-	ch, err := b.cli.GetStream(sctx, b.prefix, clientv3.WithRange(prefixEnd(b.prefix)))
-	if err != nil {
-		return nil, 0, err
+	opts := []clientv3.OpOption{clientv3.WithRange(end)}
+	if rev != 0 {
+		opts = append(opts, clientv3.WithRev(rev))
 	}
-	var items []item
+	ch, err := b.cli.GetStream(sctx, key, opts...)
+	if err != nil {
+		return 0, items, err
+	}
 	var buf []byte
-	var rev int64
+	var got int64
 	for resp := range ch {
 		if err := resp.Err(); err != nil {
-			return nil, 0, err
+			return 0, items, err
 		}
 		stall.Reset(b.timeout)
 		items, buf = b.add(items, resp.Kvs, buf)
 		if resp.Header != nil && resp.Header.Revision != 0 {
-			rev = resp.Header.Revision
+			got = resp.Header.Revision
 		}
 	}
 	if err := sctx.Err(); err != nil {
-		return nil, 0, fmt.Errorf("range stream stalled for %s: %w", b.timeout, err)
+		return 0, items, fmt.Errorf("range stream stalled for %s: %w", b.timeout, err)
 	}
-	if rev == 0 {
-		return nil, 0, errors.New("range stream ended without its final chunk")
+	if got == 0 {
+		return 0, items, errors.New("range stream ended without its final chunk")
 	}
-	return build(items), rev, nil
+	if rev != 0 {
+		return rev, items, nil
+	}
+	return got, items, nil
 }
 
-// loadPages reads the prefix page by page at one revision.
-func (b *Backend) loadPages(ctx context.Context) (*btree.BTreeG[item], int64, error) {
-	var items []item
-	end := prefixEnd(b.prefix)
-	from := b.prefix
-	var rev int64
+// loadPages appends [key, end) to items page by page at revision rev (0:
+// the current one, which it returns).
+func (b *Backend) loadPages(ctx context.Context, items []item, key, end string, rev int64) (int64, []item, error) {
+	from := key
 	var buf []byte
 	for {
 		// Linearizable reads: a load never goes back in time.
@@ -162,14 +180,14 @@ func (b *Backend) loadPages(ctx context.Context) (*btree.BTreeG[item], int64, er
 		resp, err := b.cli.Get(cctx, from, opts...)
 		cancel()
 		if err != nil {
-			return nil, 0, err
+			return 0, items, err
 		}
 		if rev == 0 {
 			rev = resp.Header.Revision
 		}
 		items, buf = b.add(items, resp.Kvs, buf)
 		if !resp.More || len(resp.Kvs) == 0 {
-			return build(items), rev, nil
+			return rev, items, nil
 		}
 		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
@@ -191,16 +209,19 @@ func (b *Backend) apply(evs []*clientv3.Event) {
 			continue
 		}
 		rel := key[len(b.prefix):]
+		if r := ev.Kv.ModRevision; r > b.rev {
+			b.rev = r
+		}
+		p, known, ok := parseKey(rel)
+		if !b.all && (!known || (ok && !p.marker && !b.mirrored.Has(p.space.Kind))) {
+			continue // not mirrored
+		}
 		switch ev.Type {
 		case mvccpb.PUT:
 			b.tree.ReplaceOrInsert(item{kv: rel + string(ev.Kv.Value), klen: uint32(len(rel)), rev: ev.Kv.ModRevision})
 		case mvccpb.DELETE:
 			b.tree.Delete(pivot(rel))
 		}
-		if r := ev.Kv.ModRevision; r > b.rev {
-			b.rev = r
-		}
-		p, known, ok := parseKey(rel)
 		switch {
 		case !known || !ok:
 			if b.stats.unknown.Add(1) == 1 {

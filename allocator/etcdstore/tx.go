@@ -19,6 +19,9 @@ type tx struct {
 	rev      int64 // the revision the clone reflects
 	writable bool
 	prefixes map[kv.Space]string
+	// err is the first access to a space the mirror does not hold
+	// (ErrNotMirrored): View and Update return it.
+	err error
 
 	// Update only.
 	reads     map[string]int64 // relative key → mod revision seen (0: absent)
@@ -45,6 +48,12 @@ func (t *tx) Writable() bool { return t.writable }
 func (t *tx) space(s kv.Space) string {
 	if p, ok := t.prefixes[s]; ok {
 		return p
+	}
+	if !t.b.mirrors(s.Kind) {
+		if t.err == nil {
+			t.err = t.b.wrap(fmt.Errorf("space %s: %w (Options.Kinds)", s, ErrNotMirrored))
+		}
+		return ""
 	}
 	if t.prefixes == nil {
 		t.prefixes = make(map[kv.Space]string, 4)
@@ -142,6 +151,9 @@ func (t *tx) Last(s kv.Space, key []byte) (k, v []byte) {
 
 func (t *tx) Scan(s kv.Space, from []byte, fn func(k, v []byte) error) error {
 	sp := t.space(s)
+	if t.err != nil {
+		return t.err
+	}
 	if sp == "" {
 		return nil
 	}
@@ -198,6 +210,9 @@ func (t *tx) Put(s kv.Space, key, value []byte) error {
 		return fmt.Errorf("put %s/%x: %w", s, key, kv.ErrReadOnly)
 	}
 	sp := t.space(s)
+	if t.err != nil {
+		return t.err
+	}
 	if sp == "" {
 		return fmt.Errorf("put %s/%x: key space kind %d has no name (known: %s)", s, key, s.Kind, strings.Join(kindNames(), ", "))
 	}
@@ -229,6 +244,9 @@ func (t *tx) Delete(s kv.Space, key []byte) error {
 		return fmt.Errorf("delete %s/%x: %w", s, key, kv.ErrReadOnly)
 	}
 	sp := t.space(s)
+	if t.err != nil {
+		return t.err
+	}
 	if sp == "" || len(key) == 0 {
 		return nil
 	}

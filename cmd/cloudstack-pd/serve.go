@@ -111,9 +111,11 @@ func runServe(ctx context.Context, cfgPath string, init bool, stderr io.Writer) 
 			return statestore.OpenServe(cfg, node, init, log)
 		}
 	}
-	var snapshot func(st *allocator.Store) (int, error)
+	var snapshot func(st *allocator.Store, tbl *allocator.Table) (int, error)
 	if node != nil {
-		snapshot = func(st *allocator.Store) (int, error) { return statestore.WriteSnapshot(st, cfg.State) }
+		snapshot = func(st *allocator.Store, tbl *allocator.Table) (int, error) {
+			return statestore.WriteSnapshot(st, tbl, cfg.State)
+		}
 	}
 	return daemon.Run(ctx, cfg, daemon.Deps{
 		OpenStore: open,
