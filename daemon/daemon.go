@@ -61,6 +61,8 @@ type Deps struct {
 type Addrs struct {
 	// DHCPv6 are the listener's addresses.
 	DHCPv6 []netip.AddrPort
+	// Leasequery are the Bulk Leasequery TCP addresses (the same).
+	Leasequery []netip.AddrPort
 	// HTTP is the HTTP API's address; empty without http.listen.
 	HTTP string
 }
@@ -104,6 +106,8 @@ func HandlerOptions(c *config.Config) server.Options {
 		ValidLifetime:     uint32(s.ValidLifetime),
 		RenewTimer:        uint32(s.RenewTimer),
 		RebindTimer:       uint32(s.RebindTimer),
+
+		LeasequeryRequestors: c.LeasequeryRequestors(),
 	}
 }
 
@@ -217,10 +221,12 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 	}
 	rec := server.NewRecorder(st, server.DefaultFlushInterval, log)
 	rec.SetClock(d.clock)
+	rec.SetExchangeStaleness(cfg.ExchangeStaleness())
 	reg.MustRegister(rec.Collectors()...)
 	h, err := server.NewHandler(server.HandlerConfig{
 		Table: live, ServerID: duid, Options: HandlerOptions(cfg),
 		Bindings: rec, Logger: log, Metrics: metrics, Now: d.clock.Now,
+		Leases: st, Exchanges: rec,
 	})
 	if err != nil {
 		return err
@@ -232,15 +238,31 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 	if err != nil {
 		return err
 	}
+	// Bulk Leasequery: TCP on the addresses and ports the UDP listener
+	// got (RFC 5460).
+	bulk, err := server.ListenBulk(server.BulkConfig{
+		Addrs: l.Addrs(), MaxConnections: cfg.Server.Leasequery.MaxConnections,
+		IdleTimeout: cfg.Server.Leasequery.IdleTimeout, Logger: log, Metrics: metrics,
+	}, h)
+	if err != nil {
+		l.Close()
+		return err
+	}
 	var httpLn net.Listener
 	if cfg.HTTP.Listen != "" {
 		if httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
+			l.Close()
+			bulk.Close()
 			return fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
 		}
 	}
 	// From here on serve runs: the store, even one --init made, holds
 	// what it answered and synced, and is kept whatever happens.
 	started = true
+
+	bulkCtx, stopBulk := context.WithCancel(context.Background())
+	bulkDone := make(chan error, 1)
+	go func() { bulkDone <- bulk.Serve(bulkCtx) }()
 
 	recCtx, stopRec := context.WithCancel(context.Background())
 	recDone := make(chan struct{})
@@ -270,7 +292,7 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 	var stopping atomic.Bool
 	httpCtx, stopHTTP := context.WithCancel(context.Background())
 	httpDone := make(chan struct{})
-	served := Addrs{DHCPv6: l.Addrs()}
+	served := Addrs{DHCPv6: l.Addrs(), Leasequery: bulk.Addrs()}
 	if httpLn != nil {
 		api := httpapi.New(httpapi.Config{
 			Table: live, Bindings: st, Registry: reg, Logger: log, Version: deps.Version,
@@ -340,6 +362,10 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 		stopServe()
 	}()
 	err = l.Serve(serveCtx)
+	stopBulk()
+	if berr := <-bulkDone; berr != nil && err == nil {
+		err = berr
+	}
 	stopping.Store(true)
 	stopReload()
 	<-reloadDone // a reload in progress finishes; none starts
