@@ -253,7 +253,7 @@ func askUDP(ctx context.Context, o Options, xid dhcpv6.TransactionID, q []byte) 
 			continue // not ours
 		}
 		a := &Answer{}
-		return a, a.add(m, true)
+		return a, a.Add(m, true)
 	}
 }
 
@@ -294,14 +294,14 @@ func askTCP(ctx context.Context, o Options, xid dhcpv6.TransactionID, q []byte) 
 		}
 		switch {
 		case first && m.MessageType == dhcpv6.MessageTypeLeaseQueryReply:
-			if err := a.add(m, false); err != nil {
+			if err := a.Add(m, false); err != nil {
 				return a, err
 			}
 			if a.Status != iana.StatusSuccess || len(a.Leases) == 0 {
 				return a, nil // no match or refused: a single REPLY, no DONE
 			}
 		case !first && m.MessageType == dhcpv6.MessageTypeLeaseQueryData:
-			if err := a.add(m, false); err != nil {
+			if err := a.Add(m, false); err != nil {
 				return a, err
 			}
 		case !first && m.MessageType == dhcpv6.MessageTypeLeaseQueryDone:
@@ -315,10 +315,10 @@ func askTCP(ctx context.Context, o Options, xid dhcpv6.TransactionID, q []byte) 
 	}
 }
 
-// add reads a REPLY or DATA message into a. With topRelay (UDP), the
+// Add reads a REPLY or DATA message into a. With topRelay (UDP), the
 // LQ_RELAY_DATA is read at the top level of the message, for its one
 // CLIENT_DATA.
-func (a *Answer) add(m *dhcpv6.Message, topRelay bool) error {
+func (a *Answer) Add(m *dhcpv6.Message, topRelay bool) error {
 	if st, ok := Status(m.Options.Options); ok {
 		a.Status, a.StatusMsg = st.StatusCode, st.StatusMessage
 	}
