@@ -184,7 +184,7 @@ func (h *Handler) HandleAppend(dst []byte, src netip.AddrPort, pkt []byte) (Repl
 		r   Reply
 		err error
 	)
-	if len(pkt) > 0 && pkt[0] == byte(dhcpv6.MessageTypeLeaseQuery) && h.leases != nil {
+	if len(pkt) > 0 && pkt[0] == byte(dhcpv6.MessageTypeLeaseQuery) {
 		// A leasequery is not a client message: it comes from a router,
 		// unrelayed (leasequery.go).
 		r, err = h.leasequeryUDP(dst, src, pkt, start)

@@ -144,6 +144,9 @@ func queryStatus(err error) (*dhcpv6.OptStatusCode, string) {
 // leasequeryUDP answers a LEASEQUERY received over UDP from src.
 func (h *Handler) leasequeryUDP(dst []byte, src netip.AddrPort, pkt []byte, now time.Time) (Reply, error) {
 	h.metrics.countReceived(dhcpv6.MessageTypeLeaseQuery)
+	if h.leases == nil {
+		return Reply{}, drop(ReasonUnexpectedType, errors.New("leasequery: this handler has no binding store to answer from"))
+	}
 	req, err := h.decodeLQ(pkt)
 	if err != nil {
 		return Reply{}, err
