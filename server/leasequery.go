@@ -219,7 +219,13 @@ func (h *Handler) findUDP(q leasequery.Query, now time.Time) ([]allocator.Bindin
 			return nil, err
 		}
 	}
-	return slices.DeleteFunc(bs, func(b allocator.Binding) bool { return !h.answerable(&b, q, now) }), nil
+	live := bs[:0]
+	for i := range bs {
+		if h.answerable(&bs[i], q, now) {
+			live = append(live, bs[i])
+		}
+	}
+	return live, nil
 }
 
 // answerable reports whether b may be answered to q now: on the query's
