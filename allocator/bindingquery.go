@@ -179,13 +179,16 @@ type BindingTouch struct {
 }
 
 // TouchBindings applies touches in one transaction. A touch whose binding
-// is gone, changed MAC or prefix, or already holds a later exchange (a
-// server sharing the store wrote it) changes nothing. It returns how many
-// bindings it rewrote.
-func (s *Store) TouchBindings(touches []BindingTouch) (int, error) {
-	n := 0
-	err := s.b.Update(func(kt kv.Tx) error {
-		n = 0
+// already holds a later exchange (a server sharing the store wrote it)
+// changes nothing. One whose binding is gone, has another MAC or prefix,
+// or, when same is not nil, is not the one the caller means (same(i,
+// stored) is false: the caller compares what it wrote with what is
+// stored) changes nothing either, and its index is returned in stale: the
+// caller should write that binding in full. It returns how many bindings
+// it rewrote.
+func (s *Store) TouchBindings(touches []BindingTouch, same func(i int, stored *Binding) bool) (n int, stale []int, err error) {
+	err = s.b.Update(func(kt kv.Tx) error {
+		n, stale = 0, stale[:0]
 		var arena []byte
 		for i := range touches {
 			t := &touches[i]
@@ -195,13 +198,18 @@ func (s *Store) TouchBindings(touches []BindingTouch) (int, error) {
 			key := AppendBindingKey(nil, t.ClientDUID, t.IAID)
 			v := kt.Get(spaceBindings, key)
 			if v == nil {
+				stale = append(stale, i)
 				continue
 			}
 			var b Binding
 			if err := json.Unmarshal(v, &b); err != nil {
 				return fmt.Errorf("bindings/%x: %w", key, err)
 			}
-			if b.Prefix != t.Prefix || !bytes.Equal(b.MAC, t.MAC) || !t.LastExchange.After(b.LastExchange) {
+			if b.Prefix != t.Prefix || !bytes.Equal(b.MAC, t.MAC) || same != nil && !same(i, &b) {
+				stale = append(stale, i)
+				continue
+			}
+			if !t.LastExchange.After(b.LastExchange) {
 				continue
 			}
 			b.LastExchange, b.LastMessage = t.LastExchange, t.LastMessage
@@ -224,7 +232,7 @@ func (s *Store) TouchBindings(touches []BindingTouch) (int, error) {
 		return nil
 	})
 	if err != nil {
-		return 0, s.wrap(err)
+		return 0, nil, s.wrap(err)
 	}
-	return n, nil
+	return n, stale, nil
 }

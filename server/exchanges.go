@@ -24,6 +24,10 @@ import (
 // (and expiry) is at most ExchangeStaleness older than what this server
 // answered, and never newer.
 //
+// A binding the persist finds gone from the store, or rewritten by
+// another server sharing it (other relay data, say), is forgotten: the
+// IA's next renewal writes its binding in full again.
+//
 // Leasequery answers still use the freshest time this server knows
 // (Recorder.Fresh). A server sharing the store that did not answer the
 // renewal sees a last exchange up to ExchangeStaleness old: remaining
@@ -48,7 +52,7 @@ const MaxRemembered = 2_000_000
 // exchange forward without rewriting it (*allocator.Store is one). With a
 // store that is not one, every record is written.
 type BindingToucher interface {
-	TouchBindings(touches []allocator.BindingTouch) (int, error)
+	TouchBindings(touches []allocator.BindingTouch, same func(i int, stored *allocator.Binding) bool) (n int, stale []int, err error)
 }
 
 // seenEntry is what the Recorder remembers of one IA it wrote.
@@ -188,6 +192,7 @@ func (r *Recorder) PersistExchanges() error {
 	now := r.clock.Now().UnixNano()
 	var touches []allocator.BindingTouch
 	var keys []iaKey
+	var fps []uint64
 	r.mu.Lock()
 	for k, e := range r.seen {
 		if e.latest+int64(e.valid)*int64(time.Second) < now {
@@ -201,11 +206,16 @@ func (r *Recorder) PersistExchanges() error {
 		touches = append(touches, allocator.BindingTouch{ClientDUID: []byte(e.duid), IAID: k.iaid, MAC: bytes.Clone(k.mac[:k.n]),
 			Prefix: p, LastExchange: time.Unix(0, e.latest).UTC(), LastMessage: e.msg})
 		keys = append(keys, k)
+		fps = append(fps, e.fp)
 	}
 	r.mu.Unlock()
 	for start := 0; start < len(touches); start += flushChunk {
 		end := min(start+flushChunk, len(touches))
-		n, err := r.toucher.TouchBindings(touches[start:end])
+		// The stored binding must still be the one this server wrote:
+		// another server sharing the store may have written it since,
+		// with other relay data, or ended it.
+		same := func(i int, stored *allocator.Binding) bool { return fingerprint(stored) == fps[start+i] }
+		n, stale, err := r.toucher.TouchBindings(touches[start:end], same)
 		if err != nil {
 			r.log.Error("cannot persist last-exchange times; will retry", "bindings", len(touches)-start, "err", err)
 			return err
@@ -213,9 +223,16 @@ func (r *Recorder) PersistExchanges() error {
 		r.persisted.Add(float64(n))
 		r.mu.Lock()
 		for i := start; i < end; i++ {
-			if e, ok := r.seen[keys[i]]; ok {
+			if e, ok := r.seen[keys[i]]; ok && e.fp == fps[i] {
 				e.stored = max(e.stored, touches[i].LastExchange.UnixNano())
 				r.seen[keys[i]] = e
+			}
+		}
+		// Gone from the store or changed by another writer: forget it, so
+		// that the IA's next renewal writes its binding in full.
+		for _, i := range stale {
+			if e, ok := r.seen[keys[start+i]]; ok && e.fp == fps[start+i] {
+				delete(r.seen, keys[start+i])
 			}
 		}
 		r.mu.Unlock()

@@ -173,7 +173,7 @@ func TestPersistNeverMovesTimeBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	touch := func(tt allocator.BindingTouch) int {
-		n, err := st.TouchBindings([]allocator.BindingTouch{tt})
+		n, _, err := st.TouchBindings([]allocator.BindingTouch{tt}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -212,5 +212,30 @@ func TestRecorderWithoutToucherWritesEveryRecord(t *testing.T) {
 	}
 	if len(fs.calls) != 3 {
 		t.Errorf("%d writes, want 3", len(fs.calls))
+	}
+}
+
+// TestPersistRewritesAGoneBinding: a binding another writer removed (or
+// rewrote) while this server only kept its time is found out at the next
+// persist, and the IA's next renewal writes it in full again.
+func TestPersistRewritesAGoneBinding(t *testing.T) {
+	w := newRenewalWorld(t)
+	w.exchange(t, dhcpv6.MessageTypeRequest)
+	w.clock.Advance(10 * time.Second)
+	w.exchange(t, dhcpv6.MessageTypeRenew)
+	// Another server sharing the store ended it.
+	if err := w.st.PutBindings(nil, []allocator.BindingRelease{{ClientDUID: duidLL(macA), IAID: 1, MAC: macA}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.rec.PersistExchanges(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := w.st.BindingByPrefix(prefixA); ok {
+		t.Fatal("the persist re-created a binding it only had the time of")
+	}
+	w.clock.Advance(10 * time.Second)
+	w.exchange(t, dhcpv6.MessageTypeRenew)
+	if b := w.stored(t); !b.LastExchange.Equal(w.clock.Now()) || string(b.InterfaceID) != "VLAN2701" {
+		t.Errorf("after the next renewal: %+v", b)
 	}
 }

@@ -602,13 +602,15 @@ func testBindingQueries(t *testing.T, b kv.Backend) {
 	}
 
 	later := t0.Add(time.Hour)
-	n, err := st.TouchBindings([]allocator.BindingTouch{
+	n, stale, err := st.TouchBindings([]allocator.BindingTouch{
 		{ClientDUID: bs[3].ClientDUID, IAID: 1, MAC: bs[3].MAC, Prefix: bs[3].Prefix, LastExchange: later, LastMessage: "RENEW"},
 		{ClientDUID: bs[4].ClientDUID, IAID: 1, MAC: bs[4].MAC, Prefix: bs[4].Prefix, LastExchange: t0.Add(-time.Hour), LastMessage: "RENEW"},
 		{ClientDUID: bs[6].ClientDUID, IAID: 1, MAC: mac(77), Prefix: bs[6].Prefix, LastExchange: later, LastMessage: "RENEW"},
-	})
-	if err != nil || n != 1 {
-		t.Fatalf("TouchBindings = %d, %v; want 1 (an older time and another MAC change nothing)", n, err)
+		{ClientDUID: bs[8].ClientDUID, IAID: 1, MAC: bs[8].MAC, Prefix: bs[8].Prefix, LastExchange: later, LastMessage: "RENEW"},
+		{ClientDUID: []byte{0, 3, 0, 1, 0xee}, IAID: 1, MAC: mac(88), Prefix: bs[9].Prefix, LastExchange: later, LastMessage: "RENEW"},
+	}, func(i int, stored *allocator.Binding) bool { return i != 3 })
+	if err != nil || n != 1 || !slices.Equal(stale, []int{2, 3, 4}) {
+		t.Fatalf("TouchBindings = %d, stale %v, %v; want 1 rewritten (an older time changes nothing), stale [2 3 4] (another MAC, not the same, gone)", n, stale, err)
 	}
 	got, _, _ := st.BindingByPrefix(bs[3].Prefix)
 	want := bs[3]
