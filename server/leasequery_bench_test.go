@@ -3,6 +3,8 @@ package server
 import (
 	"bytes"
 	"path/filepath"
+	"runtime"
+	"runtime/metrics"
 	"syscall"
 	"testing"
 	"time"
@@ -77,12 +79,26 @@ func BenchmarkBulkLeasequery100k(b *testing.B) {
 			q := leasequery.NewQueryMessage(lqXID, lqRequestor, c.q).ToBytes()
 			b.ReportAllocs()
 			var msgs, bytes int
+			runtime.GC()
+			base, peak := heapLive(), uint64(0)
 			for b.Loop() {
 				msgs, bytes = 0, 0
-				if err := h.AnswerBulk(lqRouter, q, func(m []byte) error { msgs++; bytes += len(m); return nil }); err != nil {
+				err := h.AnswerBulk(lqRouter, q, func(m []byte) error {
+					msgs++
+					bytes += len(m)
+					if msgs%1000 == 0 {
+						peak = max(peak, heapLive())
+					}
+					return nil
+				})
+				if err != nil {
 					b.Fatal(err)
 				}
 			}
+			// The live heap the answer grew to above what was live before
+			// (garbage not yet collected included): it does not grow with
+			// the number of bindings.
+			b.ReportMetric(float64(peak-min(peak, base))/1e6, "MB-heap-peak")
 			if msgs != c.want+1 { // the bindings and the DONE
 				b.Fatalf("%d messages, want %d", msgs, c.want+1)
 			}
@@ -228,6 +244,13 @@ func BenchmarkRenewExchange(b *testing.B) {
 			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
 		})
 	}
+}
+
+// heapLive is the bytes of heap objects, live or not yet swept.
+func heapLive() uint64 {
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
 }
 
 // cpuTime is the process's user and system CPU time so far.
