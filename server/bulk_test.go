@@ -64,8 +64,8 @@ func TestBulkAnswers(t *testing.T) {
 	}{
 		{name: "by address", pkt: lqQuery(leasequery.Query{Type: leasequery.ByAddress, Address: prefixB.Addr().Next()}),
 			types: []dhcpv6.MessageType{lqReply, lqDone}, prefixes: []netip.Prefix{prefixB}, typ: "address", outcome: LQFound},
-		{name: "by client-id on two links", pkt: lqQuery(leasequery.Query{Type: leasequery.ByClientID, ClientID: duidLL(macQuar)}),
-			types: []dhcpv6.MessageType{lqReply, lqData, lqDone}, prefixes: []netip.Prefix{prefixQuar, lqPrefixC2}, typ: "client-id", outcome: LQFound},
+		{name: "by client-id on two links", pkt: lqQuery(leasequery.Query{Type: leasequery.ByClientID, ClientID: lqDUIDC}),
+			types: []dhcpv6.MessageType{lqReply, lqData, lqDone}, prefixes: []netip.Prefix{lqPrefixC1, lqPrefixC2}, typ: "client-id", outcome: LQFound},
 		{name: "by relay-id", pkt: lqQuery(leasequery.Query{Type: leasequery.ByRelayID, RelayID: lqRelayID}),
 			types: []dhcpv6.MessageType{lqReply, lqData, lqDone}, prefixes: []netip.Prefix{prefixA, prefixB}, typ: "relay-id", outcome: LQFound},
 		{name: "by link-address", pkt: lqQuery(leasequery.Query{Type: leasequery.ByLinkAddress, LinkAddress: linkAddr}),

@@ -220,8 +220,9 @@ func (h *Handler) findUDP(q leasequery.Query, now time.Time) ([]allocator.Bindin
 		}
 	}
 	live := bs[:0]
+	tbl := h.table.Current()
 	for i := range bs {
-		if h.answerable(&bs[i], q, now) {
+		if h.answerable(tbl, &bs[i], q, now) {
 			live = append(live, bs[i])
 		}
 	}
@@ -229,10 +230,15 @@ func (h *Handler) findUDP(q leasequery.Query, now time.Time) ([]allocator.Bindin
 }
 
 // answerable reports whether b may be answered to q now: on the query's
-// link, not ended by a Release, not expired. It brings b's last exchange
-// up to date.
-func (h *Handler) answerable(b *allocator.Binding, q leasequery.Query, now time.Time) bool {
+// link, still the MAC's served prefix in the allocation table (a prefix
+// quarantined or moved since was withdrawn at the next renewal: a router
+// must not route it again), not ended by a Release, not expired. It brings
+// b's last exchange up to date.
+func (h *Handler) answerable(tbl *allocator.Table, b *allocator.Binding, q leasequery.Query, now time.Time) bool {
 	if !q.LinkAddress.IsUnspecified() && b.LinkAddress != q.LinkAddress {
+		return false
+	}
+	if a, ok := tbl.Find(b.MAC); !ok || !a.Served() || a.Prefix != b.Prefix {
 		return false
 	}
 	if !h.fresh.Fresh(b) {
@@ -436,8 +442,9 @@ func (h *Handler) eachBinding(q leasequery.Query, now time.Time, fn func(*alloca
 		if err != nil {
 			return err
 		}
+		tbl := h.table.Current()
 		for i := range page {
-			if !h.answerable(&page[i], q, now) {
+			if !h.answerable(tbl, &page[i], q, now) {
 				continue
 			}
 			if err := fn(&page[i]); err != nil {

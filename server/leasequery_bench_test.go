@@ -13,6 +13,7 @@ import (
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/storetest"
 	"github.com/cloudstack-pd/cloudstack-pd/bench/synth"
 	"github.com/cloudstack-pd/cloudstack-pd/leasequery"
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
@@ -60,13 +61,7 @@ func benchStore(b *testing.B, n, pools int) *allocator.Store {
 func BenchmarkBulkLeasequery100k(b *testing.B) {
 	const n, pools = 100_000, 4
 	st := benchStore(b, n, pools)
-	opts := testOptions
-	opts.LeasequeryRequestors = lqRequestors
-	h, err := NewHandler(HandlerConfig{Table: allocator.NewLive(testTable(b)), ServerID: serverDUID, Options: opts,
-		Now: func() time.Time { return testNow }, Leases: st})
-	if err != nil {
-		b.Fatal(err)
-	}
+	h := synthLQHandler(b, st, n, pools)
 	for _, c := range []struct {
 		name string
 		q    leasequery.Query
@@ -108,16 +103,41 @@ func BenchmarkBulkLeasequery100k(b *testing.B) {
 	}
 }
 
+// synthLQHandler answers leasequeries from st, with the table of the n
+// synthetic clients over pools pools.
+func synthLQHandler(tb testing.TB, st *allocator.Store, n, pools int) *Handler {
+	tb.Helper()
+	ps := synth.Pools(pools)
+	allocs, err := synth.Allocations(ps, n, testNow)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tbl, err := allocator.NewTable(ps, allocs)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	opts := testOptions
+	opts.LeasequeryRequestors = lqRequestors
+	h, err := NewHandler(HandlerConfig{Table: allocator.NewLive(tbl), ServerID: serverDUID, Options: opts,
+		Now: func() time.Time { return testNow }, Leases: st})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return h
+}
+
 // TestBulkStreamsInPages: a bulk answer reads the store a page at a time
 // and sends each page's messages before reading the next: memory holds
 // one page, whatever the number of bindings.
 func TestBulkStreamsInPages(t *testing.T) {
-	h, st, _ := newLQHandler(t)
+	const n = 3*bulkPage + 10
+	st := allocator.NewStore(storetest.NewMemory())
+	h := synthLQHandler(t, st, n, 1)
 	src := &pagedSource{LeaseSource: st}
 	h.leases = src
 	var bs []allocator.Binding
 	le := testNow.Add(-time.Second)
-	for i := range 3*bulkPage + 10 {
+	for i := range n {
 		mac := synth.MAC(i)
 		bs = append(bs, allocator.Binding{ClientDUID: duidLL(mac), MAC: mac, IAID: 1, Prefix: synth.Prefix(i, 1),
 			PreferredLifetime: 100, ValidLifetime: 100, LastExchange: le, Expires: le.Add(100 * time.Second),
@@ -135,7 +155,7 @@ func TestBulkStreamsInPages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := len(bs) + 1 + 1 // the bindings above, lqBindings' one on lqLinkC2, the DONE
+	want := len(bs) + 1 // the bindings, the DONE
 	if src.sent != want || src.maxLimit > bulkPage || src.pages < 4 {
 		t.Fatalf("sent %d (want %d) over %d pages of at most %d", src.sent, want, src.pages, src.maxLimit)
 	}

@@ -21,7 +21,7 @@ import (
 func FuzzLeasequery(f *testing.F) {
 	// Seeds: a query of each type, refused ones, a malformed one.
 	f.Add(lqQuery(leasequery.Query{Type: leasequery.ByAddress, Address: prefixA.Addr()}))
-	f.Add(lqQuery(leasequery.Query{Type: leasequery.ByClientID, ClientID: duidLL(macQuar)}))
+	f.Add(lqQuery(leasequery.Query{Type: leasequery.ByClientID, ClientID: lqDUIDC}))
 	f.Add(lqQuery(leasequery.Query{Type: leasequery.ByRelayID, RelayID: lqRelayID}))
 	f.Add(lqQuery(leasequery.Query{Type: leasequery.ByLinkAddress, LinkAddress: linkAddr}))
 	f.Add(lqQuery(leasequery.Query{Type: leasequery.ByRemoteID, RemoteID: relay.JuniperRemoteID(macB)}))

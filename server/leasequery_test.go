@@ -29,7 +29,12 @@ var (
 	lqRelayID    = []byte{0, 2, 0, 0, 0x0a, 0x4c, 'm', 'x', '1'}
 	lqLinkC1     = netip.MustParseAddr("2001:db8:110::1")
 	lqLinkC2     = netip.MustParseAddr("2001:db8:120::1")
-	lqPrefixC2   = netip.MustParsePrefix("2001:db8:200:40::/60")
+	lqPrefixC1   = netip.MustParsePrefix("2001:db8:200:40::/60")
+	lqPrefixC2   = netip.MustParsePrefix("2001:db8:300:50::/60")
+	// Client C: a VM with two NICs, on two VLANs, with one DUID.
+	lqDUIDC = []byte{0, 1, 0, 1, 0x2f, 0, 0, 9, 6, 0x32, 0xb2, 0, 4, 0x90}
+	macC1   = mustMAC("06:32:b2:00:04:91")
+	macC2   = mustMAC("06:32:b2:00:04:92")
 	lqRequestors = []netip.Prefix{netip.MustParsePrefix("2001:db8:ffff::/48")}
 )
 
@@ -50,9 +55,28 @@ func lqBindings() []allocator.Binding {
 		b(macA, 1, "pod-a", prefixA, 100*time.Second, linkAddr, "VLAN2701", lqRelayID),
 		b(macB, 1, "pod-b", prefixB, 300*time.Second, linkAddr, "VLAN2702", lqRelayID),
 		b(macGone, 1, "pod-a", prefixGone, 200000*time.Second, linkAddr, "VLAN2701", lqRelayID),
-		b(macQuar, 1, "pod-a", prefixQuar, 50*time.Second, lqLinkC1, "VLAN2710", nil),
-		b(macQuar, 2, "pod-a", lqPrefixC2, 60*time.Second, lqLinkC2, "VLAN2720", nil),
+		b(macQuar, 1, "pod-a", prefixQuar, 70*time.Second, linkAddr, "VLAN2701", nil),
+		withDUID(b(macC1, 1, "pod-a", lqPrefixC1, 50*time.Second, lqLinkC1, "VLAN2701", nil), lqDUIDC),
+		withDUID(b(macC2, 2, "pod-b", lqPrefixC2, 60*time.Second, lqLinkC2, "VLAN2702", nil), lqDUIDC),
 	}
+}
+
+func withDUID(b allocator.Binding, duid []byte) allocator.Binding {
+	b.ClientDUID = duid
+	return b
+}
+
+// lqTable is testTable with client C's two NICs.
+func lqTable(t testing.TB) *allocator.Table {
+	tbl := testTable(t)
+	allocs := append(tbl.Allocations(),
+		allocator.Allocation{Pool: "pod-a", MAC: macC1, Prefix: lqPrefixC1, State: allocator.StateActive},
+		allocator.Allocation{Pool: "pod-b", MAC: macC2, Prefix: lqPrefixC2, State: allocator.StateActive})
+	out, err := allocator.NewTable(tbl.Pools(), allocs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // newLQHandler returns a handler answering leasequeries from a store
@@ -70,7 +94,7 @@ func newLQHandler(t testing.TB) (*Handler, *allocator.Store, *Recorder) {
 	rec := NewRecorder(st, 0, nil)
 	opts := testOptions
 	opts.LeasequeryRequestors = lqRequestors
-	h, err := NewHandler(HandlerConfig{Table: allocator.NewLive(testTable(t)), ServerID: serverDUID, Options: opts,
+	h, err := NewHandler(HandlerConfig{Table: allocator.NewLive(lqTable(t)), ServerID: serverDUID, Options: opts,
 		Bindings: rec, Now: func() time.Time { return testNow }, Leases: st})
 	if err != nil {
 		t.Fatal(err)
@@ -171,11 +195,13 @@ func TestLeasequeryUDP(t *testing.T) {
 			typ: "address", outcome: LQNotFound},
 		{name: "by address of an expired binding", pkt: lqQuery(leasequery.Query{Type: leasequery.ByAddress, Address: prefixGone.Addr().Next()}),
 			typ: "address", outcome: LQNotFound},
+		{name: "by address of a quarantined prefix", pkt: lqQuery(leasequery.Query{Type: leasequery.ByAddress, Address: prefixQuar.Addr()}),
+			typ: "address", outcome: LQNotFound},
 		{name: "by client-id", pkt: lqQuery(leasequery.Query{Type: leasequery.ByClientID, ClientID: duidLL(macA)}),
 			prefixes: []netip.Prefix{prefixA}, typ: "client-id", outcome: LQFound},
-		{name: "by client-id on two links gives the links", pkt: lqQuery(leasequery.Query{Type: leasequery.ByClientID, ClientID: duidLL(macQuar)}),
+		{name: "by client-id on two links gives the links", pkt: lqQuery(leasequery.Query{Type: leasequery.ByClientID, ClientID: lqDUIDC}),
 			links: 2, typ: "client-id", outcome: LQFound},
-		{name: "by client-id naming one of its links", pkt: lqQuery(leasequery.Query{Type: leasequery.ByClientID, ClientID: duidLL(macQuar), LinkAddress: lqLinkC2}),
+		{name: "by client-id naming one of its links", pkt: lqQuery(leasequery.Query{Type: leasequery.ByClientID, ClientID: lqDUIDC, LinkAddress: lqLinkC2}),
 			prefixes: []netip.Prefix{lqPrefixC2}, typ: "client-id", outcome: LQFound},
 		{name: "by client-id unknown", pkt: lqQuery(leasequery.Query{Type: leasequery.ByClientID, ClientID: duidLL(macUnknown)}),
 			typ: "client-id", outcome: LQNotFound},

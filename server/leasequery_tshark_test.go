@@ -110,7 +110,7 @@ func TestTsharkDissectsLeasequery(t *testing.T) {
 	}{
 		{"by address", lqRouter, lqQuery(leasequery.Query{Type: leasequery.ByAddress, Address: prefixA.Addr()}),
 			reading{"15", "", "2001:db8:200::", "172700", "100", "", ""}},
-		{"by client-id, two links", lqRouter, lqQuery(leasequery.Query{Type: leasequery.ByClientID, ClientID: duidLL(macQuar)}),
+		{"by client-id, two links", lqRouter, lqQuery(leasequery.Query{Type: leasequery.ByClientID, ClientID: lqDUIDC}),
 			reading{"15", "", "", "", "", "", "2001:db8:110::1,2001:db8:120::1"}},
 		{"no match", lqRouter, lqQuery(leasequery.Query{Type: leasequery.ByClientID, ClientID: duidLL(macUnknown)}),
 			reading{"15", "", "", "", "", "0", ""}},
