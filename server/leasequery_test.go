@@ -22,19 +22,19 @@ import (
 
 // The leasequery world: bindings in a store, a router that may ask.
 var (
-	lqXID        = dhcpv6.TransactionID{0, 0x12, 0x34}
-	lqRequestor  = []byte{0, 3, 0, 1, 0x02, 0x00, 0x5e, 0x00, 0x00, 0x01} // the router's DUID
-	lqRouter     = netip.MustParseAddrPort("[2001:db8:ffff::1]:547")
-	lqStranger   = netip.MustParseAddrPort("[2001:db8:eeee::9]:547")
-	lqRelayID    = []byte{0, 2, 0, 0, 0x0a, 0x4c, 'm', 'x', '1'}
-	lqLinkC1     = netip.MustParseAddr("2001:db8:110::1")
-	lqLinkC2     = netip.MustParseAddr("2001:db8:120::1")
-	lqPrefixC1   = netip.MustParsePrefix("2001:db8:200:40::/60")
-	lqPrefixC2   = netip.MustParsePrefix("2001:db8:300:50::/60")
+	lqXID       = dhcpv6.TransactionID{0, 0x12, 0x34}
+	lqRequestor = []byte{0, 3, 0, 1, 0x02, 0x00, 0x5e, 0x00, 0x00, 0x01} // the router's DUID
+	lqRouter    = netip.MustParseAddrPort("[2001:db8:ffff::1]:547")
+	lqStranger  = netip.MustParseAddrPort("[2001:db8:eeee::9]:547")
+	lqRelayID   = []byte{0, 2, 0, 0, 0x0a, 0x4c, 'm', 'x', '1'}
+	lqLinkC1    = netip.MustParseAddr("2001:db8:110::1")
+	lqLinkC2    = netip.MustParseAddr("2001:db8:120::1")
+	lqPrefixC1  = netip.MustParsePrefix("2001:db8:200:40::/60")
+	lqPrefixC2  = netip.MustParsePrefix("2001:db8:300:50::/60")
 	// Client C: a VM with two NICs, on two VLANs, with one DUID.
-	lqDUIDC = []byte{0, 1, 0, 1, 0x2f, 0, 0, 9, 6, 0x32, 0xb2, 0, 4, 0x90}
-	macC1   = mustMAC("06:32:b2:00:04:91")
-	macC2   = mustMAC("06:32:b2:00:04:92")
+	lqDUIDC      = []byte{0, 1, 0, 1, 0x2f, 0, 0, 9, 6, 0x32, 0xb2, 0, 4, 0x90}
+	macC1        = mustMAC("06:32:b2:00:04:91")
+	macC2        = mustMAC("06:32:b2:00:04:92")
 	lqRequestors = []netip.Prefix{netip.MustParsePrefix("2001:db8:ffff::/48")}
 )
 
