@@ -387,13 +387,14 @@ func (h *Handler) AnswerBulk(src netip.AddrPort, pkt []byte, emit func([]byte) e
 		return h.emitBulk(emit, done)
 	case sent == 0:
 		h.metrics.Leasequery.count("tcp", typ, LQNotFound)
+		h.log.Info("bulk leasequery: no binding matches", "requestor", src, "type", typ)
 		ans := h.lqReply(dhcpv6.MessageTypeLeaseQueryReply, req)
 		ans.AddOption(status(iana.StatusSuccess, "no binding matches"))
 		return h.emitBulk(emit, ans)
 	}
 	h.metrics.Leasequery.count("tcp", typ, LQFound)
-	h.log.Debug("leasequery", "requestor", src, "transport", "tcp", "type", typ, "bindings", sent,
-		"xid", fmt.Sprintf("%x", req.msg.TransactionID[:]))
+	// A router asks this after a reboot: rare, and worth a line.
+	h.log.Info("bulk leasequery answered", "requestor", src, "type", typ, "bindings", sent, "took", h.now().Sub(now).Round(time.Millisecond))
 	done := &dhcpv6.Message{MessageType: dhcpv6.MessageTypeLeaseQueryDone, TransactionID: req.msg.TransactionID}
 	// tshark 4.0 flags a DONE without options as malformed.
 	done.AddOption(status(iana.StatusSuccess, fmt.Sprintf("%d bindings", sent)))
