@@ -1,10 +1,6 @@
 package server
 
-import (
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/cloudstack-pd/cloudstack-pd/leasequery"
-)
+import "github.com/prometheus/client_golang/prometheus"
 
 // LeasequeryMetrics count Leasequery and Bulk Leasequery (leasequery.go,
 // bulk.go).
@@ -41,8 +37,6 @@ const (
 var closeReasons = []string{CloseDone, CloseNotAllowed, CloseFull, CloseIdle, CloseSlow, CloseTruncated,
 	CloseOversized, CloseMalformed, CloseError, CloseShutdown}
 
-var lqOutcomes = []string{LQFound, LQNotFound, LQNotAllowed, LQUnknownType, LQMalformed, LQError, LQTerminated}
-
 func newLeasequeryMetrics() *LeasequeryMetrics {
 	m := &LeasequeryMetrics{
 		Queries: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -77,13 +71,4 @@ func (m *LeasequeryMetrics) collectors() []prometheus.Collector {
 
 func (m *LeasequeryMetrics) count(transport, typ, outcome string) {
 	m.Queries.WithLabelValues(transport, typ, outcome).Inc()
-}
-
-// queryTypeLabels are the type label values of leasequeries_total.
-func queryTypeLabels() []string {
-	out := make([]string, 0, len(leasequery.QueryTypes)+1)
-	for _, t := range leasequery.QueryTypes {
-		out = append(out, t.String())
-	}
-	return append(out, "unknown")
 }
