@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"hash/maphash"
+	"net/netip"
 	"time"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
@@ -70,50 +71,66 @@ var fingerprintSeed = maphash.MakeSeed()
 
 // fingerprint hashes what a binding says but its times (LastExchange,
 // LastMessage, Expires): two records with the same fingerprint differ
-// only by when they were made.
+// only by when they were made. It does not allocate.
 func fingerprint(b *allocator.Binding) uint64 {
 	var h maphash.Hash
 	h.SetSeed(fingerprintSeed)
-	field := func(p []byte) {
-		var n [4]byte
-		binary.BigEndian.PutUint32(n[:], uint32(len(p)))
-		h.Write(n[:])
-		h.Write(p)
-	}
-	field(b.ClientDUID)
-	field(b.MAC)
-	field([]byte(b.Pool))
-	field(allocator.PrefixKey(b.Prefix))
-	var nums [12]byte
-	binary.BigEndian.PutUint32(nums[0:], b.IAID)
-	binary.BigEndian.PutUint32(nums[4:], b.PreferredLifetime)
-	binary.BigEndian.PutUint32(nums[8:], b.ValidLifetime)
+	hashBytes(&h, b.ClientDUID)
+	hashBytes(&h, b.MAC)
+	h.WriteString(b.Pool)
+	h.WriteByte(0)
+	hashAddr(&h, b.Prefix.Addr())
+	var nums [15]byte
+	nums[0] = byte(b.Prefix.Bits())
+	binary.BigEndian.PutUint32(nums[1:], b.IAID)
+	binary.BigEndian.PutUint32(nums[5:], b.PreferredLifetime)
+	binary.BigEndian.PutUint32(nums[9:], b.ValidLifetime)
+	binary.BigEndian.PutUint16(nums[13:], b.RelaySource.Port())
 	h.Write(nums[:])
-	src, _ := b.RelaySource.MarshalBinary()
-	field(src)
-	link, _ := b.LinkAddress.MarshalBinary()
-	field(link)
-	peer, _ := b.PeerAddress.MarshalBinary()
-	field(peer)
-	field(b.InterfaceID)
-	field(b.RemoteID)
-	field(b.RelayID)
+	hashAddr(&h, b.RelaySource.Addr())
+	hashAddr(&h, b.LinkAddress)
+	hashAddr(&h, b.PeerAddress)
+	hashBytes(&h, b.InterfaceID)
+	hashBytes(&h, b.RemoteID)
+	hashBytes(&h, b.RelayID)
 	return h.Sum64()
 }
 
+// hashBytes writes p with its length, so that fields cannot run together.
+func hashBytes(h *maphash.Hash, p []byte) {
+	var n [4]byte
+	binary.BigEndian.PutUint32(n[:], uint32(len(p)))
+	h.Write(n[:])
+	h.Write(p)
+}
+
+// hashAddr writes a, and whether it is set.
+func hashAddr(h *maphash.Hash, a netip.Addr) {
+	var b [17]byte
+	if a.IsValid() {
+		b[0] = 1
+		a16 := a.As16()
+		copy(b[1:], a16[:])
+	}
+	h.Write(b[:])
+}
+
 func prefixKey17(b *allocator.Binding) (k [17]byte) {
-	copy(k[:], allocator.PrefixKey(b.Prefix))
+	a16 := b.Prefix.Addr().As16()
+	copy(k[:], a16[:])
+	k[16] = byte(b.Prefix.Bits())
 	return k
 }
 
-// unchanged reports whether b only repeats, with a new time, what was
-// last written for its IA; if so it keeps the time. r.mu is held.
-func (r *Recorder) unchanged(k iaKey, b *allocator.Binding) bool {
+// unchanged reports whether b, whose fingerprint is fp, only repeats, with
+// a new time, what was last written for its IA; if so it keeps the time.
+// r.mu is held.
+func (r *Recorder) unchanged(k iaKey, fp uint64, b *allocator.Binding) bool {
 	if r.toucher == nil {
 		return false
 	}
 	e, ok := r.seen[k]
-	if !ok || e.fp != fingerprint(b) {
+	if !ok || e.fp != fp {
 		return false
 	}
 	if t := b.LastExchange.UnixNano(); t > e.latest {

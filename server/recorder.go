@@ -178,9 +178,13 @@ func (r *Recorder) Record(b allocator.Binding) {
 		return
 	}
 	k := keyOf(b.MAC, b.IAID)
+	var fp uint64
+	if r.toucher != nil {
+		fp = fingerprint(&b) // outside the lock
+	}
 	r.mu.Lock()
 	_, queued := r.pending[k]
-	if !queued && r.unchanged(k, &b) {
+	if !queued && r.unchanged(k, fp, &b) {
 		r.mu.Unlock()
 		r.unchangedCount.Inc()
 		return
