@@ -135,7 +135,9 @@ func (s *Store) BindingsPage(after []byte, limit int, q BindingQuery) (page []Bi
 		from = append(bytes.Clone(after), 0) // the first key after it
 	}
 	needles := q.needles()
+	page = make([]Binding, 0, min(limit, 1024))
 	err = s.b.View(func(kt kv.Tx) error {
+		page, next = page[:0], next[:0] // a backend may run the function again
 		return kt.Scan(spaceBindings, from, func(k, v []byte) error {
 			if len(page) == limit {
 				return kv.ErrStop // k is left for the next page
