@@ -32,6 +32,7 @@ func (s *Store) BindingByAddress(a netip.Addr) (Binding, bool, error) {
 	// length byte is at most 128).
 	bound := append(a16[:], 129)
 	err := s.b.View(func(kt kv.Tx) error {
+		ok = false // a backend may run the function again
 		k, key := kt.Last(spaceBindingPrefix, bound)
 		if k == nil {
 			return nil
@@ -65,6 +66,7 @@ func (s *Store) BindingsOfClient(duid []byte) ([]Binding, error) {
 	start := append([]byte{byte(len(duid))}, duid...)
 	var out []Binding
 	err := s.b.View(func(kt kv.Tx) error {
+		out = out[:0] // a backend may run the function again
 		return kt.Scan(spaceBindings, start, func(k, v []byte) error {
 			if !bytes.HasPrefix(k, start) || len(k) != len(start)+4 {
 				if bytes.HasPrefix(k, start) {
