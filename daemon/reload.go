@@ -53,6 +53,9 @@ func restartOnly(running, cfg *config.Config) []string {
 		{"server.queue-length", cfg.Server.QueueLength != running.Server.QueueLength},
 		{"log.format", !strings.EqualFold(cfg.Log.Format, running.Log.Format)},
 		{"http.listen", cfg.HTTP.Listen != running.HTTP.Listen},
+		{"server.leasequery.max-connections", cfg.Server.Leasequery.MaxConnections != running.Server.Leasequery.MaxConnections},
+		{"server.leasequery.idle-timeout", cfg.Server.Leasequery.IdleTimeout != running.Server.Leasequery.IdleTimeout},
+		{"server.last-exchange-staleness", cfg.ExchangeStaleness() != running.ExchangeStaleness()},
 	} {
 		if k.changed {
 			keys = append(keys, k.key)
