@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"net/netip"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -237,5 +239,86 @@ func TestPersistRewritesAGoneBinding(t *testing.T) {
 	w.exchange(t, dhcpv6.MessageTypeRenew)
 	if b := w.stored(t); !b.LastExchange.Equal(w.clock.Now()) || string(b.InterfaceID) != "VLAN2701" {
 		t.Errorf("after the next renewal: %+v", b)
+	}
+}
+
+// TestRecorderConcurrentExchanges: records, releases, answers (Fresh),
+// flushes and persists at once; run with -race. At the end the store
+// holds each IA's binding with its last exchange, or none when its last
+// word was a Release.
+func TestRecorderConcurrentExchanges(t *testing.T) {
+	st := allocator.NewStore(storetest.NewMemory())
+	fc := clock.NewFake(testNow)
+	rec := NewRecorder(st, 0, nil)
+	rec.SetClock(fc)
+	const ias = 20
+	bind := func(i int, at time.Time) allocator.Binding {
+		mac := []byte{6, 0, 0, 0, 0, byte(i)}
+		return allocator.Binding{ClientDUID: duidLL(mac), MAC: mac, IAID: 1, Pool: "pod-a",
+			Prefix:            netip.PrefixFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 2, 0, byte(i >> 4), byte(i << 4)}), 60),
+			PreferredLifetime: 100, ValidLifetime: 200, LastExchange: at, Expires: at.Add(200 * time.Second), LastMessage: "RENEW"}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for round := range 200 {
+			for i := range ias {
+				b := bind(i, testNow.Add(time.Duration(round)*time.Second))
+				if i%5 == 0 && round == 199 {
+					rec.Release(allocator.BindingRelease{ClientDUID: b.ClientDUID, IAID: 1, MAC: b.MAC})
+					continue
+				}
+				rec.Record(b)
+			}
+		}
+		close(done)
+	})
+	wg.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			for i := range ias {
+				b := bind(i, testNow)
+				rec.Fresh(&b)
+			}
+		}
+	})
+	wg.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if err := rec.Flush(); err != nil {
+				t.Error(err)
+			}
+			if err := rec.PersistExchanges(); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	wg.Wait()
+	if err := rec.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rec.PersistExchanges(); err != nil {
+		t.Fatal(err)
+	}
+	last := testNow.Add(199 * time.Second)
+	for i := range ias {
+		b := bind(i, last)
+		got, ok, err := st.BindingByPrefix(b.Prefix)
+		switch {
+		case err != nil:
+			t.Fatal(err)
+		case i%5 == 0 && ok:
+			t.Errorf("IA %d released last, still stored", i)
+		case i%5 != 0 && (!ok || !got.LastExchange.Equal(last)):
+			t.Errorf("IA %d: stored %v, last exchange %s, want %s", i, ok, got.LastExchange, last)
+		}
 	}
 }
