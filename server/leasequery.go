@@ -190,7 +190,6 @@ func (h *Handler) answerUDP(ans *dhcpv6.Message, src netip.AddrPort, req *lqRequ
 	// (RFC 5007 4.3.3), for the requestor to ask again naming one.
 	if links := linksOf(bs); len(links) > 1 {
 		ans.AddOption(&leasequery.OptLQClientLink{Links: links})
-		h.metrics.Leasequery.Bindings.WithLabelValues("udp").Add(float64(len(bs)))
 		return typ, LQFound
 	}
 	l := h.clientLease(bs, now)

@@ -275,6 +275,9 @@ func TestLeasequeryAnswerContent(t *testing.T) {
 	if len(a.Leases) != 1 {
 		t.Fatalf("leases %+v", a.Leases)
 	}
+	if got := testutil.ToFloat64(h.Metrics().Leasequery.Bindings.WithLabelValues("udp")); got != 1 {
+		t.Errorf("leasequery_bindings_total{udp} = %v, want 1", got)
+	}
 	l := a.Leases[0]
 	want := leasequery.Prefix{Prefix: prefixA, Preferred: 86400 - 100, Valid: 172800 - 100}
 	if string(l.ClientID) != string(duidLL(macA)) || len(l.Prefixes) != 1 || l.Prefixes[0] != want || l.CLT != 100*time.Second {
