@@ -36,16 +36,16 @@ import (
 // looks expired to it at most that much early, only when the client has
 // stopped renewing.
 //
-// Memory: one entry per IA written (about 180 bytes with the map's own), at most
-// MaxRemembered; an IA beyond that is written at every renewal, as
-// before. Entries of expired bindings are dropped at each persist.
+// Memory: one entry per MAC whose binding was written (about 180 bytes
+// with the map's own), at most MaxRemembered; a MAC beyond that is written
+// at every renewal, as before. Entries of expired bindings are dropped at each persist.
 
 // DefaultExchangeStaleness is how long a last-exchange time may stay in
 // memory only: 1 hour. With the default renew-timer (1000 s), a binding
 // that only renews is written about once an hour instead of 3.6 times.
 const DefaultExchangeStaleness = time.Hour
 
-// MaxRemembered is the most IAs whose last write the Recorder remembers:
+// MaxRemembered is the most MACs whose last write the Recorder remembers:
 // 2,000,000 (some 370 MB at most; 100,000 VMs take 18 MB).
 const MaxRemembered = 2_000_000
 
@@ -56,8 +56,12 @@ type BindingToucher interface {
 	TouchBindings(touches []allocator.BindingTouch, same func(i int, stored *allocator.Binding) bool) (n int, stale []int, err error)
 }
 
-// seenEntry is what the Recorder remembers of one IA it wrote.
+// seenEntry is what the Recorder remembers of the IA it last wrote for a
+// MAC. Entries are by MAC, not by IA: the store keeps one binding per MAC
+// and prefix, and a MAC has one prefix, so a VM that changes IAIDs (or a
+// flood of them) replaces its entry instead of adding one.
 type seenEntry struct {
+	iaid   uint32
 	fp     uint64 // fingerprint of the written binding, times left out
 	stored int64  // last exchange in the store (unix nanoseconds)
 	latest int64  // freshest last exchange answered
@@ -125,12 +129,13 @@ func prefixKey17(b *allocator.Binding) (k [17]byte) {
 // unchanged reports whether b, whose fingerprint is fp, only repeats, with
 // a new time, what was last written for its IA; if so it keeps the time.
 // r.mu is held.
-func (r *Recorder) unchanged(k iaKey, fp uint64, b *allocator.Binding) bool {
+func (r *Recorder) unchanged(fp uint64, b *allocator.Binding) bool {
 	if r.toucher == nil {
 		return false
 	}
+	k := macKey(b.MAC)
 	e, ok := r.seen[k]
-	if !ok || e.fp != fp {
+	if !ok || e.fp != fp || e.iaid != b.IAID {
 		return false
 	}
 	if t := b.LastExchange.UnixNano(); t > e.latest {
@@ -140,12 +145,24 @@ func (r *Recorder) unchanged(k iaKey, fp uint64, b *allocator.Binding) bool {
 	return true
 }
 
+// macKey is the key of a MAC's entry in Recorder.seen.
+func macKey(mac []byte) iaKey { return keyOf(mac, 0) }
+
+// forget drops what the Recorder remembers of the IA iaid of mac (its
+// binding ended). r.mu is held.
+func (r *Recorder) forget(mac []byte, iaid uint32) {
+	k := macKey(mac)
+	if e, ok := r.seen[k]; ok && e.iaid == iaid {
+		delete(r.seen, k)
+	}
+}
+
 // written notes that b reached the store. r.mu is held.
 func (r *Recorder) written(b *allocator.Binding) {
 	if r.toucher == nil {
 		return
 	}
-	k := keyOf(b.MAC, b.IAID)
+	k := macKey(b.MAC)
 	t := b.LastExchange.UnixNano()
 	e, ok := r.seen[k]
 	fp := fingerprint(b)
@@ -156,7 +173,7 @@ func (r *Recorder) written(b *allocator.Binding) {
 	if ok && e.fp == fp && e.latest > t {
 		latest, msg = e.latest, e.msg // a renewal answered while it was written
 	}
-	r.seen[k] = seenEntry{fp: fp, stored: t, latest: latest, valid: b.ValidLifetime, msg: msg,
+	r.seen[k] = seenEntry{iaid: b.IAID, fp: fp, stored: t, latest: latest, valid: b.ValidLifetime, msg: msg,
 		duid: string(b.ClientDUID), prefix: prefixKey17(b)}
 }
 
@@ -185,7 +202,7 @@ func (r *Recorder) Fresh(b *allocator.Binding) bool {
 			setExchange(b, op.b.LastExchange, op.b.LastMessage)
 		}
 	}
-	if e, ok := r.seen[k]; ok && e.duid == string(b.ClientDUID) && e.prefix == pk && e.latest > b.LastExchange.UnixNano() {
+	if e, ok := r.seen[macKey(b.MAC)]; ok && e.iaid == b.IAID && e.duid == string(b.ClientDUID) && e.prefix == pk && e.latest > b.LastExchange.UnixNano() {
 		setExchange(b, time.Unix(0, e.latest).In(b.LastExchange.Location()), e.msg)
 	}
 	return true
@@ -220,7 +237,7 @@ func (r *Recorder) PersistExchanges() error {
 			continue
 		}
 		p, _ := allocator.ParsePrefixKey(e.prefix[:])
-		touches = append(touches, allocator.BindingTouch{ClientDUID: []byte(e.duid), IAID: k.iaid, MAC: bytes.Clone(k.mac[:k.n]),
+		touches = append(touches, allocator.BindingTouch{ClientDUID: []byte(e.duid), IAID: e.iaid, MAC: bytes.Clone(k.mac[:k.n]),
 			Prefix: p, LastExchange: time.Unix(0, e.latest).UTC(), LastMessage: e.msg})
 		keys = append(keys, k)
 		fps = append(fps, e.fp)

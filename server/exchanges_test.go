@@ -322,3 +322,25 @@ func TestRecorderConcurrentExchanges(t *testing.T) {
 		}
 	}
 }
+
+// TestRememberedByMAC: a VM that changes IAID at every exchange (or a
+// flood of IAIDs) takes one remembered entry, and each new IAID is
+// written, since the store's binding of the MAC's prefix changes.
+func TestRememberedByMAC(t *testing.T) {
+	be := &countingBackend{Backend: storetest.NewMemory()}
+	rec := NewRecorder(allocator.NewStore(be), 0, nil)
+	for i := range 50 {
+		b := lqBindings()[0]
+		b.IAID = uint32(i)
+		rec.Record(b)
+		if err := rec.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec.mu.Lock()
+	n := len(rec.seen)
+	rec.mu.Unlock()
+	if n != 1 || be.updates.Load() != 50 {
+		t.Errorf("%d entries remembered, %d writes; want 1 and 50", n, be.updates.Load())
+	}
+}

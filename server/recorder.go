@@ -184,7 +184,7 @@ func (r *Recorder) Record(b allocator.Binding) {
 	}
 	r.mu.Lock()
 	_, queued := r.pending[k]
-	if !queued && r.unchanged(k, fp, &b) {
+	if !queued && r.unchanged(fp, &b) {
 		r.mu.Unlock()
 		r.unchangedCount.Inc()
 		return
@@ -225,7 +225,7 @@ func (r *Recorder) Release(rel allocator.BindingRelease) {
 		return
 	}
 	r.pending[k] = pendingOp{b: b, release: true}
-	delete(r.seen, k) // the binding ends: no time of it to persist
+	r.forget(b.MAC, b.IAID) // the binding ends: no time of it to persist
 	r.mu.Unlock()
 }
 
