@@ -308,7 +308,17 @@ func (t *Tx) Put(a Allocation) error {
 	if err := t.kt.Put(spaceMACs, key, []byte(a.Pool)); err != nil {
 		return fmt.Errorf("put macs/%s: %w", a.MAC, err)
 	}
+	endGroup(t.kt)
 	return nil
+}
+
+// endGroup tells a backend that commits large updates in several
+// transactions that the writes so far belong together (kv.Grouper): one
+// allocation, or one binding, is never split.
+func endGroup(kt kv.Tx) {
+	if g, ok := kt.(kv.Grouper); ok {
+		g.EndGroup()
+	}
 }
 
 // Get returns the allocation of mac in pool, configured or not.
@@ -454,6 +464,7 @@ func (t *Tx) Delete(pool string, mac net.HardwareAddr) error {
 			return fmt.Errorf("delete macs/%s: %w", mac, err)
 		}
 	}
+	endGroup(t.kt)
 	return nil
 }
 
@@ -703,6 +714,9 @@ func (s *Store) Check(pools []Pool) ([]string, error) {
 	err := s.b.View(func(kt kv.Tx) error {
 		if v := kt.Get(spaceMeta, keySchema); string(v) != SchemaVersion {
 			add("meta/schema: %q, want %q", v, SchemaVersion)
+		}
+		if v := kt.Get(spaceMeta, keyIncomplete); v != nil {
+			add("meta/incomplete: a %s did not finish: run it again to complete the table", v)
 		}
 		checkAllocations(kt, configured, add)
 		checkBindings(kt, add)

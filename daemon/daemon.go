@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"github.com/cloudstack-pd/cloudstack-pd/buildinfo"
 	"io"
 	"log/slog"
 	"net"
@@ -19,7 +18,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/buildinfo"
 	"github.com/cloudstack-pd/cloudstack-pd/clock"
+	"github.com/cloudstack-pd/cloudstack-pd/cluster"
 	"github.com/cloudstack-pd/cloudstack-pd/config"
 	"github.com/cloudstack-pd/cloudstack-pd/httpapi"
 	"github.com/cloudstack-pd/cloudstack-pd/server"
@@ -55,6 +56,14 @@ type Deps struct {
 	// Serving, when set, is told the addresses the daemon serves on once
 	// it serves (for tests and callers that listen on port 0).
 	Serving func(Addrs)
+	// Cluster is this server's node when the config names a cluster
+	// (OpenStore then opens the table in etcd); nil for a single server.
+	// Run does not close it.
+	Cluster *cluster.Node
+	// Snapshot, in a cluster, writes the table to the local snapshot
+	// (state) that the next start answers from if etcd is out of reach;
+	// nil: no snapshot.
+	Snapshot func(st *allocator.Store) (keys int, err error)
 }
 
 // Addrs are the addresses a running daemon serves on.
@@ -195,6 +204,10 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 	}
 	d.st = st
 	started := false
+	if from, incomplete, ierr := st.Incomplete(); ierr == nil && incomplete {
+		_ = st.Close()
+		return fmt.Errorf("the table in %s is incomplete: a %s did not finish; run it again before serving (docs/ha.md)", st.Path(), from)
+	}
 	defer func() {
 		closeStore := st.Close
 		if err != nil && !started {
@@ -219,6 +232,8 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 	if err := httpapi.NewCollectors(reg, live, st, deps.Version); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
+	reloads := httpapi.NewReloadMetrics(reg)
+	reloads.Observe(true, d.clock.Now())
 	rec := server.NewRecorder(st, server.DefaultFlushInterval, log)
 	rec.SetClock(d.clock)
 	rec.SetExchangeStaleness(cfg.ExchangeStaleness())
@@ -282,11 +297,36 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 		syncMetrics = httpapi.NewSyncMetrics(reg)
 		syncer.observe = func(outcome string, took time.Duration, rep *allocator.SyncReport, at time.Time) {
 			syncMetrics.Observe(outcome, took, syncChanges(rep), at)
+			if outcome == httpapi.SyncOK && rep != nil {
+				syncMetrics.SetConflicts(syncConflicts(rep))
+			}
+		}
+	}
+	// In a cluster, the syncer runs only on the elected server, and every
+	// server follows the table in etcd.
+	var cr *clusterRun
+	if deps.Cluster != nil {
+		if cr, err = newClusterRun(d, deps.Cluster, st, live, &current, &swapMu, syncer, reg); err != nil {
+			stopRec()
+			<-recDone
+			stopBulk()
+			<-bulkDone
+			l.Close()
+			return err
 		}
 	}
 	syncCtx, stopSync := context.WithCancel(ctx)
 	syncDone := make(chan struct{})
-	go func() { defer close(syncDone); syncer.Run(syncCtx) }()
+	go func() {
+		defer close(syncDone)
+		if cr != nil {
+			stopCluster := cr.run(syncCtx, deps.Version)
+			<-syncCtx.Done()
+			stopCluster()
+			return
+		}
+		syncer.Run(syncCtx)
+	}()
 
 	// The local HTTP API: ready while the listener serves, until shutdown.
 	var stopping atomic.Bool
@@ -299,6 +339,11 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 			SyncStaleAfter: syncStaleAfter(cfg), Now: d.clock.Now,
 			Ready: func() httpapi.Readiness {
 				r := httpapi.Readiness{SyncEnabled: syncMetrics != nil}
+				if cr != nil {
+					// Only the syncer syncs; the others do not go stale.
+					r.SyncEnabled = r.SyncEnabled && cr.elector.Leader()
+					r.Degraded = cr.degraded()
+				}
 				if !stopping.Load() {
 					r.Listening = l.Addrs()
 				}
@@ -325,17 +370,24 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 				return
 			case <-deps.Reload:
 				swapMu.Lock()
-				current.Store(d.reload(current.Load(), live, h))
+				old := current.Load()
+				next := d.reload(old, live, h)
+				current.Store(next)
 				swapMu.Unlock()
+				reloads.Observe(next != old, d.clock.Now())
 				syncer.Trigger()
 			}
 		}
 	}()
 
 	build := buildinfo.Get(deps.Version)
-	log.Info("serving", "listen", l.Addrs(), "pools", len(tbl.Pools()), "allocations", tbl.Len(),
-		"mac-sources", cfg.Server.MACSources, "state", cfg.State, "server-duid", fmt.Sprintf("%x", duid),
-		"version", build.Version, "revision", build.Revision)
+	where := []any{"state", cfg.State}
+	if deps.Cluster != nil {
+		where = []any{"cluster", deps.Cluster.Where(), "member", deps.Cluster.Name}
+	}
+	log.Info("serving", append(append([]any{"listen", l.Addrs(), "pools", len(tbl.Pools()), "allocations", tbl.Len(),
+		"mac-sources", cfg.Server.MACSources}, where...), "server-duid", fmt.Sprintf("%x", duid),
+		"version", build.Version, "revision", build.Revision)...)
 	if deps.Serving != nil {
 		deps.Serving(served)
 	}
@@ -383,14 +435,24 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 }
 
 // syncChanges counts a sync's changes by the kinds of
-// cloudstack_pd_sync_changes_total.
+// cloudstack_pd_sync_changes_total, and what it kept (httpapi.SyncKept).
 func syncChanges(rep *allocator.SyncReport) map[string]int {
 	if rep == nil {
 		return map[string]int{}
 	}
 	t := rep.Totals()
-	return map[string]int{"added": t.Added, "kept": t.Kept, "gone": t.Gone,
+	return map[string]int{"added": t.Added, httpapi.SyncKept: t.Kept, "gone": t.Gone,
 		"returned": t.Back, "quarantined": t.Quarantined, "released": t.Released}
+}
+
+// syncConflicts counts a sync's conflicts by pool, 0 for a pool it went
+// through without any, for cloudstack_pd_sync_conflicts.
+func syncConflicts(rep *allocator.SyncReport) map[string]int {
+	out := make(map[string]int, len(rep.Pools))
+	for i := range rep.Pools {
+		out[rep.Pools[i].Pool] += len(rep.Pools[i].Conflicts)
+	}
+	return out
 }
 
 // syncStaleAfter is when /readyz starts warning that no sync succeeded:

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"reflect"
 	"slices"
 	"strings"
 
@@ -56,6 +57,7 @@ func restartOnly(running, cfg *config.Config) []string {
 		{"server.leasequery.max-connections", cfg.Server.Leasequery.MaxConnections != running.Server.Leasequery.MaxConnections},
 		{"server.leasequery.idle-timeout", cfg.Server.Leasequery.IdleTimeout != running.Server.Leasequery.IdleTimeout},
 		{"server.last-exchange-staleness", cfg.ExchangeStaleness() != running.ExchangeStaleness()},
+		{"cluster", !reflect.DeepEqual(cfg.Cluster, running.Cluster)},
 	} {
 		if k.changed {
 			keys = append(keys, k.key)

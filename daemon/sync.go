@@ -52,6 +52,8 @@ type syncer struct {
 	log    *slog.Logger
 	// observe, when set, is told of each sync run (for metrics).
 	observe func(outcome string, took time.Duration, rep *allocator.SyncReport, at time.Time)
+	// afterSync, when set, is told when a sync succeeded.
+	afterSync func(at time.Time)
 
 	trigger   chan struct{}
 	lastWhy   string   // the last reason for not syncing, logged once
@@ -160,6 +162,9 @@ func (s *syncer) once(ctx context.Context) {
 		"not-eligible", t.NotEligible, "conflicts", t.Conflicts, "written", rep.Written)
 	s.logDetails(ctx, rep)
 	s.observed(httpapi.SyncOK, took, rep, start.Add(took))
+	if s.afterSync != nil {
+		s.afterSync(start.Add(took))
+	}
 }
 
 func (s *syncer) observed(outcome string, took time.Duration, rep *allocator.SyncReport, at time.Time) {

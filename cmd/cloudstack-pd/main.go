@@ -76,6 +76,8 @@ Start with:  cloudstack-pd serve --config example/cloudstack-pd.yaml`,
 		newCheckCmd(),
 		bench.NewCommand(),
 		newReplayCmd(),
+		newClusterCmd(),
+		newGenManCmd(),
 	)
 	return root
 }
