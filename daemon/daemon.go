@@ -24,6 +24,7 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/config"
 	"github.com/cloudstack-pd/cloudstack-pd/httpapi"
 	"github.com/cloudstack-pd/cloudstack-pd/server"
+	"github.com/cloudstack-pd/cloudstack-pd/webhook"
 )
 
 // Deps is what Run is given besides the config: how to open the store,
@@ -64,6 +65,12 @@ type Deps struct {
 	// (state) that the next start answers from if etcd is out of reach;
 	// nil: no snapshot.
 	Snapshot func(st *allocator.Store) (keys int, err error)
+	// WebhookSink, when set, gets the events of the webhook listener
+	// (webhook.listen) instead of this server's own sync loop: in a
+	// cluster, the hand-over to the server that syncs, which calls its
+	// syncer's TriggerVMs. Nil: standalone, the events trigger this
+	// server's targeted and full syncs.
+	WebhookSink webhook.Sink
 }
 
 // Addrs are the addresses a running daemon serves on.
@@ -74,6 +81,9 @@ type Addrs struct {
 	Leasequery []netip.AddrPort
 	// HTTP is the HTTP API's address; empty without http.listen.
 	HTTP string
+	// Webhook is the webhook listener's address; empty without
+	// webhook.listen.
+	Webhook string
 }
 
 // NewLogger builds the slog logger the config's log section asks for.
@@ -271,6 +281,15 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 			return fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
 		}
 	}
+	hookLn, err := listenWebhook(cfg)
+	if err != nil {
+		if httpLn != nil {
+			httpLn.Close()
+		}
+		l.Close()
+		bulk.Close()
+		return err
+	}
 	// From here on serve runs: the store, even one --init made, holds
 	// what it answered and synced, and is kept whatever happens.
 	started = true
@@ -292,16 +311,6 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 	)
 	current.Store(cfg)
 	syncer := newSyncer(d, live, &current, &swapMu)
-	var syncMetrics *httpapi.SyncMetrics
-	if cfg.API.SyncConfigured() {
-		syncMetrics = httpapi.NewSyncMetrics(reg)
-		syncer.observe = func(outcome string, took time.Duration, rep *allocator.SyncReport, at time.Time) {
-			syncMetrics.Observe(outcome, took, syncChanges(rep), at)
-			if outcome == httpapi.SyncOK && rep != nil {
-				syncMetrics.SetConflicts(syncConflicts(rep))
-			}
-		}
-	}
 	// In a cluster, the syncer runs only on the elected server, and every
 	// server follows the table in etcd.
 	var cr *clusterRun
@@ -313,6 +322,24 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 			<-bulkDone
 			l.Close()
 			return err
+		}
+	}
+	// The webhook listener: CloudStack's events trigger targeted syncs (in
+	// a cluster, the syncer's, handed over through etcd).
+	sink := deps.WebhookSink
+	if sink == nil && cr != nil {
+		sink = cr.webhookSink()
+	}
+	hookCtx, stopHook := context.WithCancel(context.Background())
+	hook, hookDone := d.startWebhook(hookCtx, hookLn, cfg, reg, syncer, sink)
+	var syncMetrics *httpapi.SyncMetrics
+	if cfg.API.SyncConfigured() {
+		syncMetrics = httpapi.NewSyncMetrics(reg)
+		syncer.observe = func(outcome string, took time.Duration, rep *allocator.SyncReport, at time.Time) {
+			syncMetrics.Observe(outcome, took, syncChanges(rep), at)
+			if outcome == httpapi.SyncOK && rep != nil {
+				syncMetrics.SetConflicts(syncConflicts(rep))
+			}
 		}
 	}
 	syncCtx, stopSync := context.WithCancel(ctx)
@@ -333,6 +360,9 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 	httpCtx, stopHTTP := context.WithCancel(context.Background())
 	httpDone := make(chan struct{})
 	served := Addrs{DHCPv6: l.Addrs(), Leasequery: bulk.Addrs()}
+	if hook != nil {
+		served.Webhook = hookLn.ln.Addr().String()
+	}
 	if httpLn != nil {
 		api := httpapi.New(httpapi.Config{
 			Table: live, Bindings: st, Registry: reg, Logger: log, Version: deps.Version,
@@ -375,6 +405,9 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 				current.Store(next)
 				swapMu.Unlock()
 				reloads.Observe(next != old, d.clock.Now())
+				if secret := current.Load().Webhook.Secret; hook != nil && secret != "" {
+					hook.SetSecret([]byte(secret))
+				}
 				syncer.Trigger()
 			}
 		}
@@ -421,6 +454,8 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 	stopping.Store(true)
 	stopReload()
 	<-reloadDone // a reload in progress finishes; none starts
+	stopHook()
+	<-hookDone // deliveries in progress are answered; none is taken
 	stopSync()
 	<-syncDone // a sync in progress stops listing, or finishes writing
 	stopRec()

@@ -58,6 +58,9 @@ func restartOnly(running, cfg *config.Config) []string {
 		{"server.leasequery.idle-timeout", cfg.Server.Leasequery.IdleTimeout != running.Server.Leasequery.IdleTimeout},
 		{"server.last-exchange-staleness", cfg.ExchangeStaleness() != running.ExchangeStaleness()},
 		{"cluster", !reflect.DeepEqual(cfg.Cluster, running.Cluster)},
+		{"webhook.listen", cfg.Webhook.Listen != running.Webhook.Listen},
+		{"webhook.cert-file", cfg.Webhook.CertFile != running.Webhook.CertFile},
+		{"webhook.key-file", cfg.Webhook.KeyFile != running.Webhook.KeyFile},
 	} {
 		if k.changed {
 			keys = append(keys, k.key)

@@ -14,6 +14,7 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/cloudstack"
 	"github.com/cloudstack-pd/cloudstack-pd/config"
 	"github.com/cloudstack-pd/cloudstack-pd/httpapi"
+	"github.com/cloudstack-pd/cloudstack-pd/webhook"
 )
 
 // NewInventory returns the CloudStack client the config describes.
@@ -56,8 +57,13 @@ type syncer struct {
 	afterSync func(at time.Time)
 
 	trigger   chan struct{}
-	lastWhy   string   // the last reason for not syncing, logged once
-	conflicts []string // the conflicts of the last sync, to log changes only
+	vmTrigger chan struct{}
+	vmMu      sync.Mutex
+	vms       vmQueue
+	// hookMetrics, when set, observe the time from an event to its sync.
+	hookMetrics *webhook.Metrics
+	lastWhy     string   // the last reason for not syncing, logged once
+	conflicts   []string // the conflicts of the last sync, to log changes only
 	// client is kept from sync to sync (and its connections with it)
 	// while the api section stays the same.
 	client    allocator.Inventory
@@ -65,7 +71,8 @@ type syncer struct {
 }
 
 func newSyncer(d *daemon, live *allocator.Live, cfg *atomic.Pointer[config.Config], swapMu *sync.Mutex) *syncer {
-	return &syncer{d: d, live: live, cfg: cfg, swapMu: swapMu, log: d.log, trigger: make(chan struct{}, 1)}
+	return &syncer{d: d, live: live, cfg: cfg, swapMu: swapMu, log: d.log, trigger: make(chan struct{}, 1),
+		vmTrigger: make(chan struct{}, 1), vms: vmQueue{pending: map[string]time.Time{}}}
 }
 
 // Trigger asks for a sync as soon as the one running (if any) is done.
@@ -76,7 +83,9 @@ func (s *syncer) Trigger() {
 	}
 }
 
-// Run syncs until ctx ends.
+// Run syncs until ctx ends: a full sync at once, then after each
+// api.interval and each Trigger; in between, the targeted syncs that
+// TriggerVMs asks for, one at a time (they do not move the interval).
 func (s *syncer) Run(ctx context.Context) {
 	for {
 		s.once(ctx)
@@ -88,10 +97,20 @@ func (s *syncer) Run(ctx context.Context) {
 			timer = s.d.clock.NewTimer(d)
 			tick = timer.C()
 		}
-		select {
-		case <-ctx.Done():
-		case <-s.trigger:
-		case <-tick:
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+			case <-s.trigger:
+			case <-tick:
+			case <-s.vmTrigger:
+				// Gather the events of a burst for a moment, then sync
+				// their VMs in one go.
+				if s.pause(ctx, VMSyncDelay) && !s.onceVMs(ctx) {
+					continue wait
+				}
+			}
+			break
 		}
 		if timer != nil {
 			timer.Stop()
@@ -100,6 +119,43 @@ func (s *syncer) Run(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// pause waits d on the daemon's clock; false if ctx ended first.
+func (s *syncer) pause(ctx context.Context, d time.Duration) bool {
+	t := s.d.clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C():
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// ensureClient makes the CloudStack client of cfg, unless the one kept
+// is of the same api section.
+func (s *syncer) ensureClient(cfg *config.Config) {
+	if s.client == nil || s.clientAPI != cfg.API {
+		if s.d.deps.Inventory != nil {
+			s.client = s.d.deps.Inventory(cfg, s.log)
+		} else {
+			s.client = NewInventory(cfg, s.log)
+		}
+		s.clientAPI = cfg.API
+	}
+}
+
+// swap loads the table from the store and puts it in force, under the
+// lock that reload holds too.
+func (s *syncer) swap() error {
+	s.swapMu.Lock()
+	defer s.swapMu.Unlock()
+	tbl, err := s.d.loadTable(s.cfg.Load())
+	if err == nil {
+		s.live.Swap(tbl)
+	}
+	return err
 }
 
 // once runs one sync.
@@ -113,14 +169,7 @@ func (s *syncer) once(ctx context.Context) {
 		return
 	}
 	s.lastWhy = ""
-	if s.client == nil || s.clientAPI != cfg.API {
-		if s.d.deps.Inventory != nil {
-			s.client = s.d.deps.Inventory(cfg, s.log)
-		} else {
-			s.client = NewInventory(cfg, s.log)
-		}
-		s.clientAPI = cfg.API
-	}
+	s.ensureClient(cfg)
 	start := s.d.clock.Now()
 	rep, err := s.d.st.Sync(ctx, cfg.Pools(), s.client, SyncOptions(cfg))
 	took := s.d.clock.Now().Sub(start)
@@ -132,22 +181,19 @@ func (s *syncer) once(ctx context.Context) {
 		s.log.Error("sync refused by the safety valve; the table stays as it is", "err", err, "took", took.Round(time.Millisecond),
 			"hint", "if CloudStack's listing is right, raise allocation.max-release-fraction and reload (SIGHUP), or stop serve and run 'cloudstack-pd sync --force'")
 		s.observed(httpapi.SyncRefused, took, rep, start)
+		s.fullDone(start, s.d.clock.Now(), false)
 		return
 	case err != nil:
 		s.log.Error("sync failed; the table stays as it is", "err", err, "took", took.Round(time.Millisecond))
 		s.observed(httpapi.SyncFailed, took, rep, start)
+		s.fullDone(start, s.d.clock.Now(), false)
 		return
 	}
 	if rep.Written {
-		s.swapMu.Lock()
-		tbl, err := s.d.loadTable(s.cfg.Load())
-		if err == nil {
-			s.live.Swap(tbl)
-		}
-		s.swapMu.Unlock()
-		if err != nil {
+		if err := s.swap(); err != nil {
 			s.log.Error("sync written, but the table does not load; the old one stays in force", "err", err)
 			s.observed(httpapi.SyncFailed, took, rep, start)
+			s.fullDone(start, s.d.clock.Now(), false)
 			return
 		}
 	}
@@ -165,6 +211,7 @@ func (s *syncer) once(ctx context.Context) {
 	if s.afterSync != nil {
 		s.afterSync(start.Add(took))
 	}
+	s.fullDone(start, s.d.clock.Now(), true)
 }
 
 func (s *syncer) observed(outcome string, took time.Duration, rep *allocator.SyncReport, at time.Time) {
