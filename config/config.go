@@ -170,6 +170,11 @@ type Server struct {
 	// SIGINT while /readyz already says not ready, so that health checks
 	// see it go before it stops (0: stop at once).
 	ShutdownDelay time.Duration `mapstructure:"shutdown-delay"`
+	// Leasequery: who may ask, and the Bulk Leasequery connections.
+	Leasequery Leasequery `mapstructure:"leasequery"`
+	// LastExchangeStaleness is how long the time of a renewal that changes
+	// nothing may stay in memory before it is written to the store.
+	LastExchangeStaleness time.Duration `mapstructure:"last-exchange-staleness"`
 }
 
 // HTTP is the local HTTP endpoint: metrics, health and the read-only JSON API.
@@ -577,6 +582,7 @@ func (c *Config) validate() []Problem {
 		}
 	}
 	probs = append(probs, c.trustProblems()...)
+	probs = append(probs, c.leasequeryProblems()...)
 	for _, d := range []struct {
 		key string
 		v   int

@@ -80,6 +80,8 @@ type Deps struct {
 type Addrs struct {
 	// DHCPv6 are the listener's addresses.
 	DHCPv6 []netip.AddrPort
+	// Leasequery are the Bulk Leasequery TCP addresses (the same).
+	Leasequery []netip.AddrPort
 	// HTTP is the HTTP API's address; empty without http.listen.
 	HTTP string
 	// Webhook is the webhook listener's address; empty without
@@ -126,6 +128,8 @@ func HandlerOptions(c *config.Config) server.Options {
 		ValidLifetime:     uint32(s.ValidLifetime),
 		RenewTimer:        uint32(s.RenewTimer),
 		RebindTimer:       uint32(s.RebindTimer),
+
+		LeasequeryRequestors: c.LeasequeryRequestors(),
 	}
 }
 
@@ -296,10 +300,12 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 	reloads.Observe(true, d.clock.Now())
 	rec := server.NewRecorder(st, server.DefaultFlushInterval, log)
 	rec.SetClock(d.clock)
+	rec.SetExchangeStaleness(cfg.ExchangeStaleness())
 	reg.MustRegister(rec.Collectors()...)
 	h, err := server.NewHandler(server.HandlerConfig{
 		Table: live, ServerID: duid, Options: HandlerOptions(cfg),
 		Bindings: rec, Logger: log, Metrics: metrics, Now: d.clock.Now,
+		Leases: st, Exchanges: rec,
 	})
 	if err != nil {
 		return err
@@ -311,9 +317,21 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 	if err != nil {
 		return err
 	}
+	// Bulk Leasequery: TCP on the addresses and ports the UDP listener
+	// got (RFC 5460).
+	bulk, err := server.ListenBulk(server.BulkConfig{
+		Addrs: l.Addrs(), MaxConnections: cfg.Server.Leasequery.MaxConnections,
+		IdleTimeout: cfg.Server.Leasequery.IdleTimeout, Logger: log, Metrics: metrics,
+	}, h)
+	if err != nil {
+		l.Close()
+		return err
+	}
 	var httpLn net.Listener
 	if cfg.HTTP.Listen != "" {
 		if httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
+			l.Close()
+			bulk.Close()
 			return fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
 		}
 	}
@@ -322,11 +340,17 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 		if httpLn != nil {
 			httpLn.Close()
 		}
+		l.Close()
+		bulk.Close()
 		return err
 	}
 	// From here on serve runs: the store, even one --init made, holds
 	// what it answered and synced, and is kept whatever happens.
 	started = true
+
+	bulkCtx, stopBulk := context.WithCancel(context.Background())
+	bulkDone := make(chan error, 1)
+	go func() { bulkDone <- bulk.Serve(bulkCtx) }()
 
 	recCtx, stopRec := context.WithCancel(context.Background())
 	recDone := make(chan struct{})
@@ -379,7 +403,7 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 	var stopping atomic.Bool
 	httpCtx, stopHTTP := context.WithCancel(context.Background())
 	httpDone := make(chan struct{})
-	served := Addrs{DHCPv6: l.Addrs()}
+	served := Addrs{DHCPv6: l.Addrs(), Leasequery: bulk.Addrs()}
 	if hook != nil {
 		served.Webhook = hookLn.ln.Addr().String()
 	}
@@ -467,6 +491,10 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 		stopServe()
 	}()
 	err = l.Serve(serveCtx)
+	stopBulk()
+	if berr := <-bulkDone; berr != nil && err == nil {
+		err = berr
+	}
 	stopping.Store(true)
 	stopReload()
 	<-reloadDone // a reload in progress finishes; none starts

@@ -22,6 +22,7 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/clock"
 	"github.com/cloudstack-pd/cloudstack-pd/config"
+	"github.com/cloudstack-pd/cloudstack-pd/leasequery"
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
 
 	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
@@ -35,6 +36,8 @@ mapping:
 server:
   listen: ["[::1]:0"]
   shutdown-delay: 3s
+  leasequery:
+    requestors: ["::1"]
 api:
   interval: 0s
 state: STATE
@@ -232,10 +235,33 @@ func TestRun(t *testing.T) {
 		t.Errorf("success timestamp after a good reload = %v, want %v", v, started+60)
 	}
 
+	// Leasequery: Bulk Leasequery listens on TCP at the DHCPv6 address and
+	// port; once the recorder has flushed (every second of its clock),
+	// both transports answer the binding just made.
+	if len(addrs.Leasequery) != 1 || addrs.Leasequery[0] != srv {
+		t.Errorf("bulk leasequery on %v, want %v", addrs.Leasequery, srv)
+	}
+	fc.Advance(time.Second)
+	for _, bulk := range []bool{false, true} {
+		q := leasequery.Options{Server: srv, Bulk: bulk, Timeout: 5 * time.Second,
+			Query: leasequery.Query{Type: leasequery.ByAddress, LinkAddress: netip.IPv6Unspecified(), Address: netip.MustParseAddr("2001:db8:200:30::1")}}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			a, err := leasequery.Ask(t.Context(), q)
+			if err == nil && len(a.Leases) == 1 && len(a.Leases[0].Prefixes) == 1 && a.Leases[0].Prefixes[0].Prefix.String() == "2001:db8:200:30::/60" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("leasequery (bulk %v): %+v, %v", bulk, a, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
 	// Shutdown: not ready at once, answering for shutdown-delay (3s).
-	fc.BlockUntil(1) // the recorder's ticker (api.interval 0: no sync timer)
+	fc.BlockUntil(2) // the recorder's tickers: flush and persist (api.interval 0: no sync timer)
 	cancel()
-	fc.BlockUntil(2) // and the shutdown delay's timer
+	fc.BlockUntil(3) // and the shutdown delay's timer
 	if code := readyz(t, addrs.HTTP); code != http.StatusServiceUnavailable {
 		t.Errorf("/readyz during the shutdown delay = %d", code)
 	}

@@ -1,7 +1,14 @@
 // Package server is the DHCPv6 side of cloudstack-pd: the message rules of
 // RFC 8415 for a server that delegates prefixes (Handler, pure: bytes in,
 // bytes out) and the socket loop that feeds it (Listener), plus the
-// Recorder that writes the bindings it makes to the store in batches.
+// Recorder that writes the bindings it makes to the store in batches (and
+// only those that changed: exchanges.go).
+//
+// It also answers routers' leasequeries (leasequery.go): over UDP in the
+// Handler, and over TCP through BulkListener, which owns the Bulk
+// Leasequery connections and hands each query to Handler.AnswerBulk.
+// Answers are read from the binding store, so that any server sharing a
+// store answers for every binding.
 //
 // The listener moves datagrams in batches (package udpbatch: recvmmsg and
 // sendmmsg on Linux) and the handler recycles its per-packet state, so that

@@ -39,6 +39,10 @@ type Options struct {
 	ValidLifetime     uint32
 	RenewTimer        uint32
 	RebindTimer       uint32
+	// LeasequeryRequestors are the sources that may send leasequeries
+	// (server.leasequery.requestors, by default the trusted relays);
+	// empty: nobody (see leasequery.go).
+	LeasequeryRequestors []netip.Prefix
 }
 
 // BindingSink receives the bindings the handler makes and ends. It must
@@ -68,6 +72,10 @@ type Handler struct {
 	metrics     *Metrics
 	// exchanges recycles the per-packet state with its scratch space.
 	exchanges sync.Pool
+	// Leasequery (leasequery.go): where bindings are read, and what this
+	// server knows of them that the store does not yet.
+	leases LeaseSource
+	fresh  Exchanges
 }
 
 // HandlerConfig gathers what NewHandler needs.
@@ -86,6 +94,12 @@ type HandlerConfig struct {
 	Logger *slog.Logger
 	// Metrics; nil counts into a private, unregistered set.
 	Metrics *Metrics
+	// Leases is where leasequeries are answered from; nil: leasequeries
+	// are dropped (unexpected-type).
+	Leases LeaseSource
+	// Exchanges brings the bindings read from Leases up to date; nil:
+	// Bindings when it is an Exchanges (the Recorder), else as stored.
+	Exchanges Exchanges
 }
 
 // NewHandler returns a Handler.
@@ -114,6 +128,13 @@ func NewHandler(c HandlerConfig) (*Handler, error) {
 		h.metrics = NewMetrics(nil)
 	}
 	h.serverIDOpt = dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionServerID, OptionData: h.serverID}
+	h.leases, h.fresh = c.Leases, c.Exchanges
+	if h.fresh == nil {
+		h.fresh, _ = c.Bindings.(Exchanges)
+	}
+	if h.fresh == nil {
+		h.fresh = storedOnly{}
+	}
 	h.SetOptions(c.Options)
 	return h, nil
 }
@@ -159,7 +180,17 @@ func (h *Handler) HandleAppend(dst []byte, src netip.AddrPort, pkt []byte) (Repl
 	if x == nil {
 		x = newExchange()
 	}
-	r, err := h.handle(x, dst, src, pkt, start)
+	var (
+		r   Reply
+		err error
+	)
+	if len(pkt) > 0 && pkt[0] == byte(dhcpv6.MessageTypeLeaseQuery) {
+		// A leasequery is not a client message: it comes from a router,
+		// unrelayed (leasequery.go).
+		r, err = h.leasequeryUDP(dst, src, pkt, start)
+	} else {
+		r, err = h.handle(x, dst, src, pkt, start)
+	}
 	x.reset()
 	h.exchanges.Put(x)
 	if err == nil {

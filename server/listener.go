@@ -345,3 +345,7 @@ func (l *Listener) closeConns() {
 		c.Close()
 	}
 }
+
+// Close closes the sockets of a Listener that will not Serve (a start-up
+// that failed after Listen).
+func (l *Listener) Close() { l.closeConns() }

@@ -33,6 +33,8 @@ type Metrics struct {
 	PoolSelections *prometheus.CounterVec
 	// Latency observes the time to handle one packet.
 	Latency prometheus.Histogram
+	// Leasequery counts leasequeries and bulk connections.
+	Leasequery *LeasequeryMetrics
 
 	// The packet path counts through these caches of the vectors'
 	// children: a label lookup hashes the values and takes the vector's
@@ -151,6 +153,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .05},
 		}),
 	}
+	m.Leasequery = newLeasequeryMetrics()
 	m.received.vec, m.replies.vec, m.drops.vec, m.answers.vec = m.Received, m.Replies, m.Drops, m.Answers
 	m.pools.vec = m.PoolSelections
 	// Every series an alert or a dashboard reads starts at 0, so that
@@ -176,6 +179,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.Received, m.Replies, m.Drops, m.Answers, m.MalformedOptions, m.PoolSelections, m.Latency)
+		reg.MustRegister(m.Leasequery.collectors()...)
 	}
 	return m
 }

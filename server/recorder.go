@@ -54,7 +54,16 @@ type Recorder struct {
 
 	mu      sync.Mutex
 	pending map[iaKey]pendingOp
-	flushMu sync.Mutex // one flush at a time
+	flushMu sync.Mutex // one flush (or persist) at a time
+
+	// Last exchanges kept in memory (exchanges.go); toucher is nil when
+	// the store cannot touch, and then every record is written.
+	toucher                   BindingToucher
+	staleness                 time.Duration
+	maxSeen                   int
+	seen                      map[iaKey]seenEntry // under mu
+	releasing                 map[iaKey]pendingOp // the releases a flush is writing, under mu
+	unchangedCount, persisted prometheus.Counter
 }
 
 // dropReason is the counter of one reason for dropping, and whether a drop
@@ -120,7 +129,17 @@ func NewRecorder(store BindingStore, interval time.Duration, log *slog.Logger) *
 		log = slog.New(slog.DiscardHandler)
 	}
 	r := &Recorder{store: store, interval: interval, clock: clock.Real{}, log: log, max: DefaultMaxPending,
-		pending: map[iaKey]pendingOp{}, drops: map[string]*dropReason{}}
+		pending: map[iaKey]pendingOp{}, drops: map[string]*dropReason{},
+		staleness: DefaultExchangeStaleness, maxSeen: MaxRemembered, seen: map[iaKey]seenEntry{}}
+	r.toucher, _ = store.(BindingToucher)
+	r.unchangedCount = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "bindings_unchanged_total",
+		Help: "Bindings recorded that only repeat, with a later last exchange, what the store holds: not written (their last exchange is persisted lazily).",
+	})
+	r.persisted = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "binding_exchanges_persisted_total",
+		Help: "Bindings rewritten in the store only to bring their last exchange forward (every exchange-staleness interval and at shutdown).",
+	})
 	r.dropped = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Name: "bindings_dropped_total",
 		Help: "Bindings (or releases) not recorded in the store, by reason: pending-full (too many IAs waiting for the next flush), mac, client-duid-length, prefix, time (a record the store can never hold).",
@@ -140,9 +159,10 @@ func NewRecorder(store BindingStore, interval time.Duration, log *slog.Logger) *
 }
 
 // Collectors returns the Recorder's metrics, to register:
-// bindings_dropped_total, bindings_pending and bindings_flush_errors_total.
+// bindings_dropped_total, bindings_pending, bindings_flush_errors_total,
+// bindings_unchanged_total and binding_exchanges_persisted_total.
 func (r *Recorder) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{r.dropped, r.pendingGauge, r.flushErrors}
+	return []prometheus.Collector{r.dropped, r.pendingGauge, r.flushErrors, r.unchangedCount, r.persisted}
 }
 
 // Pending returns how many IAs wait for the next flush.
@@ -163,8 +183,18 @@ func (r *Recorder) Record(b allocator.Binding) {
 		return
 	}
 	k := keyOf(b.MAC, b.IAID)
+	var fp uint64
+	if r.toucher != nil {
+		fp = fingerprint(&b) // outside the lock
+	}
 	r.mu.Lock()
-	if _, ok := r.pending[k]; !ok && len(r.pending) >= r.max {
+	_, queued := r.pending[k]
+	if !queued && r.unchanged(fp, &b) {
+		r.mu.Unlock()
+		r.unchangedCount.Inc()
+		return
+	}
+	if !queued && len(r.pending) >= r.max {
 		r.mu.Unlock()
 		r.drop(DropPendingFull, &b)
 		return
@@ -200,6 +230,7 @@ func (r *Recorder) Release(rel allocator.BindingRelease) {
 		return
 	}
 	r.pending[k] = pendingOp{b: b, release: true}
+	r.forget(b.MAC, b.IAID) // the binding ends: no time of it to persist
 	r.mu.Unlock()
 }
 
@@ -222,17 +253,24 @@ func (r *Recorder) drop(reason string, b *allocator.Binding) {
 // clock). Call it before Run.
 func (r *Recorder) SetClock(c clock.Clock) { r.clock = clock.OrReal(c) }
 
-// Run flushes every interval until ctx is done, then flushes once more.
+// Run flushes every interval and persists the last exchanges kept in
+// memory every ExchangeStaleness until ctx is done, then does both once
+// more.
 func (r *Recorder) Run(ctx context.Context) {
 	t := r.clock.NewTicker(r.interval)
 	defer t.Stop()
+	p := r.clock.NewTicker(r.staleness)
+	defer p.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			r.Flush()
+			r.PersistExchanges()
 			return
 		case <-t.C():
 			r.Flush()
+		case <-p.C():
+			r.PersistExchanges()
 		}
 	}
 }
@@ -254,7 +292,22 @@ func (r *Recorder) Flush() error {
 	r.mu.Lock()
 	batch := r.pending
 	r.pending = make(map[iaKey]pendingOp, min(len(batch), r.max))
+	// Until they are written, the releases still end their bindings in
+	// Leasequery answers (Fresh).
+	for k, op := range batch {
+		if op.release {
+			if r.releasing == nil {
+				r.releasing = map[iaKey]pendingOp{}
+			}
+			r.releasing[k] = op
+		}
+	}
 	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		clear(r.releasing)
+		r.mu.Unlock()
+	}()
 	if len(batch) == 0 {
 		return nil
 	}
@@ -291,6 +344,15 @@ func (r *Recorder) Flush() error {
 // and puts batch back into pending.
 func (r *Recorder) write(batch map[iaKey]pendingOp, put []allocator.Binding, del []allocator.BindingRelease) error {
 	err := r.store.PutBindings(put, del)
+	if err == nil || errors.Is(err, allocator.ErrInvalidBinding) {
+		r.mu.Lock()
+		for i := range put {
+			if put[i].Problem() == "" {
+				r.written(&put[i])
+			}
+		}
+		r.mu.Unlock()
+	}
 	switch {
 	case err == nil:
 		return nil

@@ -45,6 +45,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) kv.Backend) {
 		{"DeleteFrees", testDeleteFrees},
 		{"LoadTable", testLoadTable},
 		{"Bindings", testBindings},
+		{"BindingQueries", testBindingQueries},
 		{"ServerDUID", testServerDUID},
 		{"CheckSound", testCheckSound},
 	} {
@@ -510,6 +511,115 @@ func testBindings(t *testing.T, b kv.Backend) {
 	}
 	if _, ok, _ := st.BindingByPrefix(b2.Prefix); ok {
 		t.Error("released binding still found by prefix")
+	}
+	checkSound(t, st)
+}
+
+// testBindingQueries: the reads Leasequery answers from. By any address
+// of a prefix (and none outside every prefix, between two of them or past
+// the last); a client's bindings, and not those of a client whose DUID
+// extends it; pages of the bindings a relay recorded, which together are
+// every match once, in key order; a touch that only moves a binding's last
+// exchange forward.
+func testBindingQueries(t *testing.T, b kv.Backend) {
+	st := allocator.NewStore(b)
+	link1, link2 := netip.MustParseAddr("2001:db8:1::1"), netip.MustParseAddr("2001:db8:2::1")
+	relayID := []byte{0, 2, 0, 0, 0x0a, 0x4c, 1}
+	var bs []allocator.Binding
+	for i := range 40 {
+		link := link1
+		if i%4 == 0 {
+			link = link2
+		}
+		bs = append(bs, allocator.Binding{ClientDUID: []byte{0, 3, 0, 1, 6, byte(i)}, MAC: mac(i), IAID: 1, Pool: "pod-a",
+			Prefix:            netip.PrefixFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 2, 0, byte(i >> 4), byte(i << 4)}), 60),
+			PreferredLifetime: 3600, ValidLifetime: 7200, Expires: t0.Add(2 * time.Hour), LastExchange: t0, LastMessage: "REQUEST",
+			LinkAddress: link, RelayID: relayID, RemoteID: append([]byte{0, 0, 0x0a, 0x4c}, mac(i)...)})
+	}
+	// A second IA of client 5, and a client whose DUID extends client 5's.
+	second := bs[5]
+	second.IAID, second.Prefix = 2, netip.MustParsePrefix("2001:db8:300::/60")
+	longer := bs[5]
+	longer.ClientDUID, longer.MAC, longer.Prefix = append(bytes.Clone(bs[5].ClientDUID), 9), mac(99), netip.MustParsePrefix("2001:db8:300:10::/60")
+	bs = append(bs, second, longer)
+	if err := st.PutBindings(bs, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		addr string
+		want netip.Prefix // invalid: none
+	}{
+		{"2001:db8:200:30::", bs[3].Prefix},
+		{"2001:db8:200:3f:ffff:ffff:ffff:ffff", bs[3].Prefix},
+		{"2001:db8:200:30::1", bs[3].Prefix},
+		{"2001:db8:1ff::1", netip.Prefix{}},
+		{"2001:db8:300:20::", netip.Prefix{}},
+		{"2001:db8:ffff::1", netip.Prefix{}},
+	} {
+		got, ok, err := st.BindingByAddress(netip.MustParseAddr(tc.addr))
+		if err != nil || ok != tc.want.IsValid() || ok && got.Prefix != tc.want {
+			t.Errorf("BindingByAddress(%s) = %s %v %v, want %s", tc.addr, got.Prefix, ok, err, tc.want)
+		}
+	}
+
+	of5, err := st.BindingsOfClient(bs[5].ClientDUID)
+	if err != nil || len(of5) != 2 || of5[0].IAID != 1 || of5[1].IAID != 2 {
+		t.Errorf("BindingsOfClient = %+v, %v; want client 5's IAs 1 and 2", of5, err)
+	}
+
+	for _, q := range []struct {
+		name string
+		q    allocator.BindingQuery
+		want int
+	}{
+		{"relay-id", allocator.BindingQuery{RelayID: relayID}, len(bs)},
+		{"link-address", allocator.BindingQuery{LinkAddress: link2}, 10},
+		{"remote-id", allocator.BindingQuery{RemoteID: bs[7].RemoteID}, 1},
+		{"none", allocator.BindingQuery{RelayID: []byte{1}}, 0},
+	} {
+		var got [][]byte
+		var after []byte
+		for pages := 0; ; pages++ {
+			page, next, err := st.BindingsPage(after, 3, q.q)
+			if err != nil || len(page) > 3 || pages > len(bs) {
+				t.Fatalf("%s: page of %d: %v", q.name, len(page), err)
+			}
+			for i := range page {
+				if !q.q.Matches(&page[i]) {
+					t.Errorf("%s: %+v does not match", q.name, page[i])
+				}
+				got = append(got, page[i].Key())
+			}
+			if next == nil {
+				break
+			}
+			after = next
+		}
+		if len(got) != q.want || !slices.IsSortedFunc(got, bytes.Compare) || len(slices.CompactFunc(slices.Clone(got), bytes.Equal)) != len(got) {
+			t.Errorf("%s: %d bindings over the pages (in order, once each?), want %d", q.name, len(got), q.want)
+		}
+	}
+
+	later := t0.Add(time.Hour)
+	n, stale, err := st.TouchBindings([]allocator.BindingTouch{
+		{ClientDUID: bs[3].ClientDUID, IAID: 1, MAC: bs[3].MAC, Prefix: bs[3].Prefix, LastExchange: later, LastMessage: "RENEW"},
+		{ClientDUID: bs[4].ClientDUID, IAID: 1, MAC: bs[4].MAC, Prefix: bs[4].Prefix, LastExchange: t0.Add(-time.Hour), LastMessage: "RENEW"},
+		{ClientDUID: bs[6].ClientDUID, IAID: 1, MAC: mac(77), Prefix: bs[6].Prefix, LastExchange: later, LastMessage: "RENEW"},
+		{ClientDUID: bs[8].ClientDUID, IAID: 1, MAC: bs[8].MAC, Prefix: bs[8].Prefix, LastExchange: later, LastMessage: "RENEW"},
+		{ClientDUID: []byte{0, 3, 0, 1, 0xee}, IAID: 1, MAC: mac(88), Prefix: bs[9].Prefix, LastExchange: later, LastMessage: "RENEW"},
+	}, func(i int, stored *allocator.Binding) bool { return i != 3 })
+	if err != nil || n != 1 || !slices.Equal(stale, []int{2, 3, 4}) {
+		t.Fatalf("TouchBindings = %d, stale %v, %v; want 1 rewritten (an older time changes nothing), stale [2 3 4] (another MAC, not the same, gone)", n, stale, err)
+	}
+	got, _, _ := st.BindingByPrefix(bs[3].Prefix)
+	want := bs[3]
+	want.LastExchange, want.Expires, want.LastMessage = later, later.Add(2*time.Hour), "RENEW"
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("touched binding\n got %+v\nwant %+v", got, want)
+	}
+	if got, _, _ := st.BindingByPrefix(bs[4].Prefix); !got.LastExchange.Equal(t0) {
+		t.Errorf("an older touch moved the time back: %s", got.LastExchange)
 	}
 	checkSound(t, st)
 }
