@@ -12,13 +12,18 @@
 //	<prefix>/mac/<mac>                     MACs
 //	<prefix>/binding/<binding key>         Bindings
 //	<prefix>/binding-prefix/<prefix key>   BindingPrefix
+//	<prefix>/held/<prefix key>             Held
+//	<prefix>/history/<time><seq>           History
 //
 // This package imports nothing of the project's and no backend: a backend
 // implements it without importing allocator, and allocator uses it without
 // importing a backend.
 package kv
 
-import "errors"
+import (
+	"errors"
+	"io"
+)
 
 // SchemaVersion is the value of the meta key "schema" that this version
 // writes and reads. A store with another value is refused with ErrSchema.
@@ -42,7 +47,16 @@ const (
 	Bindings
 	// BindingPrefix maps a prefix key to the binding key holding it.
 	BindingPrefix
+	// Held holds the prefixes kept in quarantine without an allocation
+	// (moved away from, or of a forgotten pool), by prefix key.
+	Held
+	// History is the allocation history, by time then sequence.
+	History
 )
+
+// Kinds lists every kind but Alloc and Prefix, which exist per pool (see
+// Tx.Pools): with them, every key space of a store.
+var Kinds = []Kind{Meta, MACs, Bindings, BindingPrefix, Held, History}
 
 func (k Kind) String() string {
 	switch k {
@@ -58,6 +72,10 @@ func (k Kind) String() string {
 		return "binding"
 	case BindingPrefix:
 		return "binding-prefix"
+	case Held:
+		return "held"
+	case History:
+		return "history"
 	}
 	return "unknown"
 }
@@ -139,6 +157,13 @@ type (
 	// findings); the error is for a store that does not read (ErrDamaged).
 	Checker interface {
 		CheckStructure() ([]string, error)
+	}
+	// Backuper writes a consistent copy of the whole store, as one
+	// snapshot, in the backend's own file format (bbolt: a bbolt file,
+	// which boltstore.Open opens). A backend without it is copied key
+	// space by key space (allocator.CopyStore).
+	Backuper interface {
+		WriteTo(w io.Writer) (int64, error)
 	}
 	// Creator is a backend whose opening may have created the store.
 	Creator interface {
