@@ -59,3 +59,17 @@ func CopyStore(dst, src kv.Backend) error {
 		return flush()
 	})
 }
+
+// BackupReport says what a backup wrote.
+type BackupReport struct {
+	// Path is the copy, Bytes its size.
+	Path  string `json:"path"`
+	Bytes int64  `json:"bytes"`
+	// Allocations and Events count what the copy holds.
+	Allocations int `json:"allocations"`
+	Events      int `json:"events"`
+	// Violations are what Check finds in the copy that the store had too
+	// when the copy was made (a copy with a violation of its own is
+	// refused).
+	Violations []string `json:"violations,omitempty"`
+}

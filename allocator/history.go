@@ -450,3 +450,33 @@ func checkHistory(kt kv.Tx, add func(string, ...any)) {
 		return nil
 	})
 }
+
+// CountHistory returns how many events the history holds.
+func (s *Store) CountHistory() (int, error) {
+	n := 0
+	err := s.b.View(func(kt kv.Tx) error {
+		return kt.Scan(historySpace, nil, func(_, _ []byte) error { n++; return nil })
+	})
+	if err != nil {
+		return 0, s.wrap(err)
+	}
+	return n, nil
+}
+
+// CountAllocations returns how many allocations the store holds, in any
+// pool, configured or not.
+func (s *Store) CountAllocations() (int, error) {
+	n := 0
+	err := s.b.View(func(kt kv.Tx) error {
+		for _, pool := range kt.Pools() {
+			if err := kt.Scan(allocSpace(pool), nil, func(_, _ []byte) error { n++; return nil }); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, s.wrap(err)
+	}
+	return n, nil
+}

@@ -38,6 +38,8 @@ server:
 api:
   interval: 0s
 state: STATE
+control:
+  socket: STATE.sock
 http:
   listen: "[::1]:0"
 log:
@@ -125,7 +127,7 @@ func TestRun(t *testing.T) {
 	testenv.IPv6Loopback(t)
 	dir := t.TempDir()
 	state, cfgPath := filepath.Join(dir, "state.db"), filepath.Join(dir, "cfg.yaml")
-	base := strings.Replace(runTestConfig, "STATE", state, 1)
+	base := strings.ReplaceAll(runTestConfig, "STATE", state)
 	withB := strings.Replace(base, "server:", runTestPodB+"server:", 1)
 	testenv.WriteFile(t, cfgPath, base)
 
@@ -211,9 +213,9 @@ func TestRun(t *testing.T) {
 	}
 
 	// Shutdown: not ready at once, answering for shutdown-delay (3s).
-	fc.BlockUntil(1) // the recorder's ticker (api.interval 0: no sync timer)
+	fc.BlockUntil(2) // the recorder's and the history pass's tickers (api.interval 0: no sync timer)
 	cancel()
-	fc.BlockUntil(2) // and the shutdown delay's timer
+	fc.BlockUntil(3) // and the shutdown delay's timer
 	if code := readyz(t, addrs.HTTP); code != http.StatusServiceUnavailable {
 		t.Errorf("/readyz during the shutdown delay = %d", code)
 	}

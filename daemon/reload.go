@@ -53,6 +53,7 @@ func restartOnly(running, cfg *config.Config) []string {
 		{"server.queue-length", cfg.Server.QueueLength != running.Server.QueueLength},
 		{"log.format", !strings.EqualFold(cfg.Log.Format, running.Log.Format)},
 		{"http.listen", cfg.HTTP.Listen != running.HTTP.Listen},
+		{"control.socket", cfg.Control.Socket != running.Control.Socket},
 	} {
 		if k.changed {
 			keys = append(keys, k.key)

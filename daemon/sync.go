@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -53,7 +54,9 @@ type syncer struct {
 	// observe, when set, is told of each sync run (for metrics).
 	observe func(outcome string, took time.Duration, rep *allocator.SyncReport, at time.Time)
 
-	trigger   chan struct{}
+	trigger chan struct{}
+	// now carries the syncs asked for through the control socket.
+	now       chan syncNow
 	lastWhy   string   // the last reason for not syncing, logged once
 	conflicts []string // the conflicts of the last sync, to log changes only
 	// client is kept from sync to sync (and its connections with it)
@@ -63,7 +66,44 @@ type syncer struct {
 }
 
 func newSyncer(d *daemon, live *allocator.Live, cfg *atomic.Pointer[config.Config], swapMu *sync.Mutex) *syncer {
-	return &syncer{d: d, live: live, cfg: cfg, swapMu: swapMu, log: d.log, trigger: make(chan struct{}, 1)}
+	return &syncer{d: d, live: live, cfg: cfg, swapMu: swapMu, log: d.log, trigger: make(chan struct{}, 1), now: make(chan syncNow)}
+}
+
+// syncNow is a sync asked for through the control socket: force
+// overrides the safety valve; the result goes to reply.
+type syncNow struct {
+	force bool
+	reply chan syncResult
+}
+
+// syncResult is what one sync did: its report (nil when it did not run
+// or failed before reconciling), its outcome (httpapi.SyncOK, …; "" when
+// no sync is configured) and its error.
+type syncResult struct {
+	rep     *allocator.SyncReport
+	outcome string
+	err     error
+}
+
+// RunNow runs a sync as soon as the one running (if any) is done, and
+// returns what it did; force overrides the safety valve. It returns
+// ctx's error when ctx ends first, and an error when the loop has
+// stopped (runDone closed).
+func (s *syncer) RunNow(ctx context.Context, force bool, runDone <-chan struct{}) syncResult {
+	req := syncNow{force: force, reply: make(chan syncResult, 1)}
+	select {
+	case s.now <- req:
+	case <-ctx.Done():
+		return syncResult{err: ctx.Err()}
+	case <-runDone:
+		return syncResult{err: errors.New("the server is stopping")}
+	}
+	select {
+	case r := <-req.reply:
+		return r
+	case <-ctx.Done():
+		return syncResult{err: ctx.Err()}
+	}
 }
 
 // Trigger asks for a sync as soon as the one running (if any) is done.
@@ -76,8 +116,13 @@ func (s *syncer) Trigger() {
 
 // Run syncs until ctx ends.
 func (s *syncer) Run(ctx context.Context) {
+	var asked *syncNow
 	for {
-		s.once(ctx)
+		r := s.once(ctx, asked != nil && asked.force)
+		if asked != nil {
+			asked.reply <- r
+			asked = nil
+		}
 		var (
 			tick  <-chan time.Time
 			timer clock.Timer
@@ -90,6 +135,8 @@ func (s *syncer) Run(ctx context.Context) {
 		case <-ctx.Done():
 		case <-s.trigger:
 		case <-tick:
+		case req := <-s.now:
+			asked = &req
 		}
 		if timer != nil {
 			timer.Stop()
@@ -100,15 +147,15 @@ func (s *syncer) Run(ctx context.Context) {
 	}
 }
 
-// once runs one sync.
-func (s *syncer) once(ctx context.Context) {
+// once runs one sync; force overrides the safety valve.
+func (s *syncer) once(ctx context.Context, force bool) syncResult {
 	cfg := s.cfg.Load()
 	if why := cfg.API.WhyNoSync(); why != "" {
 		if why != s.lastWhy {
 			s.log.Info("no CloudStack sync: serving the stored table as it is", "reason", why)
 			s.lastWhy = why
 		}
-		return
+		return syncResult{err: fmt.Errorf("config %s: nothing to sync from: %s", cfg.Path, why)}
 	}
 	s.lastWhy = ""
 	if s.client == nil || s.clientAPI != cfg.API {
@@ -120,21 +167,23 @@ func (s *syncer) once(ctx context.Context) {
 		s.clientAPI = cfg.API
 	}
 	start := s.d.clock.Now()
-	rep, err := s.d.st.Sync(ctx, cfg.Pools(), s.client, SyncOptions(cfg))
+	opts := SyncOptions(cfg)
+	opts.Force = force
+	rep, err := s.d.st.Sync(ctx, cfg.Pools(), s.client, opts)
 	took := s.d.clock.Now().Sub(start)
 	var refused *allocator.RefusedError
 	switch {
 	case ctx.Err() != nil:
-		return // shutting down
+		return syncResult{err: ctx.Err()} // shutting down
 	case errors.As(err, &refused):
 		s.log.Error("sync refused by the safety valve; the table stays as it is", "err", err, "took", took.Round(time.Millisecond),
-			"hint", "if CloudStack's listing is right, raise allocation.max-release-fraction and reload (SIGHUP), or stop serve and run 'cloudstack-pd sync --force'")
+			"hint", "if CloudStack's listing is right, raise allocation.max-release-fraction and reload (SIGHUP), or run 'cloudstack-pd sync --force'")
 		s.observed(httpapi.SyncRefused, took, rep, start)
-		return
+		return syncResult{rep, httpapi.SyncRefused, err}
 	case err != nil:
 		s.log.Error("sync failed; the table stays as it is", "err", err, "took", took.Round(time.Millisecond))
 		s.observed(httpapi.SyncFailed, took, rep, start)
-		return
+		return syncResult{rep, httpapi.SyncFailed, err}
 	}
 	if rep.Written {
 		s.swapMu.Lock()
@@ -146,7 +195,7 @@ func (s *syncer) once(ctx context.Context) {
 		if err != nil {
 			s.log.Error("sync written, but the table does not load; the old one stays in force", "err", err)
 			s.observed(httpapi.SyncFailed, took, rep, start)
-			return
+			return syncResult{rep, httpapi.SyncFailed, fmt.Errorf("sync written, but the table does not load; the old one stays in force: %w", err)}
 		}
 	}
 	t := rep.Totals()
@@ -160,6 +209,7 @@ func (s *syncer) once(ctx context.Context) {
 		"not-eligible", t.NotEligible, "conflicts", t.Conflicts, "written", rep.Written)
 	s.logDetails(ctx, rep)
 	s.observed(httpapi.SyncOK, took, rep, start.Add(took))
+	return syncResult{rep, httpapi.SyncOK, nil}
 }
 
 func (s *syncer) observed(outcome string, took time.Duration, rep *allocator.SyncReport, at time.Time) {
