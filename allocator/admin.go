@@ -81,9 +81,9 @@ func (s *Store) Admin(pools []Pool, actor Actor, dryRun bool, fn func(tx *Tx) er
 // actorTime is the time of the transaction's changes.
 func (t *Tx) actorTime() time.Time {
 	if t.actor.At.IsZero() {
-		t.actor.At = time.Now().UTC()
+		t.actor.At = time.Now().UTC().Truncate(time.Second)
 	}
-	return t.actor.At.Truncate(time.Second)
+	return t.actor.At
 }
 
 // Release quarantines the allocation of mac at once, knowingly: its

@@ -148,8 +148,8 @@ func historyKeyTime(k []byte) (int64, bool) {
 // Actor says who changes allocations in a transaction, when, and why: the
 // history records it with each change (Tx.SetActor).
 type Actor struct {
-	// At is the time of the changes; zero: the time of the first change
-	// (time.Now).
+	// At is the time of the changes, kept to the second; zero: the time
+	// of the first change (time.Now).
 	At time.Time
 	// By is who: "sync", "import-kea", "admin alice".
 	By string
@@ -158,9 +158,11 @@ type Actor struct {
 }
 
 // SetActor sets who makes the transaction's changes, for the history.
+// Times are kept to the second, as the allocations' (the sequence
+// orders the events of one second).
 func (t *Tx) SetActor(a Actor) {
 	if !a.At.IsZero() {
-		a.At = a.At.UTC()
+		a.At = a.At.UTC().Truncate(time.Second)
 	}
 	t.actor = a
 }
@@ -172,7 +174,7 @@ func (t *Tx) Events() []HistoryEvent { return t.events }
 // by the transaction's actor.
 func (t *Tx) eventOf(event string, a Allocation, prev State) HistoryEvent {
 	if t.actor.At.IsZero() {
-		t.actor.At = time.Now().UTC()
+		t.actor.At = time.Now().UTC().Truncate(time.Second)
 	}
 	return HistoryEvent{At: t.actor.At, Event: event, Pool: a.Pool, MAC: cloneMAC(a.MAC), Prefix: a.Prefix,
 		State: a.State, PrevState: prev, Since: a.Since, VMID: a.VMID, VMName: a.VMName, NICID: a.NICID, IP6: a.IP6,
@@ -397,6 +399,22 @@ func (s *Store) HeldAt(q HistoryQuery, at time.Time) ([]Holding, error) {
 		return nil, s.wrap(err)
 	}
 	return out, nil
+}
+
+// UnmarshalJSON reads what MarshalJSON wrote.
+func (h *Holding) UnmarshalJSON(b []byte) error {
+	type plain Holding
+	var r struct {
+		MAC string `json:"mac"`
+		plain
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return err
+	}
+	*h = Holding(r.plain)
+	mac, err := parseColonMAC(r.MAC)
+	h.MAC = mac
+	return err
 }
 
 func holdingOf(e *HistoryEvent, state State, basis string) Holding {

@@ -47,6 +47,8 @@ type Request struct {
 	To     string `json:"to,omitempty"`
 	DryRun bool   `json:"dry-run,omitempty"`
 	Force  bool   `json:"force,omitempty"`
+	// Quiet asks for counts only (a sync's report).
+	Quiet bool `json:"quiet,omitempty"`
 	// User is who the client says runs it (the OS user; with sudo, the
 	// user who ran sudo); the server adds the peer's uid (Peer).
 	User string `json:"user,omitempty"`

@@ -169,7 +169,7 @@ func (a *admin) sync(ctx context.Context, req control.Request, who string) (*Syn
 	ans := &SyncAnswer{Outcome: r.outcome}
 	if r.rep != nil {
 		var b bytes.Buffer
-		report.Sync(&b, r.rep, cfg, req.Note == "quiet")
+		report.Sync(&b, r.rep, cfg, req.Quiet)
 		ans.Report = b.String()
 	}
 	if r.err != nil {
