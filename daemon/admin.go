@@ -274,7 +274,7 @@ func ParseInstant(s string) (time.Time, error) {
 }
 
 // historyBatch bounds the events one pruning transaction deletes.
-const historyBatch = 10000
+var historyBatch = 10000
 
 // pruneHistory deletes the events older than history.retention, in
 // transactions of historyBatch: serve runs it at start-up and daily.

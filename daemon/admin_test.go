@@ -218,3 +218,53 @@ func TestControlSyncNow(t *testing.T) {
 		t.Errorf("sync now: %+v", ans)
 	}
 }
+
+// The history keeps history.retention: older events are pruned, in
+// bounded transactions, newer ones kept.
+func TestPruneHistory(t *testing.T) {
+	st, err := allocator.OpenStore(boltstore.Open(filepath.Join(t.TempDir(), "s.db"), boltstore.Options{Create: true, NoSync: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	cfg, err := config.Parse("c.yaml", []byte("mapping:\n  pod-a:\n    pool: 2001:db8:200::/40\n    interface-id: VLAN2701\nhistory:\n  retention: 240h\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := cfg.Pools()[0]
+	// 25 events 11 days old (more than one batch with the batch at 10),
+	// then one a day old.
+	for i, at := range []time.Time{epoch.Add(-11 * 24 * time.Hour), epoch.Add(-24 * time.Hour)} {
+		n := 25
+		if i == 1 {
+			n = 1
+		}
+		err := st.Update(cfg.Pools(), func(tx *allocator.Tx) error {
+			tx.SetActor(allocator.Actor{At: at, By: "sync"})
+			for j := range n {
+				p, err := tx.LowestFree(pool)
+				if err != nil {
+					return err
+				}
+				if err := tx.Put(allocator.Allocation{Pool: "pod-a", MAC: net.HardwareAddr{6, 0, 0, 0, byte(i), byte(j)}, Prefix: p, State: allocator.StateActive, Since: at}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	var logs testenv.SyncBuffer
+	d := &daemon{clock: clock.NewFake(epoch), log: slog.New(slog.NewTextHandler(&logs, nil)), st: st}
+	defer func(b int) { historyBatch = b }(historyBatch)
+	historyBatch = 10
+	d.pruneHistory(cfg)
+	if n, err := st.CountHistory(); err != nil || n != 1 {
+		t.Errorf("after pruning: %d event(s), %v; want the one within history.retention", n, err)
+	}
+	if !strings.Contains(logs.String(), "events=25") {
+		t.Errorf("the pruning is not logged with its count:\n%s", logs.String())
+	}
+}

@@ -6,12 +6,20 @@
 // Start-up, in order: open the store (Deps.OpenStore; refused or
 // damaged: nothing else starts), load the table while the index pages are
 // verified, read or make the server DUID, build the metrics, the binding
-// recorder and the handler, bind the DHCPv6 listener and the HTTP API.
-// From there on the store is kept whatever happens (a store --init made
-// for a start that failed before is discarded). Then the recorder's flush
-// loop, the CloudStack sync loop (at start-up, every api.interval after
-// the end of the last sync, and after each reload), the HTTP API and the
-// reload loop start, and the listener serves.
+// recorder and the handler, bind the DHCPv6 listener, the HTTP API and
+// the control socket (control.socket). From there on the store is kept
+// whatever happens (a store --init made for a start that failed before is
+// discarded). Then the recorder's flush loop, the CloudStack sync loop (at
+// start-up, every api.interval after the end of the last sync, after each
+// reload, and when the control socket asks), the HTTP API, the control
+// socket, the history's pruning (at start-up, then daily) and the reload
+// loop start, and the listener serves.
+//
+// The control socket's actions (admin.go) run one method each: release,
+// move and forget through allocator.Store.Admin, then the table swapped as
+// after a sync; sync now through the sync loop; backup through
+// Deps.Backup; history reads. A cluster's rules (only the elected syncer
+// writes allocations) belong in those methods.
 //
 // Reload (each value on Deps.Reload, SIGHUP for the binary): re-read the
 // config; a valid one puts its pools, table and handler options in force,
@@ -21,11 +29,12 @@
 // Shutdown (the context ends): /readyz turns not ready at once; the
 // listener keeps answering for server.shutdown-delay (a timer of
 // Deps.Clock), then stops reading and answers what is queued; then the
-// sync loop stops (a sync in progress finishes writing or stops
+// control socket closes (an action in progress finishes), the history's
+// pruning stops, the sync loop stops (a sync in progress finishes writing or stops
 // listing), the recorder flushes once more, the HTTP API stops, and the
 // store is closed last.
 //
 // Every timer (the recorder's flush ticker, the sync interval, the
-// shutdown delay) and every Now comes from Deps.Clock, so that tests
+// history's daily pass, the shutdown delay) and every Now comes from Deps.Clock, so that tests
 // drive the daemon with clock.Fake instead of sleeping.
 package daemon
