@@ -59,6 +59,7 @@ func (s *Store) Admin(pools []Pool, actor Actor, dryRun bool, fn func(tx *Tx) er
 	rep := &AdminReport{DryRun: dryRun}
 	err := s.Update(pools, func(tx *Tx) error {
 		tx.SetActor(actor)
+		tx.KeepEvents()
 		if err := fn(tx); err != nil {
 			return err
 		}

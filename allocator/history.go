@@ -88,26 +88,27 @@ type HistoryEvent struct {
 	Note string `json:"note,omitempty"`
 }
 
+// historyRecord is an event as stored: the MAC as text, first.
+type historyRecord struct {
+	MAC string `json:"mac"`
+	plainEvent
+}
+
+// plainEvent is HistoryEvent without its methods (no recursion).
+type plainEvent HistoryEvent
+
 // MarshalJSON writes the event with its MAC.
 func (e HistoryEvent) MarshalJSON() ([]byte, error) {
-	type plain HistoryEvent // no MarshalJSON: no recursion
-	return json.Marshal(struct {
-		MAC string `json:"mac"`
-		plain
-	}{e.MAC.String(), plain(e)})
+	return json.Marshal(historyRecord{e.MAC.String(), plainEvent(e)})
 }
 
 // UnmarshalJSON reads what MarshalJSON wrote.
 func (e *HistoryEvent) UnmarshalJSON(b []byte) error {
-	type plain HistoryEvent
-	var r struct {
-		MAC string `json:"mac"`
-		plain
-	}
+	var r historyRecord
 	if err := json.Unmarshal(b, &r); err != nil {
 		return err
 	}
-	*e = HistoryEvent(r.plain)
+	*e = HistoryEvent(r.plainEvent)
 	mac, err := parseColonMAC(r.MAC)
 	if err != nil {
 		return err
@@ -116,12 +117,9 @@ func (e *HistoryEvent) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// parseColonMAC reads a MAC as net.HardwareAddr.String writes it, of any
-// length.
+// parseColonMAC reads a MAC as net.HardwareAddr.String writes it, 1 to 20
+// bytes.
 func parseColonMAC(s string) (net.HardwareAddr, error) {
-	if s == "" {
-		return nil, nil
-	}
 	b, err := hex.DecodeString(strings.ReplaceAll(s, ":", ""))
 	if err != nil || len(b) == 0 || len(b) > maxMACLen {
 		return nil, fmt.Errorf("MAC %q: %w", s, ErrInvalidMAC)
@@ -167,7 +165,12 @@ func (t *Tx) SetActor(a Actor) {
 	t.actor = a
 }
 
-// Events returns the history events the transaction wrote so far.
+// KeepEvents makes the transaction keep the events it writes, for Events
+// (Store.Admin does).
+func (t *Tx) KeepEvents() { t.keepEvents = true }
+
+// Events returns the history events the transaction wrote since
+// KeepEvents.
 func (t *Tx) Events() []HistoryEvent { return t.events }
 
 // eventOf returns the event of a, its state after the change, as written
@@ -197,14 +200,18 @@ func (t *Tx) record(e HistoryEvent) error {
 	}
 	key := historyKey(e.At, t.seq)
 	t.seq++
-	val, err := json.Marshal(e)
+	// The record itself, not the event: json.Marshal would validate and
+	// compact what MarshalJSON returns, once per change of a sync.
+	val, err := json.Marshal(historyRecord{e.MAC.String(), plainEvent(e)})
 	if err != nil {
 		return fmt.Errorf("encode history event %s of %s: %w", e.Event, e.MAC, err)
 	}
 	if err := t.kt.Put(historySpace, key, val); err != nil {
 		return fmt.Errorf("put history/%x: %w", key, err)
 	}
-	t.events = append(t.events, e)
+	if t.keepEvents {
+		t.events = append(t.events, e)
+	}
 	return nil
 }
 

@@ -218,11 +218,12 @@ type Tx struct {
 
 	// The history: who makes the changes, the events written, and the
 	// next sequence number of the instant seqAt.
-	actor    Actor
-	events   []HistoryEvent
-	seqAt    int64
-	seq      uint32
-	seqKnown bool
+	actor      Actor
+	keepEvents bool
+	events     []HistoryEvent
+	seqAt      int64
+	seq        uint32
+	seqKnown   bool
 }
 
 func newTx(pools []Pool) (*Tx, error) {

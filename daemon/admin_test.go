@@ -268,3 +268,32 @@ func TestPruneHistory(t *testing.T) {
 		t.Errorf("the pruning is not logged with its count:\n%s", logs.String())
 	}
 }
+
+func TestHistoryRequest(t *testing.T) {
+	for _, tc := range []struct {
+		req     control.Request
+		prefix  string
+		at      time.Time
+		wantErr string
+	}{
+		{req: control.Request{Prefix: "2001:db8:200:30::/60", At: "2026-03-03"}, prefix: "2001:db8:200:30::/60", at: time.Date(2026, 3, 3, 0, 0, 0, 0, time.UTC)},
+		{req: control.Request{Prefix: "2001:db8:200:30::1", At: "2026-03-03 14:05"}, prefix: "2001:db8:200:30::1/128", at: time.Date(2026, 3, 3, 14, 5, 0, 0, time.UTC)},
+		{req: control.Request{Prefix: "2001:db8:200:31::/60"}, prefix: "2001:db8:200:30::/60"}, // host bits cleared
+		{req: control.Request{MAC: "0632.b200.0479", At: "2026-03-03T15:05:00+01:00"}, at: time.Date(2026, 3, 3, 14, 5, 0, 0, time.UTC)},
+		{req: control.Request{}, wantErr: "give --prefix or --mac"},
+		{req: control.Request{MAC: "nope"}, wantErr: "--mac"},
+		{req: control.Request{Prefix: "2001:db8::/200"}, wantErr: "--prefix"},
+		{req: control.Request{Prefix: "2001:db8::/64", At: "3 March"}, wantErr: "not an instant"},
+	} {
+		q, at, err := HistoryRequest(tc.req)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%+v: err %v, want %q", tc.req, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || !at.Equal(tc.at) || (tc.prefix != "" && q.Prefix.String() != tc.prefix) {
+			t.Errorf("%+v: %v %s %v, want %s %s", tc.req, q, at, err, tc.prefix, tc.at)
+		}
+	}
+}
