@@ -287,6 +287,11 @@ func checkHeld(kt kv.Tx, add func(string, ...any)) {
 		case a.State != StateQuarantined:
 			add("%s: state %q, want quarantined", at, a.State)
 		}
+		if v := kt.Get(allocSpace(a.Pool), a.MAC); v != nil {
+			if b, err := DecodeAllocation(a.Pool, a.MAC, v); err == nil && b.Prefix == pfx {
+				add("%s: also allocated at pools/%s/alloc/%s: %v", at, a.Pool, a.MAC, ErrDuplicatePrefix)
+			}
+		}
 		if owner := kt.Get(prefixSpace(a.Pool), k); !bytes.Equal(owner, a.MAC) {
 			if owner == nil {
 				add("%s: prefix missing from pools/%s/prefix", at, a.Pool)

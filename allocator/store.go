@@ -305,6 +305,9 @@ func (t *Tx) put(a Allocation, event string, edit func(*HistoryEvent)) error {
 	if owner, taken := t.PrefixOwner(a.Pool, a.Prefix); taken && !bytes.Equal(owner, key) {
 		return fmt.Errorf("prefix %s in pool %q: owned by %s, not given to %s: %w", a.Prefix, a.Pool, owner, a.MAC, ErrDuplicatePrefix)
 	}
+	if !had && t.kt.Get(heldSpace, PrefixKey(a.Prefix)) != nil {
+		return fmt.Errorf("prefix %s in pool %q: held in quarantine (moved away from, or of a forgotten pool), not given to %s until the quarantine ends: %w", a.Prefix, a.Pool, a.MAC, ErrDuplicatePrefix)
+	}
 	if owner, in, taken := t.PrefixElsewhere(a.Pool, a.Prefix); taken {
 		return fmt.Errorf("prefix %s in pool %q: overlaps what %s holds in pool %q, not given to %s: %w", a.Prefix, a.Pool, owner, in, a.MAC, ErrDuplicatePrefix)
 	}

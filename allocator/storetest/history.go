@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -449,4 +450,22 @@ func testCopyStore(t *testing.T, b kv.Backend) {
 	if lines, err := cp.Check(pools); err != nil || len(lines) != 0 {
 		t.Errorf("copy: %v %q", err, lines)
 	}
+}
+
+// A held prefix is given to nobody, not even back to its own MAC, until
+// the sync releases it.
+func testHeldNotRetaken(t *testing.T, b kv.Backend) {
+	st := allocator.NewStore(b)
+	mustPut(t, st, alloc("pod-a", 1, "2001:db8:200::/60"))
+	if _, err := st.Admin(pools, admin, false, func(tx *allocator.Tx) error { return tx.Move(mac(1), "pod-b") }); err != nil {
+		t.Fatal(err)
+	}
+	updateAs(t, st, pools, admin, func(tx *allocator.Tx) error { return tx.Delete("pod-b", mac(1)) })
+	for _, m := range []int{1, 2} {
+		err := st.Update(pools, func(tx *allocator.Tx) error { return tx.Put(alloc("pod-a", m, "2001:db8:200::/60")) })
+		if !errors.Is(err, allocator.ErrDuplicatePrefix) || m == 1 && !strings.Contains(err.Error(), "held in quarantine") {
+			t.Errorf("Put of the held prefix for %s = %v, want ErrDuplicatePrefix", mac(m), err)
+		}
+	}
+	checkSound(t, st)
 }

@@ -58,6 +58,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) kv.Backend) {
 		{"HeldExpires", testHeldExpires},
 		{"AdminDryRun", testAdminDryRun},
 		{"CopyStore", testCopyStore},
+		{"HeldNotRetaken", testHeldNotRetaken},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
 	}

@@ -106,7 +106,7 @@ func storeLockedError(err error, what string) error {
 	return fmt.Errorf("%w\n%s cannot open the store while another cloudstack-pd (serve, sync, import-kea) holds it. "+
 		"While serve runs, sync asks it to sync through its control socket (control.socket), and none answered: "+
 		"a serve started with another control.socket, or a sync or import running? "+
-		"serve also syncs by itself at start-up, every api.interval and on SIGHUP; its log has one line per sync", err, what)
+		"and serve syncs by itself at start-up, every api.interval and on SIGHUP; its log has one line per sync", err, what)
 }
 
 func runSync(ctx context.Context, out, stderr io.Writer, f syncFlags) (err error) {
