@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -187,7 +188,7 @@ func (a *admin) backup(req control.Request, who string) (*allocator.BackupReport
 	if a.d.deps.Backup == nil {
 		return nil, errors.New("this server cannot write backups")
 	}
-	if req.To == "" || !strings.HasPrefix(req.To, "/") {
+	if !filepath.IsAbs(req.To) {
 		return nil, fmt.Errorf("--to %q: give an absolute path (the server writes it, from its own working directory)", req.To)
 	}
 	a.d.log.Info("control: backup", "by", who, "to", req.To)
