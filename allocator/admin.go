@@ -135,7 +135,9 @@ func (t *Tx) Move(mac net.HardwareAddr, pool string) error {
 	case a.Pool == pool:
 		return fmt.Errorf("MAC %s: %s is in pool %q already: %w", mac, a.Prefix, pool, ErrNothingToDo)
 	}
-	if err := t.hold(a); err != nil {
+	// One group with the new allocation: a backend that splits large
+	// updates never commits the hold without the move.
+	if err := t.hold(a, false); err != nil {
 		return err
 	}
 	free, err := t.LowestFree(p)
@@ -163,7 +165,7 @@ func (t *Tx) ForgetPool(pool string) (int, error) {
 		return 0, err
 	}
 	for _, a := range all {
-		if err := t.hold(a); err != nil {
+		if err := t.hold(a, true); err != nil {
 			return 0, err
 		}
 	}
@@ -173,7 +175,8 @@ func (t *Tx) ForgetPool(pool string) (int, error) {
 // hold quarantines a's prefix without an allocation: the record goes to
 // the Held space (quarantined since now, or since it was), the allocation
 // and the MAC's index entry are deleted, the prefix index entry stays.
-func (t *Tx) hold(a Allocation) error {
+// end ends the group of writes (kv.Grouper).
+func (t *Tx) hold(a Allocation, end bool) error {
 	now := t.actorTime()
 	if _, _, err := t.unlink(a.Pool, a.MAC, false); err != nil {
 		return err
@@ -194,7 +197,13 @@ func (t *Tx) hold(a Allocation) error {
 	if err := t.kt.Put(heldSpace, PrefixKey(b.Prefix), val); err != nil {
 		return fmt.Errorf("put held/%s: %w", b.Prefix, err)
 	}
-	return t.record(t.eventOf(EventQuarantined, b, prev))
+	if err := t.record(t.eventOf(EventQuarantined, b, prev)); err != nil {
+		return err
+	}
+	if end {
+		endGroup(t.kt)
+	}
+	return nil
 }
 
 // decodeHeld decodes a record of the Held space.
@@ -255,7 +264,11 @@ func (t *Tx) unhold(a Allocation) error {
 	}
 	e := t.eventOf(EventReleased, a, a.State)
 	e.State = ""
-	return t.record(e)
+	if err := t.record(e); err != nil {
+		return err
+	}
+	endGroup(t.kt)
+	return nil
 }
 
 // heldBy reports whether the Held space holds prefix key pk for pool and

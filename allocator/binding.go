@@ -256,6 +256,7 @@ func (s *Store) PutBindings(put []Binding, del []BindingRelease) error {
 			if err := releaseBinding(kt, kbuf, r.MAC); err != nil {
 				return err
 			}
+			endGroup(kt)
 		}
 		// Keys and values must stay valid until the commit: they are
 		// written one after the other into arena, which is replaced,
@@ -274,6 +275,7 @@ func (s *Store) PutBindings(put []Binding, del []BindingRelease) error {
 			if err := putBinding(kt, &put[i], keys[i], &arena); err != nil {
 				return err
 			}
+			endGroup(kt)
 		}
 		return nil
 	})

@@ -330,18 +330,30 @@ func (t *Tx) put(a Allocation, event string, edit func(*HistoryEvent)) error {
 	if event == "" {
 		event = putEvent(prev, had, a)
 	}
-	if event == "" {
-		return nil
+	if event != "" {
+		var before State
+		if had {
+			before = prev.State
+		}
+		e := t.eventOf(event, a, before)
+		if edit != nil {
+			edit(&e)
+		}
+		if err := t.record(e); err != nil {
+			return err
+		}
 	}
-	var before State
-	if had {
-		before = prev.State
+	endGroup(t.kt)
+	return nil
+}
+
+// endGroup tells a backend that commits large updates in several
+// transactions that the writes so far belong together (kv.Grouper): one
+// allocation, or one binding, is never split.
+func endGroup(kt kv.Tx) {
+	if g, ok := kt.(kv.Grouper); ok {
+		g.EndGroup()
 	}
-	e := t.eventOf(event, a, before)
-	if edit != nil {
-		edit(&e)
-	}
-	return t.record(e)
 }
 
 // Get returns the allocation of mac in pool, configured or not.
@@ -467,11 +479,16 @@ func (t *Tx) Delete(pool string, mac net.HardwareAddr) error {
 	}
 	e := t.eventOf(EventReleased, a, a.State)
 	e.State = ""
-	return t.record(e)
+	if err := t.record(e); err != nil {
+		return err
+	}
+	endGroup(t.kt)
+	return nil
 }
 
 // unlink deletes the allocation of mac in pool, its MAC index entry and,
 // with unindexPrefix, its prefix index entry; it returns what it deleted.
+// The caller ends the group (endGroup) once the change is whole.
 func (t *Tx) unlink(pool string, mac net.HardwareAddr, unindexPrefix bool) (Allocation, bool, error) {
 	if !t.kt.Writable() {
 		return Allocation{}, false, fmt.Errorf("delete allocation of %s in pool %q: %w", mac, pool, kv.ErrReadOnly)
@@ -749,6 +766,9 @@ func (s *Store) Check(pools []Pool) ([]string, error) {
 	err := s.b.View(func(kt kv.Tx) error {
 		if v := kt.Get(spaceMeta, keySchema); string(v) != SchemaVersion {
 			add("meta/schema: %q, want %q", v, SchemaVersion)
+		}
+		if v := kt.Get(spaceMeta, keyIncomplete); v != nil {
+			add("meta/incomplete: a %s did not finish: run it again to complete the table", v)
 		}
 		checkAllocations(kt, configured, add)
 		checkHeld(kt, add)

@@ -116,7 +116,7 @@ docs/BENCHMARKS.md (report); 'make bench' runs them all.`,
 	fl.BoolVar(&f.verify, "verify", false, "also decode every answer with the DHCPv6 library and count disagreements")
 	fl.IntVar(&f.serverPID, "server-pid", 0, "the server's process id, to report the CPU time it used (Linux)")
 	fl.BoolVar(&f.flood, "flood", false, "one message per exchange with a random client DUID: Rebinds and Rapid Commit Solicits")
-	cmd.AddCommand(newBenchSetupCmd(), newBenchStartupCmd(), newBenchReflectCmd(), newBenchReportCmd())
+	cmd.AddCommand(newBenchSetupCmd(), newBenchStartupCmd(), newBenchReflectCmd(), newBenchReportCmd(), newBenchEtcdCmd())
 	return cmd
 }
 

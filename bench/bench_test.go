@@ -312,3 +312,36 @@ func TestBenchReflect(t *testing.T) {
 		t.Errorf("%+v", res)
 	}
 }
+
+// TestBenchReportCluster: the cluster section holds each target of issue
+// 12, met or not, from the runs' files.
+func TestBenchReportCluster(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, v any) string {
+		p := filepath.Join(dir, name)
+		data, _ := json.Marshal(v)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cs := []string{write("cs", benchResult{Rate: 60000, Latency: benchPercentiles{P99: 1}})}
+	kea := []string{write("kea", benchResult{Rate: 20000, Latency: benchPercentiles{P99: 3}})}
+	sec, err := benchReport(benchReportFlags{kea: kea, cs: cs, startupN: 1_000_000,
+		cluster:        []string{write("cl", benchResult{Rate: 50000, Latency: benchPercentiles{P99: 1.5}})},
+		clusterStartup: []string{write("up", benchStartup{ReadySeconds: 6.5, PeakRSSMB: 620})},
+		clusterHA:      write("ha", clusterHA{Servers: 3, LeaseTTL: "5s", ChangeMS: []float64{30, 20, 1500}, FailoverS: []float64{5.1}, FailoverSync: []float64{6.2}}),
+	}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"50000/s vs 60000/s: 0.83×", "| **not met** |\n| 1,000,000 allocations loaded from etcd: ready < 10 s | 6.50 s (median of 1) | **met** |",
+		"RSS < 500 MB | peak 620 MB | **not met**", "max 1500 ms (3 changes, 3 servers) | **not met**",
+		"elected after 5.1 s, synced after 6.2 s (lease-ttl 5s) | **met**",
+	} {
+		if !strings.Contains(sec, want) {
+			t.Errorf("report lacks %q:\n%s", want, sec)
+		}
+	}
+}

@@ -28,6 +28,12 @@ type benchReportFlags struct {
 	machine  string
 	settings string
 	startupN int
+	// A cluster (docs/ha.md): exchange runs against a server of one,
+	// its start-up from etcd, and TestClusterBench's failover and
+	// change-to-answer (a JSON file).
+	cluster        []string
+	clusterStartup []string
+	clusterHA      string
 }
 
 func newBenchReportCmd() *cobra.Command {
@@ -66,6 +72,9 @@ Without --doc the section goes to standard output.`,
 	fl.StringVar(&f.machine, "machine-load", "", "a file describing what else the machine was doing")
 	fl.StringVar(&f.settings, "settings", "", "the load settings, as shown in the report")
 	fl.IntVar(&f.startupN, "startup-allocations", 1_000_000, "allocations of the store bench startup measured")
+	fl.StringSliceVar(&f.cluster, "cluster", nil, "JSON results of bench runs against a server of a cluster (table in etcd)")
+	fl.StringSliceVar(&f.clusterStartup, "cluster-startup", nil, "JSON results of bench startup of a server of a cluster")
+	fl.StringVar(&f.clusterHA, "cluster-ha", "", "JSON result of TestClusterBench (failover, change-to-answer)")
 	return cmd
 }
 
@@ -256,6 +265,9 @@ func benchReport(f benchReportFlags, now time.Time) (string, error) {
 		}
 		b.WriteString("\n")
 	}
+	if err := clusterReport(&b, f, css); err != nil {
+		return "", err
+	}
 	if f.gobench != "" {
 		var lines []string
 		sc := bufio.NewScanner(bytes.NewReader(gobench))
@@ -328,4 +340,93 @@ func thousands(n int) string {
 		s = s[:i] + "," + s[i:]
 	}
 	return s
+}
+
+// clusterHA is what TestClusterBench measured (cmd/cloudstack-pd).
+type clusterHA struct {
+	Servers      int       `json:"servers"`
+	LeaseTTL     string    `json:"lease_ttl"`
+	ChangeMS     []float64 `json:"change_to_answer_ms"`
+	FailoverS    []float64 `json:"failover_s"`
+	FailoverSync []float64 `json:"failover_to_sync_s"`
+}
+
+// clusterReport writes the cluster section: exchanges against a server of
+// a cluster beside the single server of the same run, start-up from etcd,
+// failover and change-to-answer, each against issue 12's targets.
+func clusterReport(b *strings.Builder, f benchReportFlags, standalone []benchResult) error {
+	cls, err := readJSONs[benchResult](f.cluster)
+	if err != nil {
+		return err
+	}
+	ups, err := readJSONs[benchStartup](f.clusterStartup)
+	if err != nil {
+		return err
+	}
+	var ha *clusterHA
+	if f.clusterHA != "" {
+		hs, err := readJSONs[clusterHA]([]string{f.clusterHA})
+		if err != nil {
+			return err
+		}
+		ha = &hs[0]
+	}
+	if len(cls) == 0 && len(ups) == 0 && ha == nil {
+		return nil
+	}
+	b.WriteString("### A cluster: the table in etcd (docs/ha.md)\n\n")
+	b.WriteString("| target (issue 12) | measured | |\n|---|---|---|\n")
+	if len(cls) > 0 && len(standalone) > 0 {
+		c, s := summarize(cls), summarize(standalone)
+		ratio := c.rate / s.rate
+		fmt.Fprintf(b, "| exchanges/s of a server of a cluster ≥ 0.9 × a single server's, same run | %.0f/s vs %.0f/s: %.2f× (p99 %.3f ms vs %.3f ms, server CPU %.1f vs %.1f µs/exchange) | %s |\n",
+			c.rate, s.rate, ratio, c.p99, s.p99, c.serverCPU, s.serverCPU, met(ratio >= 0.9))
+	}
+	if len(ups) > 0 {
+		ready := medianOf(ups, func(u benchStartup) float64 { return u.ReadySeconds })
+		peak := medianOf(ups, func(u benchStartup) float64 { return u.PeakRSSMB })
+		fmt.Fprintf(b, "| %s allocations loaded from etcd: ready < 10 s | %.2f s (median of %d) | %s |\n", thousands(f.startupN), ready, len(ups), met(ready < 10))
+		fmt.Fprintf(b, "| %s allocations loaded from etcd: RSS < 500 MB | peak %.0f MB | %s |\n", thousands(f.startupN), peak, met(peak < 500))
+	}
+	if ha != nil {
+		slices.Sort(ha.ChangeMS)
+		q := func(v []float64, p float64) float64 {
+			if len(v) == 0 {
+				return 0
+			}
+			return v[min(len(v)-1, int(p*float64(len(v))))]
+		}
+		fmt.Fprintf(b, "| a change written anywhere answered by every server within 1 s | p50 %.0f ms, p95 %.0f ms, max %.0f ms (%d changes, %d servers) | %s |\n",
+			q(ha.ChangeMS, 0.5), q(ha.ChangeMS, 0.95), q(ha.ChangeMS, 1), len(ha.ChangeMS), ha.Servers, met(len(ha.ChangeMS) > 0 && q(ha.ChangeMS, 1) < 1000))
+		worst := 0.0
+		for _, v := range ha.FailoverSync {
+			worst = max(worst, v)
+		}
+		fmt.Fprintf(b, "| syncer killed (SIGKILL): another syncs within 10 s | elected after %s s, synced after %s s (lease-ttl %s) | %s |\n",
+			floats(ha.FailoverS), floats(ha.FailoverSync), ha.LeaseTTL, met(len(ha.FailoverSync) > 0 && worst < 10))
+	}
+	b.WriteString("\n")
+	if len(ups) > 0 {
+		b.WriteString("| start-up from etcd, run | ready s | peak RSS MB | RSS MB after 1 s | anonymous MB | file MB |\n|---:|---:|---:|---:|---:|---:|\n")
+		for i, u := range ups {
+			fmt.Fprintf(b, "| %d | %.3f | %.0f | %.0f | %.0f | %.0f |\n", i+1, u.ReadySeconds, u.PeakRSSMB, u.RSSMB, u.AnonMB, u.FileMB)
+		}
+		b.WriteString("\n")
+	}
+	if len(cls) > 0 {
+		b.WriteString("Every run of the cluster's server:\n\n```\n")
+		for i, r := range cls {
+			fmt.Fprintf(b, "cluster run %d: %8.0f/s drops %d p99 %.3fms max %.3fms\n", i+1, r.Rate, r.Drops, r.Latency.P99, r.Latency.Max)
+		}
+		b.WriteString("```\n\n")
+	}
+	return nil
+}
+
+func floats(v []float64) string {
+	var parts []string
+	for _, x := range v {
+		parts = append(parts, strconv.FormatFloat(x, 'f', 1, 64))
+	}
+	return strings.Join(parts, ", ")
 }

@@ -71,6 +71,8 @@ type Config struct {
 	// Allocation holds the rules of the CloudStack sync.
 	Allocation Allocation `mapstructure:"allocation"`
 	HTTP       HTTP       `mapstructure:"http"`
+	// Cluster, when it names etcd, keeps the table there (docs/ha.md).
+	Cluster Cluster `mapstructure:"cluster"`
 	// Control is the control socket the CLI's write commands reach a
 	// running serve through.
 	Control Control `mapstructure:"control"`
@@ -324,8 +326,9 @@ func Parse(path string, data []byte) (*Config, error) {
 	if !v.IsSet("allocation.quarantine") || covered("allocation.quarantine", failed) {
 		c.Allocation.Quarantine = Seconds(c.Server.ValidLifetime)
 	}
+	c.Cluster.applyDefaults()
 	probs := decoded
-	for _, p := range slices.Concat(durationProblems(v), c.validate(), c.validateLimits(), c.validateRanges()) {
+	for _, p := range slices.Concat(durationProblems(v), c.validate(), c.Cluster.problems(), c.validateLimits(), c.validateRanges()) {
 		// A key that did not decode is reported once, by the decoder.
 		if !covered(p.Key, failed) {
 			probs = append(probs, p)
@@ -370,6 +373,13 @@ var defaults = []struct {
 	{"api.verify-tls", true},
 	{"allocation.release-after", DefaultReleaseAfter.String()},
 	{"allocation.max-release-fraction", DefaultMaxReleaseFraction},
+	{"cluster.name", ""},
+	{"cluster.etcd.prefix", DefaultClusterPrefix},
+	{"cluster.etcd.username", ""},
+	{"cluster.etcd.password", ""},
+	{"cluster.lease-ttl", DefaultClusterLeaseTTL.String()},
+	{"cluster.timeout", DefaultClusterTimeout.String()},
+	{"cluster.max-txn-ops", DefaultClusterMaxTxnOps},
 }
 
 // mapKey writes mapstructure's mapping[pod] as mapping.pod, as in the file.
@@ -431,7 +441,7 @@ func resetDefaults(c *Config, failed []string) error {
 }
 
 // durationKeys are the keys holding Go durations.
-var durationKeys = []string{"api.interval", "api.timeout", "allocation.release-after", "allocation.quarantine", "history.retention"}
+var durationKeys = []string{"api.interval", "api.timeout", "allocation.release-after", "allocation.quarantine", "cluster.lease-ttl", "cluster.timeout", "history.retention"}
 
 // durationProblems refuses a duration given as a bare number: decoded, 60
 // would be 60 nanoseconds.

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"github.com/cloudstack-pd/cloudstack-pd/buildinfo"
 	"io"
 	"log/slog"
 	"net"
@@ -19,7 +18,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/buildinfo"
 	"github.com/cloudstack-pd/cloudstack-pd/clock"
+	"github.com/cloudstack-pd/cloudstack-pd/cluster"
 	"github.com/cloudstack-pd/cloudstack-pd/config"
 	"github.com/cloudstack-pd/cloudstack-pd/control"
 	"github.com/cloudstack-pd/cloudstack-pd/httpapi"
@@ -60,6 +61,14 @@ type Deps struct {
 	// Serving, when set, is told the addresses the daemon serves on once
 	// it serves (for tests and callers that listen on port 0).
 	Serving func(Addrs)
+	// Cluster is this server's node when the config names a cluster
+	// (OpenStore then opens the table in etcd); nil for a single server.
+	// Run does not close it.
+	Cluster *cluster.Node
+	// Snapshot, in a cluster, writes the table to the local snapshot
+	// (state) that the next start answers from if etcd is out of reach;
+	// nil: no snapshot.
+	Snapshot func(st *allocator.Store) (keys int, err error)
 }
 
 // Addrs are the addresses a running daemon serves on.
@@ -198,6 +207,10 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 	}
 	d.st = st
 	started := false
+	if from, incomplete, ierr := st.Incomplete(); ierr == nil && incomplete {
+		_ = st.Close()
+		return fmt.Errorf("the table in %s is incomplete: a %s did not finish; run it again before serving (docs/ha.md)", st.Path(), from)
+	}
 	defer func() {
 		closeStore := st.Close
 		if err != nil && !started {
@@ -278,9 +291,28 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 			syncMetrics.Observe(outcome, took, syncChanges(rep), at)
 		}
 	}
+	// In a cluster, the syncer runs only on the elected server, and every
+	// server follows the table in etcd.
+	var cr *clusterRun
+	if deps.Cluster != nil {
+		if cr, err = newClusterRun(d, deps.Cluster, st, live, &current, &swapMu, syncer, reg); err != nil {
+			stopRec()
+			<-recDone
+			return err
+		}
+	}
 	syncCtx, stopSync := context.WithCancel(ctx)
 	syncDone := make(chan struct{})
-	go func() { defer close(syncDone); syncer.Run(syncCtx) }()
+	go func() {
+		defer close(syncDone)
+		if cr != nil {
+			stopCluster := cr.run(syncCtx, deps.Version)
+			<-syncCtx.Done()
+			stopCluster()
+			return
+		}
+		syncer.Run(syncCtx)
+	}()
 
 	// The local HTTP API: ready while the listener serves, until shutdown.
 	var stopping atomic.Bool
@@ -293,6 +325,11 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 			SyncStaleAfter: syncStaleAfter(cfg), Now: d.clock.Now,
 			Ready: func() httpapi.Readiness {
 				r := httpapi.Readiness{SyncEnabled: syncMetrics != nil}
+				if cr != nil {
+					// Only the syncer syncs; the others do not go stale.
+					r.SyncEnabled = r.SyncEnabled && cr.elector.Leader()
+					r.Degraded = cr.degraded()
+				}
 				if !stopping.Load() {
 					r.Listening = l.Addrs()
 				}
@@ -344,9 +381,13 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 	}()
 
 	build := buildinfo.Get(deps.Version)
-	log.Info("serving", "listen", l.Addrs(), "pools", len(tbl.Pools()), "allocations", tbl.Len(),
-		"mac-sources", cfg.Server.MACSources, "state", cfg.State, "server-duid", fmt.Sprintf("%x", duid),
-		"version", build.Version, "revision", build.Revision)
+	where := []any{"state", cfg.State}
+	if deps.Cluster != nil {
+		where = []any{"cluster", deps.Cluster.Where(), "member", deps.Cluster.Name}
+	}
+	log.Info("serving", append(append([]any{"listen", l.Addrs(), "pools", len(tbl.Pools()), "allocations", tbl.Len(),
+		"mac-sources", cfg.Server.MACSources}, where...), "server-duid", fmt.Sprintf("%x", duid),
+		"version", build.Version, "revision", build.Revision)...)
 	if deps.Serving != nil {
 		deps.Serving(served)
 	}

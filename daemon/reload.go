@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"reflect"
 	"slices"
 	"strings"
 
@@ -54,6 +55,7 @@ func restartOnly(running, cfg *config.Config) []string {
 		{"log.format", !strings.EqualFold(cfg.Log.Format, running.Log.Format)},
 		{"http.listen", cfg.HTTP.Listen != running.HTTP.Listen},
 		{"control.socket", cfg.Control.Socket != running.Control.Socket},
+		{"cluster", !reflect.DeepEqual(cfg.Cluster, running.Cluster)},
 	} {
 		if k.changed {
 			keys = append(keys, k.key)

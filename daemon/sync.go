@@ -53,16 +53,30 @@ type syncer struct {
 	log    *slog.Logger
 	// observe, when set, is told of each sync run (for metrics).
 	observe func(outcome string, took time.Duration, rep *allocator.SyncReport, at time.Time)
+	// afterSync, when set, is told when a sync succeeded.
+	afterSync func(at time.Time)
 
 	trigger chan struct{}
-	// now carries the syncs asked for through the control socket.
+	// now carries the syncs asked for through the control socket;
+	// running is set while Run runs (in a cluster, while this server is
+	// the elected syncer).
 	now       chan syncNow
+	running   atomic.Bool
+	stopMu    sync.Mutex
+	stopped   chan struct{}
 	lastWhy   string   // the last reason for not syncing, logged once
 	conflicts []string // the conflicts of the last sync, to log changes only
 	// client is kept from sync to sync (and its connections with it)
 	// while the api section stays the same.
 	client    allocator.Inventory
 	clientAPI config.API
+}
+
+// stoppedCh returns the channel closed when the current Run returns.
+func (s *syncer) stoppedCh() <-chan struct{} {
+	s.stopMu.Lock()
+	defer s.stopMu.Unlock()
+	return s.stopped
 }
 
 func newSyncer(d *daemon, live *allocator.Live, cfg *atomic.Pointer[config.Config], swapMu *sync.Mutex) *syncer {
@@ -90,6 +104,9 @@ type syncResult struct {
 // ctx's error when ctx ends first, and an error when the loop has
 // stopped (runDone closed).
 func (s *syncer) RunNow(ctx context.Context, force bool, runDone <-chan struct{}) syncResult {
+	if !s.running.Load() {
+		return syncResult{err: errNotSyncing}
+	}
 	req := syncNow{force: force, reply: make(chan syncResult, 1)}
 	select {
 	case s.now <- req:
@@ -97,6 +114,8 @@ func (s *syncer) RunNow(ctx context.Context, force bool, runDone <-chan struct{}
 		return syncResult{err: ctx.Err()}
 	case <-runDone:
 		return syncResult{err: errors.New("the server is stopping")}
+	case <-s.stoppedCh():
+		return syncResult{err: errNotSyncing}
 	}
 	select {
 	case r := <-req.reply:
@@ -114,8 +133,21 @@ func (s *syncer) Trigger() {
 	}
 }
 
+// errNotSyncing is RunNow's answer on a server whose sync loop does not
+// run.
+var errNotSyncing = errors.New("this server does not run the sync (in a cluster only the elected syncer does: ask it, 'cloudstack-pd cluster status' names it)")
+
 // Run syncs until ctx ends.
 func (s *syncer) Run(ctx context.Context) {
+	s.running.Store(true)
+	stopped := make(chan struct{})
+	s.stopMu.Lock()
+	s.stopped = stopped
+	s.stopMu.Unlock()
+	defer func() {
+		s.running.Store(false)
+		close(stopped)
+	}()
 	var asked *syncNow
 	for {
 		r := s.once(ctx, asked != nil && asked.force)
@@ -209,6 +241,9 @@ func (s *syncer) once(ctx context.Context, force bool) syncResult {
 		"not-eligible", t.NotEligible, "conflicts", t.Conflicts, "written", rep.Written)
 	s.logDetails(ctx, rep)
 	s.observed(httpapi.SyncOK, took, rep, start.Add(took))
+	if s.afterSync != nil {
+		s.afterSync(start.Add(took))
+	}
 	return syncResult{rep, httpapi.SyncOK, nil}
 }
 

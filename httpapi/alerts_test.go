@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -56,6 +57,7 @@ func exportedMetrics(t *testing.T) []string {
 		t.Fatal(err)
 	}
 	NewSyncMetrics(d)
+	NewClusterMetrics(d, func() ClusterState { return ClusterState{} }, time.Now)
 	var out []string
 	for n := range d.names {
 		if strings.HasPrefix(n, server.Namespace+"_") {

@@ -21,6 +21,10 @@ type Readiness struct {
 	// Warnings are more warnings to show, e.g. the last sync's error. They
 	// never make the server not ready; keep secrets out of them.
 	Warnings []string
+	// Degraded, when not empty, says why the server answers from a table
+	// that may be out of date (a cluster server out of reach of etcd). The
+	// server stays ready: it answers.
+	Degraded string
 }
 
 // ReadyStatus is the JSON body of /readyz.
@@ -40,6 +44,9 @@ type ReadyStatus struct {
 	// Warnings say what an operator should look at; they never make the
 	// server not ready.
 	Warnings []string `json:"warnings"`
+	// Degraded says why the table answered from may be out of date (a
+	// cluster server out of reach of etcd); absent when it is not.
+	Degraded string `json:"degraded,omitempty"`
 }
 
 func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
@@ -103,5 +110,9 @@ func (a *API) Status() ReadyStatus {
 		}
 	}
 	st.Warnings = append(st.Warnings, rd.Warnings...)
+	if rd.Degraded != "" {
+		st.Degraded = rd.Degraded
+		st.Warnings = append(st.Warnings, "degraded: "+rd.Degraded)
+	}
 	return st
 }

@@ -20,7 +20,7 @@ import (
 // while st stays in use (serve goes on answering and writing): the
 // backend's own copy when it has one (kv.Backuper: bbolt's read
 // transaction WriteTo), else every key space copied into a new bbolt
-// store (allocator.CopyStore). The copy is written under a temporary
+// store (allocator.CopyInto). The copy is written under a temporary
 // name in to's folder, synced, opened and checked (allocator.Store.Check
 // against cfg's pools; a violation the store itself did not have refuses
 // it), and only then renamed to to, replacing an older file there. A
@@ -86,11 +86,11 @@ func copyInto(st *allocator.Store, f *os.File) error {
 	if err := os.Remove(name); err != nil {
 		return err
 	}
-	dst, err := boltstore.Open(name, boltstore.Options{Create: true})
+	dst, err := OpenBolt(name, boltstore.Options{Create: true})
 	if err != nil {
 		return err
 	}
-	if err := allocator.CopyStore(dst, st.Backend()); err != nil {
+	if _, err := allocator.CopyInto(dst, st); err != nil {
 		dst.Close()
 		return err
 	}

@@ -3,7 +3,8 @@
 // --init, import-kea, kea-export), with an empty store in a temporary
 // folder for a dry run, and every refusal explained to the operator: the
 // path, why, and what to do. It is the one place where a command picks the
-// storage backend (bbolt, allocator/boltstore).
+// storage backend: bbolt (allocator/boltstore), or the table in etcd when
+// the config names a cluster (allocator/etcdstore: OpenCluster, OpenServe).
 package statestore
 
 import (
@@ -47,6 +48,9 @@ func Open(cfg *config.Config, what string, mode Mode) (*allocator.Store, error) 
 // OpenOpts is Open with opts (NoVerify, Timeout) besides what
 // mode sets.
 func OpenOpts(cfg *config.Config, what string, mode Mode, opts boltstore.Options) (*allocator.Store, error) {
+	if cfg.Cluster.Enabled() {
+		return OpenCluster(cfg, what, mode)
+	}
 	opts.ReadOnly, opts.Create = mode == Read, mode == Create
 	st, err := OpenBolt(cfg.State, opts)
 	if err == nil {
@@ -98,6 +102,13 @@ func OpenForWrite(cfg *config.Config, what string, init bool, opts boltstore.Opt
 // none yet and create allows the real run to make one, an empty one in a
 // temporary folder, so that a dry run creates nothing.
 func OpenDryRun(cfg *config.Config, what string, create bool) (*allocator.Store, error) {
+	if cfg.Cluster.Enabled() {
+		st, err := OpenCluster(cfg, what, Read)
+		if err == nil || !errors.Is(err, allocator.ErrNoStore) || !create {
+			return st, err
+		}
+		return emptyStore()
+	}
 	if _, err := os.Stat(cfg.State); err == nil || !errors.Is(err, fs.ErrNotExist) || !create {
 		mode := Read
 		if !create {
@@ -109,6 +120,11 @@ func OpenDryRun(cfg *config.Config, what string, create bool) (*allocator.Store,
 		}
 		return st, nil
 	}
+	return emptyStore()
+}
+
+// emptyStore is a new, empty store in a temporary folder, gone on Close.
+func emptyStore() (*allocator.Store, error) {
 	dir, err := os.MkdirTemp("", "cloudstack-pd-dry-run-")
 	if err != nil {
 		return nil, err

@@ -3,17 +3,18 @@
 // allocator writes every rule (one prefix one MAC, a MAC in one pool, an
 // allocation never moves, no overlap across pools) and every record's
 // encoding against these interfaces; a backend only stores bytes. Package
-// boltstore is the bbolt backend; an etcd backend maps the same spaces to
-// one flat key space (docs/design.md, "Storage seam"):
+// boltstore is the bbolt backend; package etcdstore maps the same spaces
+// to one flat key space under a key prefix (docs/design.md, "Storage
+// seam"), naming each kind by Kind.String:
 //
-//	<prefix>/meta/<key>                    Meta
-//	<prefix>/alloc/<pool>/<mac>            Alloc
-//	<prefix>/prefix/<pool>/<prefix key>    Prefix
-//	<prefix>/mac/<mac>                     MACs
-//	<prefix>/binding/<binding key>         Bindings
-//	<prefix>/binding-prefix/<prefix key>   BindingPrefix
-//	<prefix>/held/<prefix key>             Held
-//	<prefix>/history/<time><seq>           History
+//	<prefix>meta/<key>                            Meta
+//	<prefix>alloc/<escaped pool>/<mac>            Alloc
+//	<prefix>prefix/<escaped pool>/<prefix key>    Prefix
+//	<prefix>mac/<mac>                             MACs
+//	<prefix>binding/<binding key>                 Bindings
+//	<prefix>binding-prefix/<prefix key>           BindingPrefix
+//	<prefix>held/<prefix key>                     Held
+//	<prefix>history/<time><seq>                   History
 //
 // This package imports nothing of the project's and no backend: a backend
 // implements it without importing allocator, and allocator uses it without
@@ -53,10 +54,6 @@ const (
 	// History is the allocation history, by time then sequence.
 	History
 )
-
-// Kinds lists every kind but Alloc and Prefix, which exist per pool (see
-// Tx.Pools): with them, every key space of a store.
-var Kinds = []Kind{Meta, MACs, Bindings, BindingPrefix, Held, History}
 
 func (k Kind) String() string {
 	switch k {
@@ -161,9 +158,23 @@ type (
 	// Backuper writes a consistent copy of the whole store, as one
 	// snapshot, in the backend's own file format (bbolt: a bbolt file,
 	// which boltstore.Open opens). A backend without it is copied key
-	// space by key space (allocator.CopyStore).
+	// space by key space into a new bbolt store (allocator.CopyInto).
 	Backuper interface {
 		WriteTo(w io.Writer) (int64, error)
+	}
+	// Grouper is a Tx that may commit a large Update in several
+	// transactions (an etcd backend, whose transactions hold a bounded
+	// number of operations). EndGroup says that the writes since the
+	// previous EndGroup (or the start) belong together: such a backend
+	// commits each group whole, in one transaction, and splits an Update
+	// only between groups, in order. An Update interrupted between two of
+	// its transactions leaves a prefix of whole groups committed. Package
+	// allocator ends a group after each allocation's writes (its record,
+	// its prefix index and MAC index entries, its history event) and after
+	// each binding's. A
+	// backend that commits every Update at once need not implement it.
+	Grouper interface {
+		EndGroup()
 	}
 	// Creator is a backend whose opening may have created the store.
 	Creator interface {

@@ -429,17 +429,16 @@ func testAdminDryRun(t *testing.T, b kv.Backend) {
 	})
 }
 
-func testCopyStore(t *testing.T, b kv.Backend) {
+func testCopyHeldAndHistory(t *testing.T, b kv.Backend) {
 	st := allocator.NewStore(b)
 	mustPut(t, st, alloc("pod-a", 1, "2001:db8:200::/60"), alloc("pod-b", 2, "2001:db8:300::/60"))
 	if _, err := st.Admin(pools, admin, false, func(tx *allocator.Tx) error { return tx.Move(mac(1), "pod-b") }); err != nil {
 		t.Fatal(err)
 	}
-	dst := NewMemory()
-	if err := allocator.CopyStore(dst, b); err != nil {
+	cp := allocator.NewStore(NewMemory())
+	if _, err := allocator.CopyInto(cp, st); err != nil {
 		t.Fatal(err)
 	}
-	cp := allocator.NewStore(dst)
 	checkSound(t, cp)
 	if got, want := loadAll(t, cp), loadAll(t, st); !reflect.DeepEqual(got, want) {
 		t.Errorf("copy holds %+v\nwant %+v", got, want)

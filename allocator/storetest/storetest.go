@@ -1,7 +1,7 @@
 // Package storetest is the conformance suite of the storage seam: Run
 // checks that a kv.Backend keeps its key spaces as package kv says, and
 // that allocator.Store's rules hold on it. Every backend runs it in its
-// tests (boltstore does; an etcd backend will). Memory is a backend in
+// tests (boltstore and etcdstore do). Memory is a backend in
 // memory that passes it. Imported by tests only.
 package storetest
 
@@ -57,7 +57,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) kv.Backend) {
 		{"ForgetPool", testForgetPool},
 		{"HeldExpires", testHeldExpires},
 		{"AdminDryRun", testAdminDryRun},
-		{"CopyStore", testCopyStore},
+		{"CopyHeldAndHistory", testCopyHeldAndHistory},
 		{"HeldNotRetaken", testHeldNotRetaken},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })

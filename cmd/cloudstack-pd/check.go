@@ -67,7 +67,7 @@ func runCheck(out io.Writer, cfgPath string) error {
 		fmt.Fprintln(out, l)
 	}
 	if len(lines) > 0 {
-		return fmt.Errorf("store %s: %d violation(s)", cfg.State, len(lines))
+		return fmt.Errorf("store %s: %d violation(s)", st.Path(), len(lines))
 	}
 	allocs, err := readAllocations(st, pools)
 	if err != nil {
@@ -82,6 +82,6 @@ func runCheck(out io.Writer, cfgPath string) error {
 		counts[a.State]++
 	}
 	_, err = fmt.Fprintf(out, "store %s: no violation: %d allocation(s) (%d active, %d gone, %d quarantined) in %d pool(s), %d binding(s)\n",
-		cfg.State, len(allocs), counts[allocator.StateActive], counts[allocator.StateGone], counts[allocator.StateQuarantined], len(pools), len(bindings))
+		st.Path(), len(allocs), counts[allocator.StateActive], counts[allocator.StateGone], counts[allocator.StateQuarantined], len(pools), len(bindings))
 	return err
 }

@@ -98,7 +98,7 @@ func runImportKea(out io.Writer, cfgPath, keaPath string, dryRun, verbose bool, 
 		fmt.Fprintf(out, "warning: %s: %s\n", keaPath, w)
 	}
 	if rep != nil {
-		report.Import(out, rep, cfg.State, dryRun, verbose)
+		report.Import(out, rep, st.Path(), dryRun, verbose)
 	}
 	if err != nil {
 		return err
@@ -110,7 +110,7 @@ func runImportKea(out io.Writer, cfgPath, keaPath string, dryRun, verbose bool, 
 		if err != nil {
 			return fmt.Errorf("imported, but the table does not load: %w", err)
 		}
-		fmt.Fprintf(out, "store %s now holds %d allocation(s)\n", cfg.State, tbl.Len())
+		fmt.Fprintf(out, "store %s now holds %d allocation(s)\n", st.Path(), tbl.Len())
 	}
 	return nil
 }

@@ -80,6 +80,7 @@ Start with:  cloudstack-pd serve --config example/cloudstack-pd.yaml`,
 		newRestoreCmd(),
 		bench.NewCommand(),
 		newReplayCmd(),
+		newClusterCmd(),
 	)
 	return root
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"github.com/cloudstack-pd/cloudstack-pd/statestore"
 	"io"
 	"os"
 	"os/signal"
@@ -12,8 +11,10 @@ import (
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
+	"github.com/cloudstack-pd/cloudstack-pd/cluster"
 	"github.com/cloudstack-pd/cloudstack-pd/config"
 	"github.com/cloudstack-pd/cloudstack-pd/daemon"
+	"github.com/cloudstack-pd/cloudstack-pd/statestore"
 )
 
 func newServeCmd() *cobra.Command {
@@ -59,6 +60,10 @@ the running server through its control socket (control.socket, default
 left by a server that died is replaced; one a live server answers on makes
 serve exit.
 
+With a cluster section (docs/ha.md) the table is in etcd instead, shared by
+every server: each answers from memory and follows etcd; one of them, elected,
+runs the CloudStack sync; --init allows starting on an empty cluster table.
+
 The store must exist: serve refuses to start on a missing state file
 unless given --init (a new cloud; 'import-kea' also creates it), and
 refuses a file that is empty, not a store, or damaged, whatever the flags.
@@ -96,11 +101,29 @@ func runServe(ctx context.Context, cfgPath string, init bool, stderr io.Writer) 
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	log, level := daemon.NewLoggerLevel(cfg.Log, stderr)
+	open := func(cfg *config.Config) (*allocator.Store, error) {
+		// The table's load verifies the pages it reads, and Run the others.
+		return statestore.OpenForWrite(cfg, "serve", init, boltstore.Options{NoVerify: true})
+	}
+	var node *cluster.Node
+	if cfg.Cluster.Enabled() {
+		// The embedded member (if any) starts first: the table is in it.
+		if node, err = cluster.Start(ctx, cfg.Cluster, log); err != nil {
+			return err
+		}
+		defer node.Close()
+		open = func(cfg *config.Config) (*allocator.Store, error) {
+			return statestore.OpenServe(cfg, node, init, log)
+		}
+	}
+	var snapshot func(st *allocator.Store) (int, error)
+	if node != nil {
+		snapshot = func(st *allocator.Store) (int, error) { return statestore.WriteSnapshot(st, cfg.State) }
+	}
 	return daemon.Run(ctx, cfg, daemon.Deps{
-		OpenStore: func(cfg *config.Config) (*allocator.Store, error) {
-			// The table's load verifies the pages it reads, and Run the others.
-			return statestore.OpenForWrite(cfg, "serve", init, boltstore.Options{NoVerify: true})
-		},
+		OpenStore: open,
+		Cluster:   node,
+		Snapshot:  snapshot,
 		StoreError: func(err error, cfg *config.Config) error {
 			return statestore.Explain(err, cfg, "serve", statestore.Write)
 		},
