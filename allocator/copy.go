@@ -234,8 +234,7 @@ type BackupReport struct {
 	// Allocations and Events count what the copy holds.
 	Allocations int `json:"allocations"`
 	Events      int `json:"events"`
-	// Violations are what Check finds in the copy that the store had too
-	// when the copy was made (a copy with a violation of its own is
-	// refused).
+	// Violations are what Check finds in the copy: the store's own at the
+	// instant of the copy, which holds its bytes.
 	Violations []string `json:"violations,omitempty"`
 }

@@ -235,3 +235,18 @@ func TestRestore(t *testing.T) {
 		t.Errorf("Restore of junk = %v, want ErrNotStore", err)
 	}
 }
+
+// The store's own violations (a pool no longer mapped) are in the copy,
+// which is kept: they come back as warnings.
+func TestBackupReportsTheStoresViolations(t *testing.T) {
+	cfg, st := backupSite(t, 2)
+	other := *cfg
+	other.Mapping = map[string]config.Mapping{"pod-b": {Pool: "2001:db8:300::/40", PrefixLen: 60, InterfaceID: "VLAN2702"}}
+	rep, err := Backup(st, &other, filepath.Join(t.TempDir(), "b.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Violations) != 1 || !strings.Contains(rep.Violations[0], "not configured") || rep.Allocations != 2 {
+		t.Errorf("report %+v", rep)
+	}
+}

@@ -27,9 +27,10 @@ read transaction, serve goes on answering and writing); with no server
 running, the store is opened read-only.
 
 The copy is written under a temporary name beside FILE, synced, opened and
-checked as 'check' does (a violation the store itself does not have refuses
-it), and only then renamed to FILE, replacing an older one: when backup says
-done, FILE is a store that opens and checks. FILE is written by the process
+checked as 'check' does (a copy that does not open or read is refused; the
+violations it finds are the store's own, printed as warnings), and only then
+renamed to FILE, replacing an older one: when backup says done, FILE is a
+store that opens and has been checked. FILE is written by the process
 that holds the store: while serve runs, by its user, so FILE's folder must
 be writable by it (/var/lib/cloudstack-pd/backups, say).
 
