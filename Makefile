@@ -5,7 +5,7 @@ BIN      := bin/cloudstack-pd
 # Fuzz time per target for `make fuzz`.
 FUZZTIME ?= 20s
 
-.PHONY: help build run test fuzz bench flood clean
+.PHONY: help build run test deb deb-check fuzz bench flood clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -20,11 +20,20 @@ run: build ## import example/kea-dhcp6.conf, then serve example/ on [::1]:10547
 
 # CLOUDSTACK_PD_E2E=1 makes the end-to-end tests fail, not skip, when a tool
 # or root is missing: in CI a skipped test must not pass for a run one.
-test: ## install missing test tools, then gofmt, go vet and go test
+test: ## install missing test tools, then gofmt, go vet, go test and the package check
 	bash .ci/install-deps
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	CLOUDSTACK_PD_E2E=1 $(GO) test -count=1 -timeout 15m ./...
+	CLOUDSTACK_PD_E2E=1 bash .ci/deb-check
+
+# Settings: DEB_VERSION, DEB_MAINTAINER, DEB_LICENSE, DEB_OUT; see .ci/deb.
+deb: ## build the Debian package bin/cloudstack-pd_<version>_<arch>.deb (dpkg-deb)
+	bash .ci/deb
+
+# Root only: installs the package on this machine, checks it, purges it.
+deb-check: ## build, lintian, dpkg -i, check the installed package, dpkg --purge
+	bash .ci/deb-check
 
 fuzz: ## run every Fuzz target for FUZZTIME (default 20s) each
 	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' .); do \

@@ -61,7 +61,12 @@ func Eligible(state string) bool {
 // it picks every NIC whose VLAN is N, default or not. It does not filter on
 // VMState: see Eligible.
 func SelectNICs(nics []NIC, vlan int) []NIC {
-	var out []NIC
+	if len(nics) == 0 {
+		return nil
+	}
+	// Most VMs have one NIC: room for all saves growing a list of
+	// 100,000 NICs step by step.
+	out := make([]NIC, 0, len(nics))
 	if vlan != 0 {
 		for _, n := range nics {
 			if n.VLAN == vlan {
@@ -75,16 +80,17 @@ func SelectNICs(nics []NIC, vlan int) []NIC {
 		at      int // index in out
 		defSeen bool
 	}
-	byVM := make(map[string]*pick)
+	byVM := make(map[string]pick, len(nics))
 	for _, n := range nics {
-		p := byVM[n.VMID]
+		p, seen := byVM[n.VMID]
 		switch {
-		case p == nil:
-			byVM[n.VMID] = &pick{at: len(out), defSeen: n.IsDefault}
+		case !seen:
+			byVM[n.VMID] = pick{at: len(out), defSeen: n.IsDefault}
 			out = append(out, n)
 		case n.IsDefault && !p.defSeen:
 			out[p.at] = n
 			p.defSeen = true
+			byVM[n.VMID] = p
 		}
 	}
 	return out

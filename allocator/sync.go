@@ -338,7 +338,7 @@ func (p *syncPlan) apply(tx *Tx) error {
 
 // listed is where a MAC shows up in the listings.
 type listed struct {
-	nic   NIC      // the first qualifying NIC with the MAC
+	nic   *NIC     // the first qualifying NIC with the MAC
 	pools []string // the pools whose listings hold it
 	count int      // how many qualifying NICs carry it, over all pools
 }
@@ -351,17 +351,25 @@ func planSync(tx *Tx, listings map[string][]NIC, now time.Time, opts SyncOptions
 	// Every qualifying NIC, by MAC, over all pools: a MAC listed twice is
 	// a conflict wherever it shows up.
 	selected := make([][]NIC, len(pools))
-	byMAC := make(map[string]*listed)
+	total := 0
+	for _, p := range pools {
+		total += len(listings[p.Name])
+	}
+	byMAC := make(map[string]*listed, total)
 	for i, p := range pools {
 		plan.report.Pools[i].Pool = p.Name
-		for _, n := range SelectNICs(listings[p.Name], p.VLAN) {
+		nics := SelectNICs(listings[p.Name], p.VLAN)
+		selected[i] = nics[:0]
+		for _, n := range nics {
 			if len(n.MAC) == 0 {
 				continue
 			}
+			// In place: selected[i] never outgrows nics, so that l.nic
+			// stays valid.
 			selected[i] = append(selected[i], n)
 			l := byMAC[string(n.MAC)]
 			if l == nil {
-				l = &listed{nic: n}
+				l = &listed{nic: &selected[i][len(selected[i])-1]}
 				byMAC[string(n.MAC)] = l
 			}
 			l.count++
@@ -371,6 +379,9 @@ func planSync(tx *Tx, listings map[string][]NIC, now time.Time, opts SyncOptions
 		}
 		plan.report.Pools[i].Listed = len(selected[i])
 	}
+	// Room for a first sync's puts, so that 100,000 records are not
+	// copied from one growing list to the next.
+	plan.puts = make([]Allocation, 0, total)
 
 	var refused []RefusedPool
 	for i, p := range pools {
@@ -486,8 +497,8 @@ func planExisting(tx *Tx, p Pool, ps *PoolSync, plan *syncPlan, byMAC map[string
 // planNew plans allocations for the pool's listed NICs that have none;
 // stored holds the MACs the pool has allocations for.
 func planNew(tx *Tx, p Pool, ps *PoolSync, plan *syncPlan, nics []NIC, byMAC map[string]*listed, stored map[string]struct{}, now time.Time) error {
-	var want []NIC
-	for _, n := range nics {
+	var want []int // indexes in nics
+	for i, n := range nics {
 		l := byMAC[string(n.MAC)]
 		if l.count > 1 {
 			ps.Conflicts = append(ps.Conflicts, SyncConflict{Pool: p.Name, NIC: n,
@@ -510,19 +521,21 @@ func planNew(tx *Tx, p Pool, ps *PoolSync, plan *syncPlan, nics []NIC, byMAC map
 		case !Eligible(n.VMState):
 			ps.NotEligible++
 		default:
-			want = append(want, n)
+			want = append(want, i)
 		}
 	}
 	if len(want) == 0 {
 		return nil
 	}
+	ps.Added = make([]Allocation, 0, len(want))
 	free, err := tx.lowestFree(p, len(want))
 	if err != nil && !errors.Is(err, ErrPoolExhausted) {
 		return err
 	}
-	for i, n := range want {
+	for i, at := range want {
+		n := &nics[at]
 		if i >= len(free) {
-			ps.Conflicts = append(ps.Conflicts, SyncConflict{Pool: p.Name, NIC: n, Err: err})
+			ps.Conflicts = append(ps.Conflicts, SyncConflict{Pool: p.Name, NIC: *n, Err: err})
 			continue
 		}
 		a := Allocation{Pool: p.Name, MAC: cloneMAC(n.MAC), Prefix: free[i], State: StateActive, Since: now,

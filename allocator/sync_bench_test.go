@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -58,6 +59,31 @@ func (p *peakMemory) report(b *testing.B) {
 	b.ReportMetric(float64(p.sys)/(1<<20), "peak-sys-MB")
 }
 
+// cpuTime is the CPU time (user and system) the process has used so far.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// cpuMeter sums the process's CPU time over the timed parts of a
+// benchmark: start and stop it with the timer.
+type cpuMeter struct {
+	total time.Duration
+	from  time.Duration
+}
+
+func (m *cpuMeter) start(b *testing.B) { m.from = cpuTime(b) }
+func (m *cpuMeter) stop(b *testing.B)  { m.total += cpuTime(b) - m.from }
+
+// report adds cpu-s/op: the CPU seconds of all the process's threads
+// (the fake's included) per operation.
+func (m *cpuMeter) report(b *testing.B) {
+	b.ReportMetric(m.total.Seconds()/float64(b.N), "cpu-s/op")
+}
+
 // BenchmarkSync100k syncs 100,000 synthetic VMs (110,000 NICs; each VM's
 // default NIC qualifies, 99,900 get a prefix: every thousandth VM is
 // Destroyed) over 4 pods from the fake CloudStack, through the real client
@@ -70,7 +96,8 @@ func (p *peakMemory) report(b *testing.B) {
 // The fake runs in the same process, so time and memory include its work
 // of generating the pages. peak-heap-MB is the peak of the heap's objects
 // (live and not yet swept), peak-sys-MB the peak of all memory the Go
-// runtime had mapped, both sampled every 5 ms.
+// runtime had mapped, both sampled every 5 ms; cpu-s/op the CPU time of
+// the whole process (user and system, every thread) per sync.
 func BenchmarkSync100k(b *testing.B) {
 	const pods, vms = 4, 100_000
 	fake := cloudstacktest.NewServer(csKey, csSecret)
@@ -98,7 +125,10 @@ func BenchmarkSync100k(b *testing.B) {
 	}
 
 	b.Run("initial", func(b *testing.B) {
-		var peak *peakMemory
+		var (
+			peak *peakMemory
+			cpu  cpuMeter
+		)
 		for b.Loop() {
 			b.StopTimer()
 			st := open(b)
@@ -107,7 +137,9 @@ func BenchmarkSync100k(b *testing.B) {
 				peak = startPeakMemory()
 			}
 			b.StartTimer()
+			cpu.start(b)
 			rep, err := st.Sync(b.Context(), pools, c, allocator.SyncOptions{})
+			cpu.stop(b)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -117,6 +149,7 @@ func BenchmarkSync100k(b *testing.B) {
 			b.StartTimer()
 		}
 		peak.report(b)
+		cpu.report(b)
 		b.ReportMetric(float64(vms)*float64(b.N)/b.Elapsed().Seconds(), "VMs/s")
 	})
 
@@ -128,14 +161,18 @@ func BenchmarkSync100k(b *testing.B) {
 		}
 		runtime.GC()
 		peak := startPeakMemory()
+		var cpu cpuMeter
 		for b.Loop() {
+			cpu.start(b)
 			rep, err := st.Sync(b.Context(), pools, c, allocator.SyncOptions{})
+			cpu.stop(b)
 			if err != nil {
 				b.Fatal(err)
 			}
 			check(b, rep, 0, vms-vms/1000)
 		}
 		peak.report(b)
+		cpu.report(b)
 		b.ReportMetric(float64(vms)*float64(b.N)/b.Elapsed().Seconds(), "VMs/s")
 	})
 }

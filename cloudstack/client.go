@@ -83,7 +83,10 @@ type Client struct {
 	fallbacks atomic.Uint64
 }
 
-var _ allocator.Inventory = (*Client)(nil)
+var (
+	_ allocator.Inventory   = (*Client)(nil)
+	_ allocator.VMInventory = (*Client)(nil)
+)
 
 // New returns a client for the API endpoint apiURL (e.g.
 // https://cloud.example.com/client/api) with the user's API key and secret
@@ -174,12 +177,54 @@ func (c *Client) ListPodNICs(ctx context.Context, podID string) ([]NIC, error) {
 		// the request could only get 401.
 		return nil, fmt.Errorf("cloudstack: pod id %q: contains \"~\", which cloudstack-go v2.19.0 signs wrongly (see the package doc); a CloudStack pod id is a UUID", podID)
 	}
+	return c.list(ctx, podID, nil)
+}
+
+// MaxIDsPerCall is how many VM ids ListVMNICs names in one
+// listVirtualMachines call (ids=…): 100 UUIDs make a URL of about 4 KB.
+const MaxIDsPerCall = 100
+
+// ListVMNICs returns every NIC of the VMs of vmIDs that CloudStack lists
+// in the pod (listVirtualMachines podid=… ids=… listall=true
+// details=nics), VMs of every state included: a VM of another pod, or
+// one that no longer exists, is not listed. It names at most
+// MaxIDsPerCall VMs a call, and fails as ListPodNICs fails: a listing is
+// complete or an error. It implements allocator.VMInventory, for the
+// targeted syncs of CloudStack's events.
+func (c *Client) ListVMNICs(ctx context.Context, podID string, vmIDs []string) ([]NIC, error) {
+	if c.err != nil {
+		return nil, c.err
+	}
+	if podID == "" {
+		return nil, errors.New("cloudstack: empty pod id")
+	}
+	for _, id := range append([]string{podID}, vmIDs...) {
+		if id == "" || strings.ContainsAny(id, "~,") {
+			// "~" is signed wrongly by cloudstack-go; "," would split the
+			// list of ids.
+			return nil, fmt.Errorf("cloudstack: id %q: not a CloudStack UUID", id)
+		}
+	}
+	var nics []NIC
+	for start := 0; start < len(vmIDs); start += MaxIDsPerCall {
+		part, err := c.list(ctx, podID, vmIDs[start:min(start+MaxIDsPerCall, len(vmIDs))])
+		if err != nil {
+			return nil, err
+		}
+		nics = append(nics, part...)
+	}
+	return nics, nil
+}
+
+// list reads a complete listing of the pod, of only the VMs of ids when
+// ids is not nil, restarting it when it changed while read.
+func (c *Client) list(ctx context.Context, podID string, ids []string) ([]NIC, error) {
 	// A library client per call: it is cheap (no connection of its own),
 	// and its transport carries this call's context.
 	tr := &transport{base: c.base, ctx: ctx, timeout: c.timeout, endpoint: c.endpoint}
 	lib := cs.NewClient(c.endpoint, c.apiKey, c.secretKey, true, cs.WithHTTPClient(&http.Client{Transport: tr}))
 	for attempt := 0; ; attempt++ {
-		nics, err := c.listPod(lib, tr, podID)
+		nics, err := c.listPod(lib, tr, podID, ids)
 		if err == nil || !errors.Is(err, ErrInconsistent) || attempt >= c.restarts {
 			if err != nil && attempt > 0 {
 				err = fmt.Errorf("%w (after %d attempts)", err, attempt+1)
@@ -192,7 +237,7 @@ func (c *Client) ListPodNICs(ctx context.Context, podID string) ([]NIC, error) {
 }
 
 // listPod reads one listing of the pod, page by page.
-func (c *Client) listPod(lib *cs.CloudStackClient, tr *transport, podID string) ([]NIC, error) {
+func (c *Client) listPod(lib *cs.CloudStackClient, tr *transport, podID string, ids []string) ([]NIC, error) {
 	var (
 		nics  []NIC
 		seen  map[string]struct{}
@@ -203,16 +248,16 @@ func (c *Client) listPod(lib *cs.CloudStackClient, tr *transport, podID string) 
 			return fmt.Errorf("cloudstack: pod %s: %s page %d: %w", podID, cmdListVMs, page, err)
 		}
 		start := time.Now()
-		p, ex, err := c.fetchPage(lib, tr, podID, page)
+		p, ex, err := c.fetchPage(lib, tr, podID, ids, page)
 		if err != nil {
 			return nil, fail(err)
 		}
 		c.log.Debug("cloudstack: page read", "pod", podID, "page", page,
-			"vms", len(p.VirtualMachines), "count", p.Count, "bytes", ex.bytes, "took", time.Since(start))
+			"vms", len(p.VMs), "count", p.Count, "bytes", ex.bytes, "took", time.Since(start))
 		if ex.libErr != nil {
 			c.fallbacks.Add(1)
 			c.log.Warn("cloudstack: cloudstack-go cannot decode the page; read the fields this package needs with the fallback decoder",
-				"pod", podID, "page", page, "vms", len(p.VirtualMachines), "err", ex.libErr)
+				"pod", podID, "page", page, "vms", len(p.VMs), "err", ex.libErr)
 		}
 		if ex.edited > 0 {
 			c.log.Debug("cloudstack: extradhcpoption or vnfnics values the library cannot decode were dropped",
@@ -220,8 +265,8 @@ func (c *Client) listPod(lib *cs.CloudStackClient, tr *transport, podID string) 
 		}
 		if page == 1 {
 			count = p.Count
-			if count < 0 || (count == 0 && len(p.VirtualMachines) > 0) {
-				return nil, fail(fmt.Errorf("%w: count %d with %d VMs", ErrBadResponse, count, len(p.VirtualMachines)))
+			if count < 0 || (count == 0 && len(p.VMs) > 0) {
+				return nil, fail(fmt.Errorf("%w: count %d with %d VMs", ErrBadResponse, count, len(p.VMs)))
 			}
 			// Sized for the count, within reason: a count is not a promise.
 			hint := min(count, 1<<20)
@@ -230,13 +275,13 @@ func (c *Client) listPod(lib *cs.CloudStackClient, tr *transport, podID string) 
 		} else if p.Count != count {
 			return nil, fail(fmt.Errorf("%w: count %d on page 1, %d on page %d", ErrInconsistent, count, p.Count, page))
 		}
-		if len(p.VirtualMachines) == 0 {
+		if len(p.VMs) == 0 {
 			if count == 0 {
 				return nil, nil // the empty listing, {"listvirtualmachinesresponse":{}}
 			}
 			return nil, fail(fmt.Errorf("%w: read %d of %d VMs", ErrIncomplete, len(seen), count))
 		}
-		for i, vm := range p.VirtualMachines {
+		for i, vm := range p.VMs {
 			if vm == nil || vm.Id == "" {
 				return nil, fail(fmt.Errorf("%w: VM %d of the page has no id", ErrBadResponse, i))
 			}
@@ -257,9 +302,12 @@ func (c *Client) listPod(lib *cs.CloudStackClient, tr *transport, podID string) 
 
 // fetchPage has cloudstack-go list one page. The transport's record of the
 // answer, not the library's flattened error, says what went wrong.
-func (c *Client) fetchPage(lib *cs.CloudStackClient, tr *transport, podID string, page int) (*cs.ListVirtualMachinesResponse, exchange, error) {
+func (c *Client) fetchPage(lib *cs.CloudStackClient, tr *transport, podID string, ids []string, page int) (*vmPage, exchange, error) {
 	p := lib.VirtualMachine.NewListVirtualMachinesParams()
 	p.SetPodid(podID)
+	if ids != nil {
+		p.SetIds(ids)
+	}
 	p.SetListall(true)
 	p.SetDetails([]string{"nics"})
 	p.SetPage(page)
@@ -287,15 +335,17 @@ func (c *Client) fetchPage(lib *cs.CloudStackClient, tr *transport, podID string
 				ErrBadResponse, ex.status, err, ferr)
 		}
 		ex.libErr = err
-		return r, ex, nil
+		return pageFromLibrary(r), ex, nil
+	case ex.page != nil:
+		return ex.page, ex, nil // read by the transport
 	case r == nil:
 		return nil, ex, fmt.Errorf("%w: HTTP %d: cloudstack-go returned no page", ErrBadResponse, ex.status)
 	}
-	return r, ex, nil
+	return pageFromLibrary(r), ex, nil
 }
 
 // appendNICs appends the NICs of one VM.
-func (c *Client) appendNICs(nics []NIC, podID string, vm *cs.VirtualMachine) []NIC {
+func (c *Client) appendNICs(nics []NIC, podID string, vm *neededVM) []NIC {
 	var created time.Time
 	if vm.Created != "" {
 		t, err := time.Parse(DateLayout, vm.Created)

@@ -471,3 +471,45 @@ func TestListPodNICsMalformedCounts(t *testing.T) {
 		})
 	}
 }
+
+// ListVMNICs lists only the VMs asked for, in the pod asked for, naming at
+// most MaxIDsPerCall of them a call; a VM CloudStack does not list is
+// simply absent.
+func TestListVMNICs(t *testing.T) {
+	fake := newFake(t)
+	c := newClient(fake, Options{})
+	all, err := c.ListPodNICs(t.Context(), podA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{all[0].VMID: true, all[1].VMID: true}
+	fake.ResetCalls()
+	ask := []string{all[0].VMID, all[1].VMID, "5b0c0e3e-0000-4000-8000-000000000000"}
+	for i := range 2 * MaxIDsPerCall {
+		ask = append(ask, fmt.Sprintf("00000000-0000-4000-8000-%012d", i))
+	}
+	nics, err := c.ListVMNICs(t.Context(), podA, ask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, n := range nics {
+		if !want[n.VMID] {
+			t.Errorf("NIC of VM %s listed", n.VMID)
+		}
+		got = append(got, describe(n))
+	}
+	diffLines(t, got, fixtureNICs[:4]) // web-01's NIC and db-01's three
+	calls := fake.Calls()
+	if len(calls) != 3 {
+		t.Fatalf("%d calls, want 3 (%d ids, %d a call)", len(calls), len(ask), MaxIDsPerCall)
+	}
+	for _, call := range calls {
+		if call.Pod != podA || len(strings.Split(call.Params.Get("ids"), ",")) > MaxIDsPerCall || call.Params.Get("listall") != "true" {
+			t.Errorf("call %+v", call.Params)
+		}
+	}
+	if _, err := c.ListVMNICs(t.Context(), podA, []string{"a,b"}); err == nil {
+		t.Error("an id with a comma was sent")
+	}
+}

@@ -10,9 +10,11 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	cs "github.com/apache/cloudstack-go/v2/cloudstack"
 )
@@ -39,11 +41,20 @@ import (
 //     declares []string and fails the whole page), and, only when the page
 //     does not parse otherwise, replaces raw control bytes by spaces (see
 //     scrubControlBytes). Every other byte reaches the library unchanged;
-//  5. keeps that listing until the next request, so that a page the library
-//     still cannot decode – some other field of an unexpected JSON type,
-//     which makes encoding/json fail the whole page – is decoded again by
-//     decodeNeeded, into only the fields this package reads (see
-//     Client.fetchPage, which logs and counts each such page).
+//  5. reads, in the same pass, the fields this package needs (pageReader):
+//     the library is then handed an empty listing to decode, and
+//     Client.fetchPage takes the transport's page. cloudstack-go builds,
+//     signs and sends every request, and pages; it no longer decodes the
+//     500 VMs of a page with reflection into its 200-field structs, which
+//     cost most of a sync's CPU (docs/BENCHMARKS.md);
+//  6. when pageReader cannot read a page (a field this package needs of an
+//     unexpected type, and the rare shapes listed at pageReader), hands the
+//     library the listing itself, as before, and keeps it until the next
+//     request, so that a page the library still cannot decode – some other
+//     field of an unexpected JSON type, which makes encoding/json fail the
+//     whole page – is decoded again by decodeNeeded, into only the fields
+//     this package reads (see Client.fetchPage, which logs and counts each
+//     such page).
 
 // transport carries one ListPodNICs call: the library client that uses it
 // is made per call, so ctx is the call's.
@@ -56,6 +67,9 @@ type transport struct {
 	mu   sync.Mutex
 	last exchange
 	buf  bytes.Buffer
+	// strs shares the strings that repeat from VM to VM over the pages of
+	// one listing (states, network ids, VLAN URIs, CIDRs).
+	strs interner
 }
 
 // exchange is what the transport saw of one request.
@@ -71,6 +85,10 @@ type exchange struct {
 	// body is the listing handed to the library (nil unless err is nil).
 	// It may share the transport's buffer: valid until the next request.
 	body []byte
+	// page is the listing as pageReader read it during the check; when
+	// set, the library was handed an empty listing instead of body, and
+	// fetchPage takes page.
+	page *vmPage
 	// libErr is the library's error on a page that decodeNeeded read
 	// instead (set by Client.fetchPage, not by the transport).
 	libErr error
@@ -100,7 +118,7 @@ func (t *transport) record(ex exchange) {
 
 // RoundTrip implements http.RoundTripper.
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	command := req.URL.Query().Get("command")
+	command := commandOf(req)
 	rctx, cancel := context.WithTimeout(t.ctx, t.timeout)
 	defer cancel()
 	req = req.Clone(rctx)
@@ -141,7 +159,15 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		t.last = ex
 		return nil, err
 	}
-	body, page := checkListing(command, resp.StatusCode, buf.Bytes())
+	var (
+		body []byte
+		page pageCheck
+	)
+	if command == cmdListVMs {
+		body, page = checkListingInterned(command, resp.StatusCode, buf.Bytes(), &t.strs)
+	} else {
+		body, page = checkAnswer(command, resp.StatusCode, buf.Bytes())
+	}
 	ex.apiErr, ex.err, ex.edited = page.apiErr, page.err, page.edited
 	t.last = ex
 	if ex.err != nil {
@@ -150,6 +176,11 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// The library reads the body before the next request: the buffer can
 	// be reused then. So can t.last.body, which fetchPage reads at once.
 	t.last.body = body
+	if page.page != nil {
+		// Read already: the library only has to see a listing.
+		t.last.page = page.page
+		body = emptyListing
+	}
 	resp.Body = io.NopCloser(bytes.NewReader(body))
 	resp.ContentLength = int64(len(body))
 	resp.Header.Del("Content-Length")
@@ -192,11 +223,72 @@ func isTimeout(err error) bool {
 
 const listVMsKey = "listvirtualmachinesresponse"
 
+// commandOf returns the API command of a request the library built: in
+// the query of a GET, in the form of a POST (createWebhook, updateWebhook).
+func commandOf(req *http.Request) string {
+	if c := req.URL.Query().Get("command"); c != "" || req.GetBody == nil {
+		return c
+	}
+	rc, err := req.GetBody()
+	if err != nil {
+		return ""
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, 1<<20))
+	if err != nil {
+		return ""
+	}
+	form, err := url.ParseQuery(string(b))
+	if err != nil {
+		return ""
+	}
+	return form.Get("command")
+}
+
+// checkAnswer checks the answer to a command other than
+// listVirtualMachines (the webhook commands): CloudStack's error envelope
+// gives an *APIError; anything but a JSON object with one key, the
+// command's response, gives ErrBadResponse. The body is kept as it is:
+// the client decodes it itself (see webhook.go), since cloudstack-go
+// v2.19.0 declares the webhook answers wrongly.
+func checkAnswer(command string, status int, body []byte) ([]byte, pageCheck) {
+	bad := func(format string, args ...any) ([]byte, pageCheck) {
+		return nil, pageCheck{err: fmt.Errorf("%w: "+format, append([]any{ErrBadResponse}, args...)...)}
+	}
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return bad("HTTP %d, not JSON: %s", status, snippet(trimmed))
+	}
+	scrubControlBytes(trimmed) // an answer other than a listing is small
+	if e := decodeAPIError(command, status, trimmed); e != nil {
+		return nil, pageCheck{apiErr: e, err: e}
+	}
+	if status < 200 || status > 299 {
+		return bad("HTTP %d without a CloudStack error: %s", status, snippet(trimmed))
+	}
+	var env map[string]json.RawMessage
+	if err := json.Unmarshal(trimmed, &env); err != nil {
+		return bad("invalid JSON: %v", err)
+	}
+	want := strings.ToLower(command) + "response"
+	if len(env) != 1 || env[want] == nil {
+		return bad("no %q alone in answer: %s", want, snippet(trimmed))
+	}
+	return trimmed, pageCheck{}
+}
+
+// emptyListing is what the library decodes when the transport has read
+// the page itself.
+var emptyListing = []byte(`{"` + listVMsKey + `":{}}`)
+
 // pageCheck is what checkListing found.
 type pageCheck struct {
 	apiErr *APIError
 	err    error
 	edited int
+	// page is the listing's fields this package reads, when pageReader
+	// could read them (see walkListing); nil otherwise.
+	page *vmPage
 }
 
 // checkListing checks one answer to command (listVirtualMachines) and
@@ -206,6 +298,12 @@ type pageCheck struct {
 // *APIError for CloudStack's error envelope, an error wrapping
 // ErrBadResponse for anything else.
 func checkListing(command string, status int, body []byte) ([]byte, pageCheck) {
+	return checkListingInterned(command, status, body, nil)
+}
+
+// checkListingInterned is checkListing sharing repeated strings through
+// strs (nil: none shared).
+func checkListingInterned(command string, status int, body []byte, strs *interner) ([]byte, pageCheck) {
 	bad := func(format string, args ...any) ([]byte, pageCheck) {
 		return nil, pageCheck{err: fmt.Errorf("%w: "+format, append([]any{ErrBadResponse}, args...)...)}
 	}
@@ -223,9 +321,9 @@ func checkListing(command string, status int, body []byte) ([]byte, pageCheck) {
 		return bad("HTTP %d without a CloudStack error: %s", status, snippet(trimmed))
 	}
 
-	w, err := walkListing(trimmed)
+	w, err := walkListingInterned(trimmed, strs)
 	if err != nil && scrubControlBytes(trimmed) {
-		w, err = walkListing(trimmed)
+		w, err = walkListingInterned(trimmed, strs)
 	}
 	var se *scanError
 	switch {
@@ -260,7 +358,7 @@ func checkListing(command string, status int, body []byte) ([]byte, pageCheck) {
 			return apiError(&e)
 		}
 	}
-	return w.apply(trimmed), pageCheck{edited: len(w.edits)}
+	return w.apply(trimmed), pageCheck{edited: len(w.edits), page: w.page}
 }
 
 // neededPage is a listVirtualMachines page reduced to the fields this
@@ -427,6 +525,9 @@ type listingWalk struct {
 	errorCode, csErrorCode, errorText []byte
 	// edits are the spans [start, end) of the values to replace by null.
 	edits [][2]int
+	// page holds the fields this package reads, decoded on the way
+	// (see pageReader); nil when they cannot be read that way.
+	page *vmPage
 }
 
 // apply returns b with the edits made; b itself when there are none.
@@ -463,9 +564,14 @@ const maxDepth = 10000
 // keys match case-insensitively, as encoding/json matches them to the
 // library's fields. It allocates nothing per value: a page of 500 VMs is
 // read in one pass.
-func walkListing(b []byte) (*listingWalk, error) {
+func walkListing(b []byte) (*listingWalk, error) { return walkListingInterned(b, nil) }
+
+// walkListingInterned is walkListing with the strings that repeat shared
+// through strs (nil: none shared).
+func walkListingInterned(b []byte, strs *interner) (*listingWalk, error) {
 	w := &listingWalk{}
 	s := &scanner{b: b}
+	pr := &pageReader{s: s, page: &vmPage{}, strs: strs}
 	s.ws()
 	if s.peek() != '{' {
 		if err := s.value(); err != nil {
@@ -483,31 +589,10 @@ func walkListing(b []byte) (*listingWalk, error) {
 		w.respObject = true
 		return s.object(func(key []byte) error {
 			switch {
-			case keyIs(key, "virtualmachine") && s.peek() == '[':
-				return s.array(func() error {
-					if s.peek() != '{' {
-						return s.value()
-					}
-					return s.object(func(key []byte) error {
-						switch {
-						case keyIs(key, "vnfnics"):
-							return s.stringList(w)
-						case keyIs(key, "nic") && s.peek() == '[':
-							return s.array(func() error {
-								if s.peek() != '{' {
-									return s.value()
-								}
-								return s.object(func(key []byte) error {
-									if keyIs(key, "extradhcpoption") {
-										return s.stringList(w)
-									}
-									return s.value()
-								})
-							})
-						}
-						return s.value()
-					})
-				})
+			case keyIs(key, "virtualmachine"):
+				return pr.vms(w)
+			case keyIs(key, "count"):
+				return pr.count()
 			case keyIs(key, "errorcode"):
 				return s.raw(&w.errorCode)
 			case keyIs(key, "cserrorcode"):
@@ -524,7 +609,330 @@ func walkListing(b []byte) (*listingWalk, error) {
 	if s.i < len(b) {
 		return nil, s.errorf("invalid character %q after top-level value", b[s.i])
 	}
+	if !pr.off && w.hasResp && w.respObject && w.keys == 1 {
+		w.page = pr.page
+	}
 	return w, nil
+}
+
+// vmPage is a listVirtualMachines page reduced to the fields this package
+// reads: what listPod and appendNICs take, whichever decoder read it.
+type vmPage struct {
+	Count int
+	VMs   []*neededVM
+}
+
+// pageFromLibrary keeps of a page the library (or decodeNeeded) decoded
+// the fields this package reads.
+func pageFromLibrary(r *cs.ListVirtualMachinesResponse) *vmPage {
+	p := &vmPage{Count: r.Count}
+	if r.VirtualMachines != nil {
+		p.VMs = make([]*neededVM, len(r.VirtualMachines))
+	}
+	for i, vm := range r.VirtualMachines {
+		if vm == nil {
+			continue
+		}
+		v := &neededVM{Id: vm.Id, Name: vm.Name, State: vm.State, Created: vm.Created}
+		if vm.Nic != nil {
+			v.Nic = make([]neededNIC, len(vm.Nic))
+		}
+		for j, n := range vm.Nic {
+			v.Nic[j] = neededNIC{Id: n.Id, Macaddress: n.Macaddress, Networkid: n.Networkid, Broadcasturi: n.Broadcasturi,
+				Isolationuri: n.Isolationuri, Isdefault: n.Isdefault, Ip6address: n.Ip6address, Ip6cidr: n.Ip6cidr}
+		}
+		p.VMs[i] = v
+	}
+	return p
+}
+
+// pageReader decodes, during walkListing's one pass over a listing, the
+// fields this package reads (neededVM, neededNIC, count) and skips every
+// other value unread: no map, no reflection, one string per field kept.
+// It gives each field the value encoding/json would give it in the
+// library's types (keys matched case-insensitively, the last of
+// duplicate keys winning, null leaving a field as it is, strings
+// unescaped as encoding/json unescapes them), which FuzzCheckListing
+// checks against decodeNeeded. Whatever it cannot decode that way – a
+// needed field of an unexpected JSON type, a VM that is neither an object
+// nor null, a key repeated where encoding/json would merge two lists, a VM
+// the library would re-encode (success a string, ostypeid a number) – turns
+// it off, and the page goes to the library as before (and, if the library
+// fails on it, to decodeNeeded), so that every error stays the library's.
+type pageReader struct {
+	s    *scanner
+	page *vmPage
+	strs *interner
+	off  bool
+	// vmsSeen is set once virtualmachine was read.
+	vmsSeen bool
+}
+
+// count reads the page's count as encoding/json reads an int.
+func (r *pageReader) count() error {
+	s := r.s
+	switch c := s.peek(); {
+	case c == 'n':
+		return s.value()
+	case c == '-' || ('0' <= c && c <= '9'):
+		start := s.i
+		if err := s.number(); err != nil {
+			return err
+		}
+		n, err := strconv.ParseInt(string(s.b[start:s.i]), 10, 0)
+		if err != nil {
+			r.off = true
+			return nil
+		}
+		r.page.Count = int(n)
+		return nil
+	}
+	r.off = true
+	return s.value()
+}
+
+// vms reads the virtualmachine list.
+func (r *pageReader) vms(w *listingWalk) error {
+	s := r.s
+	if r.vmsSeen {
+		r.off = true // encoding/json would decode into the list already read
+	}
+	r.vmsSeen = true
+	switch s.peek() {
+	case 'n':
+		r.page.VMs = nil
+		return s.value()
+	case '[':
+	default:
+		r.off = true
+		return s.value()
+	}
+	vms := make([]*neededVM, 0, 16)
+	err := s.array(func() error {
+		switch s.peek() {
+		case 'n':
+			vms = append(vms, nil)
+			return s.value()
+		case '{':
+		default:
+			r.off = true
+			return s.value()
+		}
+		vm := &neededVM{}
+		vms = append(vms, vm)
+		return r.vm(w, vm)
+	})
+	r.page.VMs = vms
+	return err
+}
+
+// vm reads one VM object.
+func (r *pageReader) vm(w *listingWalk, vm *neededVM) error {
+	s := r.s
+	nicSeen := false
+	return s.object(func(key []byte) error {
+		switch name := fieldName(key, vmFields); name {
+		case "vnfnics":
+			return s.stringList(w)
+		case "nic":
+			if nicSeen {
+				r.off = true
+			}
+			nicSeen = true
+			return r.nics(w, vm)
+		case "id":
+			return r.str(&vm.Id)
+		case "name":
+			return r.str(&vm.Name)
+		case "state":
+			return r.shared(&vm.State)
+		case "created":
+			return r.str(&vm.Created)
+		case "success", "ostypeid":
+			// The library re-encodes a VM whose success is a string or
+			// whose ostypeid is a number, which resolves duplicate keys
+			// differently: leave such pages to it.
+			c := s.peek()
+			if exactKey(key, name) && ((name == "success" && c == '"') || (name == "ostypeid" && (c == '-' || ('0' <= c && c <= '9')))) {
+				r.off = true
+			}
+		}
+		return s.value()
+	})
+}
+
+// nics reads a VM's nic list.
+func (r *pageReader) nics(w *listingWalk, vm *neededVM) error {
+	s := r.s
+	switch s.peek() {
+	case 'n':
+		vm.Nic = nil
+		return s.value()
+	case '[':
+	default:
+		r.off = true
+		return s.value()
+	}
+	nics := make([]neededNIC, 0, 2)
+	err := s.array(func() error {
+		nics = append(nics, neededNIC{})
+		switch s.peek() {
+		case 'n':
+			return s.value()
+		case '{':
+		default:
+			r.off = true
+			return s.value()
+		}
+		n := &nics[len(nics)-1]
+		return s.object(func(key []byte) error {
+			switch fieldName(key, nicFields) {
+			case "extradhcpoption":
+				return s.stringList(w)
+			case "id":
+				return r.str(&n.Id)
+			case "macaddress":
+				return r.str(&n.Macaddress)
+			case "networkid":
+				return r.shared(&n.Networkid)
+			case "broadcasturi":
+				return r.shared(&n.Broadcasturi)
+			case "isolationuri":
+				return r.shared(&n.Isolationuri)
+			case "ip6address":
+				return r.str(&n.Ip6address)
+			case "ip6cidr":
+				return r.shared(&n.Ip6cidr)
+			case "isdefault":
+				switch s.peek() {
+				case 't':
+					n.Isdefault = true
+				case 'f':
+					n.Isdefault = false
+				case 'n':
+				default:
+					r.off = true
+				}
+			}
+			return s.value()
+		})
+	})
+	vm.Nic = nics
+	return err
+}
+
+// shared is str for a field whose values repeat from VM to VM: one string
+// per value, shared through the listing's interner.
+func (r *pageReader) shared(dst *string) error {
+	s := r.s
+	if r.strs == nil || s.peek() != '"' {
+		return r.str(dst)
+	}
+	start := s.i
+	raw, err := s.str()
+	if err != nil {
+		return err
+	}
+	if bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
+		*dst = r.strs.get(raw)
+		return nil
+	}
+	if json.Unmarshal(s.b[start:s.i], dst) != nil {
+		r.off = true
+	}
+	return nil
+}
+
+// interner hands out one string per distinct value, up to maxInterned
+// values (then new strings, so that memory stays bounded whatever the
+// listing holds).
+type interner struct {
+	m map[string]string
+}
+
+const maxInterned = 4096
+
+func (in *interner) get(b []byte) string {
+	if s, ok := in.m[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if in.m == nil {
+		in.m = make(map[string]string)
+	}
+	if len(in.m) < maxInterned {
+		in.m[s] = s
+	}
+	return s
+}
+
+// str reads a string field as encoding/json does: null leaves it as it
+// is; escapes and invalid UTF-8 are decoded by encoding/json itself.
+func (r *pageReader) str(dst *string) error {
+	s := r.s
+	switch s.peek() {
+	case 'n':
+		return s.value()
+	case '"':
+	default:
+		r.off = true
+		return s.value()
+	}
+	start := s.i
+	raw, err := s.str()
+	if err != nil {
+		return err
+	}
+	if bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
+		*dst = string(raw)
+		return nil
+	}
+	if json.Unmarshal(s.b[start:s.i], dst) != nil {
+		r.off = true
+	}
+	return nil
+}
+
+// The keys pageReader reads, in a VM and in a NIC.
+var (
+	vmFields  = []string{"vnfnics", "nic", "id", "name", "state", "created", "success", "ostypeid"}
+	nicFields = []string{"extradhcpoption", "id", "macaddress", "networkid", "broadcasturi", "isolationuri", "ip6address", "ip6cidr", "isdefault"}
+)
+
+// fieldName returns the name of fields that the raw key names, matched as
+// encoding/json matches keys to fields (case-insensitively), or "". A key
+// that is lower-case ASCII without escapes, as CloudStack writes them all,
+// is compared once.
+func fieldName(raw []byte, fields []string) string {
+	plain := true
+	for _, c := range raw {
+		if ('A' <= c && c <= 'Z') || c >= 0x80 || c == '\\' {
+			plain = false
+			break
+		}
+	}
+	for _, f := range fields {
+		if plain {
+			if string(raw) == f {
+				return f
+			}
+		} else if keyIs(raw, f) {
+			return f
+		}
+	}
+	return ""
+}
+
+// exactKey reports whether the raw key, unescaped, is name exactly (as a
+// key of the map the library decodes a VM into).
+func exactKey(raw []byte, name string) bool {
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return string(raw) == name
+	}
+	var k string
+	q := make([]byte, 0, len(raw)+2)
+	q = append(append(append(q, '"'), raw...), '"')
+	return json.Unmarshal(q, &k) == nil && k == name
 }
 
 // keyIs reports whether the raw key (the bytes between the quotes)

@@ -340,8 +340,22 @@ func FuzzCheckListing(f *testing.F) {
 				assertOnlyWorkaroundFieldsChanged(t, in, out)
 			}
 			assertNeededAgrees(t, out)
+			assertPageAgrees(t, out, pc)
+			// Sharing strings changes no value.
+			var strs interner
+			_, ipc := checkListingInterned(cmdListVMs, status, bytes.Clone(in), &strs)
+			if !reflect.DeepEqual(ipc.page, pc.page) {
+				t.Fatalf("interned page differs: %s\n%s", dumpPageOrNil(ipc.page), dumpPageOrNil(pc.page))
+			}
 		}
 	})
+}
+
+func dumpPageOrNil(p *vmPage) string {
+	if p == nil {
+		return "<nil>"
+	}
+	return dumpPage(p)
 }
 
 // syntheticPage is a listVirtualMachines page of 500 synthetic VMs (about

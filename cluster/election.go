@@ -30,6 +30,10 @@ func TablePrefix(prefix string) string { return prefix + "table/" }
 // ElectionPrefix is where the syncer is elected, under the cluster prefix.
 func ElectionPrefix(prefix string) string { return prefix + "cluster/syncer/" }
 
+// EventsPrefix is where a server hands the webhook events it received
+// over to the syncer.
+func EventsPrefix(prefix string) string { return prefix + "cluster/events/" }
+
 // HoldPrefix is where a one-off command (Lead) asks the serving servers to
 // step aside: while a key lies there, no server campaigns, and a syncer
 // resigns.

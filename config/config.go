@@ -73,6 +73,9 @@ type Config struct {
 	HTTP       HTTP       `mapstructure:"http"`
 	// Cluster, when it names etcd, keeps the table there (docs/ha.md).
 	Cluster Cluster `mapstructure:"cluster"`
+	// Webhook is the listener for CloudStack's webhook deliveries
+	// (webhook.go).
+	Webhook Webhook `mapstructure:"webhook"`
 	// Control is the control socket the CLI's write commands reach a
 	// running serve through.
 	Control Control `mapstructure:"control"`
@@ -214,6 +217,9 @@ type Problem struct {
 	Key   string
 	Value any
 	Msg   string
+	// Safe marks a problem of a secret key whose Msg the validator wrote
+	// without quoting the value (it is nil): Msg is shown.
+	Safe bool
 }
 
 // SecretKey reports whether key (a key path or its last segment) names a
@@ -229,7 +235,7 @@ func SecretKey(key string) bool {
 }
 
 func (p Problem) String() string {
-	if SecretKey(p.Key) && (p.Value != nil || p.Msg != unknownKeyMsg) {
+	if SecretKey(p.Key) && (p.Value != nil || (p.Msg != unknownKeyMsg && !p.Safe)) {
 		// The value, and the decoder's message, may quote the secret.
 		return fmt.Sprintf("%s: %q: invalid value (not shown: a secret); a string is expected", p.Key, "(set)")
 	}
@@ -328,7 +334,10 @@ func Parse(path string, data []byte) (*Config, error) {
 	}
 	c.Cluster.applyDefaults()
 	probs := decoded
-	for _, p := range slices.Concat(durationProblems(v), c.validate(), c.Cluster.problems(), c.validateLimits(), c.validateRanges()) {
+	if c.Webhook.Listen != "" && !intervalGiven(v) {
+		c.API.Interval = DefaultAPIIntervalWebhook
+	}
+	for _, p := range slices.Concat(durationProblems(v), c.validate(), c.Cluster.problems(), c.validateLimits(), c.validateRanges(), c.validateWebhook()) {
 		// A key that did not decode is reported once, by the decoder.
 		if !covered(p.Key, failed) {
 			probs = append(probs, p)
@@ -380,6 +389,10 @@ var defaults = []struct {
 	{"cluster.lease-ttl", DefaultClusterLeaseTTL.String()},
 	{"cluster.timeout", DefaultClusterTimeout.String()},
 	{"cluster.max-txn-ops", DefaultClusterMaxTxnOps},
+	{"webhook.listen", ""},
+	{"webhook.secret", ""},
+	{"webhook.cert-file", ""},
+	{"webhook.key-file", ""},
 }
 
 // mapKey writes mapstructure's mapping[pod] as mapping.pod, as in the file.

@@ -43,6 +43,10 @@ type clusterRun struct {
 	leader   prometheus.Gauge
 	// snap asks the snapshot loop for a new local snapshot.
 	snap chan struct{}
+	// handover queues the webhook events for the syncer (handover.go);
+	// handoverFull says some did not fit.
+	handover     chan handedEvent
+	handoverFull atomic.Bool
 }
 
 // snapshotEvery is the least time between two local snapshots, and
@@ -79,6 +83,9 @@ func (c *clusterRun) lead(ctx context.Context, f cluster.Fence) {
 		c.leader.Set(0)
 		c.table.SetFence(nil)
 	}()
+	taken := make(chan struct{})
+	go func() { defer close(taken); c.takeHandedOver(ctx) }()
+	defer func() { <-taken }()
 	c.syncer.Run(ctx)
 }
 
@@ -88,7 +95,10 @@ func (c *clusterRun) lead(ctx context.Context, f cluster.Fence) {
 func (c *clusterRun) follow(ctx context.Context) {
 	ch, stop := c.table.Changes()
 	defer stop()
-	loaded := c.table.Revision()
+	// The table in force was loaded before this subscription: a change
+	// committed in between published nothing to it. Load once now.
+	loaded := int64(-1)
+	c.reloadTable(&loaded)
 	for {
 		select {
 		case <-ctx.Done():
@@ -103,22 +113,28 @@ func (c *clusterRun) follow(ctx context.Context) {
 			if ch1.Revision <= loaded && !ch1.Reload {
 				continue
 			}
-			c.swapMu.Lock()
-			rev := c.table.Revision()
-			tbl, err := c.d.loadTable(c.cfg.Load())
-			if err == nil {
-				c.live.Swap(tbl)
-				loaded = rev
-			}
-			c.swapMu.Unlock()
-			if err != nil {
-				c.d.log.Error("the table changed in etcd but does not load; the old one stays in force", "err", err)
-				continue
-			}
-			c.d.log.Debug("table reloaded from etcd", "revision", rev, "allocations", tbl.Len())
-			c.snapshotSoon()
+			c.reloadTable(&loaded)
 		}
 	}
+}
+
+// reloadTable loads the table from the store's mirror and swaps it in,
+// setting *loaded to the revision it reflects.
+func (c *clusterRun) reloadTable(loaded *int64) {
+	c.swapMu.Lock()
+	rev := c.table.Revision()
+	tbl, err := c.d.loadTable(c.cfg.Load())
+	if err == nil {
+		c.live.Swap(tbl)
+		*loaded = rev
+	}
+	c.swapMu.Unlock()
+	if err != nil {
+		c.d.log.Error("the table changed in etcd but does not load; the old one stays in force", "err", err)
+		return
+	}
+	c.d.log.Debug("table reloaded from etcd", "revision", rev, "allocations", tbl.Len())
+	c.snapshotSoon()
 }
 
 func (c *clusterRun) snapshotSoon() {
@@ -203,7 +219,8 @@ func (c *clusterRun) degraded() string {
 func (c *clusterRun) run(ctx context.Context, version string) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(5)
+	go func() { defer wg.Done(); c.handOver(ctx) }()
 	go func() { defer wg.Done(); c.elector.Run(ctx) }()
 	go func() { defer wg.Done(); c.follow(ctx) }()
 	go func() { defer wg.Done(); c.snapshots(ctx) }()

@@ -25,6 +25,7 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/control"
 	"github.com/cloudstack-pd/cloudstack-pd/httpapi"
 	"github.com/cloudstack-pd/cloudstack-pd/server"
+	"github.com/cloudstack-pd/cloudstack-pd/webhook"
 )
 
 // Deps is what Run is given besides the config: how to open the store,
@@ -69,6 +70,12 @@ type Deps struct {
 	// (state) that the next start answers from if etcd is out of reach;
 	// nil: no snapshot.
 	Snapshot func(st *allocator.Store) (keys int, err error)
+	// WebhookSink, when set, gets the events of the webhook listener
+	// (webhook.listen) instead of this server's own sync loop: in a
+	// cluster, the hand-over to the server that syncs, which calls its
+	// syncer's TriggerVMs. Nil: standalone, the events trigger this
+	// server's targeted and full syncs.
+	WebhookSink webhook.Sink
 }
 
 // Addrs are the addresses a running daemon serves on.
@@ -79,6 +86,9 @@ type Addrs struct {
 	HTTP string
 	// Control is the control socket's path; empty without control.socket.
 	Control string
+	// Webhook is the webhook listener's address; empty without
+	// webhook.listen.
+	Webhook string
 }
 
 // NewLogger builds the slog logger the config's log section asks for.
@@ -235,6 +245,8 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 	if err := httpapi.NewCollectors(reg, live, st, deps.Version); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
+	reloads := httpapi.NewReloadMetrics(reg)
+	reloads.Observe(true, d.clock.Now())
 	rec := server.NewRecorder(st, server.DefaultFlushInterval, log)
 	rec.SetClock(d.clock)
 	reg.MustRegister(rec.Collectors()...)
@@ -258,11 +270,21 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 			return fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
 		}
 	}
+	hookLn, err := listenWebhook(cfg)
+	if err != nil {
+		if httpLn != nil {
+			httpLn.Close()
+		}
+		return err
+	}
 	var ctlLn *control.Listener
 	if cfg.Control.Socket != "" {
 		if ctlLn, err = control.Listen(cfg.Control.Socket); err != nil {
 			if httpLn != nil {
 				httpLn.Close()
+			}
+			if hookLn != nil {
+				hookLn.ln.Close()
 			}
 			return err
 		}
@@ -284,13 +306,6 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 	)
 	current.Store(cfg)
 	syncer := newSyncer(d, live, &current, &swapMu)
-	var syncMetrics *httpapi.SyncMetrics
-	if cfg.API.SyncConfigured() {
-		syncMetrics = httpapi.NewSyncMetrics(reg)
-		syncer.observe = func(outcome string, took time.Duration, rep *allocator.SyncReport, at time.Time) {
-			syncMetrics.Observe(outcome, took, syncChanges(rep), at)
-		}
-	}
 	// In a cluster, the syncer runs only on the elected server, and every
 	// server follows the table in etcd.
 	var cr *clusterRun
@@ -299,6 +314,24 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 			stopRec()
 			<-recDone
 			return err
+		}
+	}
+	// The webhook listener: CloudStack's events trigger targeted syncs (in
+	// a cluster, the syncer's, handed over through etcd).
+	sink := deps.WebhookSink
+	if sink == nil && cr != nil {
+		sink = cr.webhookSink()
+	}
+	hookCtx, stopHook := context.WithCancel(context.Background())
+	hook, hookDone := d.startWebhook(hookCtx, hookLn, cfg, reg, syncer, sink)
+	var syncMetrics *httpapi.SyncMetrics
+	if cfg.API.SyncConfigured() {
+		syncMetrics = httpapi.NewSyncMetrics(reg)
+		syncer.observe = func(outcome string, took time.Duration, rep *allocator.SyncReport, at time.Time) {
+			syncMetrics.Observe(outcome, took, syncChanges(rep), at)
+			if outcome == httpapi.SyncOK && rep != nil {
+				syncMetrics.SetConflicts(syncConflicts(rep))
+			}
 		}
 	}
 	syncCtx, stopSync := context.WithCancel(ctx)
@@ -319,6 +352,9 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 	httpCtx, stopHTTP := context.WithCancel(context.Background())
 	httpDone := make(chan struct{})
 	served := Addrs{DHCPv6: l.Addrs()}
+	if hook != nil {
+		served.Webhook = hookLn.ln.Addr().String()
+	}
 	if httpLn != nil {
 		api := httpapi.New(httpapi.Config{
 			Table: live, Bindings: st, Registry: reg, Logger: log, Version: deps.Version,
@@ -373,8 +409,14 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 				return
 			case <-deps.Reload:
 				swapMu.Lock()
-				current.Store(d.reload(current.Load(), live, h))
+				old := current.Load()
+				next := d.reload(old, live, h)
+				current.Store(next)
 				swapMu.Unlock()
+				reloads.Observe(next != old, d.clock.Now())
+				if secret := current.Load().Webhook.Secret; hook != nil && secret != "" {
+					hook.SetSecret([]byte(secret))
+				}
 				syncer.Trigger()
 			}
 		}
@@ -417,6 +459,8 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 	stopping.Store(true)
 	stopReload()
 	<-reloadDone // a reload in progress finishes; none starts
+	stopHook()
+	<-hookDone // deliveries in progress are answered; none is taken
 	stopCtl()
 	<-ctlDone // an action in progress finishes (a sync asked for is cancelled)
 	stopHist()
@@ -435,14 +479,24 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 }
 
 // syncChanges counts a sync's changes by the kinds of
-// cloudstack_pd_sync_changes_total.
+// cloudstack_pd_sync_changes_total, and what it kept (httpapi.SyncKept).
 func syncChanges(rep *allocator.SyncReport) map[string]int {
 	if rep == nil {
 		return map[string]int{}
 	}
 	t := rep.Totals()
-	return map[string]int{"added": t.Added, "kept": t.Kept, "gone": t.Gone,
+	return map[string]int{"added": t.Added, httpapi.SyncKept: t.Kept, "gone": t.Gone,
 		"returned": t.Back, "quarantined": t.Quarantined, "released": t.Released}
+}
+
+// syncConflicts counts a sync's conflicts by pool, 0 for a pool it went
+// through without any, for cloudstack_pd_sync_conflicts.
+func syncConflicts(rep *allocator.SyncReport) map[string]int {
+	out := make(map[string]int, len(rep.Pools))
+	for i := range rep.Pools {
+		out[rep.Pools[i].Pool] += len(rep.Pools[i].Conflicts)
+	}
+	return out
 }
 
 // syncStaleAfter is when /readyz starts warning that no sync succeeded:

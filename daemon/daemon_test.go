@@ -193,12 +193,28 @@ func TestRun(t *testing.T) {
 		t.Errorf("/readyz = %d", code)
 	}
 
+	api := "http://" + addrs.HTTP
+	started := float64(epoch.UnixNano()) / 1e9
+	if v := testenv.MetricValue(t, api, "cloudstack_pd_config_last_reload_successful"); v != 1 {
+		t.Errorf("config_last_reload_successful at start = %v, want 1", v)
+	}
+	if v := testenv.MetricValue(t, api, "cloudstack_pd_config_last_reload_success_timestamp_seconds"); v != started {
+		t.Errorf("config_last_reload_success_timestamp_seconds at start = %v, want the start's %v", v, started)
+	}
+
 	// Each reload is done when the next send on the channel returns.
 	reloadTwice := func() { reload <- syscall.SIGHUP; reload <- syscall.SIGHUP }
 	testenv.WriteFile(t, cfgPath, base+"server:\n  renew-timer: nope\n")
+	fc.Advance(time.Minute)
 	reloadTwice()
 	if !strings.Contains(logs.String(), "reload refused: the old config stays in force") {
 		t.Errorf("broken config not refused:\n%s", logs.String())
+	}
+	if v := testenv.MetricValue(t, api, "cloudstack_pd_config_last_reload_successful"); v != 0 {
+		t.Errorf("config_last_reload_successful after a refused reload = %v, want 0", v)
+	}
+	if v := testenv.MetricValue(t, api, "cloudstack_pd_config_last_reload_success_timestamp_seconds"); v != started {
+		t.Errorf("success timestamp moved on a refused reload: %v", v)
 	}
 	if p := delegated(t, srv, macA, "VLAN2701"); p != "2001:db8:200:30::/60" {
 		t.Errorf("after a refused reload: %q", p)
@@ -210,6 +226,12 @@ func TestRun(t *testing.T) {
 	}
 	if p := delegated(t, srv, macB, "VLAN2702"); p != "2001:db8:300:40::/60" {
 		t.Errorf("pod-b after the reload: %q", p)
+	}
+	if v := testenv.MetricValue(t, api, "cloudstack_pd_config_last_reload_successful"); v != 1 {
+		t.Errorf("config_last_reload_successful after a good reload = %v, want 1", v)
+	}
+	if v := testenv.MetricValue(t, api, "cloudstack_pd_config_last_reload_success_timestamp_seconds"); v != started+60 {
+		t.Errorf("success timestamp after a good reload = %v, want %v", v, started+60)
 	}
 
 	// Shutdown: not ready at once, answering for shutdown-delay (3s).

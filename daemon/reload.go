@@ -56,6 +56,9 @@ func restartOnly(running, cfg *config.Config) []string {
 		{"http.listen", cfg.HTTP.Listen != running.HTTP.Listen},
 		{"control.socket", cfg.Control.Socket != running.Control.Socket},
 		{"cluster", !reflect.DeepEqual(cfg.Cluster, running.Cluster)},
+		{"webhook.listen", cfg.Webhook.Listen != running.Webhook.Listen},
+		{"webhook.cert-file", cfg.Webhook.CertFile != running.Webhook.CertFile},
+		{"webhook.key-file", cfg.Webhook.KeyFile != running.Webhook.KeyFile},
 	} {
 		if k.changed {
 			keys = append(keys, k.key)

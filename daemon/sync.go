@@ -15,6 +15,7 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/cloudstack"
 	"github.com/cloudstack-pd/cloudstack-pd/config"
 	"github.com/cloudstack-pd/cloudstack-pd/httpapi"
+	"github.com/cloudstack-pd/cloudstack-pd/webhook"
 )
 
 // NewInventory returns the CloudStack client the config describes.
@@ -56,10 +57,15 @@ type syncer struct {
 	// afterSync, when set, is told when a sync succeeded.
 	afterSync func(at time.Time)
 
-	trigger chan struct{}
+	trigger   chan struct{}
+	vmTrigger chan struct{}
+	vmMu      sync.Mutex
+	vms       vmQueue
+	// hookMetrics, when set, observe the time from an event to its sync.
+	hookMetrics *webhook.Metrics
 	// now carries the syncs asked for through the control socket;
 	// running is set while Run runs (in a cluster, while this server is
-	// the elected syncer).
+	// the elected syncer), stopped is closed when that Run returns.
 	now       chan syncNow
 	running   atomic.Bool
 	stopMu    sync.Mutex
@@ -72,15 +78,9 @@ type syncer struct {
 	clientAPI config.API
 }
 
-// stoppedCh returns the channel closed when the current Run returns.
-func (s *syncer) stoppedCh() <-chan struct{} {
-	s.stopMu.Lock()
-	defer s.stopMu.Unlock()
-	return s.stopped
-}
-
 func newSyncer(d *daemon, live *allocator.Live, cfg *atomic.Pointer[config.Config], swapMu *sync.Mutex) *syncer {
-	return &syncer{d: d, live: live, cfg: cfg, swapMu: swapMu, log: d.log, trigger: make(chan struct{}, 1), now: make(chan syncNow)}
+	return &syncer{d: d, live: live, cfg: cfg, swapMu: swapMu, log: d.log, trigger: make(chan struct{}, 1),
+		vmTrigger: make(chan struct{}, 1), vms: vmQueue{pending: map[string]time.Time{}}, now: make(chan syncNow)}
 }
 
 // syncNow is a sync asked for through the control socket: force
@@ -99,10 +99,21 @@ type syncResult struct {
 	err     error
 }
 
-// RunNow runs a sync as soon as the one running (if any) is done, and
-// returns what it did; force overrides the safety valve. It returns
-// ctx's error when ctx ends first, and an error when the loop has
-// stopped (runDone closed).
+// errNotSyncing is RunNow's answer on a server whose sync loop does not
+// run.
+var errNotSyncing = errors.New("this server does not run the sync (in a cluster only the elected syncer does: ask it, 'cloudstack-pd cluster status' names it)")
+
+// stoppedCh returns the channel closed when the current Run returns.
+func (s *syncer) stoppedCh() <-chan struct{} {
+	s.stopMu.Lock()
+	defer s.stopMu.Unlock()
+	return s.stopped
+}
+
+// RunNow runs a full sync as soon as the one running (if any) is done,
+// and returns what it did; force overrides the safety valve. It returns
+// ctx's error when ctx ends first, and an error when the loop does not
+// run or has stopped (runDone closed).
 func (s *syncer) RunNow(ctx context.Context, force bool, runDone <-chan struct{}) syncResult {
 	if !s.running.Load() {
 		return syncResult{err: errNotSyncing}
@@ -133,11 +144,10 @@ func (s *syncer) Trigger() {
 	}
 }
 
-// errNotSyncing is RunNow's answer on a server whose sync loop does not
-// run.
-var errNotSyncing = errors.New("this server does not run the sync (in a cluster only the elected syncer does: ask it, 'cloudstack-pd cluster status' names it)")
-
-// Run syncs until ctx ends.
+// Run syncs until ctx ends: a full sync at once, then after each
+// api.interval and each Trigger; in between, the targeted syncs that
+// TriggerVMs asks for, one at a time (they do not move the interval);
+// and at once when the control socket asks (RunNow).
 func (s *syncer) Run(ctx context.Context) {
 	s.running.Store(true)
 	stopped := make(chan struct{})
@@ -163,12 +173,22 @@ func (s *syncer) Run(ctx context.Context) {
 			timer = s.d.clock.NewTimer(d)
 			tick = timer.C()
 		}
-		select {
-		case <-ctx.Done():
-		case <-s.trigger:
-		case <-tick:
-		case req := <-s.now:
-			asked = &req
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+			case <-s.trigger:
+			case <-tick:
+			case req := <-s.now:
+				asked = &req
+			case <-s.vmTrigger:
+				// Gather the events of a burst for a moment, then sync
+				// their VMs in one go.
+				if s.pause(ctx, VMSyncDelay) && !s.onceVMs(ctx) {
+					continue wait
+				}
+			}
+			break
 		}
 		if timer != nil {
 			timer.Stop()
@@ -179,7 +199,44 @@ func (s *syncer) Run(ctx context.Context) {
 	}
 }
 
-// once runs one sync; force overrides the safety valve.
+// pause waits d on the daemon's clock; false if ctx ended first.
+func (s *syncer) pause(ctx context.Context, d time.Duration) bool {
+	t := s.d.clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C():
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// ensureClient makes the CloudStack client of cfg, unless the one kept
+// is of the same api section.
+func (s *syncer) ensureClient(cfg *config.Config) {
+	if s.client == nil || s.clientAPI != cfg.API {
+		if s.d.deps.Inventory != nil {
+			s.client = s.d.deps.Inventory(cfg, s.log)
+		} else {
+			s.client = NewInventory(cfg, s.log)
+		}
+		s.clientAPI = cfg.API
+	}
+}
+
+// swap loads the table from the store and puts it in force, under the
+// lock that reload holds too.
+func (s *syncer) swap() error {
+	s.swapMu.Lock()
+	defer s.swapMu.Unlock()
+	tbl, err := s.d.loadTable(s.cfg.Load())
+	if err == nil {
+		s.live.Swap(tbl)
+	}
+	return err
+}
+
+// once runs one full sync; force overrides the safety valve.
 func (s *syncer) once(ctx context.Context, force bool) syncResult {
 	cfg := s.cfg.Load()
 	if why := cfg.API.WhyNoSync(); why != "" {
@@ -190,14 +247,7 @@ func (s *syncer) once(ctx context.Context, force bool) syncResult {
 		return syncResult{err: fmt.Errorf("config %s: nothing to sync from: %s", cfg.Path, why)}
 	}
 	s.lastWhy = ""
-	if s.client == nil || s.clientAPI != cfg.API {
-		if s.d.deps.Inventory != nil {
-			s.client = s.d.deps.Inventory(cfg, s.log)
-		} else {
-			s.client = NewInventory(cfg, s.log)
-		}
-		s.clientAPI = cfg.API
-	}
+	s.ensureClient(cfg)
 	start := s.d.clock.Now()
 	opts := SyncOptions(cfg)
 	opts.Force = force
@@ -211,22 +261,19 @@ func (s *syncer) once(ctx context.Context, force bool) syncResult {
 		s.log.Error("sync refused by the safety valve; the table stays as it is", "err", err, "took", took.Round(time.Millisecond),
 			"hint", "if CloudStack's listing is right, raise allocation.max-release-fraction and reload (SIGHUP), or run 'cloudstack-pd sync --force'")
 		s.observed(httpapi.SyncRefused, took, rep, start)
+		s.fullDone(start, s.d.clock.Now(), false)
 		return syncResult{rep, httpapi.SyncRefused, err}
 	case err != nil:
 		s.log.Error("sync failed; the table stays as it is", "err", err, "took", took.Round(time.Millisecond))
 		s.observed(httpapi.SyncFailed, took, rep, start)
+		s.fullDone(start, s.d.clock.Now(), false)
 		return syncResult{rep, httpapi.SyncFailed, err}
 	}
 	if rep.Written {
-		s.swapMu.Lock()
-		tbl, err := s.d.loadTable(s.cfg.Load())
-		if err == nil {
-			s.live.Swap(tbl)
-		}
-		s.swapMu.Unlock()
-		if err != nil {
+		if err := s.swap(); err != nil {
 			s.log.Error("sync written, but the table does not load; the old one stays in force", "err", err)
 			s.observed(httpapi.SyncFailed, took, rep, start)
+			s.fullDone(start, s.d.clock.Now(), false)
 			return syncResult{rep, httpapi.SyncFailed, fmt.Errorf("sync written, but the table does not load; the old one stays in force: %w", err)}
 		}
 	}
@@ -244,6 +291,7 @@ func (s *syncer) once(ctx context.Context, force bool) syncResult {
 	if s.afterSync != nil {
 		s.afterSync(start.Add(took))
 	}
+	s.fullDone(start, s.d.clock.Now(), true)
 	return syncResult{rep, httpapi.SyncOK, nil}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -116,5 +117,28 @@ func TestSyncer(t *testing.T) {
 	}
 	if live.Current() != before {
 		t.Error("a sync that changed nothing swapped the table")
+	}
+}
+
+// TestSyncMetricInputs: what a sync report gives the sync metrics: the
+// changes by kind, kept apart (not a change), and the conflicts by pool,
+// 0 for a pool without any.
+func TestSyncMetricInputs(t *testing.T) {
+	rep := &allocator.SyncReport{Pools: []allocator.PoolSync{
+		{Pool: "pod-a", Kept: 7, Conflicts: []allocator.SyncConflict{{}, {}}},
+		{Pool: "pod-b", Kept: 3},
+	}}
+	rep.Pools[0].Added = []allocator.Allocation{{}}
+	changes := syncChanges(rep)
+	if changes[httpapi.SyncKept] != 10 || changes["added"] != 1 || changes["gone"] != 0 {
+		t.Errorf("changes %v", changes)
+	}
+	for kind := range changes {
+		if kind != httpapi.SyncKept && !slices.Contains(httpapi.SyncChangeKinds, kind) {
+			t.Errorf("change kind %q is not one of %v", kind, httpapi.SyncChangeKinds)
+		}
+	}
+	if got := syncConflicts(rep); len(got) != 2 || got["pod-a"] != 2 || got["pod-b"] != 0 {
+		t.Errorf("conflicts %v", got)
 	}
 }

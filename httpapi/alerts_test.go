@@ -48,16 +48,24 @@ func (d *descRecorder) MustRegister(cs ...prometheus.Collector) {
 
 func (d *descRecorder) Unregister(prometheus.Collector) bool { return false }
 
+// countingFile is a store file that counts its bindings, as
+// allocator.Store does.
+type countingFile struct{ missingFile }
+
+func (countingFile) CountBindings() (int, error) { return 0, nil }
+
 // exportedMetrics names every cloudstack_pd metric a server exports.
 func exportedMetrics(t *testing.T) []string {
 	t.Helper()
 	d := &descRecorder{names: map[string]bool{}}
 	server.NewMetrics(d)
-	if err := NewCollectors(d, allocator.NewLive(nil), missingFile{}, "x"); err != nil {
+	if err := NewCollectors(d, allocator.NewLive(nil), countingFile{}, "x"); err != nil {
 		t.Fatal(err)
 	}
 	NewSyncMetrics(d)
 	NewClusterMetrics(d, func() ClusterState { return ClusterState{} }, time.Now)
+	NewReloadMetrics(d)
+	d.MustRegister(server.NewRecorder(nil, 0, nil).Collectors()...)
 	var out []string
 	for n := range d.names {
 		if strings.HasPrefix(n, server.Namespace+"_") {
@@ -192,6 +200,70 @@ tests:
             exp_annotations:
               summary: "cloudstack-pd on b has received no DHCPv6 packet for 30 minutes"
               description: "VMs renew every renew-timer: silence means the relays do not reach the server (relay config, firewall, server.listen address)."
+
+  - interval: 1m
+    input_series:
+      # a: one Decline at minute 10 into a series that starts at 0.
+      - series: 'cloudstack_pd_answers_total{instance="a",job="cloudstack-pd",result="declined"}'
+        values: '0x9 1+0x80'
+      - series: 'cloudstack_pd_answers_total{instance="b",job="cloudstack-pd",result="declined"}'
+        values: '0+0x90'
+      # a: a conflict in pod-a for two hours; b: none.
+      - series: 'cloudstack_pd_sync_conflicts{instance="a",job="cloudstack-pd",pool="pod-a"}'
+        values: '2+0x90'
+      - series: 'cloudstack_pd_sync_conflicts{instance="b",job="cloudstack-pd",pool="pod-a"}'
+        values: '0+0x90'
+      # a: every flush fails from minute 20; b: one failure, then none.
+      - series: 'cloudstack_pd_bindings_flush_errors_total{instance="a",job="cloudstack-pd"}'
+        values: '0x19 1+1x70'
+      - series: 'cloudstack_pd_bindings_flush_errors_total{instance="b",job="cloudstack-pd"}'
+        values: '0x19 1+0x70'
+      - series: 'cloudstack_pd_config_last_reload_successful{instance="a",job="cloudstack-pd"}'
+        values: '1x29 0x60'
+      - series: 'cloudstack_pd_bindings_dropped_total{instance="a",job="cloudstack-pd",reason="pending-full"}'
+        values: '0x49 50+0x40'
+    alert_rule_test:
+      - eval_time: 5m
+        alertname: CloudstackPDDeclines
+        exp_alerts: []
+      - eval_time: 15m
+        alertname: CloudstackPDDeclines
+        exp_alerts:
+          - exp_labels: {severity: warning, instance: a}
+            exp_annotations:
+              summary: "A VM declined its delegated prefix on a"
+              description: "A Decline says the VM found the prefix in use on its link, or is misconfigured. The reservation stays the VM's and is never given to another. Find the VM in the debug log (Decline lines name the MAC and the prefix), then /v1/allocations?mac=..."
+      - eval_time: 30m
+        alertname: CloudstackPDSyncConflicts
+        exp_alerts: []
+      - eval_time: 70m
+        alertname: CloudstackPDSyncConflicts
+        exp_alerts:
+          - exp_labels: {severity: warning, instance: a, pool: pod-a}
+            exp_annotations:
+              summary: "2 NIC(s) of pool pod-a get no prefix on a: sync conflicts"
+              description: "The last successful sync could not give these NICs a prefix (each is logged as 'sync: conflict'). They get NoPrefixAvail until the conflict is resolved."
+      - eval_time: 40m
+        alertname: CloudstackPDBindingFlushFailing
+        exp_alerts:
+          - exp_labels: {severity: warning, instance: a, job: cloudstack-pd}
+            exp_annotations:
+              summary: "cloudstack-pd on a cannot write bindings to its store"
+              description: "Every flush of the recorded bindings fails (the 'cannot record bindings' log line has the store's error: a full disk, an I/O error). Answers go on; bindings wait in memory, up to 20,000 IAs, then are dropped (cloudstack_pd_bindings_dropped_total). A sync will fail the same way."
+      - eval_time: 40m
+        alertname: CloudstackPDReloadFailed
+        exp_alerts:
+          - exp_labels: {severity: warning, instance: a, job: cloudstack-pd}
+            exp_annotations:
+              summary: "The last config reload of cloudstack-pd on a was refused"
+              description: "The config before it stays in force, and a restart would fail on the file as it is. The 'reload refused' log line names each problem with its key; cloudstack-pd check-config shows them too."
+      - eval_time: 55m
+        alertname: CloudstackPDBindingsDropped
+        exp_alerts:
+          - exp_labels: {severity: warning, instance: a, reason: pending-full}
+            exp_annotations:
+              summary: "cloudstack-pd on a dropped bindings (pending-full)"
+              description: "Bindings were not recorded (pending-full: a flood of new DUIDs or a failing store; the others: records the store cannot hold). Answers are not affected; the next Renew or Rebind records them again. See docs/operations.md, Metrics."
 
   - interval: 1m
     input_series:

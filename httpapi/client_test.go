@@ -6,12 +6,10 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
-
-	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 )
 
 // TestGetAllocations: the client reads what /v1/allocations serves, the
-// same views as AllocationsOf makes of the store, and names the URL when
+// same views as AllocationOf makes of the table, and names the URL when
 // the server answers otherwise.
 func TestGetAllocations(t *testing.T) {
 	w := newWorld(t)
@@ -22,9 +20,10 @@ func TestGetAllocations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, orphaned := AllocationsOf(testAllocations(), w.pools)
-	if len(orphaned) != 0 {
-		t.Errorf("orphaned %v", orphaned)
+	var want []Allocation
+	for _, a := range testAllocations() {
+		p, _ := w.live.Current().Pool(a.Pool)
+		want = append(want, AllocationOf(&a, p))
 	}
 	if len(got) != len(want) {
 		t.Fatalf("%d allocations, want %d", len(got), len(want))
@@ -44,13 +43,5 @@ func TestGetAllocations(t *testing.T) {
 	listen = strings.TrimPrefix(notFound.URL, "http://")
 	if _, err := GetAllocations(listen); err == nil || !strings.Contains(err.Error(), "GET http://"+listen+"/v1/allocations: 404") {
 		t.Errorf("404: %v", err)
-	}
-}
-
-// AllocationsOf counts the allocations of pools it is not given.
-func TestAllocationsOfOrphaned(t *testing.T) {
-	views, orphaned := AllocationsOf(testAllocations(), []allocator.Pool{poolA})
-	if len(views) != len(testAllocations()) || orphaned[poolB.Name] == 0 || orphaned[poolA.Name] != 0 {
-		t.Errorf("%d views, orphaned %v", len(views), orphaned)
 	}
 }

@@ -2,20 +2,34 @@ package httpapi
 
 import (
 	"errors"
-	"github.com/cloudstack-pd/cloudstack-pd/buildinfo"
 	"os"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/buildinfo"
 	"github.com/cloudstack-pd/cloudstack-pd/server"
 )
 
-// StoreFile is the store whose file size is exported. *allocator.Store is one.
+// StoreFile is the store whose file size is exported. *allocator.Store is
+// one, and a BindingCounter too.
 type StoreFile interface {
 	Path() string
 }
+
+// BindingCounter counts the recorded bindings (allocator.Store.CountBindings):
+// a StoreFile that is one has cloudstack_pd_bindings exported.
+type BindingCounter interface {
+	CountBindings() (int, error)
+}
+
+// BindingsCountEvery is how long a count of the bindings is reused: the
+// count walks every binding key, which a scrape every few seconds of a
+// store of a million should not repeat.
+const BindingsCountEvery = time.Minute
 
 var (
 	descPoolPrefixes = prometheus.NewDesc(
@@ -33,6 +47,10 @@ var (
 	descStoreSize = prometheus.NewDesc(
 		prometheus.BuildFQName(server.Namespace, "store", "size_bytes"),
 		"Size of the bbolt store file in bytes (bbolt files grow and do not shrink by themselves).",
+		nil, nil)
+	descBindings = prometheus.NewDesc(
+		prometheus.BuildFQName(server.Namespace, "", "bindings"),
+		"Bindings (delegations to an IA_PD, expired or not) recorded in the store, counted at most once a minute.",
 		nil, nil)
 	descStoreStatOK = prometheus.NewDesc(
 		prometheus.BuildFQName(server.Namespace, "store", "stat_ok"),
@@ -78,15 +96,48 @@ func (c *tableCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// storeCollector exports the store file's size, read at scrape time.
-type storeCollector struct{ store StoreFile }
+// storeCollector exports the store file's size, read at scrape time, and
+// the bindings' count, counted at most every BindingsCountEvery.
+type storeCollector struct {
+	store StoreFile
+	now   func() time.Time
+
+	mu      sync.Mutex
+	counted time.Time // when n was counted; zero: never
+	n       int
+}
 
 func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descStoreSize
 	ch <- descStoreStatOK
+	if _, ok := c.store.(BindingCounter); ok {
+		ch <- descBindings
+	}
+}
+
+// bindings returns the count of bindings, counting again when the last
+// count is older than BindingsCountEvery; false when the count fails.
+func (c *storeCollector) bindings(bc BindingCounter) (int, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	if !c.counted.IsZero() && now.Sub(c.counted) < BindingsCountEvery {
+		return c.n, true
+	}
+	n, err := bc.CountBindings()
+	if err != nil {
+		return 0, false
+	}
+	c.counted, c.n = now, n
+	return n, true
 }
 
 func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
+	if bc, ok := c.store.(BindingCounter); ok {
+		if n, ok := c.bindings(bc); ok {
+			ch <- prometheus.MustNewConstMetric(descBindings, prometheus.GaugeValue, float64(n))
+		}
+	}
 	fi, err := os.Stat(c.store.Path())
 	if err != nil {
 		ch <- prometheus.MustNewConstMetric(descStoreStatOK, prometheus.GaugeValue, 0)
@@ -105,6 +156,8 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 //   - cloudstack_pd_table_loaded: 1 once a table is in force;
 //   - cloudstack_pd_store_size_bytes and cloudstack_pd_store_stat_ok: the
 //     store file's size (store nil: not exported);
+//   - cloudstack_pd_bindings: the recorded bindings, counted at most once
+//     a minute (when store is a BindingCounter);
 //   - cloudstack_pd_build_info{version,revision,goversion}: always 1;
 //   - the Go runtime (go_*) and process (process_*) collectors, unless reg
 //     has them already.
@@ -116,7 +169,7 @@ func NewCollectors(reg prometheus.Registerer, table allocator.Reader, store Stor
 		buildInfo(version),
 	}
 	if store != nil {
-		cs = append(cs, &storeCollector{store: store})
+		cs = append(cs, &storeCollector{store: store, now: time.Now})
 	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {

@@ -16,13 +16,36 @@
 //	GET /readyz             200 when listening and the table is loaded, else 503 (ReadyStatus)
 //	GET /metrics            Prometheus text exposition of the registry
 //	GET /v1/pools           []Pool
-//	GET /v1/allocations     []Allocation; filters mac, pool, vm, state, prefix
-//	GET /v1/leases          []Lease; filters mac, pool, prefix
-//	GET /                   an index: name, version, endpoints
+//	GET /v1/allocations     Page[Allocation]; filters mac, pool, vm, state, prefix; limit, after
+//	GET /v1/leases          Page[Lease]; filters mac, pool, prefix; limit, after
+//	GET /                   an index: name, version, endpoints, parameters, example queries
 //
 // /readyz never turns not-ready because CloudStack is unreachable: the
 // server keeps answering from its stored table, so a stale sync is reported
 // in "warnings" only.
+//
+// # Pages
+//
+// /v1/allocations and /v1/leases answer one page at a time:
+//
+//	{"items": [ … ], "next": "YQEgAQ…"}
+//
+// limit is the most items a page holds (DefaultLimit, 1,000, when not
+// given; at most MaxLimit, 10,000); after is the next cursor of the page
+// before, passed back unchanged; next is null on the last page, and only
+// there (a full page is followed by at least one more item). A cursor is
+// a place in the listing's order, not a record: a page after a change of
+// the table starts after that place, with nothing repeated; what was added
+// before it is not shown. A cursor that is not of this listing is a 400
+// naming after.
+//
+// /v1/allocations is ordered by pool (mapping key, byte order), then
+// prefix; /v1/leases by binding key: the client DUID's length, the DUID,
+// then the IAID. An allocation page is encoded straight from the table in
+// force into the response (its order is computed once per table, 4 bytes
+// per allocation): a full listing of a million allocations adds some
+// 17 MB to serve's peak RSS (docs/BENCHMARKS.md). A lease page is read
+// from the store in one read transaction and written when complete.
 //
 // Filters combine with AND. mac takes any common notation
 // (06:32:b2:00:04:79, 06-32-B2-00-04-79, 0632.b200.0479, 0632b2000479);
@@ -47,14 +70,14 @@
 //	  "size": 1048576, "free": 1048573,
 //	  "counts": {"active": 2, "gone": 1, "quarantined": 0}}]
 //
-//	/v1/allocations (the fields of `cloudstack-pd allocations --json`):
+//	/v1/allocations (items: the fields of `cloudstack-pd allocations --json`):
 //	[{"mac": "06:32:b2:00:04:79", "prefix": "2001:db8:200::/60",
 //	  "pool": "77828509-…", "interface-id": "VLAN2701",
 //	  "vm-id": "…", "vm-name": "web-1", "nic-id": "…", "state": "active",
 //	  "since": "2026-01-02T03:04:05Z", "gone-at": null, "quarantined-at": null,
 //	  "ip6": "2001:db8:100:0:432:b2ff:fe00:479", "source": "sync"}]
 //
-//	/v1/leases:
+//	/v1/leases (items):
 //	[{"client-duid": "00:03:00:01:06:32:b2:00:04:79", "iaid": 1,
 //	  "mac": "06:32:b2:00:04:79", "pool": "77828509-…", "prefix": "2001:db8:200::/60",
 //	  "preferred-lifetime": 86400, "valid-lifetime": 172800,
@@ -81,7 +104,7 @@
 //   - The API has no authentication: listen on loopback (the default,
 //     127.0.0.1:9547) or behind something that authenticates. It shows MACs,
 //     VM names and DUIDs, never a secret.
-//   - /v1/leases reads every binding from the store in one read transaction;
-//     on a very large store prefer the mac or prefix filter, which is still
-//     a full read but returns little.
+//   - A /v1/leases page with a filter reads bindings until its page is
+//     full: on a very large store, a filter that matches few (mac, prefix)
+//     walks every binding, in one read transaction per page.
 package httpapi

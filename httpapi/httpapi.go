@@ -21,9 +21,10 @@ import (
 // starts warning that the sync is stale, when Config.SyncStaleAfter is 0.
 const DefaultSyncStaleAfter = 15 * time.Minute
 
-// BindingLister lists the recorded bindings. *allocator.Store is one.
+// BindingLister lists the recorded bindings in key order, from after a
+// key (see allocator.Store.ScanBindings). *allocator.Store is one.
 type BindingLister interface {
-	Bindings() ([]allocator.Binding, error)
+	ScanBindings(after []byte, fn func(key []byte, b allocator.Binding) (more bool, err error)) error
 }
 
 // Config gathers what New needs. Only Table is required.
@@ -59,6 +60,7 @@ type API struct {
 	now     func() time.Time
 	started time.Time
 	counts  countCache
+	order   orderCache
 }
 
 // New returns the API's handler.
@@ -137,14 +139,31 @@ func (a *API) index(w http.ResponseWriter, r *http.Request) {
 	}
 	build := buildinfo.Get(a.cfg.Version)
 	writeJSON(w, http.StatusOK, struct {
-		Name      string   `json:"name"`
-		Version   string   `json:"version"`
-		Revision  string   `json:"revision"`
-		Endpoints []string `json:"endpoints"`
-	}{"cloudstack-pd", build.Version, build.Revision, []string{
-		"/healthz", "/readyz", "/metrics", "/v1/pools",
-		"/v1/allocations?mac=&pool=&vm=&state=&prefix=", "/v1/leases?mac=&pool=&prefix=",
-	}})
+		Name       string              `json:"name"`
+		Version    string              `json:"version"`
+		Revision   string              `json:"revision"`
+		Endpoints  []string            `json:"endpoints"`
+		Parameters map[string][]string `json:"parameters"`
+		Examples   []string            `json:"examples"`
+	}{"cloudstack-pd", build.Version, build.Revision, Endpoints, EndpointParameters, IndexExamples})
+}
+
+// Endpoints lists the paths the API serves, as / shows them.
+var Endpoints = []string{"/healthz", "/readyz", "/metrics", "/v1/pools", "/v1/allocations", "/v1/leases"}
+
+// EndpointParameters lists the query parameters of the endpoints that
+// take any, as / shows them.
+var EndpointParameters = map[string][]string{
+	"/v1/allocations": {"mac", "pool", "vm", "state", "prefix", "limit", "after"},
+	"/v1/leases":      {"mac", "pool", "prefix", "limit", "after"},
+}
+
+// IndexExamples are the example queries / shows: each one answers 200 as
+// it is written (an empty parameter would be a 400).
+var IndexExamples = []string{
+	"/v1/allocations?state=gone&limit=100",
+	"/v1/allocations?mac=06:32:b2:00:04:79",
+	"/v1/leases?prefix=2001:db8:200::/60",
 }
 
 // errorBody is the JSON of every error answer.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -182,6 +183,27 @@ func (w *world) get(t *testing.T, path string, wantStatus int, into any) string 
 	return rr.Body.String()
 }
 
+// list GETs a listing (200 expected), puts its items into into, and
+// returns its next cursor ("" on the last page).
+func (w *world) list(t *testing.T, path string, into any) string {
+	t.Helper()
+	var page struct {
+		Items json.RawMessage `json:"items"`
+		Next  *string         `json:"next"`
+	}
+	w.get(t, path, http.StatusOK, &page)
+	if err := json.Unmarshal(page.Items, into); err != nil {
+		t.Fatalf("GET %s: items: %v", path, err)
+	}
+	if page.Next == nil {
+		return ""
+	}
+	if *page.Next == "" {
+		t.Fatalf("GET %s: next is \"\", want a cursor or null", path)
+	}
+	return *page.Next
+}
+
 // Client messages, relayed the way a Junos relay does.
 func clientMsg(typ dhcpv6.MessageType, mac net.HardwareAddr, withServerID bool) []byte {
 	m := &dhcpv6.Message{MessageType: typ, TransactionID: dhcpv6.TransactionID{1, 2, 3}}
@@ -334,10 +356,28 @@ func TestNotFoundAndIndex(t *testing.T) {
 	var idx struct {
 		Name, Version string
 		Endpoints     []string
+		Parameters    map[string][]string
+		Examples      []string
 	}
 	w.get(t, "/", http.StatusOK, &idx)
-	if idx.Version != "1.2.3-test" || len(idx.Endpoints) != 6 {
+	if idx.Version != "1.2.3-test" || len(idx.Endpoints) != 6 || len(idx.Examples) == 0 {
 		t.Errorf("index %+v", idx)
+	}
+	// What the index shows works as it is written: every endpoint and
+	// example answers (200; /readyz 503 while not listening), every
+	// parameter it names is accepted.
+	w.setReady(Readiness{Listening: []netip.AddrPort{netip.MustParseAddrPort("[::1]:547")}})
+	for _, path := range append(idx.Endpoints, idx.Examples...) {
+		if rr := w.do(t, http.MethodGet, path); rr.Code != http.StatusOK {
+			t.Errorf("GET %s (from /): %d %s", path, rr.Code, rr.Body)
+		}
+	}
+	for path, params := range idx.Parameters {
+		for _, p := range params {
+			if rr := w.do(t, http.MethodGet, path+"?"+p+"=x"); rr.Code == http.StatusBadRequest && strings.Contains(rr.Body.String(), "unknown parameter") {
+				t.Errorf("GET %s?%s=x (from /): %s", path, p, rr.Body)
+			}
+		}
 	}
 	w.get(t, "/healthz?verbose=1", http.StatusBadRequest, &e)
 }
@@ -381,7 +421,7 @@ func jsonEqual(a, b any) bool {
 func TestAllocationFields(t *testing.T) {
 	w := newWorld(t)
 	var got []map[string]any
-	w.get(t, "/v1/allocations?mac=06:32:b2:00:04:79", http.StatusOK, &got)
+	w.list(t, "/v1/allocations?mac=06:32:b2:00:04:79", &got)
 	if len(got) != 1 {
 		t.Fatalf("got %v", got)
 	}
@@ -394,7 +434,7 @@ func TestAllocationFields(t *testing.T) {
 	if !jsonEqual(got[0], want) {
 		t.Errorf("allocation\n got %v\nwant %v", got[0], want)
 	}
-	w.get(t, "/v1/allocations?state=quarantined", http.StatusOK, &got)
+	w.list(t, "/v1/allocations?state=quarantined", &got)
 	if len(got) != 1 || got[0]["gone-at"] != "2026-11-20T12:00:00Z" || got[0]["quarantined-at"] != "2026-11-21T12:00:00Z" || got[0]["ip6"] != "" || got[0]["ip6-cidr"] != "" || got[0]["vm-id"] != "" {
 		t.Errorf("quarantined allocation %v", got)
 	}
@@ -428,7 +468,7 @@ func TestAllocationFilters(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.query, func(t *testing.T) {
 			var got []Allocation
-			w.get(t, "/v1/allocations?"+tt.query, http.StatusOK, &got)
+			w.list(t, "/v1/allocations?"+tt.query, &got)
 			macs := []string{}
 			for _, a := range got {
 				macs = append(macs, a.MAC)
@@ -474,7 +514,7 @@ func TestBadParametersNameThemselves(t *testing.T) {
 func TestLeasesFromHandledPackets(t *testing.T) {
 	w := newWorld(t)
 	var leases []Lease
-	w.get(t, "/v1/leases", http.StatusOK, &leases)
+	w.list(t, "/v1/leases", &leases)
 	if len(leases) != 0 {
 		t.Fatalf("leases before any packet: %v", leases)
 	}
@@ -498,7 +538,7 @@ func TestLeasesFromHandledPackets(t *testing.T) {
 	}
 
 	var raw []map[string]any
-	w.get(t, "/v1/leases?mac=0632.b200.0479", http.StatusOK, &raw)
+	w.list(t, "/v1/leases?mac=0632.b200.0479", &raw)
 	if len(raw) != 1 {
 		t.Fatalf("leases of macA: %v", raw)
 	}
@@ -516,16 +556,16 @@ func TestLeasesFromHandledPackets(t *testing.T) {
 		t.Errorf("lease\n got %v\nwant %v", raw[0], want)
 	}
 
-	w.get(t, "/v1/leases", http.StatusOK, &leases)
+	w.list(t, "/v1/leases", &leases)
 	if len(leases) != 2 || leases[0].Pool != "pod-a" || leases[1].InterfaceID != "0x000a8e" || !leases[1].Expired ||
 		leases[1].RelayID != "01:02" || leases[1].RelaySource != "" || leases[1].LinkAddress != "" {
 		t.Errorf("all leases: %+v", leases)
 	}
-	w.get(t, "/v1/leases?pool=pod-b", http.StatusOK, &leases)
+	w.list(t, "/v1/leases?pool=pod-b", &leases)
 	if len(leases) != 1 || leases[0].IAID != 7 {
 		t.Errorf("pod-b leases: %+v", leases)
 	}
-	w.get(t, "/v1/leases?prefix=2001:db8:200::/60", http.StatusOK, &leases)
+	w.list(t, "/v1/leases?prefix=2001:db8:200::/60", &leases)
 	if len(leases) != 1 || leases[0].MAC != "06:32:b2:00:04:79" {
 		t.Errorf("leases by prefix: %+v", leases)
 	}
@@ -543,7 +583,7 @@ func TestLeasesFromHandledPackets(t *testing.T) {
 	if err := w.rec.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	w.get(t, "/v1/leases?mac=06:32:b2:00:04:79", http.StatusOK, &leases)
+	w.list(t, "/v1/leases?mac=06:32:b2:00:04:79", &leases)
 	if len(leases) != 0 {
 		t.Errorf("lease after release: %+v", leases)
 	}
@@ -551,8 +591,8 @@ func TestLeasesFromHandledPackets(t *testing.T) {
 
 type failingBindings struct{}
 
-func (failingBindings) Bindings() ([]allocator.Binding, error) {
-	return nil, errors.New("store /x: disk on fire")
+func (failingBindings) ScanBindings([]byte, func([]byte, allocator.Binding) (bool, error)) error {
+	return errors.New("store /x: disk on fire")
 }
 
 func TestLeasesWithoutOrWithBrokenStore(t *testing.T) {
@@ -626,8 +666,22 @@ func TestMetricsChangeAsPacketsAreHandled(t *testing.T) {
 	if v := value(before, "cloudstack_pd_packets_answered_total", "type", "ADVERTISE"); v > 0 {
 		t.Fatalf("answered before any packet: %v", v)
 	}
-	if v := value(before, "cloudstack_pd_drops_total", "reason", "untrusted-relay"); v != 0 {
-		t.Fatalf("untrusted-relay drops before any packet: %v (want 0: drop reasons are pre-set)", v)
+	// Series alerts and dashboards read exist at 0 before the first
+	// event, so that increase() sees the first one.
+	for _, c := range []struct{ name, label, value string }{
+		{"cloudstack_pd_drops_total", "reason", "untrusted-relay"},
+		{"cloudstack_pd_answers_total", "result", "declined"},
+		{"cloudstack_pd_answers_total", "result", "prefix"},
+		{"cloudstack_pd_answers_total", "result", "other-ia"},
+		{"cloudstack_pd_packets_received_total", "type", "DECLINE"},
+		{"cloudstack_pd_packets_received_total", "type", "SOLICIT"},
+		{"cloudstack_pd_packets_answered_total", "type", "REPLY"},
+		{"cloudstack_pd_malformed_relay_options_total", "code", "37"},
+		{"cloudstack_pd_malformed_relay_options_total", "code", "135"},
+	} {
+		if v := value(before, c.name, c.label, c.value); v != 0 {
+			t.Errorf("%s{%s=%q} before any packet: %v, want 0 (pre-set)", c.name, c.label, c.value, v)
+		}
 	}
 
 	solicit := juniper([]byte("VLAN2701"), macA, clientMsg(dhcpv6.MessageTypeSolicit, macA, false))
@@ -764,7 +818,9 @@ func TestSyncMetrics(t *testing.T) {
 		t.Fatal("last success before any sync")
 	}
 	at := testNow.Add(90 * time.Second)
+	w.sync.SetConflicts(map[string]int{"pod-a": 1, "pod-gone": 2})
 	w.sync.Observe(SyncOK, 3*time.Second, map[string]int{"added": 2, "kept": 5, "gone": 1, "returned": 0, "quarantined": -1}, at)
+	w.sync.SetConflicts(map[string]int{"pod-a": 3, "pod-b": 0})
 	w.sync.Observe(SyncFailed, 30*time.Second, map[string]int{"added": 100}, at.Add(time.Minute))
 	w.sync.Observe(SyncRefused, time.Second, map[string]int{"gone": 400}, at.Add(2*time.Minute))
 	fams := w.scrape(t)
@@ -777,7 +833,10 @@ func TestSyncMetrics(t *testing.T) {
 		{"cloudstack_pd_sync_runs_total", []string{"outcome", "failed"}, 1},
 		{"cloudstack_pd_sync_runs_total", []string{"outcome", "refused"}, 1},
 		{"cloudstack_pd_sync_changes_total", []string{"kind", "added"}, 2},
-		{"cloudstack_pd_sync_changes_total", []string{"kind", "kept"}, 5},
+		{"cloudstack_pd_sync_kept_allocations", nil, 5},
+		{"cloudstack_pd_sync_conflicts", []string{"pool", "pod-a"}, 3},
+		{"cloudstack_pd_sync_conflicts", []string{"pool", "pod-b"}, 0},
+		{"cloudstack_pd_sync_conflicts", []string{"pool", "pod-gone"}, -1},
 		{"cloudstack_pd_sync_changes_total", []string{"kind", "gone"}, 1},
 		{"cloudstack_pd_sync_changes_total", []string{"kind", "quarantined"}, 0},
 		{"cloudstack_pd_sync_changes_total", []string{"kind", "released"}, 0},
@@ -790,6 +849,69 @@ func TestSyncMetrics(t *testing.T) {
 	}
 	if got := w.sync.LastSuccessTime(); !got.Equal(at) {
 		t.Errorf("LastSuccessTime = %v, want %v", got, at)
+	}
+	// Kept is not a change.
+	if got := value(fams, "cloudstack_pd_sync_changes_total", "kind", "kept"); got != -1 {
+		t.Errorf("sync_changes_total{kind=kept} = %v: what a sync keeps is no change", got)
+	}
+}
+
+func TestReloadMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewReloadMetrics(reg)
+	w := &world{handler: New(Config{Registry: reg})}
+	start := testNow
+	m.Observe(true, start)
+	m.Observe(false, start.Add(time.Minute))
+	fams := w.scrape(t)
+	if v := value(fams, "cloudstack_pd_config_last_reload_successful"); v != 0 {
+		t.Errorf("successful after a refused reload = %v", v)
+	}
+	if v := value(fams, "cloudstack_pd_config_last_reload_success_timestamp_seconds"); v != float64(start.Unix()) {
+		t.Errorf("success timestamp after a refused reload = %v, want the start's %v", v, start.Unix())
+	}
+	m.Observe(true, start.Add(2*time.Minute))
+	fams = w.scrape(t)
+	if v := value(fams, "cloudstack_pd_config_last_reload_successful"); v != 1 {
+		t.Errorf("successful after a good reload = %v", v)
+	}
+	if v := value(fams, "cloudstack_pd_config_last_reload_success_timestamp_seconds"); v != float64(start.Add(2*time.Minute).Unix()) {
+		t.Errorf("success timestamp = %v", v)
+	}
+}
+
+// TestBindingsMetric: cloudstack_pd_bindings counts the store's
+// bindings, at most once every BindingsCountEvery.
+func TestBindingsMetric(t *testing.T) {
+	w := newWorld(t)
+	if v := value(w.scrape(t), "cloudstack_pd_bindings"); v != 0 {
+		t.Fatalf("bindings of an empty store = %v", v)
+	}
+	put := func(iaid uint32) {
+		t.Helper()
+		if err := w.st.PutBindings([]allocator.Binding{{ClientDUID: []byte{0, 3, 0, 1, 6, 0x32, 0xb2, 0, 4, 0x79}, MAC: macA, IAID: iaid,
+			Pool: "pod-a", Prefix: netip.MustParsePrefix(fmt.Sprintf("2001:db8:200:%x0::/60", iaid)), ValidLifetime: 60, Expires: testNow}}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(1)
+	put(2)
+	// On a clock of the test's: counted again only once a minute has passed.
+	now := testNow
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(&storeCollector{store: w.st, now: func() time.Time { return now }})
+	counter := &world{handler: New(Config{Registry: reg})}
+	if v := value(counter.scrape(t), "cloudstack_pd_bindings"); v != 2 {
+		t.Errorf("bindings = %v, want 2", v)
+	}
+	put(3)
+	now = now.Add(BindingsCountEvery - time.Second)
+	if v := value(counter.scrape(t), "cloudstack_pd_bindings"); v != 2 {
+		t.Errorf("bindings within a minute of the count = %v, want the count's 2", v)
+	}
+	now = now.Add(time.Second)
+	if v := value(counter.scrape(t), "cloudstack_pd_bindings"); v != 3 {
+		t.Errorf("bindings a minute later = %v, want 3", v)
 	}
 }
 

@@ -25,11 +25,16 @@ var SyncOutcomes = []string{SyncOK, SyncFailed, SyncRefused}
 
 // SyncChangeKinds lists the kinds of change a sync counts, label values of
 // cloudstack_pd_sync_changes_total: new NICs that got a prefix (added),
-// allocations left as they were (kept), NICs newly missing (gone), gone
-// NICs that came back in time (returned), prefixes released into
-// quarantine (quarantined), and quarantined prefixes freed for reuse
-// (released).
-var SyncChangeKinds = []string{"added", "kept", "gone", "returned", "quarantined", "released"}
+// NICs newly missing (gone), gone NICs that came back in time (returned),
+// prefixes released into quarantine (quarantined), and quarantined
+// prefixes freed for reuse (released). Allocations a sync leaves as they
+// were are no change: they set the gauge cloudstack_pd_sync_kept_allocations
+// (SyncKept).
+var SyncChangeKinds = []string{"added", "gone", "returned", "quarantined", "released"}
+
+// SyncKept is the key of Observe's changes whose count, allocations left
+// as they were, sets the kept gauge instead of counting a change.
+const SyncKept = "kept"
 
 // SyncMetrics are the CloudStack sync's metrics. Register them only when a
 // sync is configured: the stale-sync alert reads the last-success gauge.
@@ -42,6 +47,11 @@ type SyncMetrics struct {
 	Duration prometheus.Histogram
 	// Changes counts what successful runs changed, by kind.
 	Changes *prometheus.CounterVec
+	// Kept is how many allocations the last successful run left as they were.
+	Kept prometheus.Gauge
+	// Conflicts is, by pool, how many NICs the last successful run could
+	// not give a prefix (SetConflicts).
+	Conflicts *prometheus.GaugeVec
 
 	last atomic.Int64 // Unix nanoseconds of the last success; 0: none
 }
@@ -66,8 +76,16 @@ func NewSyncMetrics(reg prometheus.Registerer) *SyncMetrics {
 		}),
 		Changes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: server.Namespace, Name: "sync_changes_total",
-			Help: "Allocation changes made by successful syncs, by kind (added, kept, gone, returned, quarantined, released).",
+			Help: "Allocation changes made by successful syncs, by kind (added, gone, returned, quarantined, released).",
 		}, []string{"kind"}),
+		Kept: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: server.Namespace, Name: "sync_kept_allocations",
+			Help: "Allocations the last successful CloudStack sync found listed and left as they were.",
+		}),
+		Conflicts: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: server.Namespace, Name: "sync_conflicts",
+			Help: "NICs the last successful CloudStack sync could not give a prefix (a conflict: the sync log names each), by pool.",
+		}, []string{"pool"}),
 	}
 	for _, o := range SyncOutcomes {
 		m.Runs.WithLabelValues(o)
@@ -76,7 +94,7 @@ func NewSyncMetrics(reg prometheus.Registerer) *SyncMetrics {
 		m.Changes.WithLabelValues(k)
 	}
 	if reg != nil {
-		reg.MustRegister(m.Runs, m.LastSuccess, m.Duration, m.Changes)
+		reg.MustRegister(m.Runs, m.LastSuccess, m.Duration, m.Changes, m.Kept, m.Conflicts)
 	}
 	return m
 }
@@ -84,7 +102,8 @@ func NewSyncMetrics(reg prometheus.Registerer) *SyncMetrics {
 // Observe records one sync run that finished at at, took d and ended with
 // outcome (SyncOK, SyncFailed or SyncRefused). changes, by kind (see
 // SyncChangeKinds), are counted only for SyncOK: a failed or refused run
-// changes nothing. Negative counts are ignored.
+// changes nothing. Negative counts are ignored. changes[SyncKept] sets
+// the kept gauge.
 func (m *SyncMetrics) Observe(outcome string, d time.Duration, changes map[string]int, at time.Time) {
 	m.Runs.WithLabelValues(outcome).Inc()
 	m.Duration.Observe(d.Seconds())
@@ -94,9 +113,22 @@ func (m *SyncMetrics) Observe(outcome string, d time.Duration, changes map[strin
 	m.LastSuccess.Set(float64(at.UnixNano()) / 1e9)
 	m.last.Store(at.UnixNano())
 	for kind, n := range changes {
-		if n > 0 {
+		switch {
+		case kind == SyncKept:
+			m.Kept.Set(float64(max(n, 0)))
+		case n > 0:
 			m.Changes.WithLabelValues(kind).Add(float64(n))
 		}
+	}
+}
+
+// SetConflicts sets the conflicts gauge to byPool, the conflicts of the
+// last successful sync by pool: every pool the sync went through, with
+// 0 for none. Pools it does not name lose their series.
+func (m *SyncMetrics) SetConflicts(byPool map[string]int) {
+	m.Conflicts.Reset()
+	for pool, n := range byPool {
+		m.Conflicts.WithLabelValues(pool).Set(float64(n))
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"sort"
 	"strings"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
@@ -109,7 +110,7 @@ func (f *filter) binding(b *allocator.Binding) bool {
 }
 
 func (a *API) allocations(w http.ResponseWriter, r *http.Request) {
-	q, ok := query(w, r, "mac", "pool", "vm", "state", "prefix")
+	q, ok := query(w, r, "mac", "pool", "vm", "state", "prefix", "limit", "after")
 	if !ok {
 		return
 	}
@@ -121,30 +122,82 @@ func (a *API) allocations(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	out := []Allocation{}
-	add := func(al *allocator.Allocation) {
-		if f.allocation(al) {
-			p, _ := t.Pool(al.Pool)
-			out = append(out, AllocationOf(al, p))
+	limit, after, ok := pageParams(w, q)
+	if !ok {
+		return
+	}
+	var (
+		cPool   string
+		cPrefix netip.Prefix
+	)
+	if after != "" {
+		if cPool, cPrefix, ok = parseAllocationCursor(after); !ok {
+			badCursor(w, r.URL.Path, after)
+			return
 		}
+	}
+	// afterCursor reports whether pool and prefix come after the cursor.
+	afterCursor := func(pool string, p netip.Prefix) bool {
+		return after == "" || cmp.Or(strings.Compare(pool, cPool), comparePrefix(p, cPrefix)) > 0
 	}
 	if f.mac != nil {
 		// A MAC has at most one allocation: no need to walk the table.
-		if al, found := t.Lookup(f.mac); found {
-			add(al)
+		pw := newPageWriter(w)
+		if al, found := t.Lookup(f.mac); found && f.allocation(al) && afterCursor(al.Pool, al.Prefix) {
+			p, _ := t.Pool(al.Pool)
+			pw.item(appendAllocation(nil, al, p))
 		}
-	} else {
-		for i := range t.Len() {
-			al := t.At(i)
-			add(&al)
-		}
+		pw.end("")
+		return
 	}
-	sortAllocations(out)
-	writeJSON(w, http.StatusOK, out)
+	order := a.order.get(t)
+	pools := t.Pools()
+	key := func(i int) (string, netip.Prefix) {
+		p, x := t.PrefixAt(int(order[i]))
+		return pools[p].Name, x
+	}
+	start := 0
+	if f.pool != "" {
+		start = sort.Search(len(order), func(i int) bool { name, _ := key(i); return name >= f.pool })
+	}
+	if after != "" {
+		start = max(start, sort.Search(len(order), func(i int) bool { return afterCursor(key(i)) }))
+	}
+	// Each allocation is encoded into buf and written out: a page, however
+	// long, costs the table nothing but the write buffer.
+	pw := newPageWriter(w)
+	var (
+		buf      []byte
+		n        int
+		lastPool string
+		lastPfx  netip.Prefix
+		next     string
+	)
+	for i := start; i < len(order); i++ {
+		if f.pool != "" {
+			if name, _ := key(i); name != f.pool {
+				break
+			}
+		}
+		al := t.At(int(order[i]))
+		if !f.allocation(&al) {
+			continue
+		}
+		if n == limit {
+			next = allocationCursor(lastPool, lastPfx)
+			break
+		}
+		p, _ := t.Pool(al.Pool)
+		buf = appendAllocation(buf[:0], &al, p)
+		pw.item(buf)
+		n++
+		lastPool, lastPfx = al.Pool, al.Prefix
+	}
+	pw.end(next)
 }
 
 func (a *API) leases(w http.ResponseWriter, r *http.Request) {
-	q, ok := query(w, r, "mac", "pool", "prefix")
+	q, ok := query(w, r, "mac", "pool", "prefix", "limit", "after")
 	if !ok {
 		return
 	}
@@ -160,22 +213,44 @@ func (a *API) leases(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	bs, err := a.cfg.Bindings.Bindings()
+	limit, after, ok := pageParams(w, q)
+	if !ok {
+		return
+	}
+	var afterKey []byte
+	if after != "" {
+		// A binding key: the DUID's length, the DUID, the IAID.
+		if afterKey, ok = decodeCursor(cursorLease, after); !ok || len(afterKey) < 6 || int(afterKey[0]) != len(afterKey)-5 {
+			badCursor(w, r.URL.Path, after)
+			return
+		}
+	}
+	// A page is collected before it is written: a store error can still
+	// be answered with a 500. MaxLimit bounds it.
+	now := a.now()
+	out := make([]Lease, 0, min(limit, 256))
+	var lastKey []byte
+	next := ""
+	err := a.cfg.Bindings.ScanBindings(afterKey, func(k []byte, b allocator.Binding) (bool, error) {
+		if !f.binding(&b) {
+			return true, nil
+		}
+		if len(out) == limit {
+			next = encodeCursor(cursorLease, lastKey)
+			return false, nil
+		}
+		out = append(out, LeaseOf(&b, now))
+		lastKey = append(lastKey[:0], k...)
+		return true, nil
+	})
 	if err != nil {
 		a.log.Error("reading the bindings for /v1/leases", "err", err)
 		writeError(w, http.StatusInternalServerError, "", "reading the bindings: %v", err)
 		return
 	}
-	now := a.now()
-	out := []Lease{}
-	for i := range bs {
-		if f.binding(&bs[i]) {
-			out = append(out, LeaseOf(&bs[i], now))
-		}
+	pw := newPageWriter(w)
+	for i := range out {
+		pw.value(&out[i])
 	}
-	slices.SortFunc(out, func(x, y Lease) int {
-		return cmp.Or(strings.Compare(x.Pool, y.Pool), comparePrefix(x.Prefix, y.Prefix),
-			strings.Compare(x.ClientDUID, y.ClientDUID), cmp.Compare(x.IAID, y.IAID))
-	})
-	writeJSON(w, http.StatusOK, out)
+	pw.end(next)
 }

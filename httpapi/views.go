@@ -5,8 +5,6 @@ import (
 	"math"
 	"net"
 	"net/netip"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -207,30 +205,4 @@ func (c *countCache) get(t *allocator.Table) map[string]Counts {
 	}
 	c.table, c.counts = t, counts
 	return counts
-}
-
-// sortAllocations orders views by pool, then prefix.
-func sortAllocations(v []Allocation) {
-	slices.SortFunc(v, func(a, b Allocation) int {
-		return cmp.Or(strings.Compare(a.Pool, b.Pool), comparePrefix(a.Prefix, b.Prefix))
-	})
-}
-
-// AllocationsOf returns the views of allocs, each with its pool in pools,
-// and counts by pool those whose pool is not in pools (kept, not served).
-func AllocationsOf(allocs []allocator.Allocation, pools []allocator.Pool) (views []Allocation, orphaned map[string]int) {
-	byName := map[string]*allocator.Pool{}
-	for i := range pools {
-		byName[pools[i].Name] = &pools[i]
-	}
-	orphaned = map[string]int{}
-	views = make([]Allocation, 0, len(allocs))
-	for i := range allocs {
-		p := byName[allocs[i].Pool]
-		if p == nil {
-			orphaned[allocs[i].Pool]++
-		}
-		views = append(views, AllocationOf(&allocs[i], p))
-	}
-	return views, orphaned
 }

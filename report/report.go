@@ -1,7 +1,8 @@
 // Package report prints what the table's commands did, for the operator:
 // a sync from CloudStack (Sync), an import of a Kea config (Import), the
-// allocation table (Allocations), an operator's action (Admin) and the
-// allocation history (History, Holdings).
+// allocation table (Allocations, or AllocationWriter one line at a time),
+// an operator's action (Admin) and the allocation history (History,
+// Holdings).
 // The words and layout are the commands' output; scripts read the JSON
 // of the HTTP API, not these.
 package report
@@ -10,8 +11,10 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/config"
@@ -150,26 +153,112 @@ func Import(out io.Writer, rep *allocator.ImportReport, state string, dryRun, ve
 // Allocations prints the allocation table as the allocations command
 // does: one line per allocation, then the counts by state.
 func Allocations(out io.Writer, views []httpapi.Allocation) error {
-	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "MAC\tPREFIX\tSTATE\tSINCE\tPOOL\tINTERFACE-ID\tVM-NAME\tVM-ID\tNIC-ID\tIP6")
-	counts := map[allocator.State]int{}
-	for _, v := range views {
-		counts[v.State]++
-		state := string(v.State)
-		switch v.State {
-		case allocator.StateGone:
-			state += " " + stamp(v.GoneAt)
-		case allocator.StateQuarantined:
-			state += " " + stamp(v.QuarantinedAt)
+	w := NewAllocationWriter(out)
+	for i := range views {
+		if err := w.Write(&views[i]); err != nil {
+			return err
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.MAC, v.Prefix, state, stamp(v.Since), v.Pool,
-			dash(v.InterfaceID), dash(v.VMName), dash(v.VMID), dash(v.NICID), dash(v.IP6))
 	}
-	if err := tw.Flush(); err != nil {
-		return err
+	return w.Close()
+}
+
+// alignRows is how many rows an AllocationWriter holds to size its
+// columns before it prints them.
+const alignRows = 1000
+
+// allocationHeader names the columns of the allocation table.
+var allocationHeader = []string{"MAC", "PREFIX", "STATE", "SINCE", "POOL", "INTERFACE-ID", "VM-NAME", "VM-ID", "NIC-ID", "IP6"}
+
+// AllocationWriter prints the allocation table one allocation at a time,
+// as Allocations does, without holding the table: the columns are sized
+// by the first 1,000 rows (exactly as text/tabwriter would align a table
+// of that size) and widen, from the row that needs it, for a longer cell
+// further down. Close prints the counts by state.
+type AllocationWriter struct {
+	out    io.Writer
+	rows   [][]string // held until alignRows, then nil
+	widths []int
+	held   bool // still holding rows
+	counts map[allocator.State]int
+	n      int
+	err    error
+}
+
+// NewAllocationWriter returns a writer printing to out.
+func NewAllocationWriter(out io.Writer) *AllocationWriter {
+	return &AllocationWriter{out: out, rows: [][]string{allocationHeader}, held: true,
+		widths: make([]int, len(allocationHeader)), counts: map[allocator.State]int{}}
+}
+
+// Write prints (or holds) one allocation's line.
+func (w *AllocationWriter) Write(v *httpapi.Allocation) error {
+	w.n++
+	w.counts[v.State]++
+	state := string(v.State)
+	switch v.State {
+	case allocator.StateGone:
+		state += " " + stamp(v.GoneAt)
+	case allocator.StateQuarantined:
+		state += " " + stamp(v.QuarantinedAt)
 	}
-	_, err := fmt.Fprintf(out, "%d allocation(s): %d active, %d gone, %d quarantined\n", len(views),
-		counts[allocator.StateActive], counts[allocator.StateGone], counts[allocator.StateQuarantined])
+	row := []string{v.MAC, v.Prefix.String(), state, stamp(v.Since), v.Pool,
+		dash(v.InterfaceID), dash(v.VMName), dash(v.VMID), dash(v.NICID), dash(v.IP6)}
+	if w.held {
+		w.rows = append(w.rows, row)
+		if len(w.rows) > alignRows {
+			w.release()
+		}
+		return w.err
+	}
+	w.line(row)
+	return w.err
+}
+
+// release sizes the columns by the rows held and prints them.
+func (w *AllocationWriter) release() {
+	for _, r := range w.rows {
+		w.widen(r)
+	}
+	for _, r := range w.rows {
+		w.line(r)
+	}
+	w.rows, w.held = nil, false
+}
+
+func (w *AllocationWriter) widen(row []string) {
+	for i, c := range row[:len(row)-1] { // the last column is not padded
+		w.widths[i] = max(w.widths[i], utf8.RuneCountInString(c))
+	}
+}
+
+// line prints one row with two spaces after the widest cell of each
+// column but the last.
+func (w *AllocationWriter) line(row []string) {
+	if w.err != nil {
+		return
+	}
+	w.widen(row)
+	var b strings.Builder
+	for i, c := range row {
+		b.WriteString(c)
+		if i < len(row)-1 {
+			b.WriteString(strings.Repeat(" ", w.widths[i]-utf8.RuneCountInString(c)+2))
+		}
+	}
+	b.WriteByte('\n')
+	_, w.err = io.WriteString(w.out, b.String())
+}
+
+// Close prints what is held and the counts by state.
+func (w *AllocationWriter) Close() error {
+	if w.held {
+		w.release()
+	}
+	if w.err != nil {
+		return w.err
+	}
+	_, err := fmt.Fprintf(w.out, "%d allocation(s): %d active, %d gone, %d quarantined\n", w.n,
+		w.counts[allocator.StateActive], w.counts[allocator.StateGone], w.counts[allocator.StateQuarantined])
 	return err
 }
 

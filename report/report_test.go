@@ -1,14 +1,17 @@
 package report
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
 	"testing"
+	"text/tabwriter"
 	"time"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/config"
+	"github.com/cloudstack-pd/cloudstack-pd/httpapi"
 )
 
 func TestSync(t *testing.T) {
@@ -62,5 +65,78 @@ func TestImport(t *testing.T) {
 		if !strings.Contains(out.String(), w) {
 			t.Errorf("lacks %q:\n%s", w, out.String())
 		}
+	}
+}
+
+// TestAllocationWriterAlignsAsTabwriter: printed one line at a time, the
+// table is what text/tabwriter makes of it whole, for tables up to the
+// rows held (here 1,500 rows: the first 1,000 size the columns, a longer
+// cell below widens its column from there on), and counts by state.
+func TestAllocationWriterAlignsAsTabwriter(t *testing.T) {
+	since := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	view := func(i int, name string) httpapi.Allocation {
+		st := allocator.StateActive
+		var gone *time.Time
+		if i%3 == 1 {
+			st, gone = allocator.StateGone, &since
+		}
+		return httpapi.Allocation{MAC: fmt.Sprintf("06:00:00:00:%02x:%02x", i>>8, i&0xff), Prefix: netip.MustParsePrefix(fmt.Sprintf("2001:db8:%x::/60", i)),
+			Pool: "pod-a", InterfaceID: "VLAN2701", VMName: name, State: st, Since: &since, GoneAt: gone}
+	}
+	tabwritten := func(views []httpapi.Allocation) string {
+		var b strings.Builder
+		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "MAC\tPREFIX\tSTATE\tSINCE\tPOOL\tINTERFACE-ID\tVM-NAME\tVM-ID\tNIC-ID\tIP6")
+		for _, v := range views {
+			state := string(v.State)
+			if v.GoneAt != nil {
+				state += " " + v.GoneAt.Format(time.RFC3339)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\t-\t-\n", v.MAC, v.Prefix, state, v.Since.Format(time.RFC3339), v.Pool, v.InterfaceID, v.VMName)
+		}
+		tw.Flush()
+		return b.String()
+	}
+	for _, n := range []int{0, 1, 5, 1000} {
+		var views []httpapi.Allocation
+		for i := range n {
+			views = append(views, view(i, fmt.Sprintf("vm-%d", i*37%n)))
+		}
+		var got strings.Builder
+		if err := Allocations(&got, views); err != nil {
+			t.Fatal(err)
+		}
+		gone := (n + 1) / 3
+		want := tabwritten(views) + fmt.Sprintf("%d allocation(s): %d active, %d gone, 0 quarantined\n", n, n-gone, gone)
+		if got.String() != want {
+			t.Errorf("%d rows:\n got %q\nwant %q", n, got.String(), want)
+		}
+	}
+
+	// Past the rows held: a longer VM name widens its column from its row on.
+	var views []httpapi.Allocation
+	for i := range 1500 {
+		name := "vm"
+		if i == 1200 {
+			name = "a-much-longer-vm-name"
+		}
+		views = append(views, view(i, name))
+	}
+	var got strings.Builder
+	if err := Allocations(&got, views); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(got.String(), "\n")
+	if w := tabwritten(views[:999]); !strings.HasPrefix(got.String(), w) {
+		t.Errorf("the first 1,000 lines are not tabwriter's")
+	}
+	// lines[k] is views[k-1]: the long name is on line 1201; the lines
+	// after it are aligned to it, the ones before are as they were.
+	if !strings.Contains(lines[1201], "a-much-longer-vm-name  -") || len(lines[1202]) != len(lines[1201]) ||
+		len(lines[1500]) != len(lines[1201]) || len(lines[1200]) >= len(lines[1201]) || len(lines[1200]) != len(lines[2]) {
+		t.Errorf("widening:\n%s\n%s\n%s", lines[1200], lines[1201], lines[1202])
+	}
+	if lines[1501] != "1500 allocation(s): 1000 active, 500 gone, 0 quarantined" {
+		t.Errorf("counts line %q", lines[1501])
 	}
 }

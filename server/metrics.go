@@ -1,10 +1,13 @@
 package server
 
 import (
+	"strconv"
 	"sync/atomic"
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cloudstack-pd/cloudstack-pd/relay"
 )
 
 // Namespace is the Prometheus namespace of every metric.
@@ -92,6 +95,16 @@ func reasonIndex(r Reason) int {
 	return -1
 }
 
+// ReceivedTypes are the message types whose packets_received_total
+// series exist from the start: the client messages a PD server is sent,
+// and RELAY-FORW (relay levels that do not decode). Other types appear
+// when first received.
+var ReceivedTypes = []dhcpv6.MessageType{
+	dhcpv6.MessageTypeSolicit, dhcpv6.MessageTypeRequest, dhcpv6.MessageTypeConfirm,
+	dhcpv6.MessageTypeRenew, dhcpv6.MessageTypeRebind, dhcpv6.MessageTypeRelease,
+	dhcpv6.MessageTypeDecline, dhcpv6.MessageTypeInformationRequest, dhcpv6.MessageTypeRelayForward,
+}
+
 // results lists the Results, for resultIndex.
 var results = [...]Result{ResultPrefix, ResultNoPool, ResultNoMAC, ResultUnknownMAC, ResultOtherPool,
 	ResultQuarantined, ResultNoBinding, ResultReleased, ResultDeclined, ResultNoAddrs, ResultOtherIA}
@@ -140,8 +153,23 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	m.received.vec, m.replies.vec, m.drops.vec, m.answers.vec = m.Received, m.Replies, m.Drops, m.Answers
 	m.pools.vec = m.PoolSelections
+	// Every series an alert or a dashboard reads starts at 0, so that
+	// rate() and increase() see the first event (the first Decline, the
+	// first malformed remote-id) instead of a series that appears with 1.
 	for _, r := range Reasons {
 		m.Drops.WithLabelValues(string(r))
+	}
+	for _, r := range results {
+		m.Answers.WithLabelValues(string(r))
+	}
+	for _, t := range ReceivedTypes {
+		m.Received.WithLabelValues(t.String())
+	}
+	for _, t := range []dhcpv6.MessageType{dhcpv6.MessageTypeAdvertise, dhcpv6.MessageTypeReply} {
+		m.Replies.WithLabelValues(t.String())
+	}
+	for _, code := range []int{relay.OptRemoteID, relay.OptRelayID, relay.OptClientLinkLayer, relay.OptRelaySourcePort} {
+		m.MalformedOptions.WithLabelValues(strconv.Itoa(code))
 	}
 	for _, l := range poolRuleLabels {
 		m.PoolSelections.WithLabelValues(l)

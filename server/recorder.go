@@ -50,6 +50,7 @@ type Recorder struct {
 	dropped      *prometheus.CounterVec
 	drops        map[string]*dropReason // by reason; read-only once made
 	pendingGauge prometheus.GaugeFunc
+	flushErrors  prometheus.Counter
 
 	mu      sync.Mutex
 	pending map[iaKey]pendingOp
@@ -131,13 +132,17 @@ func NewRecorder(store BindingStore, interval time.Duration, log *slog.Logger) *
 		Namespace: Namespace, Name: "bindings_pending",
 		Help: "IAs whose binding or release waits for the next write to the store.",
 	}, func() float64 { return float64(r.Pending()) })
+	r.flushErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "bindings_flush_errors_total",
+		Help: "Writes of pending bindings to the store that failed; what was not written waits for the next flush.",
+	})
 	return r
 }
 
 // Collectors returns the Recorder's metrics, to register:
-// bindings_dropped_total and bindings_pending.
+// bindings_dropped_total, bindings_pending and bindings_flush_errors_total.
 func (r *Recorder) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{r.dropped, r.pendingGauge}
+	return []prometheus.Collector{r.dropped, r.pendingGauge, r.flushErrors}
 }
 
 // Pending returns how many IAs wait for the next flush.
@@ -275,6 +280,7 @@ func (r *Recorder) Flush() error {
 		err = r.write(batch, put, del)
 	}
 	if err != nil {
+		r.flushErrors.Inc()
 		r.log.Error("cannot record bindings; will retry", "bindings", len(batch), "err", err)
 	}
 	return err

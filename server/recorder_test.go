@@ -105,10 +105,16 @@ func TestRecorderKeepsBatchOnStoreError(t *testing.T) {
 	if err := rec.Flush(); err == nil {
 		t.Fatal("flush succeeded on a failing store")
 	}
+	if n := flushErrors(t, rec); n != 1 {
+		t.Errorf("bindings_flush_errors_total = %v after a failed flush, want 1", n)
+	}
 	rec.Record(allocator.Binding{ClientDUID: []byte{0, 3, 0, 1, 1}, MAC: macA, IAID: 1, Prefix: prefixA, ValidLifetime: 2})
 	fs.fail = false
 	if err := rec.Flush(); err != nil {
 		t.Fatal(err)
+	}
+	if n := flushErrors(t, rec); n != 1 {
+		t.Errorf("bindings_flush_errors_total = %v after a good flush, want 1 still", n)
 	}
 	got := map[netip.Prefix]uint32{}
 	for _, b := range fs.calls[len(fs.calls)-1] {
@@ -138,6 +144,24 @@ func (f *fakeStore) PutBindings(put []allocator.Binding, del []allocator.Binding
 	f.calls = append(f.calls, slices.Clone(put)) // the caller reuses its slices
 	f.dels = append(f.dels, slices.Clone(del))
 	return nil
+}
+
+// flushErrors reads bindings_flush_errors_total.
+func flushErrors(t *testing.T, rec *Recorder) float64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(rec.Collectors()...)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "cloudstack_pd_bindings_flush_errors_total" {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatal("no bindings_flush_errors_total")
+	return 0
 }
 
 // droppedCount reads bindings_dropped_total{reason}.

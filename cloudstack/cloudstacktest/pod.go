@@ -267,3 +267,25 @@ func appendHex(b []byte, v uint64, width int) []byte {
 	}
 	return b
 }
+
+// AnotherVM returns a copy of vm (a VM's JSON object, as LoadVMs reads
+// it) as another VM: its id, name and displayname replaced, and only its
+// first NIC kept, with the id nicID and the MAC mac. Tests add it to a
+// pod to play a VM just created.
+func AnotherVM(vm json.RawMessage, id, name, nicID, mac string) (json.RawMessage, error) {
+	var m map[string]any
+	if err := json.Unmarshal(vm, &m); err != nil {
+		return nil, err
+	}
+	nics, _ := m["nic"].([]any)
+	if len(nics) == 0 {
+		return nil, fmt.Errorf("VM %v has no NIC", m["id"])
+	}
+	nic, ok := nics[0].(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("VM %v: NIC 0 is not an object", m["id"])
+	}
+	nic["id"], nic["macaddress"] = nicID, mac
+	m["id"], m["name"], m["displayname"], m["nic"] = id, name, name, []any{nic}
+	return json.Marshal(m)
+}

@@ -11,11 +11,15 @@
 //     {"listvirtualmachinesresponse":{"count":N,"virtualmachine":[…]}},
 //     {"listvirtualmachinesresponse":{"count":N}} past the last page, and
 //     {"listvirtualmachinesresponse":{}} when there is no VM at all;
-//   - an unknown podid is error 431; no podid lists every pod;
+//   - an unknown podid is error 431; no podid lists every pod; id or ids
+//     (comma-separated) list only those VMs;
 //   - it serves pods of literal JSON (fixtures read by LoadVMs) or of
 //     generated VMs (Synthetic) without holding them in memory.
 //
 // It can be told to fail in each way a real deployment fails (see Fault).
+// It also keeps webhooks (createWebhook, updateWebhook, listWebhooks,
+// listWebhookDeliveries) and delivers events to them as CloudStack 4.20
+// does, signed, with faults on demand (Emit, DeliveryFault; webhook.go).
 // Other commands are unknown to it, and answered 401 as the real server
 // answers unknown commands.
 package cloudstacktest
@@ -71,6 +75,7 @@ type Server struct {
 	now         func() time.Time
 	calls       []Call
 	bufs        sync.Pool
+	hooks       webhooks
 }
 
 // Call is one request the server answered, for assertions.
@@ -195,7 +200,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 
 	ok, reason := s.verify(params, now)
-	if ok && cmd != "listVirtualMachines" {
+	webhookCmd := webhookCommands[cmd] != nil
+	if ok && cmd != "listVirtualMachines" && !webhookCmd {
 		ok, reason = false, fmt.Sprintf("unknown command %q", cmd)
 	}
 	if !ok {
@@ -204,12 +210,48 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		writeEnvelope(w, responseName(cmd), http.StatusUnauthorized, 0, TextBadCredentials)
 		return
 	}
+	if webhookCmd {
+		s.webhookCommand(w, params, &call)
+		return
+	}
 	s.listVirtualMachines(w, r, params, &call)
 }
 
+// idFilter returns the VM ids of the id or ids parameter, nil without
+// either.
+func idFilter(params url.Values) map[string]bool {
+	v := params.Get("ids")
+	if v == "" {
+		v = params.Get("id")
+	}
+	if v == "" {
+		return nil
+	}
+	ids := map[string]bool{}
+	for id := range strings.SplitSeq(v, ",") {
+		ids[strings.TrimSpace(id)] = true
+	}
+	return ids
+}
+
+// filtered is the pod's VMs whose id is in ids, in listing order.
+func filtered(p Pod, ids map[string]bool) VMs {
+	var out VMs
+	for i := range p.Len() {
+		vm := p.AppendVM(nil, i)
+		var v struct {
+			ID string `json:"id"`
+		}
+		if json.Unmarshal(vm, &v) == nil && ids[v.ID] {
+			out = append(out, vm)
+		}
+	}
+	return out
+}
+
 func responseName(cmd string) string {
-	if cmd == "listVirtualMachines" {
-		return "listvirtualmachinesresponse"
+	if cmd == "listVirtualMachines" || webhookCommands[cmd] != nil {
+		return strings.ToLower(cmd) + "response"
 	}
 	return "errorresponse"
 }
@@ -311,6 +353,9 @@ func (s *Server) listVirtualMachines(w http.ResponseWriter, r *http.Request, par
 	if fault.Kind == FaultExpunge && podID != "" && pod.Len() > 0 {
 		pod = expunged{pod}
 		s.pods[podID] = pod
+	}
+	if ids := idFilter(params); ids != nil {
+		pod = filtered(pod, ids)
 	}
 	s.mu.Unlock()
 	call.Fault = fault.Kind

@@ -45,8 +45,9 @@ longer configured are listed too (kept, not served), with a warning.
 
 The store is opened read-only. While serve runs it holds the store's lock;
 then the table is read from the running server's local HTTP API
-(http.listen, GET /v1/allocations, the same fields), and when serve offers
-none, the command says so and exits 1.`,
+(http.listen, GET /v1/allocations page by page, the same fields), and when
+serve offers none, the command says so and exits 1. Either way each line
+is printed as it is read: the table is never held whole, whatever its size.`,
 		Example: `  cloudstack-pd allocations --config /etc/cloudstack-pd/config.yaml
   cloudstack-pd allocations -c /etc/cloudstack-pd/config.yaml --json | jq '.[] | select(.state != "active")'`,
 		Args: cobra.NoArgs,
@@ -99,44 +100,105 @@ func runAllocations(out, stderr io.Writer, cfgPath string, asJSON bool) error {
 	if err != nil {
 		return err
 	}
-	views, err := storeAllocations(cfg, stderr)
+	// Allocations are printed as they are read, from the store or page by
+	// page from the server: the table is never held whole.
+	var sink allocationSink
+	if asJSON {
+		sink = &jsonArray{out: out}
+	} else {
+		sink = report.NewAllocationWriter(out)
+	}
+	err = storeAllocations(cfg, stderr, sink.Write)
 	if errors.Is(err, allocator.ErrLocked) && cfg.HTTP.Listen != "" {
 		// serve holds the store: ask it.
-		remote, herr := httpapi.GetAllocations(cfg.HTTP.Listen)
+		herr := httpapi.EachAllocation(cfg.HTTP.Listen, func(a httpapi.Allocation) error { return sink.Write(&a) })
 		if herr != nil {
 			err = fmt.Errorf("%w\n(asking the running server instead failed: %v)", err, herr)
 		} else {
-			views, err = remote, nil
+			err = nil
 			fmt.Fprintf(stderr, "the store is held by the running server: table read from http://%s/v1/allocations\n", cfg.HTTP.Listen)
 		}
 	}
 	if err != nil {
 		return err
 	}
-	if asJSON {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(views)
-	}
-
-	return report.Allocations(out, views)
+	return sink.Close()
 }
 
-// storeAllocations reads the table from the store, as the HTTP API's views.
-func storeAllocations(cfg *config.Config, stderr io.Writer) ([]httpapi.Allocation, error) {
+// allocationSink prints allocations one at a time.
+type allocationSink interface {
+	Write(*httpapi.Allocation) error
+	Close() error
+}
+
+// jsonArray prints one JSON array, indented as encoding/json's Encoder
+// with SetIndent("", "  ") would, one element at a time.
+type jsonArray struct {
+	out io.Writer
+	n   int
+}
+
+func (j *jsonArray) Write(v *httpapi.Allocation) error {
+	b, err := json.MarshalIndent(v, "  ", "  ")
+	if err != nil {
+		return err
+	}
+	sep := ",\n  "
+	if j.n == 0 {
+		sep = "[\n  "
+	}
+	j.n++
+	if _, err := io.WriteString(j.out, sep); err != nil {
+		return err
+	}
+	_, err = j.out.Write(b)
+	return err
+}
+
+func (j *jsonArray) Close() error {
+	end := "\n]\n"
+	if j.n == 0 {
+		end = "[]\n"
+	}
+	_, err := io.WriteString(j.out, end)
+	return err
+}
+
+// storeAllocations reads the table from the store, configured pools or
+// not, and calls emit with the HTTP API's view of each allocation, sorted
+// by pool and prefix, one at a time.
+func storeAllocations(cfg *config.Config, stderr io.Writer, emit func(*httpapi.Allocation) error) error {
 	st, err := openReadOnly(cfg, "allocations", askServer)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer st.Close()
 	pools := cfg.Pools()
-	allocs, err := readAllocations(st, pools)
-	if err != nil {
-		return nil, err
+	byName := map[string]*allocator.Pool{}
+	for i := range pools {
+		byName[pools[i].Name] = &pools[i]
 	}
-	views, orphaned := httpapi.AllocationsOf(allocs, pools)
+	orphaned := map[string]int{}
+	err = st.View(pools, func(tx *allocator.Tx) error {
+		for _, name := range tx.StoredPools() { // in byte order
+			p := byName[name]
+			if err := tx.ForEachByPrefix(name, func(a allocator.Allocation) error {
+				if p == nil {
+					orphaned[name]++
+				}
+				v := httpapi.AllocationOf(&a, p)
+				return emit(&v)
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
 	if len(orphaned) > 0 {
 		fmt.Fprintf(stderr, "warning: allocations of pools that are not configured (kept, not served): %v\n", orphaned)
 	}
-	return views, nil
+	return nil
 }

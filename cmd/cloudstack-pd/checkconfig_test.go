@@ -348,7 +348,9 @@ func TestExampleSystemdUnit(t *testing.T) {
 	// verify insists that the binary exists: stand one in.
 	path := filepath.Join(t.TempDir(), "cloudstack-pd.service")
 	testenv.WriteFile(t, path, strings.ReplaceAll(string(unit), "/usr/local/bin/cloudstack-pd", truePath))
-	out, err := exec.Command(analyze, "verify", path).CombinedOutput()
+	// The man page of Documentation= is installed by the package, whose
+	// own unit .ci/deb-check verifies with it.
+	out, err := exec.Command(analyze, "verify", "--man=no", path).CombinedOutput()
 	if err != nil || len(bytes.TrimSpace(out)) != 0 {
 		// verify exits 0 on unknown keys and bad values, but says so.
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)

@@ -432,3 +432,56 @@ func TestClusterPausedSyncer(t *testing.T) {
 		t.Errorf("check of the cluster table after the pause: %v\n%s", err, out)
 	}
 }
+
+// TestClusterWebhookHandover: a webhook delivery reaches a server that is
+// not the syncer; it hands the event over through etcd, the syncer syncs
+// the VM, and every server answers the new VM's prefix in seconds though
+// api.interval is an hour.
+func TestClusterWebhookHandover(t *testing.T) {
+	testenv.IPv6Loopback(t)
+	etcd := etcdtest.Start(t, 3)
+	bin := testenv.BuildBinary(t, ".")
+	fake := cloudstacktest.NewServer(cloudstacktest.SiteKey, cloudstacktest.SiteSecret)
+	t.Cleanup(fake.Close)
+	fake.SetPod(cloudstacktest.SyntheticPodID(0), cloudstacktest.Synthetic{Index: 0, N: 5})
+	hookPorts := []int{testenv.FreeTCPPort(t), testenv.FreeTCPPort(t), testenv.FreeTCPPort(t)}
+	servers := startClusterServersWith(t, bin, fake, "1h", "2s", func(i int) string {
+		return fmt.Sprintf("  etcd:\n    endpoints: [%s]\nwebhook:\n  listen: \"127.0.0.1:%d\"\n  secret: %s\n", strings.Join(etcd.Endpoints(), ", "), hookPorts[i], hookSecret)
+	})
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, s := range servers {
+				t.Logf("%s log:\n%s", s.name, s.log.String())
+			}
+		}
+	})
+	for _, s := range servers {
+		waitUntil(t, s.name+" answers", 90*time.Second, func() bool { return strings.HasPrefix(s.ask(t, macOf(4)), "2001:db8:200:") })
+	}
+	var syncer int
+	waitUntil(t, "one syncer", 20*time.Second, func() bool { syncer = leader(t, servers, nil); return syncer >= 0 })
+	receiver := (syncer + 1) % 3
+	fake.AddWebhook("cloudstack-pd", fmt.Sprintf("http://127.0.0.1:%d/", hookPorts[receiver]), hookSecret)
+
+	fake.SetPod(cloudstacktest.SyntheticPodID(0), cloudstacktest.Synthetic{Index: 0, N: 6})
+	start := time.Now()
+	fake.Emit(cloudstacktest.Event{Type: "VM.CREATE", EntityUUID: cloudstacktest.SyntheticVMID(0, 5)}, cloudstacktest.DeliveryFault{})
+	var prefix string
+	for _, s := range servers {
+		waitUntil(t, s.name+" answers the new VM", 10*time.Second, func() bool {
+			got := s.ask(t, macOf(5))
+			if !strings.HasPrefix(got, "2001:db8:200:") {
+				return false
+			}
+			if prefix != "" && got != prefix {
+				t.Fatalf("%s answers %s, another server %s", s.name, got, prefix)
+			}
+			prefix = got
+			return true
+		})
+	}
+	t.Logf("delivered to %s, synced by %s, served by all %v after the event", servers[receiver].name, servers[syncer].name, time.Since(start).Round(time.Millisecond))
+	if !strings.Contains(servers[syncer].log.String(), "synced") {
+		t.Errorf("the syncer did not sync")
+	}
+}

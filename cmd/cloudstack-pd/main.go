@@ -71,6 +71,7 @@ Start with:  cloudstack-pd serve --config example/cloudstack-pd.yaml`,
 		newKeaDiffCmd(),
 		newCheckConfigCmd(),
 		newSyncCmd(),
+		newWebhookCmd(),
 		newAllocationsCmd(),
 		newCheckCmd(),
 		newAllocationCmd(),
@@ -81,6 +82,7 @@ Start with:  cloudstack-pd serve --config example/cloudstack-pd.yaml`,
 		bench.NewCommand(),
 		newReplayCmd(),
 		newClusterCmd(),
+		newGenManCmd(),
 	)
 	return root
 }
