@@ -314,6 +314,16 @@ func testMove(t *testing.T, b kv.Backend) {
 	if got := loadAll(t, st); len(got) != 2 || got[0].Pool != "pod-b" {
 		t.Errorf("table: %+v", got)
 	}
+	// A listing by prefix skips the held one.
+	err = st.View(pools, func(tx *allocator.Tx) error {
+		return tx.ForEachByPrefix("pod-a", func(a allocator.Allocation) error {
+			t.Errorf("pod-a lists %+v", a)
+			return nil
+		})
+	})
+	if err != nil {
+		t.Errorf("ForEachByPrefix over a held prefix: %v", err)
+	}
 	for _, tc := range []struct {
 		pool string
 		want error
