@@ -269,3 +269,16 @@ func copyInto(dst, src *Store, skip func(kv.Kind) bool) (copied int, err error) 
 	}
 	return copied, dst.clearIncomplete()
 }
+
+// BackupReport says what a backup wrote.
+type BackupReport struct {
+	// Path is the copy, Bytes its size.
+	Path  string `json:"path"`
+	Bytes int64  `json:"bytes"`
+	// Allocations and Events count what the copy holds.
+	Allocations int `json:"allocations"`
+	Events      int `json:"events"`
+	// Violations are what Check finds in the copy: the store's own at the
+	// instant of the copy, which holds its bytes.
+	Violations []string `json:"violations,omitempty"`
+}

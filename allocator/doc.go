@@ -76,12 +76,23 @@
 //	binding [bindings]        len(DUID) (1) + DUID + IAID (4)   JSON binding (see Binding)
 //	binding-prefix            prefix key (17 bytes)             key in binding
 //	  [binding-prefix]
+//	held [held]               prefix key (17 bytes)             JSON allocation record, state quarantined
+//	history [history]         time (UnixNano, 8) + seq (4)      JSON history event (see HistoryEvent)
 //
 // As one flat key space (etcd) these are <prefix>/meta/<key>,
 // <prefix>/alloc/<pool>/<mac>, <prefix>/prefix/<pool>/<prefix key>,
-// <prefix>/mac/<mac>, <prefix>/binding/<key> and
-// <prefix>/binding-prefix/<prefix key> (docs/design.md, "The storage
-// seam").
+// <prefix>/mac/<mac>, <prefix>/binding/<key>,
+// <prefix>/binding-prefix/<prefix key>, <prefix>/held/<prefix key> and
+// <prefix>/history/<time><seq> (docs/design.md, "The storage seam").
+//
+// held holds the prefixes quarantined without an allocation (Tx.Move,
+// Tx.ForgetPool): the record of the allocation they were, under the
+// prefix key; the pool's prefix index keeps naming the MAC, so the prefix
+// stays taken, and the sync deletes both once the quarantine has passed.
+// history holds every change of an allocation, written in the
+// transaction of the change (Tx.Put, Tx.Delete and the actions; SetActor
+// says who): keys sort by time, a sequence number orders the events of
+// one second.
 //
 // A pool's two spaces are named by the pool's name (the mapping key, a pod
 // UUID). An allocation record (EncodeAllocation, DecodeAllocation) is
@@ -128,7 +139,11 @@
 //     (reported by LoadTable and Check), and keeps their MACs out of every
 //     other pool until they are deleted.
 //   - Put never changes an allocation's prefix (ErrPrefixMoved): to give a
-//     MAC another prefix, Delete it and Put it again, knowingly.
+//     MAC another prefix, Delete it and Put it again, knowingly, or Move it
+//     (which keeps the old prefix out of use for the quarantine).
+//   - Set the Actor (Tx.SetActor) before writing: the history records its
+//     time, who and why with each change; without one the time is now and
+//     nobody is named.
 //   - PutBindings applies deletions before writes; coalesce a key's events
 //     before calling it, or the order between them is lost. A release
 //     deletes only a binding recorded with the release's MAC.

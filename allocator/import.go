@@ -145,12 +145,14 @@ func PlanImport(tx *Tx, cfg *kea.Config, now time.Time) (*ImportReport, error) {
 // Import is PlanImport followed, when there is no conflict, by writing the
 // added allocations in tx. Run it in Store.Update: the transaction commits
 // all of them or, on any error, none. Importing the same file again adds
-// nothing: every reservation is then Present.
+// nothing: every reservation is then Present. Each adoption goes to the
+// history (EventAdopted, by "import-kea", the file as the note).
 func Import(tx *Tx, cfg *kea.Config, now time.Time) (*ImportReport, error) {
 	rep, err := PlanImport(tx, cfg, now)
 	if err != nil {
 		return rep, err
 	}
+	tx.SetActor(Actor{At: now, By: ImportSource, Note: cfg.Path})
 	for _, it := range rep.Added {
 		if err := tx.Put(it.Allocation); err != nil {
 			return rep, fmt.Errorf("import %s: %s: %w", cfg.Path, it.Path, err)

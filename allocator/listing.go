@@ -65,10 +65,14 @@ func (s *Store) CountBindings() (int, error) {
 // ForEachByPrefix calls fn with every allocation of pool (configured or
 // not) in prefix order (address, then length), and stops at fn's first
 // error, which it returns. It walks the pool's prefix index and reads
-// each allocation by its MAC, holding one at a time. fn must not write to
-// the Tx.
+// each allocation by its MAC, holding one at a time; prefixes held in
+// quarantine without an allocation (Tx.Move, Tx.ForgetPool) are not
+// allocations and are skipped. fn must not write to the Tx.
 func (t *Tx) ForEachByPrefix(pool string, fn func(a Allocation) error) error {
 	return t.kt.Scan(prefixSpace(pool), nil, func(pk, mac []byte) error {
+		if heldBy(t.kt, pool, pk, mac) {
+			return nil
+		}
 		v := t.kt.Get(allocSpace(pool), mac)
 		if v == nil {
 			p, _ := ParsePrefixKey(pk)

@@ -215,6 +215,15 @@ func (s *Store) ServerDUID(generate func() ([]byte, error)) ([]byte, error) {
 type Tx struct {
 	kt    kv.Tx
 	pools map[string]Pool
+
+	// The history: who makes the changes, the events written, and the
+	// next sequence number of the instant seqAt.
+	actor      Actor
+	keepEvents bool
+	events     []HistoryEvent
+	seqAt      int64
+	seq        uint32
+	seqKnown   bool
 }
 
 func newTx(pools []Pool) (*Tx, error) {
@@ -258,7 +267,14 @@ func (t *Tx) StoredPools() []string { return t.kt.Pools() }
 // (ErrDuplicateMAC), or the MAC already has another prefix (ErrPrefixMoved).
 // Should the backend itself fail mid-write, return the error from the
 // Update function so that the transaction rolls back.
-func (t *Tx) Put(a Allocation) error {
+//
+// The change is appended to the history in the same transaction (see
+// putEvent; SetActor says who makes it).
+func (t *Tx) Put(a Allocation) error { return t.put(a, "", nil) }
+
+// put is Put with the history event to write: "" derives it from the
+// change (putEvent); edit, when set, completes the event.
+func (t *Tx) put(a Allocation, event string, edit func(*HistoryEvent)) error {
 	if !t.kt.Writable() {
 		return fmt.Errorf("put allocation of %s: %w", a.MAC, kv.ErrReadOnly)
 	}
@@ -289,6 +305,9 @@ func (t *Tx) Put(a Allocation) error {
 	if owner, taken := t.PrefixOwner(a.Pool, a.Prefix); taken && !bytes.Equal(owner, key) {
 		return fmt.Errorf("prefix %s in pool %q: owned by %s, not given to %s: %w", a.Prefix, a.Pool, owner, a.MAC, ErrDuplicatePrefix)
 	}
+	if !had && t.kt.Get(heldSpace, PrefixKey(a.Prefix)) != nil {
+		return fmt.Errorf("prefix %s in pool %q: held in quarantine (moved away from, or of a forgotten pool), not given to %s until the quarantine ends: %w", a.Prefix, a.Pool, a.MAC, ErrDuplicatePrefix)
+	}
 	if owner, in, taken := t.PrefixElsewhere(a.Pool, a.Prefix); taken {
 		return fmt.Errorf("prefix %s in pool %q: overlaps what %s holds in pool %q, not given to %s: %w", a.Prefix, a.Pool, owner, in, a.MAC, ErrDuplicatePrefix)
 	}
@@ -307,6 +326,22 @@ func (t *Tx) Put(a Allocation) error {
 	}
 	if err := t.kt.Put(spaceMACs, key, []byte(a.Pool)); err != nil {
 		return fmt.Errorf("put macs/%s: %w", a.MAC, err)
+	}
+	if event == "" {
+		event = putEvent(prev, had, a)
+	}
+	if event != "" {
+		var before State
+		if had {
+			before = prev.State
+		}
+		e := t.eventOf(event, a, before)
+		if edit != nil {
+			edit(&e)
+		}
+		if err := t.record(e); err != nil {
+			return err
+		}
 	}
 	endGroup(t.kt)
 	return nil
@@ -435,37 +470,54 @@ func unindex(kt kv.Tx, sp kv.Space, pk, owner []byte) error {
 }
 
 // Delete removes the allocation of mac in pool (configured or not) and
-// frees its prefix. Deleting what is not there is not an error.
+// frees its prefix. Deleting what is not there is not an error. The
+// history records it (EventReleased).
 func (t *Tx) Delete(pool string, mac net.HardwareAddr) error {
-	if !t.kt.Writable() {
-		return fmt.Errorf("delete allocation of %s in pool %q: %w", mac, pool, kv.ErrReadOnly)
-	}
-	if len(mac) == 0 {
-		return nil
-	}
-	v := t.kt.Get(allocSpace(pool), mac)
-	if v == nil {
-		return nil
-	}
-	a, err := DecodeAllocation(pool, mac, v)
-	if err != nil {
+	a, had, err := t.unlink(pool, mac, true)
+	if err != nil || !had {
 		return err
 	}
-	if a.Prefix.IsValid() {
-		if err := unindex(t.kt, prefixSpace(pool), PrefixKey(a.Prefix), mac); err != nil {
-			return fmt.Errorf("delete pools/%s/prefix/%s: %w", pool, a.Prefix, err)
-		}
-	}
-	if err := t.kt.Delete(allocSpace(pool), mac); err != nil {
-		return fmt.Errorf("delete pools/%s/alloc/%s: %w", pool, mac, err)
-	}
-	if string(t.kt.Get(spaceMACs, mac)) == pool {
-		if err := t.kt.Delete(spaceMACs, mac); err != nil {
-			return fmt.Errorf("delete macs/%s: %w", mac, err)
-		}
+	e := t.eventOf(EventReleased, a, a.State)
+	e.State = ""
+	if err := t.record(e); err != nil {
+		return err
 	}
 	endGroup(t.kt)
 	return nil
+}
+
+// unlink deletes the allocation of mac in pool, its MAC index entry and,
+// with unindexPrefix, its prefix index entry; it returns what it deleted.
+// The caller ends the group (endGroup) once the change is whole.
+func (t *Tx) unlink(pool string, mac net.HardwareAddr, unindexPrefix bool) (Allocation, bool, error) {
+	if !t.kt.Writable() {
+		return Allocation{}, false, fmt.Errorf("delete allocation of %s in pool %q: %w", mac, pool, kv.ErrReadOnly)
+	}
+	if len(mac) == 0 {
+		return Allocation{}, false, nil
+	}
+	v := t.kt.Get(allocSpace(pool), mac)
+	if v == nil {
+		return Allocation{}, false, nil
+	}
+	a, err := DecodeAllocation(pool, mac, v)
+	if err != nil {
+		return a, false, err
+	}
+	if a.Prefix.IsValid() && unindexPrefix {
+		if err := unindex(t.kt, prefixSpace(pool), PrefixKey(a.Prefix), mac); err != nil {
+			return a, false, fmt.Errorf("delete pools/%s/prefix/%s: %w", pool, a.Prefix, err)
+		}
+	}
+	if err := t.kt.Delete(allocSpace(pool), mac); err != nil {
+		return a, false, fmt.Errorf("delete pools/%s/alloc/%s: %w", pool, mac, err)
+	}
+	if string(t.kt.Get(spaceMACs, mac)) == pool {
+		if err := t.kt.Delete(spaceMACs, mac); err != nil {
+			return a, false, fmt.Errorf("delete macs/%s: %w", mac, err)
+		}
+	}
+	return a, true, nil
 }
 
 // ForEach calls fn with every allocation of pool (configured or not), in
@@ -719,7 +771,9 @@ func (s *Store) Check(pools []Pool) ([]string, error) {
 			add("meta/incomplete: a %s did not finish: run it again to complete the table", v)
 		}
 		checkAllocations(kt, configured, add)
+		checkHeld(kt, add)
 		checkBindings(kt, add)
+		checkHistory(kt, add)
 		return nil
 	})
 	if err == nil {
@@ -746,7 +800,9 @@ func checkAllocations(kt kv.Tx, configured map[string]*Pool, add func(string, ..
 		if !isConfigured {
 			n := 0
 			_ = kt.Scan(alloc, nil, func(_, _ []byte) error { n++; return nil })
-			add("pools/%s: %d allocation(s) in a pool that is not configured (kept, not served)", pool, n)
+			if n > 0 {
+				add("pools/%s: %d allocation(s) in a pool that is not configured (kept, not served; 'pool forget' quarantines them)", pool, n)
+			}
 		}
 		_ = kt.Scan(alloc, nil, func(k, v []byte) error {
 			mac := net.HardwareAddr(k)
@@ -809,6 +865,9 @@ func checkAllocations(kt kv.Tx, configured map[string]*Pool, add func(string, ..
 				return nil
 			}
 			at := fmt.Sprintf("pools/%s/prefix/%s", pool, pfx)
+			if heldBy(kt, pool, k, v) {
+				return nil // held in quarantine without an allocation
+			}
 			rec := kt.Get(alloc, v)
 			if rec == nil {
 				add("%s: names %s, which has no allocation in the pool", at, net.HardwareAddr(v))

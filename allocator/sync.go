@@ -81,6 +81,10 @@ type SyncReport struct {
 	Written bool
 	// Pools holds one entry per configured pool, by pool name.
 	Pools []PoolSync
+	// ReleasedHeld are the prefixes held in quarantine without an
+	// allocation (left by `allocation move` and `pool forget`, in any
+	// pool) whose quarantine has passed, now deleted: they are free.
+	ReleasedHeld []Allocation
 }
 
 // PoolSync is what a sync did in one pool. The lists hold the allocations
@@ -167,11 +171,15 @@ func (r *SyncReport) Totals() SyncTotals {
 		t.NotEligible += p.NotEligible
 		t.Conflicts += len(p.Conflicts)
 	}
+	t.Released += len(r.ReleasedHeld)
 	return t
 }
 
 // Changed reports whether the sync changes anything.
 func (r *SyncReport) Changed() bool {
+	if len(r.ReleasedHeld) > 0 {
+		return true
+	}
 	for i := range r.Pools {
 		if r.Pools[i].Changed() {
 			return true
@@ -268,12 +276,13 @@ func (s *Store) Reconcile(pools []Pool, listings map[string][]NIC, opts SyncOpti
 	now := opts.Now().UTC().Truncate(time.Second)
 	var rep *SyncReport
 	run := func(tx *Tx) error {
+		tx.SetActor(Actor{At: now, By: SyncSource})
 		plan, err := planSync(tx, listings, now, opts)
 		rep = plan.report
 		if err != nil || opts.DryRun {
 			return err
 		}
-		if len(plan.puts)+len(plan.dels) == 0 {
+		if len(plan.puts)+len(plan.dels)+len(plan.report.ReleasedHeld) == 0 {
 			return errNothingToWrite
 		}
 		return plan.apply(tx)
@@ -309,6 +318,11 @@ type syncPlan struct {
 }
 
 func (p *syncPlan) apply(tx *Tx) error {
+	for _, a := range p.report.ReleasedHeld {
+		if err := tx.unhold(a); err != nil {
+			return err
+		}
+	}
 	for _, a := range p.dels {
 		if err := tx.Delete(a.Pool, a.MAC); err != nil {
 			return err
@@ -384,6 +398,11 @@ func planSync(tx *Tx, listings map[string][]NIC, now time.Time, opts SyncOptions
 			refused = append(refused, RefusedPool{Pool: p.Name, Gone: len(ps.Gone), Active: ps.Active})
 		}
 	}
+	held, err := tx.expiredHeld(now, opts.Quarantine)
+	if err != nil {
+		return plan, err
+	}
+	plan.report.ReleasedHeld = held
 	if len(refused) > 0 {
 		return plan, &RefusedError{Pools: refused, MaxReleaseFraction: opts.MaxReleaseFraction}
 	}

@@ -165,7 +165,7 @@ func benchServeConfig(pools []allocator.Pool, f benchSetupFlags, state string) [
 		fmt.Fprintf(&b, "  queue-length: %d\n", f.queued)
 	}
 	// The HTTP endpoint runs, as in production, on a port of its own.
-	fmt.Fprintf(&b, "http:\n  listen: \"127.0.0.1:0\"\nstate: %s\nlog:\n  level: warn\n", state)
+	fmt.Fprintf(&b, "http:\n  listen: \"127.0.0.1:0\"\nstate: %s\ncontrol:\n  socket: %s\nlog:\n  level: warn\n", state, filepath.Join(filepath.Dir(state), "control.sock"))
 	return b.Bytes()
 }
 

@@ -29,6 +29,7 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/control"
 	"github.com/cloudstack-pd/cloudstack-pd/relay"
 )
 
@@ -75,6 +76,11 @@ type Config struct {
 	// Webhook is the listener for CloudStack's webhook deliveries
 	// (webhook.go).
 	Webhook Webhook `mapstructure:"webhook"`
+	// Control is the control socket the CLI's write commands reach a
+	// running serve through.
+	Control Control `mapstructure:"control"`
+	// History is the allocation history kept in the store.
+	History History `mapstructure:"history"`
 
 	// Path is the file the config was read from.
 	Path string `mapstructure:"-"`
@@ -182,6 +188,23 @@ type HTTP struct {
 	// Listen is the host:port to serve on (default 127.0.0.1:9547); "" turns it off.
 	Listen string `mapstructure:"listen"`
 }
+
+// Control is the control socket (package control).
+type Control struct {
+	// Socket is the unix socket's path (default
+	// /run/cloudstack-pd/control.sock); "" turns it off.
+	Socket string `mapstructure:"socket"`
+}
+
+// History is the allocation history.
+type History struct {
+	// Retention is how long an event is kept (default 9600h, 400 days).
+	Retention time.Duration `mapstructure:"retention"`
+}
+
+// maxSocketPath is the longest unix socket path Linux takes (sun_path
+// holds 108 bytes with its terminating NUL).
+const maxSocketPath = 107
 
 // DefaultHTTPListen is where the metrics, health and JSON API are served by default.
 const DefaultHTTPListen = "127.0.0.1:9547"
@@ -351,6 +374,8 @@ var defaults = []struct {
 	{"server.queue-length", 0},
 	{"server.shutdown-delay", "0s"},
 	{"http.listen", DefaultHTTPListen},
+	{"control.socket", control.DefaultSocket},
+	{"history.retention", allocator.DefaultHistoryRetention.String()},
 	{"log.level", "info"},
 	{"log.format", "text"},
 	{"api.url", ""},
@@ -434,7 +459,7 @@ func resetDefaults(c *Config, failed []string) error {
 }
 
 // durationKeys are the keys holding Go durations.
-var durationKeys = []string{"api.interval", "api.timeout", "allocation.release-after", "allocation.quarantine", "cluster.lease-ttl", "cluster.timeout"}
+var durationKeys = []string{"api.interval", "api.timeout", "allocation.release-after", "allocation.quarantine", "cluster.lease-ttl", "cluster.timeout", "history.retention"}
 
 // durationProblems refuses a duration given as a bare number: decoded, 60
 // would be 60 nanoseconds.
@@ -658,6 +683,12 @@ func (c *Config) validate() []Problem {
 		case host != "" && host != "localhost" && net.ParseIP(host) == nil:
 			add("http.listen", l, "host must be an IP address, localhost or empty (all addresses)")
 		}
+	}
+	if l := len(c.Control.Socket); l > maxSocketPath {
+		add("control.socket", c.Control.Socket, "%d bytes: a unix socket path has at most %d", l, maxSocketPath)
+	}
+	if c.History.Retention < 24*time.Hour {
+		add("history.retention", c.History.Retention, "must be at least 24h (abuse and legal requests ask months later; default 9600h, 400 days)")
 	}
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":

@@ -161,6 +161,9 @@ func TestInvalidConfigsNameTheKey(t *testing.T) {
 		{"max-release-fraction zero", base + "allocation:\n  max-release-fraction: 0\n", "allocation.max-release-fraction", "more than 0 and at most 1"},
 		{"max-release-fraction above 1", base + "allocation:\n  max-release-fraction: 1.5\n", "allocation.max-release-fraction", "1.5"},
 		{"unknown allocation key", base + "allocation:\n  release_after: 1h\n", "allocation.release_after", "unknown key"},
+		{"history.retention under a day", base + "history:\n  retention: 1h\n", "history.retention", "at least 24h"},
+		{"history.retention a bare number", base + "history:\n  retention: 400\n", "history.retention", "a bare number"},
+		{"control.socket too long", base + "control:\n  socket: /run/" + strings.Repeat("x", 110) + "\n", "control.socket", "at most 107"},
 		{"not YAML", "mapping: [\n", "(file)", "cannot parse"},
 	}
 	for _, tt := range tests {
@@ -281,6 +284,9 @@ func TestSyncDefaults(t *testing.T) {
 	// The quarantine follows the valid lifetime (7200 s in fullYAML).
 	if al.ReleaseAfter != 24*time.Hour || al.Quarantine != 2*time.Hour || al.MaxReleaseFraction != 0.1 {
 		t.Errorf("allocation defaults = %+v", al)
+	}
+	if c.Control.Socket != "/run/cloudstack-pd/control.sock" || c.History.Retention != 400*24*time.Hour {
+		t.Errorf("control and history defaults = %+v, %+v", c.Control, c.History)
 	}
 	old, err := Load(filepath.Join("..", "testdata", "config", "old-generator-config.json"))
 	if err != nil {

@@ -24,6 +24,7 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/cluster"
 	"github.com/cloudstack-pd/cloudstack-pd/cluster/follower"
 	"github.com/cloudstack-pd/cloudstack-pd/config"
+	"github.com/cloudstack-pd/cloudstack-pd/control"
 	"github.com/cloudstack-pd/cloudstack-pd/httpapi"
 	"github.com/cloudstack-pd/cloudstack-pd/server"
 	"github.com/cloudstack-pd/cloudstack-pd/webhook"
@@ -56,6 +57,10 @@ type Deps struct {
 	Inventory func(cfg *config.Config, log *slog.Logger) allocator.Inventory
 	// Version is the version /metrics and the API report.
 	Version string
+	// Backup writes a consistent copy of the store to a file and checks
+	// it (statestore.Backup), for the control socket's backup; nil: the
+	// server cannot write backups.
+	Backup func(st *allocator.Store, cfg *config.Config, to string) (*allocator.BackupReport, error)
 	// Serving, when set, is told the addresses the daemon serves on once
 	// it serves (for tests and callers that listen on port 0).
 	Serving func(Addrs)
@@ -84,6 +89,8 @@ type Addrs struct {
 	Leasequery []netip.AddrPort
 	// HTTP is the HTTP API's address; empty without http.listen.
 	HTTP string
+	// Control is the control socket's path; empty without control.socket.
+	Control string
 	// Webhook is the webhook listener's address; empty without
 	// webhook.listen.
 	Webhook string
@@ -344,6 +351,18 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 		bulk.Close()
 		return err
 	}
+	var ctlLn *control.Listener
+	if cfg.Control.Socket != "" {
+		if ctlLn, err = control.Listen(cfg.Control.Socket); err != nil {
+			if httpLn != nil {
+				httpLn.Close()
+			}
+			if hookLn != nil {
+				hookLn.ln.Close()
+			}
+			return err
+		}
+	}
 	// From here on serve runs: the store, even one --init made, holds
 	// what it answered and synced, and is kept whatever happens.
 	started = true
@@ -434,6 +453,23 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 		close(httpDone)
 	}
 
+	// The control socket: the CLI's write commands, until shutdown.
+	ctlCtx, stopCtl := context.WithCancel(context.Background())
+	ctlDone := make(chan struct{})
+	if ctlLn != nil {
+		adm := &admin{d: d, live: live, cfg: &current, swapMu: &swapMu, syncer: syncer, runDone: syncDone}
+		go func() { defer close(ctlDone); control.Serve(ctlCtx, ctlLn, adm.handle, log) }()
+		served.Control = ctlLn.Path()
+		log.Info("control socket", "path", ctlLn.Path())
+	} else {
+		close(ctlDone)
+	}
+
+	// The history's retention: pruned at start-up and daily.
+	histCtx, stopHist := context.WithCancel(context.Background())
+	histDone := make(chan struct{})
+	go func() { defer close(histDone); d.historyLoop(histCtx, &current) }()
+
 	reloadCtx, stopReload := context.WithCancel(ctx)
 	reloadDone := make(chan struct{})
 	go func() {
@@ -500,6 +536,10 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 	<-reloadDone // a reload in progress finishes; none starts
 	stopHook()
 	<-hookDone // deliveries in progress are answered; none is taken
+	stopCtl()
+	<-ctlDone // an action in progress finishes (a sync asked for is cancelled)
+	stopHist()
+	<-histDone
 	stopSync()
 	<-syncDone // a sync in progress stops listing, or finishes writing
 	stopRec()

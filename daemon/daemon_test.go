@@ -41,6 +41,8 @@ server:
 api:
   interval: 0s
 state: STATE
+control:
+  socket: STATE.sock
 http:
   listen: "[::1]:0"
 log:
@@ -128,7 +130,7 @@ func TestRun(t *testing.T) {
 	testenv.IPv6Loopback(t)
 	dir := t.TempDir()
 	state, cfgPath := filepath.Join(dir, "state.db"), filepath.Join(dir, "cfg.yaml")
-	base := strings.Replace(runTestConfig, "STATE", state, 1)
+	base := strings.ReplaceAll(runTestConfig, "STATE", state)
 	withB := strings.Replace(base, "server:", runTestPodB+"server:", 1)
 	testenv.WriteFile(t, cfgPath, base)
 
@@ -259,7 +261,7 @@ func TestRun(t *testing.T) {
 	}
 
 	// Shutdown: not ready at once, answering for shutdown-delay (3s).
-	fc.BlockUntil(2) // the recorder's tickers: flush and persist (api.interval 0: no sync timer)
+	fc.BlockUntil(3) // the recorder's tickers (flush, persist) and the history pass's (api.interval 0: no sync timer)
 	cancel()
 	fc.BlockUntil(3) // and the shutdown delay's timer
 	if code := readyz(t, addrs.HTTP); code != http.StatusServiceUnavailable {

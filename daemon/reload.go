@@ -57,6 +57,7 @@ func restartOnly(running, cfg *config.Config) []string {
 		{"server.leasequery.max-connections", cfg.Server.Leasequery.MaxConnections != running.Server.Leasequery.MaxConnections},
 		{"server.leasequery.idle-timeout", cfg.Server.Leasequery.IdleTimeout != running.Server.Leasequery.IdleTimeout},
 		{"server.last-exchange-staleness", cfg.ExchangeStaleness() != running.ExchangeStaleness()},
+		{"control.socket", cfg.Control.Socket != running.Control.Socket},
 		{"cluster", !reflect.DeepEqual(cfg.Cluster, running.Cluster)},
 		{"webhook.listen", cfg.Webhook.Listen != running.Webhook.Listen},
 		{"webhook.cert-file", cfg.Webhook.CertFile != running.Webhook.CertFile},

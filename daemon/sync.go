@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -69,8 +70,15 @@ type syncer struct {
 	vms       vmQueue
 	// hookMetrics, when set, observe the time from an event to its sync.
 	hookMetrics *webhook.Metrics
-	lastWhy     string   // the last reason for not syncing, logged once
-	conflicts   []string // the conflicts of the last sync, to log changes only
+	// now carries the syncs asked for through the control socket;
+	// running is set while Run runs (in a cluster, while this server is
+	// the elected syncer), stopped is closed when that Run returns.
+	now       chan syncNow
+	running   atomic.Bool
+	stopMu    sync.Mutex
+	stopped   chan struct{}
+	lastWhy   string   // the last reason for not syncing, logged once
+	conflicts []string // the conflicts of the last sync, to log changes only
 	// client is kept from sync to sync (and its connections with it)
 	// while the api section stays the same.
 	client    allocator.Inventory
@@ -79,7 +87,60 @@ type syncer struct {
 
 func newSyncer(d *daemon, live *allocator.Live, cfg *atomic.Pointer[config.Config], swapMu *sync.Mutex) *syncer {
 	return &syncer{d: d, live: live, cfg: cfg, swapMu: swapMu, log: d.log, trigger: make(chan struct{}, 1),
-		vmTrigger: make(chan struct{}, 1), vms: vmQueue{pending: map[string]time.Time{}}}
+		vmTrigger: make(chan struct{}, 1), vms: vmQueue{pending: map[string]time.Time{}}, now: make(chan syncNow)}
+}
+
+// syncNow is a sync asked for through the control socket: force
+// overrides the safety valve; the result goes to reply.
+type syncNow struct {
+	force bool
+	reply chan syncResult
+}
+
+// syncResult is what one sync did: its report (nil when it did not run
+// or failed before reconciling), its outcome (httpapi.SyncOK, …; "" when
+// no sync is configured) and its error.
+type syncResult struct {
+	rep     *allocator.SyncReport
+	outcome string
+	err     error
+}
+
+// errNotSyncing is RunNow's answer on a server whose sync loop does not
+// run.
+var errNotSyncing = errors.New("this server does not run the sync (in a cluster only the elected syncer does: ask it, 'cloudstack-pd cluster status' names it)")
+
+// stoppedCh returns the channel closed when the current Run returns.
+func (s *syncer) stoppedCh() <-chan struct{} {
+	s.stopMu.Lock()
+	defer s.stopMu.Unlock()
+	return s.stopped
+}
+
+// RunNow runs a full sync as soon as the one running (if any) is done,
+// and returns what it did; force overrides the safety valve. It returns
+// ctx's error when ctx ends first, and an error when the loop does not
+// run or has stopped (runDone closed).
+func (s *syncer) RunNow(ctx context.Context, force bool, runDone <-chan struct{}) syncResult {
+	if !s.running.Load() {
+		return syncResult{err: errNotSyncing}
+	}
+	req := syncNow{force: force, reply: make(chan syncResult, 1)}
+	select {
+	case s.now <- req:
+	case <-ctx.Done():
+		return syncResult{err: ctx.Err()}
+	case <-runDone:
+		return syncResult{err: errors.New("the server is stopping")}
+	case <-s.stoppedCh():
+		return syncResult{err: errNotSyncing}
+	}
+	select {
+	case r := <-req.reply:
+		return r
+	case <-ctx.Done():
+		return syncResult{err: ctx.Err()}
+	}
 }
 
 // Trigger asks for a sync as soon as the one running (if any) is done.
@@ -92,10 +153,25 @@ func (s *syncer) Trigger() {
 
 // Run syncs until ctx ends: a full sync at once, then after each
 // api.interval and each Trigger; in between, the targeted syncs that
-// TriggerVMs asks for, one at a time (they do not move the interval).
+// TriggerVMs asks for, one at a time (they do not move the interval);
+// and at once when the control socket asks (RunNow).
 func (s *syncer) Run(ctx context.Context) {
+	s.running.Store(true)
+	stopped := make(chan struct{})
+	s.stopMu.Lock()
+	s.stopped = stopped
+	s.stopMu.Unlock()
+	defer func() {
+		s.running.Store(false)
+		close(stopped)
+	}()
+	var asked *syncNow
 	for {
-		s.once(ctx)
+		r := s.once(ctx, asked != nil && asked.force)
+		if asked != nil {
+			asked.reply <- r
+			asked = nil
+		}
 		var (
 			tick  <-chan time.Time
 			timer clock.Timer
@@ -110,6 +186,8 @@ func (s *syncer) Run(ctx context.Context) {
 			case <-ctx.Done():
 			case <-s.trigger:
 			case <-tick:
+			case req := <-s.now:
+				asked = &req
 			case <-s.vmTrigger:
 				// Gather the events of a burst for a moment, then sync
 				// their VMs in one go.
@@ -183,15 +261,15 @@ func (s *syncer) swap() error {
 	return err
 }
 
-// once runs one sync.
-func (s *syncer) once(ctx context.Context) {
+// once runs one full sync; force overrides the safety valve.
+func (s *syncer) once(ctx context.Context, force bool) syncResult {
 	cfg := s.cfg.Load()
 	if why := cfg.API.WhyNoSync(); why != "" {
 		if why != s.lastWhy {
 			s.log.Info("no CloudStack sync: serving the stored table as it is", "reason", why)
 			s.lastWhy = why
 		}
-		return
+		return syncResult{err: fmt.Errorf("config %s: nothing to sync from: %s", cfg.Path, why)}
 	}
 	s.lastWhy = ""
 	s.ensureClient(cfg)
@@ -201,26 +279,28 @@ func (s *syncer) once(ctx context.Context) {
 			s.log.Error("sync not run: the table does not open for writing", "err", err)
 			s.observed(httpapi.SyncFailed, 0, nil, s.d.clock.Now())
 		}
-		return
+		return syncResult{outcome: httpapi.SyncFailed, err: fmt.Errorf("sync not run: the table does not open for writing: %w", err)}
 	}
 	start := s.d.clock.Now()
-	rep, err := st.Sync(ctx, cfg.Pools(), s.client, SyncOptions(cfg))
+	opts := SyncOptions(cfg)
+	opts.Force = force
+	rep, err := st.Sync(ctx, cfg.Pools(), s.client, opts)
 	took := s.d.clock.Now().Sub(start)
 	var refused *allocator.RefusedError
 	switch {
 	case ctx.Err() != nil:
-		return // shutting down
+		return syncResult{err: ctx.Err()} // shutting down
 	case errors.As(err, &refused):
 		s.log.Error("sync refused by the safety valve; the table stays as it is", "err", err, "took", took.Round(time.Millisecond),
-			"hint", "if CloudStack's listing is right, raise allocation.max-release-fraction and reload (SIGHUP), or stop serve and run 'cloudstack-pd sync --force'")
+			"hint", "if CloudStack's listing is right, raise allocation.max-release-fraction and reload (SIGHUP), or run 'cloudstack-pd sync --force'")
 		s.observed(httpapi.SyncRefused, took, rep, start)
 		s.fullDone(start, s.d.clock.Now(), false)
-		return
+		return syncResult{rep, httpapi.SyncRefused, err}
 	case err != nil:
 		s.log.Error("sync failed; the table stays as it is", "err", err, "took", took.Round(time.Millisecond))
 		s.observed(httpapi.SyncFailed, took, rep, start)
 		s.fullDone(start, s.d.clock.Now(), false)
-		return
+		return syncResult{rep, httpapi.SyncFailed, err}
 	}
 	if rep.Written && s.written != nil {
 		if err := s.written(ctx, st); err != nil {
@@ -231,7 +311,7 @@ func (s *syncer) once(ctx context.Context) {
 			s.log.Error("sync written, but the table does not load; the old one stays in force", "err", err)
 			s.observed(httpapi.SyncFailed, took, rep, start)
 			s.fullDone(start, s.d.clock.Now(), false)
-			return
+			return syncResult{rep, httpapi.SyncFailed, fmt.Errorf("sync written, but the table does not load; the old one stays in force: %w", err)}
 		}
 	}
 	t := rep.Totals()
@@ -249,6 +329,7 @@ func (s *syncer) once(ctx context.Context) {
 		s.afterSync(start.Add(took))
 	}
 	s.fullDone(start, s.d.clock.Now(), true)
+	return syncResult{rep, httpapi.SyncOK, nil}
 }
 
 func (s *syncer) observed(outcome string, took time.Duration, rep *allocator.SyncReport, at time.Time) {

@@ -1,7 +1,8 @@
 // Package report prints what the table's commands did, for the operator:
-// a sync from CloudStack (Sync), an import of a Kea config (Import) and
-// the allocation table (Allocations, or AllocationWriter one line at a
-// time).
+// a sync from CloudStack (Sync), an import of a Kea config (Import), the
+// allocation table (Allocations, or AllocationWriter one line at a time),
+// an operator's action (Admin) and the allocation history (History,
+// Holdings).
 // The words and layout are the commands' output; scripts read the JSON
 // of the HTTP API, not these.
 package report
@@ -11,6 +12,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"text/tabwriter"
 	"time"
 	"unicode/utf8"
 
@@ -73,6 +75,15 @@ func Sync(w io.Writer, rep *allocator.SyncReport, cfg *config.Config, quiet bool
 		if ps.Refused {
 			fmt.Fprintf(w, "  REFUSED: %d of %d active allocations would be marked gone, more than allocation.max-release-fraction %g allows\n",
 				len(ps.Gone), ps.Active, cfg.Allocation.MaxReleaseFraction)
+		}
+	}
+	if n := len(rep.ReleasedHeld); n > 0 {
+		fmt.Fprintf(w, "held prefixes (moved away from, forgotten pools) released after their quarantine: %d\n", n)
+		if !quiet {
+			for i := range rep.ReleasedHeld {
+				a := &rep.ReleasedHeld[i]
+				fmt.Fprintf(w, "    x %s %s pool %s, prefix free\n", a.MAC, a.Prefix, a.Pool)
+			}
 		}
 	}
 	t := rep.Totals()
@@ -263,4 +274,74 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// Admin prints what an operator's action did (or, for a dry run, would
+// do): one line per history event.
+func Admin(out io.Writer, rep *allocator.AdminReport) error {
+	if len(rep.Events) == 0 {
+		_, err := fmt.Fprintln(out, "nothing to change")
+		return err
+	}
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	for _, e := range rep.Events {
+		what := e.Event
+		switch {
+		case e.Event == allocator.EventMoved:
+			what += fmt.Sprintf(" (from %s in pool %s)", e.FromPrefix, e.FromPool)
+		case e.PrevState != "" && e.PrevState != e.State:
+			what += fmt.Sprintf(" (was %s)", e.PrevState)
+		}
+		fmt.Fprintf(tw, "%s\t%s\tpool %s\t%s\t%s\n", e.MAC, e.Prefix, e.Pool, dash(e.VMName), what)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	var err error
+	switch {
+	case rep.DryRun:
+		_, err = fmt.Fprintln(out, "dry run: nothing written")
+	case rep.Written:
+		_, err = fmt.Fprintln(out, "written; the table in force is updated")
+	}
+	return err
+}
+
+// History prints history events, oldest first, one line each.
+func History(out io.Writer, events []allocator.HistoryEvent) error {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "AT\tEVENT\tMAC\tPREFIX\tPOOL\tSTATE\tVM-NAME\tVM-ID\tBY\tNOTE")
+	for _, e := range events {
+		ev := e.Event
+		if e.Event == allocator.EventMoved {
+			ev += " from " + e.FromPrefix.String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.At.UTC().Format(time.RFC3339), ev, e.MAC, e.Prefix, e.Pool,
+			dash(string(e.State)), dash(e.VMName), dash(e.VMID), dash(e.By), dash(e.Note))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(out, "%d event(s)\n", len(events))
+	return err
+}
+
+// Holdings prints who held what at an instant.
+func Holdings(out io.Writer, at time.Time, hs []allocator.Holding) error {
+	if len(hs) == 0 {
+		_, err := fmt.Fprintf(out, "nobody held it at %s\n", at.UTC().Format(time.RFC3339))
+		return err
+	}
+	fmt.Fprintf(out, "held at %s:\n", at.UTC().Format(time.RFC3339))
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "MAC\tPREFIX\tPOOL\tSTATE\tSINCE\tVM-NAME\tVM-ID\tNIC-ID\tIP6\tKNOWN-FROM")
+	for _, h := range hs {
+		ip6 := ""
+		if h.IP6.IsValid() {
+			ip6 = h.IP6.String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.MAC, h.Prefix, h.Pool, h.State, stamp(&h.Since),
+			dash(h.VMName), dash(h.VMID), dash(h.NICID), dash(ip6), h.Basis)
+	}
+	return tw.Flush()
 }

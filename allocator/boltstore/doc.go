@@ -31,6 +31,8 @@
 //	macs                      MACs
 //	bindings                  Bindings
 //	binding-prefix            BindingPrefix
+//	held                      Held (made on its first write)
+//	history                   History (made on its first write)
 //
 // pools/<pool> is a bucket per pool, named by the pool's name, holding the
 // two nested buckets alloc and prefix, made together on the first write
@@ -38,6 +40,12 @@
 // still names the pool). Keys and values are the bytes package allocator
 // gives (allocator/doc.go documents them). Every store written by an
 // earlier version has this layout; the files in allocator/testdata open.
+// held and history are made on their first write, so that a store of an
+// earlier version opens read-only and checks clean without them (a
+// missing one reads as an empty space).
+//
+// Store.WriteTo (kv.Backuper) is bbolt's hot copy: the file as one read
+// transaction sees it, written while the server goes on writing.
 //
 // # Caveats
 //

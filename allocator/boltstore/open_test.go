@@ -164,7 +164,40 @@ func TestOpenEarlierStores(t *testing.T) {
 				if lines, err := st.Check(pools); err != nil || len(lines) > 0 {
 					t.Errorf("Check: %q, %v", lines, err)
 				}
+				// No history bucket yet: an empty history, read-only too.
+				if es, err := st.History(allocator.HistoryQuery{Prefix: netip.MustParsePrefix("::/0")}); err != nil || len(es) != 0 {
+					t.Errorf("History: %v, %v", es, err)
+				}
 				st.Close()
+			}
+			// The first write makes the bucket; the store still checks.
+			st, err := allocator.OpenStore(boltstore.Open(path, boltstore.Options{}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			_, err = st.Admin(pools, allocator.Actor{By: "admin test"}, false, func(tx *allocator.Tx) error {
+				_, err := tx.ForgetPool("pod-none")
+				return err
+			})
+			if !errors.Is(err, allocator.ErrNothingToDo) {
+				t.Errorf("ForgetPool of no pool = %v", err)
+			}
+			err = st.Update(pools, func(tx *allocator.Tx) error {
+				p, err := tx.LowestFree(pools[0])
+				if err != nil {
+					return err
+				}
+				return tx.Put(allocator.Allocation{Pool: "pod-a", MAC: []byte{9, 9, 9, 9, 9, 9}, Prefix: p, State: allocator.StateActive})
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n, err := st.CountHistory(); err != nil || n != 1 {
+				t.Errorf("history after a write: %d, %v", n, err)
+			}
+			if lines, err := st.Check(pools); err != nil || len(lines) > 0 {
+				t.Errorf("Check after a write: %q, %v", lines, err)
 			}
 		})
 	}

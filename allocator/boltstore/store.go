@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"runtime/debug"
@@ -28,6 +29,10 @@ var (
 	bucketMACs          = []byte("macs")
 	bucketBindings      = []byte("bindings")
 	bucketBindingPrefix = []byte("binding-prefix")
+	// Buckets made on their first write: stores of earlier versions lack
+	// them, and a read of a missing one reads an empty space.
+	bucketHeld    = []byte("held")
+	bucketHistory = []byte("history")
 
 	keySchema = []byte("schema")
 )
@@ -83,6 +88,7 @@ var (
 	_ kv.Verifier = (*Store)(nil)
 	_ kv.Checker  = (*Store)(nil)
 	_ kv.Creator  = (*Store)(nil)
+	_ kv.Backuper = (*Store)(nil)
 )
 
 // lockedError names the store another process holds.
@@ -237,6 +243,19 @@ type tx struct {
 	reads   int // records scanned, for dropPages
 }
 
+// WriteTo writes a consistent copy of the store to w: the bbolt file as
+// one read transaction sees it (bbolt's hot backup), which Open opens as
+// it opens the store. Writers go on meanwhile.
+func (s *Store) WriteTo(w io.Writer) (n int64, err error) {
+	err = guard(s.path, func() error {
+		return s.db.View(func(btx *bolt.Tx) error {
+			n, err = btx.WriteTo(w)
+			return err
+		})
+	})
+	return n, err
+}
+
 func (s *Store) newTx(btx *bolt.Tx) *tx { return &tx{s: s, btx: btx} }
 
 // bucket returns the bucket of space sp, creating it (and the pool's other
@@ -256,6 +275,17 @@ func (t *tx) bucket(sp kv.Space, create bool) (*bolt.Bucket, error) {
 		b = t.btx.Bucket(bucketBindings)
 	case kv.BindingPrefix:
 		b = t.btx.Bucket(bucketBindingPrefix)
+	case kv.Held, kv.History:
+		name := bucketHeld
+		if sp.Kind == kv.History {
+			name = bucketHistory
+		}
+		if b = t.btx.Bucket(name); b == nil && create {
+			var err error
+			if b, err = t.btx.CreateBucket(name); err != nil {
+				return nil, fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
 	case kv.Alloc, kv.Prefix:
 		root := t.btx.Bucket(bucketPools)
 		if root == nil {

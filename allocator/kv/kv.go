@@ -13,13 +13,18 @@
 //	<prefix>mac/<mac>                             MACs
 //	<prefix>binding/<binding key>                 Bindings
 //	<prefix>binding-prefix/<prefix key>           BindingPrefix
+//	<prefix>held/<prefix key>                     Held
+//	<prefix>history/<time><seq>                   History
 //
 // This package imports nothing of the project's and no backend: a backend
 // implements it without importing allocator, and allocator uses it without
 // importing a backend.
 package kv
 
-import "errors"
+import (
+	"errors"
+	"io"
+)
 
 // SchemaVersion is the value of the meta key "schema" that this version
 // writes and reads. A store with another value is refused with ErrSchema.
@@ -43,6 +48,11 @@ const (
 	Bindings
 	// BindingPrefix maps a prefix key to the binding key holding it.
 	BindingPrefix
+	// Held holds the prefixes kept in quarantine without an allocation
+	// (moved away from, or of a forgotten pool), by prefix key.
+	Held
+	// History is the allocation history, by time then sequence.
+	History
 )
 
 func (k Kind) String() string {
@@ -59,6 +69,10 @@ func (k Kind) String() string {
 		return "binding"
 	case BindingPrefix:
 		return "binding-prefix"
+	case Held:
+		return "held"
+	case History:
+		return "history"
 	}
 	return "unknown"
 }
@@ -141,6 +155,13 @@ type (
 	Checker interface {
 		CheckStructure() ([]string, error)
 	}
+	// Backuper writes a consistent copy of the whole store, as one
+	// snapshot, in the backend's own file format (bbolt: a bbolt file,
+	// which boltstore.Open opens). A backend without it is copied key
+	// space by key space into a new bbolt store (allocator.CopyInto).
+	Backuper interface {
+		WriteTo(w io.Writer) (int64, error)
+	}
 	// Grouper is a Tx that may commit a large Update in several
 	// transactions (an etcd backend, whose transactions hold a bounded
 	// number of operations). EndGroup says that the writes since the
@@ -149,7 +170,8 @@ type (
 	// only between groups, in order. An Update interrupted between two of
 	// its transactions leaves a prefix of whole groups committed. Package
 	// allocator ends a group after each allocation's writes (its record,
-	// its prefix index and MAC index entries) and after each binding's. A
+	// its prefix index and MAC index entries, its history event) and after
+	// each binding's. A
 	// backend that commits every Update at once need not implement it.
 	Grouper interface {
 		EndGroup()

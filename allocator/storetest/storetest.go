@@ -48,6 +48,18 @@ func Run(t *testing.T, newBackend func(t *testing.T) kv.Backend) {
 		{"BindingQueries", testBindingQueries},
 		{"ServerDUID", testServerDUID},
 		{"CheckSound", testCheckSound},
+		{"HistoryOfChanges", testHistoryOfChanges},
+		{"HistorySameInstant", testHistorySameInstant},
+		{"HistoryRollsBack", testHistoryRollsBack},
+		{"HistoryPrune", testHistoryPrune},
+		{"HeldAt", testHeldAt},
+		{"Release", testRelease},
+		{"Move", testMove},
+		{"ForgetPool", testForgetPool},
+		{"HeldExpires", testHeldExpires},
+		{"AdminDryRun", testAdminDryRun},
+		{"CopyHeldAndHistory", testCopyHeldAndHistory},
+		{"HeldNotRetaken", testHeldNotRetaken},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
 	}
@@ -78,7 +90,8 @@ func update(t *testing.T, b kv.Backend, fn func(tx kv.Tx) error) {
 
 func testSpacesAreApart(t *testing.T, b kv.Backend) {
 	spaces := []kv.Space{{Kind: kv.Meta}, {Kind: kv.Alloc, Pool: "p"}, {Kind: kv.Prefix, Pool: "p"},
-		{Kind: kv.Alloc, Pool: "q"}, {Kind: kv.MACs}, {Kind: kv.Bindings}, {Kind: kv.BindingPrefix}}
+		{Kind: kv.Alloc, Pool: "q"}, {Kind: kv.MACs}, {Kind: kv.Bindings}, {Kind: kv.BindingPrefix},
+		{Kind: kv.Held}, {Kind: kv.History}}
 	key := []byte("k")
 	update(t, b, func(tx kv.Tx) error {
 		for i, s := range spaces {
@@ -315,6 +328,7 @@ func testViewIsReadOnly(t *testing.T, b kv.Backend) {
 func mustPut(t *testing.T, st *allocator.Store, as ...allocator.Allocation) {
 	t.Helper()
 	err := st.Update(pools, func(tx *allocator.Tx) error {
+		tx.SetActor(allocator.Actor{At: t0, By: "sync"})
 		for _, a := range as {
 			if err := tx.Put(a); err != nil {
 				return err

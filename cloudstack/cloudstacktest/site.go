@@ -37,6 +37,8 @@ mapping:
     interface-id: VLAN2701
     ip6-cidr: 2001:db8:100::/64
 state: STATE
+control:
+  socket: STATE.sock
 http:
   listen: ""
 log:

@@ -26,7 +26,10 @@ pools, and prints one line per violation:
   - prefix-index and MAC-index entries without their allocation, and
     allocations missing from the indexes;
   - bindings and their prefix index out of step;
-  - allocations of pools that are not configured (kept, not served);
+  - allocations of pools that are not configured (kept, not served;
+    'pool forget NAME' quarantines them);
+  - held prefixes (quarantined without an allocation) out of step with
+    their pool's prefix index; history records that do not decode;
   - a missing or unknown schema;
   - a damaged file: truncated, or a page that does not read (bbolt's own
     check of every page); the message says what to do.

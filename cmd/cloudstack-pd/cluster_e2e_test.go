@@ -36,6 +36,8 @@ mapping:
 server:
   listen: ["[::1]:PORT"]
 state: STATE
+control:
+  socket: STATE.sock
 http:
   listen: "[::1]:HTTPPORT"
 log:

@@ -138,10 +138,12 @@ server:
   renew-timer: %d
   rebind-timer: %d
 state: %q
+control:
+  socket: %q
 log:
   level: debug
 `, e2ePool, e2ePrefixLen, e2eInterfaceID, e2eLink, e2eVictimPool, e2ePrefixLen, e2eVictimIID, e2eVictimLink, e2eServerAddr,
-			e2ePreferred, e2eValid, e2eRenew, e2eRebind, filepath.Join(n.dir, "state.db")))
+			e2ePreferred, e2eValid, e2eRenew, e2eRebind, filepath.Join(n.dir, "state.db"), filepath.Join(n.dir, "control.sock")))
 
 		out, err := exec.Command(bin, "import-kea", "--config", cfg, kea).CombinedOutput()
 		if err != nil {

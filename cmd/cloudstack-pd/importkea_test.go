@@ -30,6 +30,7 @@ func importKeaConfig(t *testing.T) (cfgPath, state string) {
 		t.Fatalf("example config has no %q line", line)
 	}
 	data = bytes.Replace(data, []byte(line), []byte("state: "+state), 1)
+	data = bytes.Replace(data, []byte("socket: ./run/control.sock"), []byte("socket: "+filepath.Join(dir, "run", "control.sock")), 1)
 	cfgPath = filepath.Join(dir, "cloudstack-pd.yaml")
 	if err := os.WriteFile(cfgPath, data, 0o600); err != nil {
 		t.Fatal(err)

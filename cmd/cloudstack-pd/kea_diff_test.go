@@ -57,6 +57,8 @@ server:
   listen: ["[::1]:PORT"]
   mac-sources: [remote-id]
 state: STATE
+control:
+  socket: STATE.sock
 http:
   listen: ""
 `

@@ -57,7 +57,7 @@ func replaySite(t *testing.T, port int, duid []byte, edit func(string) string) s
 		t.Fatal(err)
 	}
 	state := filepath.Join(dir, "state.db")
-	text := strings.NewReplacer("[::1]:10547", "[::1]:"+strconv.Itoa(port), "./replay-state.db", state).Replace(string(data))
+	text := strings.NewReplacer("[::1]:10547", "[::1]:"+strconv.Itoa(port), "./replay-state.db", state).Replace(string(data)) + "control:\n  socket: " + state + ".sock\n"
 	// No local HTTP API: tests run side by side.
 	text += "http:\n  listen: \"\"\n"
 	if edit != nil {

@@ -53,7 +53,12 @@ answers wrongly, the sync changes nothing and logs an error naming the pod,
 the call and CloudStack's errortext; serve keeps answering.
 
 The store is locked while serve runs: a second serve on the same state file
-exits at once with an error instead of waiting.
+exits at once with an error instead of waiting. The CLI's write commands
+(allocation release and move, pool forget, sync, backup) and history reach
+the running server through its control socket (control.socket, default
+/run/cloudstack-pd/control.sock, mode 0600): nothing needs a stop. A socket
+left by a server that died is replaced; one a live server answers on makes
+serve exit.
 
 With a cluster section (docs/ha.md) the table is in etcd instead, shared by
 every server: each answers from memory and follows etcd; one of them, elected,
@@ -124,6 +129,7 @@ func runServe(ctx context.Context, cfgPath string, init bool, stderr io.Writer) 
 		StoreError: func(err error, cfg *config.Config) error {
 			return statestore.Explain(err, cfg, "serve", statestore.Write)
 		},
+		Backup:   statestore.Backup,
 		Log:      log,
 		LogLevel: level,
 		Reload:   hup,

@@ -42,6 +42,8 @@ server:
   listen: ["[::1]:PORT"]
   shutdown-delay: 3s
 state: STATE
+control:
+  socket: STATE.sock
 http:
   listen: "[::1]:HTTPPORT"
 `

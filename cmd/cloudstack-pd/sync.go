@@ -12,7 +12,9 @@ import (
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
 	"github.com/cloudstack-pd/cloudstack-pd/config"
+	"github.com/cloudstack-pd/cloudstack-pd/control"
 	"github.com/cloudstack-pd/cloudstack-pd/daemon"
+	"github.com/cloudstack-pd/cloudstack-pd/httpapi"
 	"github.com/cloudstack-pd/cloudstack-pd/report"
 )
 
@@ -22,6 +24,8 @@ type syncFlags struct {
 	quiet         bool
 	// init lets sync create the store (--init).
 	init bool
+	// now asks the running server to sync (--now).
+	now bool
 }
 
 func newSyncCmd() *cobra.Command {
@@ -58,16 +62,23 @@ or partial listing must not wipe the cloud; --force overrides it when the
 VMs really are gone.
 
 serve syncs by itself (at start-up, every api.interval, on SIGHUP) and
-holds the store meanwhile: this command is for when serve does not run
-(a first fill, a Kea site using kea-export, a forced sync). The exit status
-is 0 when the sync was done (conflicts included), 1 when it failed or was
-refused.
+holds the store meanwhile. While serve runs, this command asks it to sync
+now through its control socket (control.socket): the sync runs in serve's
+sync loop (after the one in progress, if any), its table is swapped in at
+once, and its report printed when it is done; --dry-run and --force go with
+it. --now insists on that and fails when no server answers. With no server
+running, the command syncs the store itself (a first fill, a Kea site using
+kea-export). The exit status is 0 when the sync was done (conflicts
+included), 1 when it failed or was refused.
 
 The store must exist: sync refuses a missing state file unless given
 --init (a new cloud), also with --dry-run, and refuses a file that is
 empty, not a store, or damaged, whatever the flags. A sync that created the
 store with --init and then failed removes it again.`,
-		Example: `  # What would change, without writing:
+		Example: `  # serve runs: sync now instead of waiting for api.interval.
+  cloudstack-pd sync --config /etc/cloudstack-pd/config.yaml --now
+
+  # What would change, without writing:
   cloudstack-pd sync --config /etc/cloudstack-pd/config.yaml --dry-run
   cloudstack-pd sync --config /etc/cloudstack-pd/config.yaml
 
@@ -85,6 +96,7 @@ store with --init and then failed removes it again.`,
 	cmd.Flags().BoolVarP(&f.dryRun, "dry-run", "n", false, "list and report, write nothing (the store is opened read-only; with --init and no store yet, not at all)")
 	cmd.Flags().BoolVar(&f.force, "force", false, "override the safety valve (allocation.max-release-fraction)")
 	cmd.Flags().BoolVarP(&f.quiet, "quiet", "q", false, "print the counts only, not each MAC")
+	cmd.Flags().BoolVar(&f.now, "now", false, "have the running server sync now (through control.socket); fail when none answers")
 	addInitFlag(cmd, &f.init)
 	return cmd
 }
@@ -92,8 +104,9 @@ store with --init and then failed removes it again.`,
 // storeLockedError explains a store another process holds.
 func storeLockedError(err error, what string) error {
 	return fmt.Errorf("%w\n%s cannot open the store while another cloudstack-pd (serve, sync, import-kea) holds it. "+
-		"serve syncs by itself at start-up, every api.interval and on SIGHUP (systemctl reload cloudstack-pd); "+
-		"its log has one line per sync", err, what)
+		"While serve runs, sync asks it to sync through its control socket (control.socket), and none answered: "+
+		"a serve started with another control.socket, or a sync or import running? "+
+		"and serve syncs by itself at start-up, every api.interval and on SIGHUP; its log has one line per sync", err, what)
 }
 
 func runSync(ctx context.Context, out, stderr io.Writer, f syncFlags) (err error) {
@@ -103,6 +116,9 @@ func runSync(ctx context.Context, out, stderr io.Writer, f syncFlags) (err error
 	}
 	if why := cfg.API.WhyNoSync(); why != "" {
 		return fmt.Errorf("config %s: nothing to sync from: %s", cfg.Path, why)
+	}
+	if done, err := syncThroughServer(ctx, out, cfg, f); done || err != nil {
+		return err
 	}
 	var st *allocator.Store
 	if f.dryRun {
@@ -136,6 +152,34 @@ func runSync(ctx context.Context, out, stderr io.Writer, f syncFlags) (err error
 		return fmt.Errorf("%w\nif CloudStack's listing is right (the VMs really are gone), run again with --force", err)
 	}
 	return err
+}
+
+// syncThroughServer asks the running server to sync; done is false when
+// no server answers and --now was not given.
+func syncThroughServer(ctx context.Context, out io.Writer, cfg *config.Config, f syncFlags) (done bool, err error) {
+	var ans daemon.SyncAnswer
+	req := control.Request{Action: control.ActionSync, Force: f.force, DryRun: f.dryRun, Quiet: f.quiet, Note: "sync"}
+	asked, err := askRunningServer(ctx, cfg, req, &ans)
+	switch {
+	case err != nil:
+		return true, err
+	case !asked && f.now:
+		sock := cfg.Control.Socket
+		if sock == "" {
+			sock = "(control.socket is off)"
+		}
+		return true, fmt.Errorf("sync --now: no server answers on the control socket %s; without --now, sync syncs the store itself", sock)
+	case !asked:
+		return false, nil
+	}
+	fmt.Fprint(out, ans.Report)
+	switch {
+	case ans.Outcome == httpapi.SyncRefused:
+		return true, fmt.Errorf("%s\nif CloudStack's listing is right (the VMs really are gone), run again with --force", ans.Error)
+	case ans.Error != "":
+		return true, errors.New(ans.Error)
+	}
+	return true, nil
 }
 
 // syncForKeaExport is kea-export's sync (keaExportSync): the same
