@@ -52,7 +52,7 @@
 // with its mod revision (0 when absent), and each key range a Seek, Last,
 // Scan or Pools covered. The commit is one etcd transaction:
 //
-//	If(  fence:   CreateRevision(fence key) == fence revision   (writes to Alloc, Prefix, MACs)
+//	If(  fence:   CreateRevision(fence key) == fence revision   (writes to Alloc, Prefix, MACs, Held)
 //	     per key: ModRevision(key) == seen                       (0: still absent)
 //	     per range: ModRevision([start, end)) < R+1 )            (no key created or changed)
 //	Then(puts, deletes)

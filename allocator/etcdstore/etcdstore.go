@@ -46,7 +46,7 @@ var (
 	// changed (the chunks before it are committed).
 	ErrConflict = errors.New("conflicting writes by another server: retries exhausted")
 	// ErrNotFenced is returned by an Update that writes the allocation
-	// table (the Alloc, Prefix or MACs spaces) on a backend without a
+	// table (the Alloc, Prefix, MACs or Held spaces) on a backend without a
 	// fence (SetFence): only the elected syncer writes it.
 	ErrNotFenced = errors.New("write to the allocation table without a fence")
 	// ErrNotMirrored is returned by a transaction that read or wrote a key
@@ -97,7 +97,7 @@ type Options struct {
 
 // Fence is the leadership an Update of the allocation table is made
 // under: an etcd key (the election's leader key) and its create revision.
-// Every transaction writing the Alloc, Prefix or MACs spaces compares it,
+// Every transaction writing the Alloc, Prefix, MACs or Held spaces compares it,
 // so that a writer that lost the leadership writes nothing.
 type Fence struct {
 	Key            string

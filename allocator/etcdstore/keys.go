@@ -19,7 +19,7 @@ const markerKind = "pools"
 // allocation table); the pool markers too.
 var (
 	kindByName, poolScoped = kinds()
-	fenced                 = [256]bool{kv.Alloc: true, kv.Prefix: true, kv.MACs: true}
+	fenced                 = [256]bool{kv.Alloc: true, kv.Prefix: true, kv.MACs: true, kv.Held: true}
 )
 
 func kinds() (map[string]kv.Kind, *[256]bool) {
