@@ -227,6 +227,10 @@ func TestRun(t *testing.T) {
 	if !strings.Contains(logs.String(), "msg=reloaded") {
 		t.Errorf("not reloaded:\n%s", logs.String())
 	}
+	// The reloaded line says what changed: pod-b came.
+	if !strings.Contains(logs.String(), "mapping.pod-b.pool: added (2001:db8:300::/40)") {
+		t.Errorf("the reloaded line does not name the new pool:\n%s", logs.String())
+	}
 	if p := delegated(t, srv, macB, "VLAN2702"); p != "2001:db8:300:40::/60" {
 		t.Errorf("pod-b after the reload: %q", p)
 	}

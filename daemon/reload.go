@@ -36,7 +36,11 @@ func (d *daemon) reload(old *config.Config, live *allocator.Live, h *server.Hand
 	if d.deps.LogLevel != nil {
 		setLevel(d.deps.LogLevel, cfg.Log)
 	}
-	log.Info("reloaded", "config", path, "pools", len(tbl.Pools()), "allocations", tbl.Len())
+	changed := config.Diff(old, cfg)
+	if changed == nil {
+		changed = []string{}
+	}
+	log.Info("reloaded", "config", path, "pools", len(tbl.Pools()), "allocations", tbl.Len(), "changed", changed)
 	return cfg
 }
 
