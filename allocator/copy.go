@@ -201,6 +201,7 @@ func CopyTableInto(dst, src *Store, tbl *Table) (copied int, err error) {
 	for from := 0; from < tbl.Len(); from += tableBatch {
 		to := min(from+tableBatch, tbl.Len())
 		err := dst.Update(tbl.Pools(), func(tx *Tx) error {
+			tx.copying = true
 			for i := from; i < to; i++ {
 				if err := tx.Put(tbl.At(i)); err != nil {
 					return err

@@ -186,6 +186,9 @@ func (t *Tx) eventOf(event string, a Allocation, prev State) HistoryEvent {
 
 // record appends e to the history, in the transaction.
 func (t *Tx) record(e HistoryEvent) error {
+	if t.copying {
+		return nil
+	}
 	at := e.At.UnixNano()
 	if !t.seqKnown || t.seqAt != at {
 		// The first event of this instant in this transaction: continue

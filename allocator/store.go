@@ -220,10 +220,13 @@ type Tx struct {
 	// next sequence number of the instant seqAt.
 	actor      Actor
 	keepEvents bool
-	events     []HistoryEvent
-	seqAt      int64
-	seq        uint32
-	seqKnown   bool
+	// copying: the transaction copies a table (CopyTableInto), whose
+	// history is copied with it: it records no events of its own.
+	copying  bool
+	events   []HistoryEvent
+	seqAt    int64
+	seq      uint32
+	seqKnown bool
 }
 
 func newTx(pools []Pool) (*Tx, error) {
