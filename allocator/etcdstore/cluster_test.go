@@ -68,6 +68,13 @@ func TestRaces(t *testing.T) {
 	}
 	check := func(want int) {
 		t.Helper()
+		// first's mirror holds the others' commits once its watch has
+		// brought it to the cluster's revision.
+		cur, err := c.Client(t).Get(context.Background(), "\x00", clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, func() bool { return first.Revision() >= cur.Header.Revision })
 		st := allocator.NewStore(first)
 		table := loadTable(t, st)
 		if len(table) != want {
