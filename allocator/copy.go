@@ -186,12 +186,15 @@ func CopyInto(dst, src *Store) (copied int, err error) {
 
 // CopyTableInto is CopyInto for a source that does not hold the
 // allocations (a cluster server's store mirrors the other spaces only):
-// dst gets src's keys but those of the Alloc, Prefix and MACs spaces, and
-// the allocations of tbl, written with Tx.Put (which makes their prefix
-// and MAC index entries), at most tableBatch allocations per
-// transaction. Allocations of pools not in tbl are not copied.
+// dst gets src's keys but those of the Alloc, Prefix, MACs and Held spaces
+// and the history, and the allocations of tbl, written with Tx.Put (which
+// makes their prefix and MAC index entries), at most tableBatch
+// allocations per transaction. Allocations of pools not in tbl, held
+// prefixes and the history are not copied.
 func CopyTableInto(dst, src *Store, tbl *Table) (copied int, err error) {
-	n, err := copyInto(dst, src, func(k kv.Kind) bool { return k == kv.Alloc || k == kv.Prefix || k == kv.MACs })
+	n, err := copyInto(dst, src, func(k kv.Kind) bool {
+		return k == kv.Alloc || k == kv.Prefix || k == kv.MACs || k == kv.Held || k == kv.History
+	})
 	if err != nil {
 		return n, err
 	}

@@ -214,6 +214,9 @@ func (a *admin) history(req control.Request) (*HistoryAnswer, error) {
 	if err != nil {
 		return nil, err
 	}
+	if a.d.deps.Cluster != nil {
+		return nil, errors.New("in a cluster a server does not keep the history in memory: 'cloudstack-pd history' reads it from etcd by itself")
+	}
 	if !at.IsZero() {
 		hs, err := a.d.st.HeldAt(q, at)
 		return &HistoryAnswer{Holdings: hs}, err
@@ -286,10 +289,20 @@ var historyBatch = 10000
 // pruneHistory deletes the events older than history.retention, in
 // transactions of historyBatch: serve runs it at start-up and daily.
 func (d *daemon) pruneHistory(cfg *config.Config) {
+	st := d.st
+	if d.historyStore != nil {
+		// In a cluster the history is the syncer's to prune, through its
+		// copy of the whole table; the other servers skip the pass.
+		var err error
+		if st, err = d.historyStore(context.Background()); err != nil {
+			d.log.Debug("allocation history not pruned here", "reason", err)
+			return
+		}
+	}
 	before := d.clock.Now().Add(-cfg.History.Retention)
 	total := 0
 	for {
-		n, err := d.st.PruneHistory(before, historyBatch)
+		n, err := st.PruneHistory(before, historyBatch)
 		total += n
 		if err != nil {
 			d.log.Error("pruning the allocation history", "err", err, "pruned", total)

@@ -161,6 +161,9 @@ type daemon struct {
 	// fol, in a cluster, reads the table from etcd (loadTable) and
 	// follows it.
 	fol *follower.Follower
+	// historyStore, in a cluster, is the store the history is pruned in:
+	// the syncer's (an error on the other servers).
+	historyStore func(ctx context.Context) (*allocator.Store, error)
 }
 
 func (d *daemon) storeError(err error, cfg *config.Config) error {
@@ -468,6 +471,9 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 	// The history's retention: pruned at start-up and daily.
 	histCtx, stopHist := context.WithCancel(context.Background())
 	histDone := make(chan struct{})
+	if cr != nil {
+		d.historyStore = syncer.writeStore
+	}
 	go func() { defer close(histDone); d.historyLoop(histCtx, &current) }()
 
 	reloadCtx, stopReload := context.WithCancel(ctx)

@@ -91,13 +91,15 @@ func OpenCluster(cfg *config.Config, what string, mode Mode) (*allocator.Store, 
 }
 
 // ServeKinds are the key spaces serve's store mirrors in a cluster: every
-// kind but the allocation table's (Alloc, Prefix, MACs), which serve's
-// follower reads as a Table (package cluster/follower) and its syncer
-// through a store of its own.
+// kind but the allocation table's (Alloc, Prefix, MACs, Held) and its
+// history, which serve's follower reads as a Table (package
+// cluster/follower) and its syncer through a store of its own (the
+// history, one event per change, would otherwise cost as much memory as
+// the table: commands read it from etcd).
 var ServeKinds = func() []kv.Kind {
 	var out []kv.Kind
 	for k := kv.Kind(1); k.String() != "unknown"; k++ {
-		if k != kv.Alloc && k != kv.Prefix && k != kv.MACs {
+		if k != kv.Alloc && k != kv.Prefix && k != kv.MACs && k != kv.Held && k != kv.History {
 			out = append(out, k)
 		}
 	}

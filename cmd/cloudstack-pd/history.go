@@ -72,7 +72,10 @@ func runHistory(ctx context.Context, out io.Writer, f historyFlags) error {
 		return err
 	}
 	var ans daemon.HistoryAnswer
-	asked, err := askRunningServer(ctx, cfg, req, &ans)
+	var asked bool
+	if !cfg.Cluster.Enabled() { // a cluster's history is read from etcd
+		asked, err = askRunningServer(ctx, cfg, req, &ans)
+	}
 	if !asked && err == nil {
 		ans, err = historyDirect(cfg, q, at)
 	}
