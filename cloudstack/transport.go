@@ -823,25 +823,7 @@ func (r *pageReader) nics(w *listingWalk, vm *neededVM) error {
 
 // shared is str for a field whose values repeat from VM to VM: one string
 // per value, shared through the listing's interner.
-func (r *pageReader) shared(dst *string) error {
-	s := r.s
-	if r.strs == nil || s.peek() != '"' {
-		return r.str(dst)
-	}
-	start := s.i
-	raw, err := s.str()
-	if err != nil {
-		return err
-	}
-	if bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
-		*dst = r.strs.get(raw)
-		return nil
-	}
-	if json.Unmarshal(s.b[start:s.i], dst) != nil {
-		r.off = true
-	}
-	return nil
-}
+func (r *pageReader) shared(dst *string) error { return r.readStr(dst, r.strs) }
 
 // interner hands out one string per distinct value, up to maxInterned
 // values (then new strings, so that memory stays bounded whatever the
@@ -868,7 +850,11 @@ func (in *interner) get(b []byte) string {
 
 // str reads a string field as encoding/json does: null leaves it as it
 // is; escapes and invalid UTF-8 are decoded by encoding/json itself.
-func (r *pageReader) str(dst *string) error {
+func (r *pageReader) str(dst *string) error { return r.readStr(dst, nil) }
+
+// readStr is str, taking a plain string's value from in when it is not
+// nil.
+func (r *pageReader) readStr(dst *string, in *interner) error {
 	s := r.s
 	switch s.peek() {
 	case 'n':
@@ -884,7 +870,11 @@ func (r *pageReader) str(dst *string) error {
 		return err
 	}
 	if bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
-		*dst = string(raw)
+		if in != nil {
+			*dst = in.get(raw)
+		} else {
+			*dst = string(raw)
+		}
 		return nil
 	}
 	if json.Unmarshal(s.b[start:s.i], dst) != nil {
