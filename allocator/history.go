@@ -99,7 +99,7 @@ type plainEvent HistoryEvent
 
 // MarshalJSON writes the event with its MAC.
 func (e HistoryEvent) MarshalJSON() ([]byte, error) {
-	return json.Marshal(historyRecord{e.MAC.String(), plainEvent(e)})
+	return marshalHistoryRecord(&e)
 }
 
 // UnmarshalJSON reads what MarshalJSON wrote.
@@ -203,9 +203,7 @@ func (t *Tx) record(e HistoryEvent) error {
 	}
 	key := historyKey(e.At, t.seq)
 	t.seq++
-	// The record itself, not the event: json.Marshal would validate and
-	// compact what MarshalJSON returns, once per change of a sync.
-	val, err := json.Marshal(historyRecord{e.MAC.String(), plainEvent(e)})
+	val, err := marshalHistoryRecord(&e)
 	if err != nil {
 		return fmt.Errorf("encode history event %s of %s: %w", e.Event, e.MAC, err)
 	}

@@ -637,7 +637,7 @@ type allocRecord struct {
 // the pool's Alloc space): Allocation's JSON plus the MAC. Every backend
 // stores these bytes.
 func EncodeAllocation(a Allocation) ([]byte, error) {
-	v, err := json.Marshal(allocRecord{MAC: a.MAC.String(), Allocation: a})
+	v, err := marshalAllocRecord(&a)
 	if err != nil {
 		return nil, fmt.Errorf("encode allocation of %s in pool %q: %w", a.MAC, a.Pool, err)
 	}
