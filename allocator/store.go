@@ -350,6 +350,14 @@ func (t *Tx) put(a Allocation, event string, edit func(*HistoryEvent)) error {
 	return nil
 }
 
+// allowSplit lets a backend that can (kv.Splitter) commit the rest of
+// this Update in several transactions, between whole groups.
+func (t *Tx) allowSplit() {
+	if sp, ok := t.kt.(kv.Splitter); ok {
+		sp.AllowSplit()
+	}
+}
+
 // endGroup tells a backend that commits large updates in several
 // transactions that the writes so far belong together (kv.Grouper): one
 // allocation, or one binding, is never split.

@@ -282,7 +282,7 @@ func (s *Store) Reconcile(pools []Pool, listings map[string][]NIC, opts SyncOpti
 		if err != nil || opts.DryRun {
 			return err
 		}
-		if len(plan.puts)+len(plan.dels)+len(plan.report.ReleasedHeld) == 0 {
+		if !plan.writes() {
 			return errNothingToWrite
 		}
 		return plan.apply(tx)
@@ -310,14 +310,33 @@ func (s *Store) Reconcile(pools []Pool, listings map[string][]NIC, opts SyncOpti
 // does not commit (and fsync) an empty transaction.
 var errNothingToWrite = errors.New("nothing to write")
 
-// syncPlan is what a sync will write: deletions first, then puts.
+// syncPlan is what a sync will write: the held prefixes released, the
+// deletions, the changed allocations, then the new ones (the report's
+// Added).
 type syncPlan struct {
 	dels   []Allocation
 	puts   []Allocation
 	report *SyncReport
 }
 
+// writes reports whether the plan writes anything.
+func (p *syncPlan) writes() bool {
+	if len(p.puts)+len(p.dels)+len(p.report.ReleasedHeld) > 0 {
+		return true
+	}
+	for i := range p.report.Pools {
+		if len(p.report.Pools[i].Added) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 func (p *syncPlan) apply(tx *Tx) error {
+	// A large sync may be committed in parts, each of whole allocations
+	// (kv.Splitter): what a sync writes is valid change by change, and a
+	// sync cut short is completed by the next one.
+	tx.allowSplit()
 	for _, a := range p.report.ReleasedHeld {
 		if err := tx.unhold(a); err != nil {
 			return err
@@ -331,6 +350,14 @@ func (p *syncPlan) apply(tx *Tx) error {
 	for _, a := range p.puts {
 		if err := tx.Put(a); err != nil {
 			return err
+		}
+	}
+	// The new allocations, from the report (one copy of them, not two).
+	for i := range p.report.Pools {
+		for _, a := range p.report.Pools[i].Added {
+			if err := tx.Put(a); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -379,10 +406,6 @@ func planSync(tx *Tx, listings map[string][]NIC, now time.Time, opts SyncOptions
 		}
 		plan.report.Pools[i].Listed = len(selected[i])
 	}
-	// Room for a first sync's puts, so that 100,000 records are not
-	// copied from one growing list to the next.
-	plan.puts = make([]Allocation, 0, total)
-
 	var refused []RefusedPool
 	for i, p := range pools {
 		ps := &plan.report.Pools[i]
@@ -540,8 +563,7 @@ func planNew(tx *Tx, p Pool, ps *PoolSync, plan *syncPlan, nics []NIC, byMAC map
 		}
 		a := Allocation{Pool: p.Name, MAC: cloneMAC(n.MAC), Prefix: free[i], State: StateActive, Since: now,
 			VMID: n.VMID, VMName: n.VMName, NICID: n.NICID, IP6: n.IP6, IP6CIDR: p.IP6CIDR, Source: SyncSource}
-		ps.Added = append(ps.Added, a)
-		plan.puts = append(plan.puts, a)
+		ps.Added = append(ps.Added, a) // syncPlan.apply writes them
 	}
 	return nil
 }

@@ -61,6 +61,14 @@
 //   - Do not open a View from inside Update: bbolt can deadlock when a
 //     goroutine holds a read and a write transaction.
 //   - Options.NoSync trades durability for speed: tests only.
+//   - An Update is one bbolt transaction, all or nothing, unless its
+//     function allows splitting (kv.Splitter, a sync's writes): then it
+//     commits in parts of whole groups (Options.SplitBytes each).
+//     Updates are serialised by the Store, so that no other writer of the
+//     process runs between two parts.
+//   - bbolt maps 1 GiB of address space at open (not memory) and fills
+//     the pages it splits to 90% (the history's, whose keys only grow, to
+//     100%): a growing store is not remapped every time it doubles.
 //   - Long scans (LoadTable's), Verify and every Update drop the store's
 //     pages they read from the process's resident memory (madvise
 //     DONTNEED on bbolt's read-only shared mapping; they stay in the page

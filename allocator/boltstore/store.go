@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -78,15 +79,35 @@ type Options struct {
 	// committed transaction durable; true is for tests only: a crash can
 	// lose recent commits or corrupt the file.
 	NoSync bool
+	// SplitBytes is how much a transaction that allows splitting
+	// (kv.Splitter) writes before it commits at the next group's end and
+	// goes on in a new one. Zero means DefaultSplitBytes.
+	SplitBytes int
 }
+
+// DefaultSplitBytes bounds what a splittable Update (a sync's) holds
+// before it commits a part: 8 MiB of keys and values, about 10,000
+// allocations with their indexes and history. bbolt keeps every write of
+// a transaction in memory until the commit, and then as much again in
+// the pages it writes: a first sync of 100,000 VMs in one transaction
+// held some 180 MB.
+const DefaultSplitBytes = 8 << 20
+
+// putCost is what a write costs a transaction besides its key and value
+// (bbolt's node entry), for SplitBytes.
+const putCost = 64
 
 // Store is a bbolt file holding the key spaces of package kv: it
 // implements kv.Backend, kv.Verifier, kv.Checker and kv.Creator. It is
 // safe for concurrent use; bbolt serialises the writers.
 type Store struct {
-	db       *bolt.DB
-	path     string
-	readOnly bool
+	db         *bolt.DB
+	path       string
+	readOnly   bool
+	splitBytes int
+	// update serialises Update: the parts of a split one are not
+	// interleaved with another writer's transaction.
+	update sync.Mutex
 	// undo removes the file and the folders Open created; nil when the
 	// file was there before.
 	undo func()
@@ -98,6 +119,7 @@ var (
 	_ kv.Checker  = (*Store)(nil)
 	_ kv.Creator  = (*Store)(nil)
 	_ kv.Backuper = (*Store)(nil)
+	_ kv.Splitter = (*tx)(nil)
 )
 
 // lockedError names the store another process holds.
@@ -173,7 +195,10 @@ func Open(path string, opts Options) (st *Store, err error) {
 	case err != nil:
 		return nil, fmt.Errorf("store %s: %w", path, err)
 	}
-	s := &Store{db: db, path: path, readOnly: opts.ReadOnly, undo: undo}
+	s := &Store{db: db, path: path, readOnly: opts.ReadOnly, undo: undo, splitBytes: opts.SplitBytes}
+	if s.splitBytes <= 0 {
+		s.splitBytes = DefaultSplitBytes
+	}
 	if err = guard(path, func() error { return s.init(false) }); err == nil && !opts.NoVerify {
 		err = s.Verify(false)
 	}
@@ -227,16 +252,45 @@ func (s *Store) View(fn func(kv.Tx) error) error {
 // process's memory afterwards (see dropPages): a server recording
 // bindings all day would otherwise hold, as resident file pages, every
 // page of the store its writes ever went through.
+//
+// fn's writes are committed at once, all or nothing, unless fn allows
+// splitting (kv.Splitter): then, once they pass Options.SplitBytes, the
+// writes so far are committed at the end of the next group and fn goes
+// on in a new transaction; an error after that leaves those parts
+// committed, and says so. Updates are serialised, so that no other
+// writer of this process sees or writes between two parts.
 func (s *Store) Update(fn func(kv.Tx) error) error {
 	if s.readOnly {
 		return fmt.Errorf("store %s: %w: %w", s.path, kv.ErrReadOnly, berrors.ErrDatabaseReadOnly)
 	}
+	s.update.Lock()
+	defer s.update.Unlock()
+	var t *tx
 	err := guard(s.path, func() error {
-		return s.db.Update(func(btx *bolt.Tx) error {
-			return fn(s.newTx(btx))
-		})
+		btx, err := s.db.Begin(true)
+		if err != nil {
+			return err
+		}
+		t = s.newTx(btx)
+		defer func() {
+			if t.btx != nil { // fn failed or panicked (guard recovers)
+				_ = t.btx.Rollback()
+			}
+		}()
+		if err := fn(t); err != nil {
+			return err
+		}
+		if t.err != nil {
+			return t.err
+		}
+		err = t.btx.Commit()
+		t.btx = nil
+		return err
 	})
 	if err != nil {
+		if t != nil && t.parts > 0 {
+			return fmt.Errorf("%w (the update's first %d parts were committed, each of whole changes; the rest was not)", err, t.parts)
+		}
 		return err
 	}
 	// dropPages needs a transaction, which keeps bbolt from remapping.
@@ -244,13 +298,43 @@ func (s *Store) Update(fn func(kv.Tx) error) error {
 	return nil
 }
 
+// AllowSplit lets the transaction commit in parts (kv.Splitter).
+func (t *tx) AllowSplit() { t.split = true }
+
+// EndGroup closes a group of writes (kv.Grouper). A transaction that
+// allows splitting and has written Options.SplitBytes commits here and
+// goes on in a new bbolt transaction; a failure is kept in t.err, which
+// every later write and the Update return.
+func (t *tx) EndGroup() {
+	if !t.split || t.err != nil || t.btx == nil || t.written < t.s.splitBytes {
+		return
+	}
+	err := t.btx.Commit()
+	t.btx, t.buckets, t.written = nil, nil, 0
+	if err != nil {
+		t.err = fmt.Errorf("commit part %d of a large update: %w", t.parts+1, err)
+		return
+	}
+	t.parts++
+	if t.btx, err = t.s.db.Begin(true); err != nil {
+		t.err = fmt.Errorf("begin part %d of a large update: %w", t.parts+1, err)
+	}
+}
+
 // tx is a kv.Tx over a bbolt transaction. It keeps the buckets it looked
 // up, so that a Put of an allocation does not walk the root three times.
 type tx struct {
 	s       *Store
-	btx     *bolt.Tx
+	btx     *bolt.Tx // nil once a part failed to commit (err says why)
 	buckets map[kv.Space]*bolt.Bucket
 	reads   int // records scanned, for dropPages
+	// A splittable Update's (kv.Splitter): whether it may split, what it
+	// wrote since its last part, the parts committed, and the failure
+	// that ended it.
+	split   bool
+	written int
+	parts   int
+	err     error
 }
 
 // WriteTo writes a consistent copy of the store to w: the bbolt file as
@@ -272,6 +356,9 @@ func (s *Store) newTx(btx *bolt.Tx) *tx { return &tx{s: s, btx: btx} }
 // bucket) when create is set; nil when it does not exist and create is
 // false.
 func (t *tx) bucket(sp kv.Space, create bool) (*bolt.Bucket, error) {
+	if t.btx == nil {
+		return nil, t.err
+	}
 	if b, ok := t.buckets[sp]; ok {
 		return b, nil
 	}
@@ -371,7 +458,7 @@ func fillPercent(k kv.Kind) float64 {
 	return 0.9
 }
 
-func (t *tx) Writable() bool { return t.btx.Writable() }
+func (t *tx) Writable() bool { return t.btx != nil && t.btx.Writable() }
 
 func (t *tx) Get(sp kv.Space, key []byte) []byte {
 	b, _ := t.bucket(sp, false)
@@ -382,6 +469,9 @@ func (t *tx) Get(sp kv.Space, key []byte) []byte {
 }
 
 func (t *tx) Put(sp kv.Space, key, value []byte) error {
+	if t.err != nil {
+		return t.err
+	}
 	if !t.btx.Writable() {
 		return fmt.Errorf("put %s/%x: %w: %w", sp, key, kv.ErrReadOnly, berrors.ErrTxNotWritable)
 	}
@@ -389,10 +479,14 @@ func (t *tx) Put(sp kv.Space, key, value []byte) error {
 	if err != nil {
 		return err
 	}
+	t.written += len(key) + len(value) + putCost
 	return b.Put(key, value)
 }
 
 func (t *tx) Delete(sp kv.Space, key []byte) error {
+	if t.err != nil {
+		return t.err
+	}
 	if !t.btx.Writable() {
 		return fmt.Errorf("delete %s/%x: %w: %w", sp, key, kv.ErrReadOnly, berrors.ErrTxNotWritable)
 	}
@@ -400,6 +494,7 @@ func (t *tx) Delete(sp kv.Space, key []byte) error {
 	if b == nil || len(key) == 0 {
 		return nil
 	}
+	t.written += len(key) + putCost
 	return b.Delete(key)
 }
 
@@ -469,6 +564,9 @@ func (t *tx) Scan(sp kv.Space, from []byte, fn func(k, v []byte) error) error {
 
 func (t *tx) Pools() []string {
 	var names []string
+	if t.btx == nil {
+		return nil
+	}
 	if root := t.btx.Bucket(bucketPools); root != nil {
 		_ = root.ForEachBucket(func(k []byte) error {
 			names = append(names, string(k))

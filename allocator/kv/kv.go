@@ -176,6 +176,21 @@ type (
 	Grouper interface {
 		EndGroup()
 	}
+	// Splitter is a Tx that commits an Update at once unless its caller
+	// allows otherwise: after AllowSplit it may commit what was written
+	// so far at the end of a group (kv.Grouper's EndGroup), when the
+	// transaction has grown past a bound of the backend's, and go on in
+	// a new transaction, so that a large Update does not hold all its
+	// writes in memory until the end. The contract is then the
+	// Grouper's: an Update interrupted between two of its transactions
+	// leaves a prefix of whole groups committed. Package allocator allows
+	// it for a sync's writes, which are valid change by change, and never
+	// for a change that must be all or nothing (an import, a copy, an
+	// operator's command).
+	Splitter interface {
+		Grouper
+		AllowSplit()
+	}
 	// Creator is a backend whose opening may have created the store.
 	Creator interface {
 		// Created reports whether opening created the store.
