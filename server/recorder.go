@@ -55,6 +55,9 @@ type Recorder struct {
 	mu      sync.Mutex
 	pending map[iaKey]pendingOp
 	flushMu sync.Mutex // one flush (or persist) at a time
+	// soon asks Run for a flush before the interval is up: pending is
+	// half full (a storm of new IAs).
+	soon chan struct{}
 
 	// Last exchanges kept in memory (exchanges.go); toucher is nil when
 	// the store cannot touch, and then every record is written.
@@ -102,8 +105,11 @@ const DefaultFlushInterval = time.Second
 // DefaultMaxPending is the most IAs (MAC and IAID) a Recorder holds
 // between two flushes: 20,000, some 12 MB (and as much again while a flush
 // writes them, in well under the flush interval). That is hundreds of
-// times the renewals per second of a cloud of 100,000 VMs; a flood of new
-// IAs beyond it is dropped and counted (DropPendingFull).
+// times the renewals per second of a cloud of 100,000 VMs; when half of
+// it is reached (a storm of new IAs: a pod's VMs all restarted) the
+// Recorder flushes without waiting for the interval, and what the store
+// cannot take as fast beyond the cap is dropped and counted
+// (DropPendingFull).
 const DefaultMaxPending = 20_000
 
 // Reasons a Recorder drops a record, besides the allocator.Problem
@@ -128,7 +134,7 @@ func NewRecorder(store BindingStore, interval time.Duration, log *slog.Logger) *
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	r := &Recorder{store: store, interval: interval, clock: clock.Real{}, log: log, max: DefaultMaxPending,
+	r := &Recorder{store: store, interval: interval, clock: clock.Real{}, log: log, max: DefaultMaxPending, soon: make(chan struct{}, 1),
 		pending: map[iaKey]pendingOp{}, drops: map[string]*dropReason{},
 		staleness: DefaultExchangeStaleness, maxSeen: MaxRemembered, seen: map[iaKey]seenEntry{}}
 	r.toucher, _ = store.(BindingToucher)
@@ -200,7 +206,21 @@ func (r *Recorder) Record(b allocator.Binding) {
 		return
 	}
 	r.pending[k] = pendingOp{b: b}
+	half := len(r.pending) >= r.max/2
 	r.mu.Unlock()
+	if half {
+		r.flushSoon()
+	}
+}
+
+// flushSoon asks Run for a flush now, once: pending is half full, and the
+// rest of the interval could fill it (a storm of new IAs: each record
+// beyond the cap is dropped).
+func (r *Recorder) flushSoon() {
+	select {
+	case r.soon <- struct{}{}:
+	default: // already asked
+	}
 }
 
 // Release implements BindingSink. A release replaces what is pending for
@@ -231,7 +251,11 @@ func (r *Recorder) Release(rel allocator.BindingRelease) {
 	}
 	r.pending[k] = pendingOp{b: b, release: true}
 	r.forget(b.MAC, b.IAID) // the binding ends: no time of it to persist
+	half := len(r.pending) >= r.max/2
 	r.mu.Unlock()
+	if half {
+		r.flushSoon()
+	}
 }
 
 // drop counts a record not kept, and logs the first of each reason.
@@ -253,9 +277,9 @@ func (r *Recorder) drop(reason string, b *allocator.Binding) {
 // clock). Call it before Run.
 func (r *Recorder) SetClock(c clock.Clock) { r.clock = clock.OrReal(c) }
 
-// Run flushes every interval and persists the last exchanges kept in
-// memory every ExchangeStaleness until ctx is done, then does both once
-// more.
+// Run flushes every interval, and at once when half the pending cap is
+// reached, and persists the last exchanges kept in memory every
+// ExchangeStaleness until ctx is done, then does both once more.
 func (r *Recorder) Run(ctx context.Context) {
 	t := r.clock.NewTicker(r.interval)
 	defer t.Stop()
@@ -268,6 +292,8 @@ func (r *Recorder) Run(ctx context.Context) {
 			r.PersistExchanges()
 			return
 		case <-t.C():
+			r.Flush()
+		case <-r.soon:
 			r.Flush()
 		case <-p.C():
 			r.PersistExchanges()
