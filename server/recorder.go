@@ -306,26 +306,12 @@ func (r *Recorder) Run(ctx context.Context) {
 // one transaction for a large batch would take hundreds of megabytes.
 const flushChunk = 1000
 
-// flushWriters is how many chunks Flush writes at once. A store over the
-// network (etcd) takes a chunk in several round trips and waits for most
-// of them: with several in flight, a one-member cluster on an idle
-// machine took new bindings up to 2.7 times as fast
-// (BenchmarkPutBindingsNew), and no faster when its CPU was the limit.
-// bbolt serialises them (one writer at a time): nothing changes there.
-const flushWriters = 4
-
-// flushPart is one chunk of a Flush: the records of distinct IAs.
-type flushPart struct {
-	put []allocator.Binding
-	del []allocator.BindingRelease
-}
-
-// Flush writes what is pending, flushChunk records per store transaction,
-// flushWriters transactions at a time. On a store failure what was not
-// written is put back (newer records of the same IA win, the cap still
-// holds) and retried at the next flush, so a store error loses nothing
-// while the process lives and the cap is not reached. A record the store
-// can never hold is dropped and counted, not retried.
+// Flush writes what is pending, flushChunk records per store transaction.
+// On a store failure what was not written is put back (newer records of
+// the same IA win, the cap still holds) and retried at the next flush, so
+// a store error loses nothing while the process lives and the cap is not
+// reached. A record the store can never hold is dropped and counted, not
+// retried.
 func (r *Recorder) Flush() error {
 	r.flushMu.Lock()
 	defer r.flushMu.Unlock()
@@ -351,81 +337,39 @@ func (r *Recorder) Flush() error {
 	if len(batch) == 0 {
 		return nil
 	}
-	parts := make([]flushPart, 0, (len(batch)+flushChunk-1)/flushChunk)
-	var cur flushPart
-	for _, op := range batch {
+	put := make([]allocator.Binding, 0, min(len(batch), flushChunk))
+	del := make([]allocator.BindingRelease, 0, min(len(batch), flushChunk))
+	var err error
+	for k, op := range batch {
+		if err != nil {
+			break
+		}
 		if op.release {
-			cur.del = append(cur.del, allocator.BindingRelease{ClientDUID: op.b.ClientDUID, IAID: op.b.IAID, MAC: op.b.MAC})
+			del = append(del, allocator.BindingRelease{ClientDUID: op.b.ClientDUID, IAID: op.b.IAID, MAC: op.b.MAC})
 		} else {
-			cur.put = append(cur.put, op.b)
+			put = append(put, op.b)
 		}
-		if len(cur.put)+len(cur.del) == flushChunk {
-			parts = append(parts, cur)
-			cur = flushPart{}
+		delete(batch, k) // what is left in batch is what is not written
+		if len(put)+len(del) == flushChunk {
+			err = r.write(batch, put, del)
+			put, del = put[:0], del[:0]
 		}
 	}
-	if len(cur.put)+len(cur.del) > 0 {
-		parts = append(parts, cur)
+	if err == nil && len(put)+len(del) > 0 {
+		err = r.write(batch, put, del)
 	}
-	clear(batch) // from here on: what is not written
-	var (
-		mu      sync.Mutex
-		err     error
-		wg      sync.WaitGroup
-		writers = make(chan struct{}, flushWriters)
-	)
-	for i := range parts {
-		writers <- struct{}{}
-		mu.Lock()
-		failed := err != nil
-		mu.Unlock()
-		if failed {
-			// A store that failed a part fails the next too: keep the
-			// rest for the next flush.
-			<-writers
-			mu.Lock()
-			parts[i].unwritten(batch)
-			mu.Unlock()
-			continue
-		}
-		wg.Go(func() {
-			defer func() { <-writers }()
-			if werr := r.write(&parts[i]); werr != nil {
-				mu.Lock()
-				if err == nil {
-					err = werr
-				}
-				parts[i].unwritten(batch)
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
 	if err != nil {
-		r.requeue(batch)
 		r.flushErrors.Inc()
 		r.log.Error("cannot record bindings; will retry", "bindings", len(batch), "err", err)
 	}
 	return err
 }
 
-// unwritten puts the part's records back into batch (what a flush did
-// not write).
-func (p *flushPart) unwritten(batch map[iaKey]pendingOp) {
-	for _, b := range p.put {
-		batch[keyOf(b.MAC, b.IAID)] = pendingOp{b: b}
-	}
-	for _, d := range p.del {
-		batch[keyOf(d.MAC, d.IAID)] = pendingOp{b: allocator.Binding{ClientDUID: d.ClientDUID, IAID: d.IAID, MAC: d.MAC}, release: true}
-	}
-}
-
-// write writes one part of a Flush and returns the store's error; a
-// record the store can never hold is dropped and counted, and the rest of
-// its part is written.
-func (r *Recorder) write(p *flushPart) error {
-	put := p.put
-	err := r.store.PutBindings(put, p.del)
+// write writes one chunk of Flush. On a store failure it puts the chunk
+// back into batch (what Flush has not written yet) and returns the error,
+// and puts batch back into pending.
+func (r *Recorder) write(batch map[iaKey]pendingOp, put []allocator.Binding, del []allocator.BindingRelease) error {
+	err := r.store.PutBindings(put, del)
 	if err == nil || errors.Is(err, allocator.ErrInvalidBinding) {
 		r.mu.Lock()
 		for i := range put {
@@ -449,13 +393,12 @@ func (r *Recorder) write(p *flushPart) error {
 		r.log.Error("bindings left out of the store", "err", err)
 		return nil
 	}
-	return err
-}
-
-// requeue puts what a flush did not write back into pending, where a
-// newer record of the same IA wins; what the cap has no room for is
-// dropped and counted.
-func (r *Recorder) requeue(batch map[iaKey]pendingOp) {
+	for _, b := range put {
+		batch[keyOf(b.MAC, b.IAID)] = pendingOp{b: b}
+	}
+	for _, d := range del {
+		batch[keyOf(d.MAC, d.IAID)] = pendingOp{b: allocator.Binding{ClientDUID: d.ClientDUID, IAID: d.IAID, MAC: d.MAC}, release: true}
+	}
 	var full []allocator.Binding
 	r.mu.Lock()
 	for k, op := range batch {
@@ -472,4 +415,5 @@ func (r *Recorder) requeue(batch map[iaKey]pendingOp) {
 	for i := range full {
 		r.drop(DropPendingFull, &full[i])
 	}
+	return err
 }

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
 	"github.com/prometheus/client_golang/prometheus"
@@ -383,17 +382,11 @@ func TestRecorderFlushesInChunks(t *testing.T) {
 	if err := rec.Flush(); err == nil {
 		t.Fatal("flush succeeded with a failing transaction")
 	}
-	// Parts are written several at a time: the failed one, and those
-	// not started after it, are pending again; the others are written.
-	written := 0
-	for i := range fs.calls {
-		written += len(fs.calls[i]) + len(fs.dels[i])
+	if len(fs.calls) != 1 || len(fs.calls[0])+len(fs.dels[0]) != flushChunk {
+		t.Fatalf("written before the failure: %d transactions", len(fs.calls))
 	}
-	if len(fs.calls) == 0 || len(fs.calls) > 2 {
-		t.Fatalf("%d transactions written of 3, one failed: want 1 or 2", len(fs.calls))
-	}
-	if got := rec.Pending(); got != n+1-written || got < flushChunk/2 {
-		t.Errorf("pending after the failure = %d, want %d (what was not written, a part at least)", got, n+1-written)
+	if got := rec.Pending(); got != n+1-flushChunk {
+		t.Errorf("pending after the failure = %d, want %d", got, n+1-flushChunk)
 	}
 	if err := rec.Flush(); err != nil {
 		t.Fatal(err)
@@ -411,50 +404,5 @@ func TestRecorderFlushesInChunks(t *testing.T) {
 	}
 	if len(seen) != n || dels != 1 || rec.Pending() != 0 {
 		t.Errorf("written %d distinct bindings and %d releases, want %d and 1", len(seen), dels, n)
-	}
-}
-
-// barrierStore's PutBindings waits until another call is in flight (or a
-// deadline passes), and notes the most calls it saw in flight at once.
-type barrierStore struct {
-	mu          sync.Mutex
-	inFlight    int
-	maxInFlight int
-	arrived     chan struct{}
-}
-
-func (s *barrierStore) PutBindings(put []allocator.Binding, del []allocator.BindingRelease) error {
-	s.mu.Lock()
-	s.inFlight++
-	s.maxInFlight = max(s.maxInFlight, s.inFlight)
-	s.mu.Unlock()
-	select {
-	case s.arrived <- struct{}{}: // another call is waiting: both go on
-	case <-s.arrived:
-	case <-time.After(5 * time.Second):
-	}
-	s.mu.Lock()
-	s.inFlight--
-	s.mu.Unlock()
-	return nil
-}
-
-// A flush writes its parts several at a time: a store over the network
-// (etcd) spends a part's time waiting for the round trip.
-func TestRecorderFlushWritesPartsAtOnce(t *testing.T) {
-	st := &barrierStore{arrived: make(chan struct{})}
-	rec := NewRecorder(st, 0, nil)
-	for i := range 2 * flushChunk {
-		mac := binary.BigEndian.AppendUint32([]byte{2, 0}, uint32(i))
-		rec.Record(allocator.Binding{ClientDUID: append([]byte{0, 3, 0, 1}, mac...), MAC: mac, IAID: 1, Prefix: prefixA})
-	}
-	if err := rec.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	if st.maxInFlight < 2 {
-		t.Errorf("at most %d part(s) written at once, want 2", st.maxInFlight)
-	}
-	if rec.Pending() != 0 {
-		t.Errorf("%d pending after the flush", rec.Pending())
 	}
 }
