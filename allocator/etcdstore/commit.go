@@ -80,16 +80,19 @@ func (b *Backend) Update(fn func(kv.Tx) error) error {
 	}
 }
 
-// chunk is the writes of one transaction, whole groups.
+// chunk is the writes of one transaction, whole groups, and the keys those
+// groups only read.
 type chunk struct {
-	ops []wop
+	ops   []wop
+	reads []string
 }
 
 // plan splits tx's writes into chunks at group boundaries, so that each
 // transaction holds at most maxOps compares and maxOps operations and
 // stays under maxTxnBytes. base is the first chunk's own compares (fence,
-// ranges, keys read and not written); each chunk has the fence and a
-// compare per key it writes that was read or written before.
+// ranges, the keys read and not written that belong to no group); each
+// chunk has the fence, a compare per key it writes that was read or
+// written before, and a compare per key its groups only read (readGroup).
 func (b *Backend) plan(tx *tx, base, fence int, baseBytes int) []chunk {
 	var out []chunk
 	written := map[string]bool{} // by an earlier chunk
@@ -105,8 +108,19 @@ func (b *Backend) plan(tx *tx, base, fence int, baseBytes int) []chunk {
 		idx = map[string]int{}
 		cmps, bytes = fence, 0
 	}
-	for _, g := range tx.groups {
-		addOps, addCmps, addBytes := 0, 0, 0
+	// The keys each group only read.
+	groupReads := make(map[int][]string, len(tx.readGroup))
+	for k, g := range tx.readGroup {
+		if _, w := tx.cur[k]; !w {
+			groupReads[g] = append(groupReads[g], k)
+		}
+	}
+	for gi, g := range tx.groups {
+		reads := groupReads[gi]
+		addOps, addCmps, addBytes := 0, len(reads), 0
+		for _, k := range reads {
+			addBytes += len(b.prefix) + len(k) + 16
+		}
 		for _, w := range g {
 			if _, in := idx[w.key]; in {
 				continue
@@ -121,7 +135,7 @@ func (b *Backend) plan(tx *tx, base, fence int, baseBytes int) []chunk {
 		if len(cur.ops) > 0 && (len(cur.ops)+addOps > b.maxOps || cmps+addCmps > b.maxOps || bytes+addBytes > maxTxnBytes) {
 			newChunk()
 			// Recount against the new chunk: nothing is in it yet.
-			addCmps = 0
+			addCmps = len(reads)
 			for _, w := range g {
 				if _, read := tx.reads[w.key]; read || written[w.key] {
 					addCmps++
@@ -136,6 +150,7 @@ func (b *Backend) plan(tx *tx, base, fence int, baseBytes int) []chunk {
 			idx[w.key] = len(cur.ops)
 			cur.ops = append(cur.ops, w)
 		}
+		cur.reads = append(cur.reads, reads...)
 		cmps += addCmps
 		bytes += addBytes
 	}
@@ -188,7 +203,9 @@ func (b *Backend) commit(tx *tx, fence *Fence) (rev, retryAt int64, err error) {
 	}
 	readOnly := make([]string, 0, len(tx.reads))
 	for k := range tx.reads {
-		if _, w := tx.cur[k]; !w {
+		_, w := tx.cur[k]
+		_, grouped := tx.readGroup[k]
+		if !w && !grouped {
 			readOnly = append(readOnly, k)
 		}
 	}
@@ -228,6 +245,9 @@ func (b *Backend) commit(tx *tx, fence *Fence) (rev, retryAt int64, err error) {
 			cmps = base
 		}
 		cmps = slices.Clone(cmps)
+		for _, k := range c.reads {
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(b.prefix+k), "=", tx.reads[k]))
+		}
 		ops := make([]clientv3.Op, 0, len(c.ops))
 		slices.SortFunc(c.ops, func(a, b wop) int { return strings.Compare(a.key, b.key) })
 		for _, w := range c.ops {

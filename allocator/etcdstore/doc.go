@@ -79,8 +79,13 @@
 // in several transactions, in order, split only between groups (kv.Grouper:
 // package allocator ends a group after each allocation and each binding).
 // Every transaction carries the fence and a compare of each key it writes
-// that fn read (or an earlier transaction of the Update wrote); the range
-// compares and the keys read but not written go in the first. If a later
+// that fn read (or an earlier transaction of the Update wrote), and of each
+// key only read while a group it commits was being written (a binding's
+// prefix index entry, read to renew the binding): the key decided that
+// group. The range compares, and the keys read outside any group (a sync's
+// plan, read before its first write), go in the first; when those are too
+// many to compare one by one they are compared as key ranges, which
+// another writer's keys in between make fail. If a later
 // transaction fails, the ones before it stay committed: whole allocations
 // and bindings, never half of one (an allocation's record, prefix index
 // and MAC index entries are one group), and the error says so; the next

@@ -24,13 +24,19 @@ type tx struct {
 	err error
 
 	// Update only.
-	reads     map[string]int64 // relative key → mod revision seen (0: absent)
-	ranges    []keyRange       // ranges read: [start, end)
-	cur       map[string]wop   // every key written, at its last write
-	group     []string         // keys written since the last EndGroup
-	inGroup   map[string]bool
-	groups    [][]wop // the closed groups' writes, each as it stood at EndGroup
-	needFence bool
+	reads   map[string]int64 // relative key → mod revision seen (0: absent)
+	ranges  []keyRange       // ranges read: [start, end)
+	cur     map[string]wop   // every key written, at its last write
+	group   []string         // keys written since the last EndGroup
+	inGroup map[string]bool
+	groups  [][]wop // the closed groups' writes, each as it stood at EndGroup
+	// Keys read for the first time since the last EndGroup, and, once a
+	// group closes, the group each such key belongs to (its index in
+	// groups): a key only read is compared in the transaction that
+	// commits the group that read it, not in the first one (see plan).
+	groupReads []string
+	readGroup  map[string]int
+	needFence  bool
 }
 
 // keyRange is a range of relative keys, [start, end).
@@ -74,6 +80,7 @@ func (t *tx) readKey(k string, rev int64) {
 	}
 	if _, seen := t.reads[k]; !seen {
 		t.reads[k] = rev
+		t.groupReads = append(t.groupReads, k)
 	}
 }
 
@@ -263,14 +270,28 @@ func (t *tx) Delete(s kv.Space, key []byte) error {
 
 // EndGroup closes the group of writes since the previous one
 // (kv.Grouper): a chunked commit never splits it.
+//
+// The keys read since the previous group closed belong to this one, unless
+// they are more than maxGroupReads (the reads of a sync's plan, made before
+// its first write: they stay with the whole Update, compared in its first
+// transaction, as ranges if need be).
 func (t *tx) EndGroup() {
 	if len(t.group) == 0 {
-		return
+		return // its reads go to the next group that writes
 	}
 	g := make([]wop, len(t.group))
 	for i, k := range t.group {
 		g[i] = t.cur[k]
 	}
+	if n := len(t.groupReads); n > 0 && n <= t.b.maxOps/4 {
+		if t.readGroup == nil {
+			t.readGroup = map[string]int{}
+		}
+		for _, k := range t.groupReads {
+			t.readGroup[k] = len(t.groups)
+		}
+	}
+	t.groupReads = t.groupReads[:0]
 	t.groups = append(t.groups, g)
 	t.group = t.group[:0]
 	clear(t.inGroup)
