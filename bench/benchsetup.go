@@ -303,7 +303,8 @@ func runBenchStartup(ctx context.Context, f benchStartupFlags, stderr io.Writer)
 	}
 	defer stop()
 
-	pkt := gen.solicits[gen.pool(f.client)].fill(nil, f.client, 1)
+	link := synth.LinkAddr(gen.pool(f.client)).As16()
+	pkt := gen.solicits[gen.pool(f.client)].fill(nil, f.client, 1, &link)
 	want := gen.prefix(f.client)
 	buf := make([]byte, 4096)
 	var ready time.Duration
