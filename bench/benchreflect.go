@@ -58,7 +58,7 @@ driven. It is not a DHCPv6 server: it answers nothing else.`,
 
 // reflectTemplate is an encoded Relay-Reply and where to write a client in it.
 type reflectTemplate struct {
-	pkt                 []byte
+	pkt           []byte
 	xid, mac, pfx int
 }
 
