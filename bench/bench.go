@@ -45,6 +45,10 @@ type benchFlags struct {
 	verify      bool
 	serverPID   int
 	flood       bool
+	// a storm (benchstorm.go)
+	storm         bool
+	stormWindow   time.Duration
+	serverMetrics string
 }
 
 func NewCommand() *cobra.Command {
@@ -100,13 +104,38 @@ each answered by a Reply delegating the client's reservation. It floods
 the server with distinct DUIDs, as a misbehaving or hostile VM would, to
 check that memory stays bounded and answers keep coming.
 
+With --storm, every one of --clients clients sends its Solicit once,
+paced evenly over --storm-window (default 1 s: a relay that rebooted, or a
+pod's VMs restarted together), and its Request as soon as its Advertise is
+in. A message unanswered is sent again as a client does (same transaction
+id, after --timeout ±10 %, doubled at each try) until --duration (here:
+how long the storm may take in all) is over. It reports the time from the
+first Solicit to the last Reply, the clients answered and not, the
+retransmissions, and the drops: the kernel's at the server's socket (its
+receive buffer full; /proc/net/udp6, for any server on this host) and,
+with --server-metrics, the increase of cloudstack-pd's drop counters.
+
 Subcommands prepare the reservations (setup), measure start-up (startup),
 answer as cheaply as possible to measure bench itself (reflect) and write
 docs/BENCHMARKS.md (report); 'make bench' runs them all.`,
 		Example: `  cloudstack-pd bench --server [::1]:10547 --clients 100000 --outstanding 64 --duration 10s
-  cloudstack-pd bench --server [::1]:10548 --count 1000 --json`,
+  cloudstack-pd bench --server [::1]:10548 --count 1000 --json
+  cloudstack-pd bench --server [::1]:10547 --storm --clients 100000 --server-metrics http://127.0.0.1:9547/metrics`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.storm {
+				res, err := runStorm(cmd.Context(), f)
+				if err != nil {
+					return err
+				}
+				if f.json {
+					enc := json.NewEncoder(cmd.OutOrStdout())
+					enc.SetIndent("", "  ")
+					return enc.Encode(res)
+				}
+				printStorm(cmd.OutOrStdout(), res)
+				return nil
+			}
 			res, err := runBench(cmd.Context(), f)
 			if err != nil {
 				return err
@@ -129,6 +158,9 @@ docs/BENCHMARKS.md (report); 'make bench' runs them all.`,
 	fl.BoolVar(&f.verify, "verify", false, "also decode every answer with the DHCPv6 library and count disagreements")
 	fl.IntVar(&f.serverPID, "server-pid", 0, "the server's process id, to report the CPU time it used (Linux)")
 	fl.BoolVar(&f.flood, "flood", false, "one message per exchange with a random client DUID: Rebinds and Rapid Commit Solicits")
+	fl.BoolVar(&f.storm, "storm", false, "a storm: every client's Solicit within --storm-window, each exchange retried until answered or --duration ends")
+	fl.DurationVar(&f.stormWindow, "storm-window", time.Second, "--storm: the time over which the Solicits are paced")
+	fl.StringVar(&f.serverMetrics, "server-metrics", "", "--storm: the server's /metrics URL (cloudstack-pd), to report its drop counters")
 	cmd.AddCommand(newBenchSetupCmd(), newBenchStartupCmd(), newBenchReflectCmd(), newBenchReportCmd(), newBenchEtcdCmd())
 	return cmd
 }

@@ -69,7 +69,7 @@ func benchServerWrapped(t *testing.T, pools, n int, change func(*server.HandlerC
 		ph = wrap(h)
 	}
 	l, err := server.Listen(server.ListenerConfig{Addrs: []netip.AddrPort{netip.MustParseAddrPort("[::1]:0")},
-		Logger: slog.New(slog.DiscardHandler)}, ph)
+		Logger: slog.New(slog.DiscardHandler), Metrics: hc.Metrics}, ph)
 	if err != nil {
 		testenv.IPv6Loopback(t)
 		t.Fatal(err)

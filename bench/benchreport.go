@@ -34,6 +34,8 @@ type benchReportFlags struct {
 	cluster        []string
 	clusterStartup []string
 	clusterHA      string
+	// A storm (bench --storm) against each server.
+	stormKea, stormCS string
 }
 
 func newBenchReportCmd() *cobra.Command {
@@ -75,6 +77,8 @@ Without --doc the section goes to standard output.`,
 	fl.StringSliceVar(&f.cluster, "cluster", nil, "JSON results of bench runs against a server of a cluster (table in etcd)")
 	fl.StringSliceVar(&f.clusterStartup, "cluster-startup", nil, "JSON results of bench startup of a server of a cluster")
 	fl.StringVar(&f.clusterHA, "cluster-ha", "", "JSON result of TestClusterBench (failover, change-to-answer)")
+	fl.StringVar(&f.stormKea, "storm-kea", "", "JSON result of bench --storm against Kea")
+	fl.StringVar(&f.stormCS, "storm-cs", "", "JSON result of bench --storm against cloudstack-pd")
 	return cmd
 }
 
@@ -348,6 +352,9 @@ func benchReport(f benchReportFlags, now time.Time) (string, error) {
 		}
 		b.WriteString("\n")
 	}
+	if err := stormReport(&b, f); err != nil {
+		return "", err
+	}
 	if len(ups) > 0 {
 		fmt.Fprintf(&b, "### Start-up with %s allocations (`bench startup`)\n\n", thousands(f.startupN))
 		b.WriteString("| run | ready s | peak RSS MB | RSS MB after 1 s | anonymous MB | file MB |\n|---:|---:|---:|---:|---:|---:|\n")
@@ -540,6 +547,61 @@ func floats(v []float64) string {
 	var parts []string
 	for _, x := range v {
 		parts = append(parts, strconv.FormatFloat(x, 'f', 1, 64))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// stormReport writes the storm section: each server's storm, and issue
+// 16's target for cloudstack-pd's.
+func stormReport(b *strings.Builder, f benchReportFlags) error {
+	if f.stormCS == "" {
+		return nil
+	}
+	paths := []string{f.stormCS}
+	names := []string{"cloudstack-pd"}
+	if f.stormKea != "" {
+		paths, names = append([]string{f.stormKea}, paths...), append([]string{"Kea 2.2"}, names...)
+	}
+	rs, err := readJSONs[stormResult](paths)
+	if err != nil {
+		return err
+	}
+	cs := rs[len(rs)-1]
+	fmt.Fprintf(b, "### A storm: %s clients within %.1f s\n\n", thousands(cs.Clients), cs.Window)
+	b.WriteString("Every client sends its Solicit once, paced evenly over the window (a relay that rebooted, a pod's VMs restarted together), " +
+		"then its Request as soon as its Advertise is in; an unanswered message is sent again as a client does (same transaction id, " +
+		"after 1 s ±10 %, doubled each time). Kernel drops are the datagrams the kernel dropped at the server's socket (its receive buffer full); " +
+		"server drops the increase of cloudstack-pd's drop counters (`/metrics`).\n\n")
+	b.WriteString("| server | answered | unanswered | last Reply s | p50 ms | p99 ms | Solicits sent again | Requests sent again | kernel drops | server drops | server CPU s |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n")
+	for i, r := range rs {
+		fmt.Fprintf(b, "| %s | %d | %d | %.3f | %.1f | %.1f | %d | %d | %d | %s | %.2f |\n", names[i], r.Answered, r.Unanswered+r.NoPrefix+r.WrongPrefix,
+			r.LastReply, r.Latency.P50, r.Latency.P99, r.SolicitRetrans, r.RequestRetrans, r.KernelDrops, serverDrops(r.ServerDrops), r.ServerCPU)
+	}
+	var counted float64
+	for _, v := range cs.ServerDrops {
+		counted += v
+	}
+	all := cs.Answered == int64(cs.Clients)
+	fmt.Fprintf(b, "\n| target (issue 16) | measured | |\n|---|---|---|\n")
+	fmt.Fprintf(b, "| a storm: every exchange answered | %d of %d, the last Reply after %.3f s | %s |\n", cs.Answered, cs.Clients, cs.LastReply, met(all))
+	fmt.Fprintf(b, "| a storm: no drops, counted by the server or at its socket | %s; %d at its socket | %s |\n",
+		serverDrops(cs.ServerDrops), cs.KernelDrops, met(counted == 0 && cs.ServerDrops != nil && cs.KernelDrops == 0))
+	b.WriteString("\n")
+	return nil
+}
+
+// serverDrops writes the drop counters that rose, or "none".
+func serverDrops(m map[string]float64) string {
+	if m == nil {
+		return "(not read)"
+	}
+	var parts []string
+	for _, k := range slices.Sorted(mapKeys(m)) {
+		parts = append(parts, fmt.Sprintf("`%s` %.0f", k, m[k]))
+	}
+	if len(parts) == 0 {
+		return "none"
 	}
 	return strings.Join(parts, ", ")
 }
