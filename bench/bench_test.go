@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -25,21 +26,21 @@ import (
 
 // benchServer serves the first n synthetic clients of pools pools on
 // [::1]:0, in process, until the test ends.
-func benchServer(t *testing.T, pools, n int) netip.AddrPort {
+func benchServer(t testing.TB, pools, n int) netip.AddrPort {
 	t.Helper()
 	return benchServerWith(t, pools, n, nil)
 }
 
 // benchServerWith is benchServer with the handler's settings changed by
 // change (nil: none).
-func benchServerWith(t *testing.T, pools, n int, change func(*server.HandlerConfig)) netip.AddrPort {
+func benchServerWith(t testing.TB, pools, n int, change func(*server.HandlerConfig)) netip.AddrPort {
 	t.Helper()
 	return benchServerWrapped(t, pools, n, change, nil)
 }
 
 // benchServerWrapped is benchServerWith with the listener's packets going
 // through wrap (nil: straight to the handler).
-func benchServerWrapped(t *testing.T, pools, n int, change func(*server.HandlerConfig), wrap func(server.PacketHandler) server.PacketHandler) netip.AddrPort {
+func benchServerWrapped(t testing.TB, pools, n int, change func(*server.HandlerConfig), wrap func(server.PacketHandler) server.PacketHandler) netip.AddrPort {
 	t.Helper()
 	ps := synth.Pools(pools)
 	allocs, err := synth.Allocations(ps, n, time.Unix(1700000000, 0))
@@ -76,7 +77,9 @@ func benchServerWrapped(t *testing.T, pools, n int, change func(*server.HandlerC
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- l.Serve(ctx) }()
+	// Labelled, so that a CPU profile of a test or benchmark tells the
+	// server's goroutines from the generator's (go tool pprof -tagfocus).
+	go pprof.Do(ctx, pprof.Labels("side", "server"), func(ctx context.Context) { done <- l.Serve(ctx) })
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -46,7 +46,12 @@ type ListenerConfig struct {
 	// Batch is the most datagrams one system call reads, and the most
 	// answers a worker sends in one (Linux: recvmmsg and sendmmsg); 0
 	// means DefaultBatch, 1 one at a time. A worker handles the packets
-	// already queued, up to Batch, before it sends their answers.
+	// already queued, up to Batch, before it sends their answers. A read
+	// that returns fewer than Batch datagrams (nothing more was waiting)
+	// is answered by the reader itself, which sends the answers together
+	// and reads again: no worker is woken for it. A full batch goes to
+	// the workers, so that under a backlog they answer in parallel while
+	// the reader reads on. With Batch 1, every packet goes to a worker.
 	Batch int
 	// Logger; nil discards.
 	Logger *slog.Logger
@@ -54,9 +59,20 @@ type ListenerConfig struct {
 	Metrics *Metrics
 }
 
-// Listener owns the sockets: it reads packets, hands them to a fixed pool of
-// workers through a bounded queue, and writes the replies. The handler
-// never touches a socket.
+// Listener owns the sockets: it reads packets in batches; answers a batch
+// that did not fill itself, and hands a full one to a fixed pool of workers
+// through a bounded queue; and writes the replies. The handler never
+// touches a socket.
+//
+// Why a batch that did not fill is answered by the reader: on a machine
+// where a system call and a wake-up cost more than handling a packet, the
+// price of a packet is set by how many share a wake-up. A few packets read
+// together and handed to a worker cost two wake-ups (the reader's and the
+// worker's) and two goroutine switches; answered by the reader they cost
+// one. When many relays each have a few exchanges in flight, or the load is
+// light, batches are small and this halves the wake-ups; under a backlog
+// batches fill and the workers share them (docs/BENCHMARKS.md, "Load
+// shapes").
 type Listener struct {
 	cfg     ListenerConfig
 	conns   []*net.UDPConn
@@ -200,6 +216,7 @@ func (l *Listener) read(ctx context.Context, i int) error {
 	views := make([][]byte, size)
 	lens := make([]int, size)
 	srcs := make([]netip.AddrPort, size)
+	in := l.newInline(bio, size)
 	for {
 		// At least one buffer, waiting for it; then what is free.
 		bufs = append(bufs[:0], <-l.free)
@@ -226,6 +243,20 @@ func (l *Listener) read(ctx context.Context, i int) error {
 			}
 			return fmt.Errorf("read %s: %w", c.LocalAddr(), err)
 		}
+		if n < size {
+			// Nothing more was waiting: answer here.
+			for j := range n {
+				in.serve(packet{conn: i, buf: bufs[j], n: lens[j], src: srcs[j]}, j)
+			}
+			in.flush()
+			l.countBatch(byReader)
+			for _, b := range bufs[n:] {
+				l.free <- b
+			}
+			clear(bufs)
+			continue
+		}
+		l.countBatch(byWorkers)
 		for j := range n {
 			select {
 			case l.queue <- packet{conn: i, buf: bufs[j], n: lens[j], src: srcs[j]}:
@@ -298,20 +329,57 @@ func (w *worker) run() {
 			if len(w.datas[i]) == 0 {
 				continue
 			}
-			if err := w.bios[i].Write(w.datas[i], w.dsts[i]); err != nil {
-				failed := len(w.datas[i])
-				if se := (*udpbatch.SendError)(nil); errors.As(err, &se) {
-					failed = se.Failed
-				}
-				for range failed {
-					w.l.countDrop(ReasonSendFailed)
-				}
-				w.l.log.Debug("cannot send replies", "failed", failed, "err", err)
-			}
+			w.l.send(w.bios[i], w.datas[i], w.dsts[i])
 			clear(w.datas[i])
 			w.datas[i], w.dsts[i] = w.datas[i][:0], w.dsts[i][:0]
 		}
 	}
+}
+
+// send writes answers to their destinations, counting those not sent.
+func (l *Listener) send(bio *udpbatch.Conn, datas [][]byte, dsts []netip.AddrPort) {
+	if err := bio.Write(datas, dsts); err != nil {
+		failed := len(datas)
+		if se := (*udpbatch.SendError)(nil); errors.As(err, &se) {
+			failed = se.Failed
+		}
+		for range failed {
+			l.countDrop(ReasonSendFailed)
+		}
+		l.log.Debug("cannot send replies", "failed", failed, "err", err)
+	}
+}
+
+// inline is a reader's own answering: the batch it read, answered into
+// buffers it keeps, sent on its socket in one call.
+type inline struct {
+	l     *Listener
+	bio   *udpbatch.Conn
+	outs  [][]byte // the answers' buffers, by place in the batch
+	datas [][]byte
+	dsts  []netip.AddrPort
+}
+
+func (l *Listener) newInline(bio *udpbatch.Conn, size int) *inline {
+	return &inline{l: l, bio: bio, outs: make([][]byte, size), datas: make([][]byte, 0, size), dsts: make([]netip.AddrPort, 0, size)}
+}
+
+// serve answers p, the k-th packet of the batch, and frees its buffer.
+func (in *inline) serve(p packet, k int) {
+	if r, ok := in.l.serveOne(in.outs[k][:0], p); ok {
+		in.outs[k] = r.Data
+		in.datas = append(in.datas, r.Data)
+		in.dsts = append(in.dsts, r.Dst)
+	}
+}
+
+// flush sends the answers of the batch.
+func (in *inline) flush() {
+	if len(in.datas) > 0 {
+		in.l.send(in.bio, in.datas, in.dsts)
+	}
+	clear(in.datas)
+	in.datas, in.dsts = in.datas[:0], in.dsts[:0]
 }
 
 // serveOne answers one packet into out and frees its buffer; a panic costs
@@ -332,6 +400,18 @@ func (l *Listener) serveOne(out []byte, p packet) (r Reply, ok bool) {
 		return Reply{}, false
 	}
 	return r, true
+}
+
+// Who answered a batch (listener_batches_total).
+const (
+	byReader  = 0
+	byWorkers = 1
+)
+
+func (l *Listener) countBatch(by int) {
+	if l.cfg.Metrics != nil {
+		l.cfg.Metrics.countBatch(by)
+	}
 }
 
 func (l *Listener) countDrop(r Reason) {
