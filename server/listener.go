@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/cloudstack-pd/cloudstack-pd/server/udpbatch"
 )
 
@@ -21,6 +23,13 @@ const maxPacket = 65535
 // DefaultBatch is how many datagrams a read or a write moves at most, by
 // default (see ListenerConfig.Batch).
 const DefaultBatch = 16
+
+// DefaultReadBuffer is the receive buffer asked for each socket by
+// default: 64 MiB holds some 60,000 relayed requests on loopback (the
+// kernel counts about 1 KiB per small datagram), a second of a storm's
+// excess over what two cores answer. It is memory only while a backlog
+// fills it.
+const DefaultReadBuffer = 64 << 20
 
 // PacketHandler answers one packet, appending the reply to dst (Reply.Data
 // is the appended part). *Handler is one.
@@ -35,8 +44,17 @@ type ListenerConfig struct {
 	// Workers handling packets; 0 means one per CPU.
 	Workers int
 	// QueueLength bounds the packets waiting for a worker; 0 means 1024.
-	// A packet arriving at a full queue is dropped and counted.
+	// When the queue is full, the reader answers the packets of its batch
+	// that do not fit itself, and what arrives meanwhile waits in the
+	// socket's receive buffer (ReadBuffer).
 	QueueLength int
+	// ReadBuffer is the receive buffer asked for each socket, in bytes; 0
+	// means DefaultReadBuffer, a negative value the kernel's default. It
+	// is what holds a burst the server cannot answer at once (a storm of
+	// Solicits): a datagram that does not fit is dropped by the kernel
+	// and counted in socket_drops_total. Without CAP_NET_ADMIN the
+	// kernel caps it at net.core.rmem_max, and Listen logs a warning.
+	ReadBuffer int
 	// SocketsPerAddr is how many sockets listen on each address, each
 	// read by its own goroutine; 0 or 1 means one. With more, they are
 	// bound with SO_REUSEPORT (Linux) and the kernel spreads the
@@ -55,7 +73,8 @@ type ListenerConfig struct {
 	Batch int
 	// Logger; nil discards.
 	Logger *slog.Logger
-	// Metrics counts the listener's own drops (queue-full, panic); nil: none.
+	// Metrics counts the listener's own drops (panic, send-failed) and its
+	// batches; nil: none.
 	Metrics *Metrics
 }
 
@@ -107,6 +126,9 @@ func Listen(cfg ListenerConfig, h PacketHandler) (*Listener, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.ReadBuffer == 0 {
+		cfg.ReadBuffer = DefaultReadBuffer
+	}
 	l := &Listener{cfg: cfg, handler: h, log: cfg.Logger}
 	for _, a := range cfg.Addrs {
 		if err := l.listen(a); err != nil {
@@ -118,6 +140,20 @@ func Listen(cfg ListenerConfig, h PacketHandler) (*Listener, error) {
 				return nil, fmt.Errorf("listen %s: %w (is the address configured on an interface of this host?)", a, err)
 			}
 			return nil, fmt.Errorf("listen %s: %w", a, err)
+		}
+	}
+	if cfg.ReadBuffer > 0 {
+		for _, c := range l.conns {
+			got, err := udpbatch.SetReadBuffer(c, cfg.ReadBuffer)
+			if err != nil {
+				l.closeConns()
+				return nil, fmt.Errorf("listen %s: %w", c.LocalAddr(), err)
+			}
+			if got < cfg.ReadBuffer {
+				l.log.Warn("socket receive buffer smaller than asked: a burst of requests beyond it is dropped (socket_drops_total); raise the sysctl net.core.rmem_max",
+					"socket", c.LocalAddr().String(), "bytes", got, "asked", cfg.ReadBuffer)
+				break
+			}
 		}
 	}
 	// Buffers are allocated once: one per queued packet and per packet a
@@ -258,14 +294,16 @@ func (l *Listener) read(ctx context.Context, i int) error {
 		}
 		l.countBatch(byWorkers)
 		for j := range n {
+			p := packet{conn: i, buf: bufs[j], n: lens[j], src: srcs[j]}
 			select {
-			case l.queue <- packet{conn: i, buf: bufs[j], n: lens[j], src: srcs[j]}:
+			case l.queue <- p:
 			default:
-				l.free <- bufs[j]
-				l.countDrop(ReasonQueueFull)
-				l.log.Debug("queue full: packet dropped", "relay", srcs[j])
+				// The workers are behind: answer it here, and let what
+				// arrives meanwhile wait in the socket's buffer.
+				in.serve(p, j)
 			}
 		}
+		in.flush()
 		for _, b := range bufs[n:] {
 			l.free <- b
 		}
@@ -424,6 +462,26 @@ func (l *Listener) closeConns() {
 	for _, c := range l.conns {
 		c.Close()
 	}
+}
+
+// SocketDrops returns the datagrams the kernel dropped at the listener's
+// sockets, their receive buffers full (0 where it cannot tell).
+func (l *Listener) SocketDrops() uint64 {
+	var n uint64
+	for _, c := range l.conns {
+		d, _ := udpbatch.Drops(c)
+		n += d
+	}
+	return n
+}
+
+// Collectors returns the listener's metrics read at scrape time:
+// socket_drops_total.
+func (l *Listener) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "socket_drops_total",
+		Help: "Datagrams the kernel dropped at the DHCPv6 sockets because their receive buffer was full (a burst beyond server.receive-buffer, or the server starved of CPU).",
+	}, func() float64 { return float64(l.SocketDrops()) })}
 }
 
 // Close closes the sockets of a Listener that will not Serve (a start-up

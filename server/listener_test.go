@@ -105,41 +105,77 @@ func TestListenerSurvivesPanic(t *testing.T) {
 	}
 }
 
-// slow blocks every packet until released.
-type slow struct{ release chan struct{} }
-
-func (s *slow) HandleAppend([]byte, netip.AddrPort, []byte) (Reply, error) {
-	<-s.release
-	return Reply{}, drop(ReasonMalformed, nil)
-}
-
-func TestListenerQueueFullDropsAndCounts(t *testing.T) {
-	m := NewMetrics(nil)
-	s := &slow{release: make(chan struct{})}
-	l, err := Listen(ListenerConfig{Addrs: []netip.AddrPort{netip.MustParseAddrPort("[::1]:0")}, Workers: 2, QueueLength: 8, Metrics: m}, s)
+// TestListenerFullQueueReaderAnswers: when the workers' queue is full,
+// the reader answers the packets of its batch itself instead of dropping
+// them, and what arrives meanwhile waits in the socket.
+func TestListenerFullQueueReaderAnswers(t *testing.T) {
+	h, _ := newTestHandler(t, testOptions)
+	m := h.Metrics()
+	l, err := Listen(ListenerConfig{Addrs: []netip.AddrPort{netip.MustParseAddrPort("[::1]:0")}, Workers: 1, QueueLength: 1, Batch: 4, Metrics: m}, h)
 	if err != nil {
 		testenv.IPv6Loopback(t)
 		t.Fatal(err)
+	}
+	defer l.Close()
+	// The queue is full and no worker runs: only the reader can answer.
+	l.queue <- packet{buf: <-l.free}
+	c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	pkt := relay.Encapsulate(msg(dhcpv6.MessageTypeSolicit, clientID(macA), iapd(1)), relay.Forward{LinkAddr: linkAddr,
+		PeerAddr: vmPeer, InterfaceID: []byte("VLAN2701"), RemoteID: relay.JuniperRemoteID(macA), HasSourcePort: true})
+	for range 8 { // two full batches, waiting before the reader starts
+		if _, err := c.WriteToUDPAddrPort(pkt, l.Addrs()[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- l.read(context.Background(), 0) }()
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	buf := make([]byte, 2048)
+	for i := range 8 {
+		if _, _, err := c.ReadFromUDPAddrPort(buf); err != nil {
+			t.Fatalf("answer %d: %v", i+1, err)
+		}
+	}
+	l.Close()
+	if err := <-done; err != nil {
+		t.Errorf("read: %v", err)
+	}
+	if got := testutil.ToFloat64(m.Drops.WithLabelValues(string(ReasonQueueFull))); got != 0 {
+		t.Errorf("%v queue-full drops", got)
+	}
+	if got := testutil.ToFloat64(m.Batches.WithLabelValues("workers")); got != 2 {
+		t.Errorf("%v full batches, want 2", got)
+	}
+}
+
+// TestListenerSocketDrops: datagrams beyond the socket's receive buffer are
+// counted in socket_drops_total, and the buffer asked for is set.
+func TestListenerSocketDrops(t *testing.T) {
+	h, _ := newTestHandler(t, testOptions)
+	l, err := Listen(ListenerConfig{Addrs: []netip.AddrPort{netip.MustParseAddrPort("[::1]:0")}, ReadBuffer: 4096}, h)
+	if err != nil {
+		testenv.IPv6Loopback(t)
+		t.Fatal(err)
+	}
+	defer l.Close()
+	col := l.Collectors()[0]
+	if got := testutil.ToFloat64(col); got != 0 {
+		t.Fatalf("socket_drops_total %v before anything was sent", got)
 	}
 	c, err := net.DialUDP("udp6", nil, net.UDPAddrFromAddrPort(l.Addrs()[0]))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	// Waiting before Serve, the packets are read in full batches, which go
-	// to the workers: 2 workers block, 8 wait in the queue; the rest must be
-	// dropped, not queued without bound.
-	for range 40 {
-		c.Write([]byte{12})
+	for range 200 { // nothing reads: a 4 KiB buffer holds a few
+		c.Write(make([]byte, 300))
 	}
-	serve(t, l)
-	deadline := time.Now().Add(3 * time.Second)
-	for testutil.ToFloat64(m.Drops.WithLabelValues(string(ReasonQueueFull))) == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	close(s.release)
-	if got := testutil.ToFloat64(m.Drops.WithLabelValues(string(ReasonQueueFull))); got == 0 {
-		t.Error("no queue-full drop counted")
+	if got := testutil.ToFloat64(col); got == 0 || uint64(got) != l.SocketDrops() {
+		t.Errorf("socket_drops_total %v, SocketDrops %d: want the drops counted", got, l.SocketDrops())
 	}
 }
 

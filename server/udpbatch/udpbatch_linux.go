@@ -219,3 +219,58 @@ func ReusePort(network, address string, c syscall.RawConn) error {
 	}
 	return nil
 }
+
+// SetReadBuffer asks for a receive buffer of n bytes on c: with
+// SO_RCVBUFFORCE when the process may (CAP_NET_ADMIN), else with SO_RCVBUF,
+// which the kernel caps at net.core.rmem_max. It returns the size the
+// kernel gave, in the bytes of n (the kernel doubles the value asked for its
+// bookkeeping, and reports the double).
+func SetReadBuffer(c *net.UDPConn, n int) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var got int
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n) != nil {
+			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, n); serr != nil {
+				return
+			}
+		}
+		got, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return 0, fmt.Errorf("receive buffer: %w", err)
+	}
+	return got / 2, nil
+}
+
+// Drops returns how many datagrams the kernel dropped at c since it was
+// opened, its receive buffer full (SO_MEMINFO's SK_MEMINFO_DROPS).
+func Drops(c *net.UDPConn) (uint64, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var mem [unix.SK_MEMINFO_VARS]uint32
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		l := uint32(unsafe.Sizeof(mem))
+		_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, unix.SO_MEMINFO,
+			uintptr(unsafe.Pointer(&mem[0])), uintptr(unsafe.Pointer(&l)), 0)
+		if e != 0 {
+			serr = e
+		}
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return 0, fmt.Errorf("SO_MEMINFO: %w", err)
+	}
+	return uint64(mem[unix.SK_MEMINFO_DROPS]), nil
+}

@@ -60,3 +60,12 @@ func (b *Conn) Write(datas [][]byte, dsts []netip.AddrPort) error {
 func ReusePort(string, string, syscall.RawConn) error {
 	return errors.New("several sockets per address (SO_REUSEPORT) need Linux")
 }
+
+// SetReadBuffer asks for a receive buffer of n bytes on c and returns n
+// (the size given is not known here).
+func SetReadBuffer(c *net.UDPConn, n int) (int, error) { return n, c.SetReadBuffer(n) }
+
+// Drops would return the datagrams the kernel dropped at c: Linux only.
+func Drops(*net.UDPConn) (uint64, error) {
+	return 0, errors.New("socket drops (SO_MEMINFO) need Linux")
+}
