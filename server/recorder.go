@@ -34,7 +34,10 @@ type BindingStore interface {
 // flood of them) takes one entry, as it takes one binding in the store.
 // The entries are capped (DefaultMaxPending): beyond the cap a record of
 // a new IA is dropped and counted, never waited for. The packet path never
-// blocks, and memory stays bounded under any flood.
+// blocks, and memory stays bounded under any flood. When half the cap is
+// pending, Run flushes at once instead of waiting for its interval: a storm
+// (a pod's VMs all asking within a second) is written as it comes instead
+// of overflowing the cap.
 //
 // A record that can never be stored (allocator.Binding.Problem) is dropped
 // and counted at once; the rest of its batch is stored. Drops are counted
@@ -54,6 +57,7 @@ type Recorder struct {
 
 	mu      sync.Mutex
 	pending map[iaKey]pendingOp
+	kick    chan struct{} // Run flushes now: half the cap is pending
 	flushMu sync.Mutex // one flush (or persist) at a time
 
 	// Last exchanges kept in memory (exchanges.go); toucher is nil when
@@ -100,11 +104,13 @@ type pendingOp struct {
 const DefaultFlushInterval = time.Second
 
 // DefaultMaxPending is the most IAs (MAC and IAID) a Recorder holds
-// between two flushes: 20,000, some 12 MB (and as much again while a flush
-// writes them, in well under the flush interval). That is hundreds of
-// times the renewals per second of a cloud of 100,000 VMs; a flood of new
-// IAs beyond it is dropped and counted (DropPendingFull).
-const DefaultMaxPending = 20_000
+// between two flushes: 120,000, some 70 MB at most (and as much again
+// while a flush writes them). That holds a storm: a pod of 100,000 VMs
+// all asking within a second, faster than the store's fsynced
+// transactions write them (with 20,000, half of such a storm's bindings
+// were dropped); a flood of new IAs beyond it is dropped and counted
+// (DropPendingFull).
+const DefaultMaxPending = 120_000
 
 // Reasons a Recorder drops a record, besides the allocator.Problem
 // constants (a binding the store can never hold).
@@ -129,7 +135,7 @@ func NewRecorder(store BindingStore, interval time.Duration, log *slog.Logger) *
 		log = slog.New(slog.DiscardHandler)
 	}
 	r := &Recorder{store: store, interval: interval, clock: clock.Real{}, log: log, max: DefaultMaxPending,
-		pending: map[iaKey]pendingOp{}, drops: map[string]*dropReason{},
+		pending: map[iaKey]pendingOp{}, drops: map[string]*dropReason{}, kick: make(chan struct{}, 1),
 		staleness: DefaultExchangeStaleness, maxSeen: MaxRemembered, seen: map[iaKey]seenEntry{}}
 	r.toucher, _ = store.(BindingToucher)
 	r.unchangedCount = prometheus.NewCounter(prometheus.CounterOpts{
@@ -200,7 +206,19 @@ func (r *Recorder) Record(b allocator.Binding) {
 		return
 	}
 	r.pending[k] = pendingOp{b: b}
+	half := len(r.pending) >= r.max/2
 	r.mu.Unlock()
+	if half {
+		r.kickFlush()
+	}
+}
+
+// kickFlush has Run flush now, without waiting.
+func (r *Recorder) kickFlush() {
+	select {
+	case r.kick <- struct{}{}:
+	default: // already asked
+	}
 }
 
 // Release implements BindingSink. A release replaces what is pending for
@@ -253,9 +271,9 @@ func (r *Recorder) drop(reason string, b *allocator.Binding) {
 // clock). Call it before Run.
 func (r *Recorder) SetClock(c clock.Clock) { r.clock = clock.OrReal(c) }
 
-// Run flushes every interval and persists the last exchanges kept in
-// memory every ExchangeStaleness until ctx is done, then does both once
-// more.
+// Run flushes every interval, and at once when half the cap of pending
+// IAs is reached, and persists the last exchanges kept in memory every
+// ExchangeStaleness until ctx is done, then does both once more.
 func (r *Recorder) Run(ctx context.Context) {
 	t := r.clock.NewTicker(r.interval)
 	defer t.Stop()
@@ -268,6 +286,8 @@ func (r *Recorder) Run(ctx context.Context) {
 			r.PersistExchanges()
 			return
 		case <-t.C():
+			r.Flush()
+		case <-r.kick:
 			r.Flush()
 		case <-p.C():
 			r.PersistExchanges()

@@ -54,3 +54,38 @@ func TestRecorderRunFlushesOnItsTicker(t *testing.T) {
 		t.Fatal("no flush on the way out")
 	}
 }
+
+// TestRecorderRunFlushesAtHalfTheCap: when half the cap of pending IAs is
+// reached, Run writes them at once, before its interval, so that a storm
+// of new bindings does not overflow the cap.
+func TestRecorderRunFlushesAtHalfTheCap(t *testing.T) {
+	fc := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	st := make(batchStore, 10)
+	rec := NewRecorder(st, time.Hour, nil)
+	rec.max = 10
+	rec.SetClock(fc)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); rec.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	fc.BlockUntil(1)
+
+	mac := func(i int) []byte { return []byte{2, 0, 0, 0, 0, byte(i)} }
+	for i := range 4 {
+		rec.Record(allocator.Binding{ClientDUID: []byte{0, 3, 0, 1, byte(i)}, MAC: mac(i), IAID: 1, Prefix: prefixA})
+	}
+	select {
+	case b := <-st:
+		t.Fatalf("written below half the cap, before the interval: %v", b)
+	case <-time.After(50 * time.Millisecond):
+	}
+	rec.Record(allocator.Binding{ClientDUID: []byte{0, 3, 0, 1, 9}, MAC: mac(9), IAID: 1, Prefix: prefixA})
+	select {
+	case b := <-st:
+		if len(b) != 5 {
+			t.Errorf("flush at half the cap wrote %d bindings, want 5", len(b))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing written at half the cap")
+	}
+}
