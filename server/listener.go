@@ -281,11 +281,11 @@ func (l *Listener) read(ctx context.Context, i int) error {
 		}
 		if n < size {
 			// Nothing more was waiting: answer here.
+			l.countBatch(byReader)
 			for j := range n {
 				in.serve(packet{conn: i, buf: bufs[j], n: lens[j], src: srcs[j]}, j)
 			}
 			in.flush()
-			l.countBatch(byReader)
 			for _, b := range bufs[n:] {
 				l.free <- b
 			}
