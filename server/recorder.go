@@ -58,7 +58,7 @@ type Recorder struct {
 	mu      sync.Mutex
 	pending map[iaKey]pendingOp
 	kick    chan struct{} // Run flushes now: half the cap is pending
-	flushMu sync.Mutex // one flush (or persist) at a time
+	flushMu sync.Mutex    // one flush (or persist) at a time
 
 	// Last exchanges kept in memory (exchanges.go); toucher is nil when
 	// the store cannot touch, and then every record is written.
