@@ -104,13 +104,13 @@ type pendingOp struct {
 const DefaultFlushInterval = time.Second
 
 // DefaultMaxPending is the most IAs (MAC and IAID) a Recorder holds
-// between two flushes: 120,000, some 70 MB at most (and as much again
-// while a flush writes them). That holds a storm: a pod of 100,000 VMs
-// all asking within a second, faster than the store's fsynced
-// transactions write them (with 20,000, half of such a storm's bindings
-// were dropped); a flood of new IAs beyond it is dropped and counted
-// (DropPendingFull).
-const DefaultMaxPending = 120_000
+// between two flushes: 20,000, some 12 MB (and as much again while a flush
+// writes them). That is hundreds of times the renewals per second of a
+// cloud of 100,000 VMs; a flood of new IAs beyond it is dropped and
+// counted (DropPendingFull). A storm of a pod's 100,000 VMs within a
+// second still overflows it (docs/BENCHMARKS.md, "A storm"): 120,000 held
+// the storm but took make flood's serve to 481 MB.
+const DefaultMaxPending = 20_000
 
 // Reasons a Recorder drops a record, besides the allocator.Problem
 // constants (a binding the store can never hold).
