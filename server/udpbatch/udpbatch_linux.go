@@ -29,10 +29,10 @@ type Conn struct {
 
 	// the call in progress: how many messages, how many done, its error,
 	// how many of them failed (writing)
-	n, done, failed int
-	errno           syscall.Errno
-	readFn          func(fd uintptr) bool
-	writeFn         func(fd uintptr) bool
+	n, done, failed   int
+	errno             syscall.Errno
+	readFn, readNowFn func(fd uintptr) bool
+	writeFn           func(fd uintptr) bool
 }
 
 // New returns a Conn moving up to size datagrams per call on c, an IPv6
@@ -58,7 +58,7 @@ func New(c *net.UDPConn, size int, zones *Zones) (*Conn, error) {
 		b.msgs[i].hdr.Iov = &b.iovs[i]
 		b.msgs[i].hdr.SetIovlen(1)
 	}
-	b.readFn, b.writeFn = b.recv, b.send
+	b.readFn, b.readNowFn, b.writeFn = b.recv, b.recvNow, b.send
 	return b, nil
 }
 
@@ -80,6 +80,14 @@ func (b *Conn) recv(fd uintptr) bool {
 		b.errno = e
 		return true
 	}
+}
+
+// recvNow is recv that does not wait: nothing waiting is 0 datagrams.
+func (b *Conn) recvNow(fd uintptr) bool {
+	if !b.recv(fd) {
+		b.done = 0
+	}
+	return true
 }
 
 func (b *Conn) send(fd uintptr) bool {
@@ -108,6 +116,17 @@ func (b *Conn) send(fd uintptr) bool {
 // first, into bufs, and returns how many; lens[i] is the length of the
 // i-th, srcs[i] its source (srcs may be nil).
 func (b *Conn) Read(bufs [][]byte, lens []int, srcs []netip.AddrPort) (int, error) {
+	return b.read(b.readFn, bufs, lens, srcs)
+}
+
+// ReadNow is Read without the wait: it returns 0 datagrams when none is
+// waiting. For a caller that learns readiness itself (epoll over many
+// sockets, as bench's relays do).
+func (b *Conn) ReadNow(bufs [][]byte, lens []int, srcs []netip.AddrPort) (int, error) {
+	return b.read(b.readNowFn, bufs, lens, srcs)
+}
+
+func (b *Conn) read(fn func(uintptr) bool, bufs [][]byte, lens []int, srcs []netip.AddrPort) (int, error) {
 	b.n = min(len(bufs), len(b.msgs))
 	for i := range b.n {
 		b.iovs[i].Base = unsafe.SliceData(bufs[i])
@@ -121,7 +140,7 @@ func (b *Conn) Read(bufs [][]byte, lens []int, srcs []netip.AddrPort) (int, erro
 		b.msgs[i].hdr.Flags = 0
 	}
 	b.done, b.errno = 0, 0
-	err := b.rc.Read(b.readFn)
+	err := b.rc.Read(fn)
 	for i := range b.n {
 		b.iovs[i].Base = nil // keep no buffer reachable from here
 	}

@@ -32,6 +32,11 @@ func (b *Conn) Read(bufs [][]byte, lens []int, srcs []netip.AddrPort) (int, erro
 	return 1, nil
 }
 
+// ReadNow would read without waiting: Linux only.
+func (b *Conn) ReadNow([][]byte, []int, []netip.AddrPort) (int, error) {
+	return 0, errors.New("reading without waiting needs Linux")
+}
+
 // Write sends each datagram in turn (see the Linux Write).
 func (b *Conn) Write(datas [][]byte, dsts []netip.AddrPort) error {
 	var first error

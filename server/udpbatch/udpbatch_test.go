@@ -185,3 +185,43 @@ func TestReadBufferAndDrops(t *testing.T) {
 		t.Errorf("drops %d, %v after 200 datagrams into a 4 KiB buffer", d, err)
 	}
 }
+
+// TestReadNow: ReadNow returns what is waiting, and 0 without waiting
+// when nothing is.
+func TestReadNow(t *testing.T) {
+	c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		testenv.IPv6Loopback(t)
+		t.Fatal(err)
+	}
+	defer c.Close()
+	b, err := New(c, 8, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bufs, lens := [][]byte{make([]byte, 64), make([]byte, 64), make([]byte, 64)}, make([]int, 3)
+	if n, err := b.ReadNow(bufs, lens, nil); n != 0 || err != nil {
+		t.Fatalf("ReadNow on an empty socket: %d, %v", n, err)
+	}
+	s, err := net.DialUDP("udp6", nil, c.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.Write([]byte("one"))
+	s.Write([]byte("two"))
+	deadline := time.Now().Add(2 * time.Second)
+	var got []string
+	for len(got) < 2 && time.Now().Before(deadline) {
+		n, err := b.ReadNow(bufs, lens, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			got = append(got, string(bufs[i][:lens[i]]))
+		}
+	}
+	if fmt.Sprint(got) != "[one two]" {
+		t.Errorf("read %q", got)
+	}
+}
