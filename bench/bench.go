@@ -297,12 +297,33 @@ func runBench(ctx context.Context, f benchFlags) (*benchResult, error) {
 	defer stop()
 	cpu0, scpu0 := selfCPU(), procCPU(f.serverPID)
 	var wg sync.WaitGroup
-	for _, s := range shards {
-		wg.Go(s.run)
+	groups := relayGroups(len(shards))
+	errs := make(chan error, max(groups, 1))
+	if groups == 0 {
+		for _, s := range shards {
+			wg.Go(s.run)
+		}
+	}
+	for g := range groups {
+		var mine []*benchShard
+		for i := g; i < len(shards); i += groups {
+			mine = append(mine, shards[i])
+		}
+		wg.Go(func() {
+			if err := runGroup(mine); err != nil {
+				errs <- err
+				run.stopAt.Store(0)
+			}
+		})
 	}
 	wg.Wait()
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
+	}
+	select {
+	case err := <-errs:
+		return nil, fmt.Errorf("relays: %w", err)
+	default:
 	}
 	cpu, scpu := selfCPU()-cpu0, procCPU(f.serverPID)-scpu0
 
