@@ -250,6 +250,8 @@ func runBench(ctx context.Context, f benchFlags) (*benchResult, error) {
 		return nil, fmt.Errorf("--pools must be 1 to %d", synth.MaxPools)
 	case f.sockets < 1 || f.sockets > benchMaxSockets:
 		return nil, fmt.Errorf("--sockets must be 1 to %d", benchMaxSockets)
+	case f.clients < f.sockets:
+		return nil, errors.New("--clients must be at least --sockets: each relay plays clients of its own")
 	case f.outstanding < f.sockets:
 		return nil, errors.New("--outstanding must be at least --sockets")
 	case f.outstanding > f.sockets*benchMaxSlots:
@@ -460,10 +462,15 @@ func newBenchShard(run *benchRun, c *net.UDPConn, index, slots int) (*benchShard
 	return s, nil
 }
 
-// nextClient returns the next client of this shard: shards take turns
-// through the clients.
+// nextClient returns the next client of this shard. Shard r plays
+// clients r, r+S, r+2S, … of S shards, and only those, round after round:
+// a client always comes through the same relay, as a VM does through its
+// router. (Were it to move between relays, every renewal would change
+// the binding's relay data, and serve would write it to its store each
+// time instead of keeping its time in memory.)
 func (s *benchShard) nextClient() int {
-	c := (s.index + s.next*s.step) % s.r.flags.clients
+	n := (s.r.flags.clients - s.index + s.step - 1) / s.step // this shard's clients
+	c := s.index + s.next%max(n, 1)*s.step
 	s.next++
 	return s.r.flags.first + c
 }

@@ -13,7 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudstack-pd/cloudstack-pd/allocator"
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/boltstore"
+	"github.com/cloudstack-pd/cloudstack-pd/bench/synth"
 	"github.com/cloudstack-pd/cloudstack-pd/internal/testenv"
+	"github.com/cloudstack-pd/cloudstack-pd/server"
 )
 
 // BenchmarkShapes drives the listener and handler in process (as
@@ -29,14 +33,36 @@ import (
 //	go tool pprof -tagfocus side=server -top /tmp/cpu.out
 func BenchmarkShapes(b *testing.B) {
 	const clients = 20000
-	srv := benchServer(b, 4, clients)
+	plain := benchServer(b, 4, clients)
+	// As serve runs it: metrics, and the Recorder writing to a store of
+	// the allocations and keeping the last exchanges in memory.
+	st, err := allocator.OpenStore(boltstore.Open(filepath.Join(b.TempDir(), "state.db"), boltstore.Options{Create: true}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	if err := synth.Fill(st, synth.Pools(4), clients, 0, time.Unix(1700000000, 0)); err != nil {
+		b.Fatal(err)
+	}
+	rec := server.NewRecorder(st, server.DefaultFlushInterval, nil)
+	ctx, cancel := context.WithCancel(b.Context())
+	recDone := make(chan struct{})
+	go func() { defer close(recDone); rec.Run(ctx) }()
+	defer func() { cancel(); <-recDone }()
+	serveLike := benchServerWith(b, 4, clients, func(hc *server.HandlerConfig) {
+		hc.Metrics, hc.Bindings, hc.Exchanges, hc.Leases = server.NewMetrics(nil), rec, rec, st
+	})
 	top := b
 	var bin string
-	for _, gen := range []string{"inproc", "process"} {
+	for _, gen := range []string{"inproc", "process", "process,server=serve-like"} {
 		// make bench's two shapes, and a light load: few packets per wake-up
 		shapes := []loadShape{{4, 64}, {128, 128}, {4, 8}}
 		for _, sh := range shapes {
 			b.Run(fmt.Sprintf("gen=%s/relays=%d,outstanding=%d", gen, sh.sockets, sh.outstanding), func(b *testing.B) {
+				srv := plain
+				if strings.HasSuffix(gen, "serve-like") {
+					srv = serveLike
+				}
 				f := benchFlags{server: srv.String(), clients: clients, pools: 4,
 					outstanding: sh.outstanding, sockets: sh.sockets, count: int64(b.N), timeout: 5 * time.Second}
 				var res *benchResult
