@@ -45,6 +45,10 @@ type benchFlags struct {
 	verify      bool
 	serverPID   int
 	flood       bool
+	// a storm (benchstorm.go)
+	storm         bool
+	stormWindow   time.Duration
+	serverMetrics string
 }
 
 func NewCommand() *cobra.Command {
@@ -59,13 +63,26 @@ answers, and how fast.
 Each exchange is one client of the synthetic set (MAC 02:b0 followed by the
 client number; the same clients 'bench setup' makes reservations for):
 a Solicit in a Relay-Forward with interface-id (option 18), remote-id
-(option 37: enterprise 2636 and the MAC), the VLAN's link-address and a
-relay source port option (135) so that answers come back to bench's own
+(option 37: enterprise 2636 and the MAC), the relay's link-address on the
+client's VLAN, the client's link-local address as peer-address and a relay
+source port option (135) so that answers come back to bench's own
 sockets; then, once the Advertise is in, a Request carrying the server
 identifier the Advertise named. The exchange is done when the Reply is in.
 --outstanding exchanges are in flight at all times (closed loop): as one
 ends, the next client's starts. A message unanswered after --timeout ends
 its exchange as a drop.
+
+Each of the --sockets sockets plays one relay (a router): its own UDP
+source port (all of them on the local address the route to --server
+picks: on loopback, ::1), and on the VLAN of pool k the link-address
+2001:db8:0:k::(r+1) for relay r, which the Relay-Reply must echo. Relay r
+plays clients r, r+S, r+2S, … of S sockets, so that when S is a multiple
+of --pools each relay serves one VLAN, as a pod's router does. The
+outstanding exchanges are spread over the relays, so --sockets 4
+--outstanding 64 is four routers each relaying 16 clients at a time, and
+--sockets 128 --outstanding 128 is 128 routers with one client each: the
+shape of a cloud of a few hundred routers each relaying the DHCPv6 of
+many VMs, where a burst of packets seldom comes from one source.
 
 Answers are checked: an exchange whose Advertise or Reply delegates no
 prefix counts as "no prefix", one whose prefix is not the client's
@@ -87,13 +104,38 @@ each answered by a Reply delegating the client's reservation. It floods
 the server with distinct DUIDs, as a misbehaving or hostile VM would, to
 check that memory stays bounded and answers keep coming.
 
+With --storm, every one of --clients clients sends its Solicit once,
+paced evenly over --storm-window (default 1 s: a relay that rebooted, or a
+pod's VMs restarted together), and its Request as soon as its Advertise is
+in. A message unanswered is sent again as a client does (same transaction
+id, after --timeout ±10 %, doubled at each try) until --duration (here:
+how long the storm may take in all) is over. It reports the time from the
+first Solicit to the last Reply, the clients answered and not, the
+retransmissions, and the drops: the kernel's at the server's socket (its
+receive buffer full; /proc/net/udp6, for any server on this host) and,
+with --server-metrics, the increase of cloudstack-pd's drop counters.
+
 Subcommands prepare the reservations (setup), measure start-up (startup),
 answer as cheaply as possible to measure bench itself (reflect) and write
 docs/BENCHMARKS.md (report); 'make bench' runs them all.`,
 		Example: `  cloudstack-pd bench --server [::1]:10547 --clients 100000 --outstanding 64 --duration 10s
-  cloudstack-pd bench --server [::1]:10548 --count 1000 --json`,
+  cloudstack-pd bench --server [::1]:10548 --count 1000 --json
+  cloudstack-pd bench --server [::1]:10547 --storm --clients 100000 --server-metrics http://127.0.0.1:9547/metrics`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.storm {
+				res, err := runStorm(cmd.Context(), f)
+				if err != nil {
+					return err
+				}
+				if f.json {
+					enc := json.NewEncoder(cmd.OutOrStdout())
+					enc.SetIndent("", "  ")
+					return enc.Encode(res)
+				}
+				printStorm(cmd.OutOrStdout(), res)
+				return nil
+			}
 			res, err := runBench(cmd.Context(), f)
 			if err != nil {
 				return err
@@ -116,6 +158,9 @@ docs/BENCHMARKS.md (report); 'make bench' runs them all.`,
 	fl.BoolVar(&f.verify, "verify", false, "also decode every answer with the DHCPv6 library and count disagreements")
 	fl.IntVar(&f.serverPID, "server-pid", 0, "the server's process id, to report the CPU time it used (Linux)")
 	fl.BoolVar(&f.flood, "flood", false, "one message per exchange with a random client DUID: Rebinds and Rapid Commit Solicits")
+	fl.BoolVar(&f.storm, "storm", false, "a storm: every client's Solicit within --storm-window, each exchange retried until answered or --duration ends")
+	fl.DurationVar(&f.stormWindow, "storm-window", time.Second, "--storm: the time over which the Solicits are paced")
+	fl.StringVar(&f.serverMetrics, "server-metrics", "", "--storm: the server's /metrics URL (cloudstack-pd), to report its drop counters")
 	cmd.AddCommand(newBenchSetupCmd(), newBenchStartupCmd(), newBenchReflectCmd(), newBenchReportCmd(), newBenchEtcdCmd())
 	return cmd
 }
@@ -203,8 +248,10 @@ func runBench(ctx context.Context, f benchFlags) (*benchResult, error) {
 		return nil, errors.New("--clients must be at least 1")
 	case f.pools < 1 || f.pools > synth.MaxPools:
 		return nil, fmt.Errorf("--pools must be 1 to %d", synth.MaxPools)
-	case f.sockets < 1:
-		return nil, errors.New("--sockets must be at least 1")
+	case f.sockets < 1 || f.sockets > benchMaxSockets:
+		return nil, fmt.Errorf("--sockets must be 1 to %d", benchMaxSockets)
+	case f.clients < f.sockets:
+		return nil, errors.New("--clients must be at least --sockets: each relay plays clients of its own")
 	case f.outstanding < f.sockets:
 		return nil, errors.New("--outstanding must be at least --sockets")
 	case f.outstanding > f.sockets*benchMaxSlots:
@@ -252,12 +299,33 @@ func runBench(ctx context.Context, f benchFlags) (*benchResult, error) {
 	defer stop()
 	cpu0, scpu0 := selfCPU(), procCPU(f.serverPID)
 	var wg sync.WaitGroup
-	for _, s := range shards {
-		wg.Go(s.run)
+	groups := relayGroups(len(shards))
+	errs := make(chan error, max(groups, 1))
+	if groups == 0 {
+		for _, s := range shards {
+			wg.Go(s.run)
+		}
+	}
+	for g := range groups {
+		var mine []*benchShard
+		for i := g; i < len(shards); i += groups {
+			mine = append(mine, shards[i])
+		}
+		wg.Go(func() {
+			if err := runGroup(mine); err != nil {
+				errs <- err
+				run.stopAt.Store(0)
+			}
+		})
 	}
 	wg.Wait()
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
+	}
+	select {
+	case err := <-errs:
+		return nil, fmt.Errorf("relays: %w", err)
+	default:
 	}
 	cpu, scpu := selfCPU()-cpu0, procCPU(f.serverPID)-scpu0
 
@@ -313,6 +381,9 @@ type benchRun struct {
 
 func (r *benchRun) now() int64 { return int64(time.Since(r.base)) }
 
+// benchMaxSockets is the most sockets (relays) bench opens.
+const benchMaxSockets = 4096
+
 // benchMaxSlots is the most exchanges in flight per socket: the slot
 // number takes 16 bits of the 24-bit transaction id, a sequence number
 // the other 8.
@@ -348,6 +419,8 @@ type benchShard struct {
 
 	sid  []byte // server id of the request templates
 	reqs []benchTemplate
+	// links are this relay's link-addresses, by pool
+	links [][16]byte
 	// chain is the answer being read, its levels reused answer after answer
 	chain relay.Chain
 
@@ -370,6 +443,9 @@ const benchBatch = 16
 
 func newBenchShard(run *benchRun, c *net.UDPConn, index, slots int) (*benchShard, error) {
 	s := &benchShard{r: run, conn: c, index: index, step: run.flags.sockets, slots: make([]benchSlot, slots)}
+	for k := range run.flags.pools {
+		s.links = append(s.links, synth.RelayLinkAddr(k, index).As16())
+	}
 	for i := range s.slots {
 		s.slots[i].pkt = make([]byte, 0, 512)
 	}
@@ -386,10 +462,15 @@ func newBenchShard(run *benchRun, c *net.UDPConn, index, slots int) (*benchShard
 	return s, nil
 }
 
-// nextClient returns the next client of this shard: shards take turns
-// through the clients.
+// nextClient returns the next client of this shard. Shard r plays
+// clients r, r+S, r+2S, … of S shards, and only those, round after round:
+// a client always comes through the same relay, as a VM does through its
+// router. (Were it to move between relays, every renewal would change
+// the binding's relay data, and serve would write it to its store each
+// time instead of keeping its time in memory.)
 func (s *benchShard) nextClient() int {
-	c := (s.index + s.next*s.step) % s.r.flags.clients
+	n := (s.r.flags.clients - s.index + s.step - 1) / s.step // this shard's clients
+	c := s.index + s.next%max(n, 1)*s.step
 	s.next++
 	return s.r.flags.first + c
 }
@@ -491,7 +572,7 @@ func (s *benchShard) startExchange(i int, now int64) {
 
 func (s *benchShard) send(i int, t *benchTemplate, state uint8, now int64) {
 	sl := &s.slots[i]
-	sl.pkt = t.fill(sl.pkt, sl.client, uint32(i)<<8|uint32(sl.seq))
+	sl.pkt = t.fill(sl.pkt, sl.client, uint32(i)<<8|uint32(sl.seq), &s.links[s.r.gen.pool(sl.client)])
 	sl.state, sl.sent = state, now
 	s.out = append(s.out, sl.pkt) // sent by flush, before the slot changes again
 }
@@ -513,7 +594,8 @@ func (s *benchShard) answer(b []byte, now int64) {
 	if sl.state != slotSolicit {
 		want = uint8(dhcpv6.MessageTypeReply)
 	}
-	if sl.state == slotIdle || uint8(a.xid) != sl.seq || a.typ != want || a.peer != s.r.gen.peer(sl.client) {
+	if sl.state == slotIdle || uint8(a.xid) != sl.seq || a.typ != want || a.peer != s.r.gen.peer(sl.client) ||
+		a.link != s.links[s.r.gen.pool(sl.client)] {
 		s.unmatched++
 		return
 	}
@@ -650,6 +732,7 @@ type benchTemplate struct {
 	xid  int    // offset of the client message's transaction id
 	macs [2]int // offsets of the MAC: remote-id and DUID-LL (in the client message)
 	peer int    // offset of the relay's peer-address
+	link int    // offset of the relay's link-address
 }
 
 // newBenchTemplate encodes, with the DHCPv6 library, the message of type
@@ -692,10 +775,10 @@ func newBenchTemplate(k int, t dhcpv6.MessageType, sid []byte, extra ...dhcpv6.O
 		n++
 		off += j + 1
 	}
-	p16 := peer.As16()
-	tp.peer = bytes.Index(pkt, p16[:])
-	if n != 2 || tp.peer < 0 || tp.macs[1] < tp.xid {
-		return tp, errors.New("bench template: cannot find the client's MAC and link-local address")
+	p16, l16 := peer.As16(), synth.LinkAddr(k).As16()
+	tp.peer, tp.link = bytes.Index(pkt, p16[:]), bytes.Index(pkt, l16[:])
+	if n != 2 || tp.peer < 0 || tp.link < 0 || tp.macs[1] < tp.xid {
+		return tp, errors.New("bench template: cannot find the client's MAC, link-local address and link-address")
 	}
 	return tp, nil
 }
@@ -708,9 +791,11 @@ func (t *benchTemplate) randomDUID(b []byte) {
 	copy(b[t.macs[1]:t.macs[1]+6], r[:])
 }
 
-// fill writes the template for client with transaction id xid into b.
-func (t *benchTemplate) fill(b []byte, client int, xid uint32) []byte {
+// fill writes the template for client with transaction id xid, relayed
+// with link-address link, into b.
+func (t *benchTemplate) fill(b []byte, client int, xid uint32, link *[16]byte) []byte {
 	b = append(b[:0], t.pkt...)
+	copy(b[t.link:t.link+16], link[:])
 	for _, off := range t.macs {
 		synth.PutMAC(b[off:off+6], client)
 	}
@@ -727,13 +812,14 @@ type benchAnswer struct {
 	typ       uint8
 	xid       uint32
 	peer      [16]byte
+	link      [16]byte
 	serverID  []byte
 	hasPrefix bool
 	prefix    [17]byte // first IA_PD prefix with a valid lifetime: address and length
 }
 
 // parseBenchAnswer reads a Relay-Reply as bench needs it: the outermost
-// level's echoed peer-address, and in the message inside, the type,
+// level's echoed peer-address and link-address, and in the message inside, the type,
 // transaction id, server id and the first delegated prefix, decoded with
 // relay.DecodeReplyInto and relay.WalkOptions; --verify checks it against
 // the library.
@@ -747,7 +833,7 @@ func parseBenchAnswerInto(c *relay.Chain, b []byte) (a benchAnswer, ok bool) {
 	if relay.DecodeReplyInto(c, b) != nil || len(c.Message) < 4 {
 		return a, false
 	}
-	a.peer = c.Outermost().PeerAddr.As16()
+	a.peer, a.link = c.Outermost().PeerAddr.As16(), c.Outermost().LinkAddr.As16()
 	msg := c.Message
 	a.typ = msg[0]
 	a.xid = uint32(msg[1])<<16 | uint32(msg[2])<<8 | uint32(msg[3])
@@ -789,7 +875,7 @@ func verifyBenchAnswer(b []byte, a benchAnswer) bool {
 		return false
 	}
 	rr, ok := d.(*dhcpv6.RelayMessage)
-	if !ok || !bytes.Equal(rr.PeerAddr.To16(), a.peer[:]) {
+	if !ok || !bytes.Equal(rr.PeerAddr.To16(), a.peer[:]) || !bytes.Equal(rr.LinkAddr.To16(), a.link[:]) {
 		return false
 	}
 	m, err := rr.GetInnerMessage()

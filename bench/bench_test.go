@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -25,14 +27,21 @@ import (
 
 // benchServer serves the first n synthetic clients of pools pools on
 // [::1]:0, in process, until the test ends.
-func benchServer(t *testing.T, pools, n int) netip.AddrPort {
+func benchServer(t testing.TB, pools, n int) netip.AddrPort {
 	t.Helper()
 	return benchServerWith(t, pools, n, nil)
 }
 
 // benchServerWith is benchServer with the handler's settings changed by
 // change (nil: none).
-func benchServerWith(t *testing.T, pools, n int, change func(*server.HandlerConfig)) netip.AddrPort {
+func benchServerWith(t testing.TB, pools, n int, change func(*server.HandlerConfig)) netip.AddrPort {
+	t.Helper()
+	return benchServerWrapped(t, pools, n, change, nil)
+}
+
+// benchServerWrapped is benchServerWith with the listener's packets going
+// through wrap (nil: straight to the handler).
+func benchServerWrapped(t testing.TB, pools, n int, change func(*server.HandlerConfig), wrap func(server.PacketHandler) server.PacketHandler) netip.AddrPort {
 	t.Helper()
 	ps := synth.Pools(pools)
 	allocs, err := synth.Allocations(ps, n, time.Unix(1700000000, 0))
@@ -57,15 +66,21 @@ func benchServerWith(t *testing.T, pools, n int, change func(*server.HandlerConf
 	if err != nil {
 		t.Fatal(err)
 	}
+	var ph server.PacketHandler = h
+	if wrap != nil {
+		ph = wrap(h)
+	}
 	l, err := server.Listen(server.ListenerConfig{Addrs: []netip.AddrPort{netip.MustParseAddrPort("[::1]:0")},
-		Logger: slog.New(slog.DiscardHandler)}, h)
+		Logger: slog.New(slog.DiscardHandler), Metrics: hc.Metrics}, ph)
 	if err != nil {
 		testenv.IPv6Loopback(t)
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- l.Serve(ctx) }()
+	// Labelled, so that a CPU profile of a test or benchmark tells the
+	// server's goroutines from the generator's (go tool pprof -tagfocus).
+	go pprof.Do(ctx, pprof.Labels("side", "server"), func(ctx context.Context) { done <- l.Serve(ctx) })
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -107,6 +122,84 @@ func TestBenchCountsEveryExchange(t *testing.T) {
 	if err := json.Unmarshal([]byte(out.String()), &back); err != nil || back.Exchanges != res.Exchanges {
 		t.Errorf("JSON output %s: %v", out.String(), err)
 	}
+}
+
+// TestBenchRelays: each socket plays one relay, with a source port and,
+// per VLAN, a link-address of its own (synth.RelayLinkAddr), and the
+// answers echo them (an answer with another link-address would not count).
+//
+// With 24 sockets on 2 CPUs the relays are played by 2 goroutines reading
+// through epoll (relayGroups), on Linux.
+func TestBenchRelays(t *testing.T) {
+	const sockets, pools = 24, 3
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	seen := &relaySources{links: map[netip.AddrPort]map[netip.Addr]bool{}}
+	srv := benchServerWrapped(t, pools, 600, nil, func(h server.PacketHandler) server.PacketHandler {
+		seen.next = h
+		return seen
+	})
+	res, err := runBench(t.Context(), benchFlags{
+		server: srv.String(), clients: 600, pools: pools, outstanding: sockets, sockets: sockets,
+		count: 600, timeout: 5 * time.Second, verify: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Exchanges < 600 || res.NoPrefix+res.WrongPrefix+res.Drops+res.Unmatched+res.Malformed+res.VerifyErrors != 0 {
+		t.Errorf("every exchange should get its prefix: %+v", res)
+	}
+	seen.mu.Lock()
+	defer seen.mu.Unlock()
+	if len(seen.links) != sockets {
+		t.Errorf("%d relay sources, want %d", len(seen.links), sockets)
+	}
+	relays := map[int]bool{}
+	for src, links := range seen.links {
+		// Every link-address of one source is one relay's, on each VLAN.
+		r := -1
+		for a := range links {
+			found := false
+			for k := range pools {
+				for i := range sockets {
+					if a == synth.RelayLinkAddr(k, i) && (r < 0 || r == i) {
+						r, found = i, true
+					}
+				}
+			}
+			if !found {
+				t.Errorf("relay %s sent link-address %s, not its own", src, a)
+			}
+		}
+		// Relay r plays clients r, r+24, …: 24 sockets over 3 pools, one VLAN each.
+		if len(links) != 1 {
+			t.Errorf("relay %s used %d link-addresses, want the one of its VLAN", src, len(links))
+		}
+		relays[r] = true
+	}
+	if len(relays) != sockets {
+		t.Errorf("%d distinct relays' link-addresses, want %d", len(relays), sockets)
+	}
+}
+
+// relaySources is a PacketHandler that notes, per source, the
+// link-addresses of the Relay-Forwards it passes on to next.
+type relaySources struct {
+	next  server.PacketHandler
+	mu    sync.Mutex
+	links map[netip.AddrPort]map[netip.Addr]bool
+}
+
+func (r *relaySources) HandleAppend(dst []byte, src netip.AddrPort, pkt []byte) (server.Reply, error) {
+	if len(pkt) >= relay.HeaderLen {
+		a := netip.AddrFrom16([16]byte(pkt[2:18]))
+		r.mu.Lock()
+		if r.links[src] == nil {
+			r.links[src] = map[netip.Addr]bool{}
+		}
+		r.links[src][a] = true
+		r.mu.Unlock()
+	}
+	return r.next.HandleAppend(dst, src, pkt)
 }
 
 // TestBenchFlood: with --flood every exchange is one Rebind or Rapid
@@ -255,16 +348,22 @@ func TestBenchReport(t *testing.T) {
 		}
 		return p
 	}
-	var kea, cs []string
+	var kea, cs, reflect []string
 	for i, rate := range []float64{20000, 21000, 19000} {
-		kea = append(kea, write("kea"+string(rune('0'+i)), benchResult{Rate: rate, Latency: benchPercentiles{P99: 3}}))
-		cs = append(cs, write("cs"+string(rune('0'+i)), benchResult{Rate: 3 * rate, Latency: benchPercentiles{P99: 1}}))
+		n := string(rune('0' + i))
+		kea = append(kea, write("kea"+n, benchResult{Sockets: 4, Outstanding: 64, Rate: rate, Latency: benchPercentiles{P99: 3}}))
+		cs = append(cs, write("cs"+n, benchResult{Sockets: 4, Outstanding: 64, Rate: 3 * rate, Latency: benchPercentiles{P99: 1}, ServerCPU: 20}))
+		// the other shape, in the same rounds: cloudstack-pd slower there
+		kea = append(kea, write("kea-many"+n, benchResult{Sockets: 128, Outstanding: 128, Rate: rate, Latency: benchPercentiles{P99: 3}}))
+		cs = append(cs, write("cs-many"+n, benchResult{Sockets: 128, Outstanding: 128, Rate: 2 * rate, Latency: benchPercentiles{P99: 4}, ServerCPU: 30}))
 	}
+	reflect = append(reflect, write("reflect", benchResult{Sockets: 4, Outstanding: 64, Rate: 90000, ServerCPU: 8}),
+		write("reflect-many", benchResult{Sockets: 128, Outstanding: 128, Rate: 60000, ServerCPU: 12}))
 	gobench := filepath.Join(dir, "go.txt")
 	os.WriteFile(gobench, []byte("BenchmarkHandle/solicit-2 \t 100 \t 2000 ns/op \t 1360 B/op \t 34 allocs/op\nBenchmarkHandle/request-2 \t 100 \t 2000 ns/op \t 1360 B/op \t 40 allocs/op\n"), 0o644)
 	doc := filepath.Join(dir, "BENCHMARKS.md")
 	os.WriteFile(doc, []byte("# Benchmarks\n\nbefore\n\n"+sectionBegin+"\nold\n"+sectionEnd+"\n\nafter\n"), 0o644)
-	sec, err := benchReport(benchReportFlags{doc: doc, kea: kea, cs: cs, gobench: gobench,
+	sec, err := benchReport(benchReportFlags{doc: doc, kea: kea, cs: cs, reflect: reflect, gobench: gobench,
 		startup: []string{write("up", benchStartup{ReadySeconds: 1.2, PeakRSSMB: 300})}, startupN: 1_000_000}, time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -273,7 +372,14 @@ func TestBenchReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, _ := os.ReadFile(doc)
-	for _, want := range []string{"before", "after", "3.00×", "1,000,000 allocations: ready", "| Kea 2.2 | 20000 |", "| cloudstack-pd | 60000 |",
+	for _, want := range []string{"before", "after", "1,000,000 allocations: ready",
+		"#### 4 relays, 64 outstanding: a few relays, each with 16 exchanges in flight", "| Kea 2.2 (3 runs) | 20000 |", "| cloudstack-pd (3 runs) | 60000 |",
+		"#### 128 relays, 128 outstanding: many relays, one exchange in flight each", "| cloudstack-pd (3 runs) | 40000 |",
+		"| 4 relays, 64 outstanding: exchanges/s ≥ 3× Kea's | 3.00× | **met** |",
+		"| 128 relays, 128 outstanding: exchanges/s ≥ 3× Kea's | 2.00× | **not met** |",
+		"| 128 relays, 128 outstanding: p99 ≤ Kea's | 4.000 ms vs 3.000 ms | **not met** |",
+		"| 4 relays, 64 outstanding: serve's CPU per exchange ≤ 2× bench reflect's | 20.0 µs vs 8.0 µs (2.50×) | **not met** |",
+		"| 128 relays, 128 outstanding: serve's CPU per exchange ≤ 2× bench reflect's | 30.0 µs vs 12.0 µs (2.50×) | **not met** |",
 		"| ≤ 10 allocations per answered packet | 40 (BenchmarkHandle, worst case) | **not met** |", "ready ≤ 2 s | 1.20 s | **met**"} {
 		if !strings.Contains(string(got), want) {
 			t.Errorf("report lacks %q:\n%s", want, got)
@@ -325,10 +431,11 @@ func TestBenchReportCluster(t *testing.T) {
 		}
 		return p
 	}
-	cs := []string{write("cs", benchResult{Rate: 60000, Latency: benchPercentiles{P99: 1}})}
-	kea := []string{write("kea", benchResult{Rate: 20000, Latency: benchPercentiles{P99: 3}})}
+	cs := []string{write("cs", benchResult{Sockets: 4, Outstanding: 64, Rate: 60000, Latency: benchPercentiles{P99: 1}}),
+		write("cs-many", benchResult{Sockets: 128, Outstanding: 128, Rate: 30000, Latency: benchPercentiles{P99: 1}})}
+	kea := []string{write("kea", benchResult{Sockets: 4, Outstanding: 64, Rate: 20000, Latency: benchPercentiles{P99: 3}})}
 	sec, err := benchReport(benchReportFlags{kea: kea, cs: cs, startupN: 1_000_000,
-		cluster:        []string{write("cl", benchResult{Rate: 50000, Latency: benchPercentiles{P99: 1.5}})},
+		cluster:        []string{write("cl", benchResult{Sockets: 4, Outstanding: 64, Rate: 50000, Latency: benchPercentiles{P99: 1.5}})},
 		clusterStartup: []string{write("up", benchStartup{ReadySeconds: 6.5, PeakRSSMB: 620})},
 		clusterHA:      write("ha", clusterHA{Servers: 3, LeaseTTL: "5s", ChangeMS: []float64{30, 20, 1500}, FailoverS: []float64{5.1}, FailoverSync: []float64{6.2}}),
 	}, time.Now())

@@ -29,7 +29,7 @@ func newBenchReflectCmd() *cobra.Command {
 		Long: `Reflect answers the relayed Solicits and Requests of 'cloudstack-pd bench'
 with the Advertise and Reply a server would send, each copied from a template
 the DHCPv6 library encoded once, with the client's transaction id, MAC,
-link-local address and prefix written in: no decoding, no table, no store.
+prefix, and the relay's link-address and peer-address written in: no decoding, no table, no store.
 It reads and writes in batches as serve does.
 
 Bench run against it measures the load generator's own ceiling on this
@@ -58,8 +58,8 @@ driven. It is not a DHCPv6 server: it answers nothing else.`,
 
 // reflectTemplate is an encoded Relay-Reply and where to write a client in it.
 type reflectTemplate struct {
-	pkt                 []byte
-	xid, mac, peer, pfx int
+	pkt           []byte
+	xid, mac, pfx int
 }
 
 // reflectSentinelPrefix marks where the prefix goes in a template.
@@ -80,10 +80,11 @@ func newReflectTemplate(k int, t dhcpv6.MessageType) (reflectTemplate, error) {
 	rr.Options.Add(dhcpv6.OptInterfaceID([]byte(synth.InterfaceID(k))))
 	rr.Options.Add(&dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionRelayMsg, OptionData: msg})
 	pkt := rr.ToBytes()
-	p16, a16 := peer.As16(), reflectSentinelPrefix.Addr().As16()
+	a16 := reflectSentinelPrefix.Addr().As16()
 	tp := reflectTemplate{pkt: pkt, xid: len(pkt) - len(msg) + 1, mac: bytes.Index(pkt, benchSentinel),
-		peer: bytes.Index(pkt, p16[:]), pfx: bytes.Index(pkt, a16[:])}
-	if tp.mac < 0 || tp.peer < 0 || tp.pfx < 0 || !bytes.Equal(pkt[tp.xid-1:], msg) {
+		pfx: bytes.Index(pkt, a16[:])}
+	// The relay header (link-address, peer-address) is the request's, copied.
+	if tp.mac < 0 || tp.pfx < 0 || !bytes.Equal(pkt[tp.xid-1:], msg) || pkt[0] != byte(dhcpv6.MessageTypeRelayReply) {
 		return tp, errors.New("reflect template: cannot find the client's fields")
 	}
 	return tp, nil
@@ -148,7 +149,7 @@ func runBenchReflect(ctx context.Context, c *net.UDPConn, pools int) error {
 			a := append(answers[i][:0], t.pkt...)
 			copy(a[t.xid:t.xid+3], msg[1:4])
 			copy(a[t.mac:t.mac+6], rid[4:])
-			copy(a[t.peer:t.peer+16], req[18:relay.HeaderLen])
+			copy(a[2:relay.HeaderLen], req[2:relay.HeaderLen]) // link-address and peer-address
 			p := synth.Prefix(client, pools).Addr().As16()
 			copy(a[t.pfx:t.pfx+16], p[:])
 			answers[i] = a

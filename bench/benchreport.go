@@ -21,7 +21,7 @@ import (
 type benchReportFlags struct {
 	doc      string
 	cs, kea  []string
-	reflect  string
+	reflect  []string
 	gobench  string
 	startup  []string
 	command  string
@@ -34,6 +34,8 @@ type benchReportFlags struct {
 	cluster        []string
 	clusterStartup []string
 	clusterHA      string
+	// A storm (bench --storm) against each server.
+	stormKea, stormCS string
 }
 
 func newBenchReportCmd() *cobra.Command {
@@ -65,7 +67,7 @@ Without --doc the section goes to standard output.`,
 	fl.StringVar(&f.doc, "doc", "", "the Markdown file to update (docs/BENCHMARKS.md)")
 	fl.StringSliceVar(&f.cs, "cs", nil, "JSON results of bench runs against cloudstack-pd")
 	fl.StringSliceVar(&f.kea, "kea", nil, "JSON results of bench runs against Kea")
-	fl.StringVar(&f.reflect, "reflect", "", "JSON result of a bench run against bench reflect")
+	fl.StringSliceVar(&f.reflect, "reflect", nil, "JSON results of bench runs against bench reflect (one per load shape)")
 	fl.StringVar(&f.gobench, "go-bench", "", "output of go test -bench")
 	fl.StringSliceVar(&f.startup, "startup", nil, "JSON results of bench startup")
 	fl.StringVar(&f.command, "command", "make bench", "the command that produced the results")
@@ -75,6 +77,8 @@ Without --doc the section goes to standard output.`,
 	fl.StringSliceVar(&f.cluster, "cluster", nil, "JSON results of bench runs against a server of a cluster (table in etcd)")
 	fl.StringSliceVar(&f.clusterStartup, "cluster-startup", nil, "JSON results of bench startup of a server of a cluster")
 	fl.StringVar(&f.clusterHA, "cluster-ha", "", "JSON result of TestClusterBench (failover, change-to-answer)")
+	fl.StringVar(&f.stormKea, "storm-kea", "", "JSON result of bench --storm against Kea")
+	fl.StringVar(&f.stormCS, "storm-cs", "", "JSON result of bench --storm against cloudstack-pd")
 	return cmd
 }
 
@@ -134,6 +138,75 @@ func medianOf[T any](v []T, f func(T) float64) float64 {
 	}
 	return median(out)
 }
+
+// runsOf writes " (n runs)".
+func runsOf(n int) string {
+	if n == 1 {
+		return " (1 run)"
+	}
+	return fmt.Sprintf(" (%d runs)", n)
+}
+
+// loadShape is how the generator's load is spread: over how many relays
+// (sockets), with how many exchanges in flight in all.
+type loadShape struct{ sockets, outstanding int }
+
+func shapeOf(r benchResult) loadShape { return loadShape{r.Sockets, r.Outstanding} }
+
+// shapesOf returns the load shapes of the runs, fewest relays first.
+func shapesOf(runs ...[]benchResult) []loadShape {
+	var out []loadShape
+	for _, rs := range runs {
+		for _, r := range rs {
+			if !slices.Contains(out, shapeOf(r)) {
+				out = append(out, shapeOf(r))
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b loadShape) int {
+		if a.sockets != b.sockets {
+			return a.sockets - b.sockets
+		}
+		return a.outstanding - b.outstanding
+	})
+	return out
+}
+
+// of returns the runs of rs under shape sh, in their order.
+func (sh loadShape) of(rs []benchResult) []benchResult {
+	var out []benchResult
+	for _, r := range rs {
+		if shapeOf(r) == sh {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (sh loadShape) name() string {
+	return fmt.Sprintf("%d relays, %d outstanding", sh.sockets, sh.outstanding)
+}
+
+// title names the shape and what it stands for.
+func (sh loadShape) title() string {
+	per := float64(sh.outstanding) / float64(max(sh.sockets, 1))
+	switch {
+	case per >= 4:
+		return fmt.Sprintf("%s: a few relays, each with %.0f exchanges in flight (bursts from one source)", sh.name(), per)
+	case per <= 1:
+		return fmt.Sprintf("%s: many relays, one exchange in flight each (every packet from another source: a large cloud)", sh.name())
+	}
+	return fmt.Sprintf("%s: %.1f exchanges in flight per relay", sh.name(), per)
+}
+
+// shapesIntro says what the load shapes are.
+const shapesIntro = `Each generator socket plays one relay (a router: its own source port on ::1,
+its own link-address per VLAN). A cloud has a few hundred routers, each
+relaying the DHCPv6 of many VMs: a server there sees many relays with a few
+exchanges each in flight, not a few relays sending bursts. Both shapes run in
+the same rounds, alternating Kea and cloudstack-pd.
+
+`
 
 // benchSummary is the medians over runs of one server.
 type benchSummary struct {
@@ -202,50 +275,72 @@ func benchReport(f benchReportFlags, now time.Time) (string, error) {
 	}
 	b.WriteString("\n")
 
+	var reflects []benchResult
+	if len(f.reflect) > 0 {
+		if reflects, err = readJSONs[benchResult](f.reflect); err != nil {
+			return "", err
+		}
+	}
 	if len(css) > 0 && len(keas) > 0 {
-		cs, kea := summarize(css), summarize(keas)
 		fmt.Fprintf(&b, "### Relayed exchanges, %s reservations\n\n", thousands(css[0].Clients))
 		if f.settings != "" {
-			fmt.Fprintf(&b, "Load: %s. Medians of %d runs each, Kea and cloudstack-pd alternating.\n\n", f.settings, min(cs.runs, kea.runs))
+			fmt.Fprintf(&b, "Load: %s, under each load shape below. Medians of the runs, Kea and cloudstack-pd alternating.\n\n", f.settings)
 		}
-		b.WriteString("| server | exchanges/s | drops | no prefix | wrong prefix | p50 ms | p90 ms | p99 ms | max ms | server CPU µs/exchange | bench CPU µs/exchange |\n")
-		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-		row := func(name string, s benchSummary) {
-			fmt.Fprintf(&b, "| %s | %.0f | %.0f | %.0f | %.0f | %.3f | %.3f | %.3f | %.3f | %.1f | %.1f |\n",
-				name, s.rate, s.drops, s.noPrefix, s.wrong, s.p50, s.p90, s.p99, s.mx, s.serverCPU, s.benchCPU)
-		}
-		row("Kea 2.2", kea)
-		row("cloudstack-pd", cs)
-		if f.reflect != "" {
-			if rs, err := readJSONs[benchResult]([]string{f.reflect}); err == nil {
-				row("bench reflect (the generator's ceiling, 1 run)", summarize(rs))
+		shapes := shapesOf(keas, css)
+		b.WriteString(shapesIntro)
+		var targets strings.Builder
+		for _, sh := range shapes {
+			kr, cr, rr := sh.of(keas), sh.of(css), sh.of(reflects)
+			if len(kr) == 0 || len(cr) == 0 {
+				continue
+			}
+			kea, cs := summarize(kr), summarize(cr)
+			fmt.Fprintf(&b, "#### %s\n\n", sh.title())
+			b.WriteString("| server | exchanges/s | drops | no prefix | wrong prefix | p50 ms | p90 ms | p99 ms | max ms | server CPU µs/exchange | bench CPU µs/exchange |\n")
+			b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+			row := func(name string, s benchSummary) {
+				fmt.Fprintf(&b, "| %s | %.0f | %.0f | %.0f | %.0f | %.3f | %.3f | %.3f | %.3f | %.1f | %.1f |\n",
+					name, s.rate, s.drops, s.noPrefix, s.wrong, s.p50, s.p90, s.p99, s.mx, s.serverCPU, s.benchCPU)
+			}
+			row("Kea 2.2"+runsOf(len(kr)), kea)
+			row("cloudstack-pd"+runsOf(len(cr)), cs)
+			var refl benchSummary
+			if len(rr) > 0 {
+				refl = summarize(rr)
+				row("bench reflect, the generator's ceiling"+runsOf(len(rr)), refl)
+			}
+			ratio := 0.0
+			if kea.rate > 0 {
+				ratio = cs.rate / kea.rate
+			}
+			fmt.Fprintf(&b, "\nRatio cloudstack-pd / Kea: **%.2f×**\n\n", ratio)
+			b.WriteString("Every run:\n\n```\n")
+			for i := range max(len(cr), len(kr)) {
+				if i < len(kr) {
+					r := kr[i]
+					fmt.Fprintf(&b, "kea           run %d: %8.0f/s drops %d p99 %.3fms max %.3fms CPU %.1fµs\n", i+1, r.Rate, r.Drops, r.Latency.P99, r.Latency.Max, r.ServerCPU)
+				}
+				if i < len(cr) {
+					r := cr[i]
+					fmt.Fprintf(&b, "cloudstack-pd run %d: %8.0f/s drops %d p99 %.3fms max %.3fms CPU %.1fµs\n", i+1, r.Rate, r.Drops, r.Latency.P99, r.Latency.Max, r.ServerCPU)
+				}
+			}
+			b.WriteString("```\n\n")
+			var drops int64
+			for _, r := range cr {
+				drops += r.Drops
+			}
+			name := sh.name()
+			fmt.Fprintf(&targets, "| %s: exchanges/s ≥ 3× Kea's | %.2f× | %s |\n", name, ratio, met(ratio >= 3))
+			fmt.Fprintf(&targets, "| %s: no drops | %d drops in %d runs | %s |\n", name, drops, len(cr), met(drops == 0))
+			fmt.Fprintf(&targets, "| %s: p99 ≤ Kea's | %.3f ms vs %.3f ms | %s |\n", name, cs.p99, kea.p99, met(cs.p99 <= kea.p99))
+			if len(rr) > 0 && refl.serverCPU > 0 {
+				fmt.Fprintf(&targets, "| %s: serve's CPU per exchange ≤ 2× bench reflect's | %.1f µs vs %.1f µs (%.2f×) | %s |\n",
+					name, cs.serverCPU, refl.serverCPU, cs.serverCPU/refl.serverCPU, met(cs.serverCPU <= 2*refl.serverCPU))
 			}
 		}
-		ratio := 0.0
-		if kea.rate > 0 {
-			ratio = cs.rate / kea.rate
-		}
-		fmt.Fprintf(&b, "\nRatio cloudstack-pd / Kea: **%.2f×**\n\n", ratio)
-		b.WriteString("Every run:\n\n```\n")
-		for i := range max(len(css), len(keas)) {
-			if i < len(keas) {
-				r := keas[i]
-				fmt.Fprintf(&b, "kea           run %d: %8.0f/s drops %d p99 %.3fms max %.3fms\n", i+1, r.Rate, r.Drops, r.Latency.P99, r.Latency.Max)
-			}
-			if i < len(css) {
-				r := css[i]
-				fmt.Fprintf(&b, "cloudstack-pd run %d: %8.0f/s drops %d p99 %.3fms max %.3fms\n", i+1, r.Rate, r.Drops, r.Latency.P99, r.Latency.Max)
-			}
-		}
-		b.WriteString("```\n\n")
-		b.WriteString("| target (issue 7) | measured | |\n|---|---|---|\n")
-		fmt.Fprintf(&b, "| exchanges/s ≥ 3× Kea's | %.2f× | %s |\n", ratio, met(ratio >= 3))
-		var drops int64
-		for _, r := range css {
-			drops += r.Drops
-		}
-		fmt.Fprintf(&b, "| no drops at that rate | %d drops in %d runs | %s |\n", drops, len(css), met(drops == 0 && ratio >= 3))
-		fmt.Fprintf(&b, "| p99 ≤ Kea's | %.3f ms vs %.3f ms | %s |\n", cs.p99, kea.p99, met(cs.p99 <= kea.p99))
+		b.WriteString("| target (issues 7 and 16) | measured | |\n|---|---|---|\n")
+		b.WriteString(targets.String())
 		if len(ups) > 0 {
 			ready := medianOf(ups, func(u benchStartup) float64 { return u.ReadySeconds })
 			peak := medianOf(ups, func(u benchStartup) float64 { return u.PeakRSSMB })
@@ -256,6 +351,9 @@ func benchReport(f benchReportFlags, now time.Time) (string, error) {
 			fmt.Fprintf(&b, "| ≤ 10 allocations per answered packet | %d (BenchmarkHandle, worst case) | %s |\n", worst, met(worst <= 10))
 		}
 		b.WriteString("\n")
+	}
+	if err := stormReport(&b, f); err != nil {
+		return "", err
 	}
 	if len(ups) > 0 {
 		fmt.Fprintf(&b, "### Start-up with %s allocations (`bench startup`)\n\n", thousands(f.startupN))
@@ -376,6 +474,10 @@ func clusterReport(b *strings.Builder, f benchReportFlags, standalone []benchRes
 	}
 	b.WriteString("### A cluster: the table in etcd (docs/ha.md)\n\n")
 	b.WriteString("| target (issue 12) | measured | |\n|---|---|---|\n")
+	if len(cls) > 0 {
+		// the single server's runs under the cluster's load shape
+		standalone = shapeOf(cls[0]).of(standalone)
+	}
 	if len(cls) > 0 && len(standalone) > 0 {
 		c, s := summarize(cls), summarize(standalone)
 		// Each cluster run follows a single server's run in the same
@@ -445,6 +547,61 @@ func floats(v []float64) string {
 	var parts []string
 	for _, x := range v {
 		parts = append(parts, strconv.FormatFloat(x, 'f', 1, 64))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// stormReport writes the storm section: each server's storm, and issue
+// 16's target for cloudstack-pd's.
+func stormReport(b *strings.Builder, f benchReportFlags) error {
+	if f.stormCS == "" {
+		return nil
+	}
+	paths := []string{f.stormCS}
+	names := []string{"cloudstack-pd"}
+	if f.stormKea != "" {
+		paths, names = append([]string{f.stormKea}, paths...), append([]string{"Kea 2.2"}, names...)
+	}
+	rs, err := readJSONs[stormResult](paths)
+	if err != nil {
+		return err
+	}
+	cs := rs[len(rs)-1]
+	fmt.Fprintf(b, "### A storm: %s clients within %.1f s\n\n", thousands(cs.Clients), cs.Window)
+	b.WriteString("Every client sends its Solicit once, paced evenly over the window (a relay that rebooted, a pod's VMs restarted together), " +
+		"then its Request as soon as its Advertise is in; an unanswered message is sent again as a client does (same transaction id, " +
+		"after 1 s ±10 %, doubled each time). Kernel drops are the datagrams the kernel dropped at the server's socket (its receive buffer full); " +
+		"server drops the increase of cloudstack-pd's drop counters (`/metrics`).\n\n")
+	b.WriteString("| server | answered | unanswered | last Reply s | p50 ms | p99 ms | Solicits sent again | Requests sent again | kernel drops | server drops | server CPU s |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n")
+	for i, r := range rs {
+		fmt.Fprintf(b, "| %s | %d | %d | %.3f | %.1f | %.1f | %d | %d | %d | %s | %.2f |\n", names[i], r.Answered, r.Unanswered+r.NoPrefix+r.WrongPrefix,
+			r.LastReply, r.Latency.P50, r.Latency.P99, r.SolicitRetrans, r.RequestRetrans, r.KernelDrops, serverDrops(r.ServerDrops), r.ServerCPU)
+	}
+	var counted float64
+	for _, v := range cs.ServerDrops {
+		counted += v
+	}
+	all := cs.Answered == int64(cs.Clients)
+	fmt.Fprintf(b, "\n| target (issue 16) | measured | |\n|---|---|---|\n")
+	fmt.Fprintf(b, "| a storm: every exchange answered | %d of %d, the last Reply after %.3f s | %s |\n", cs.Answered, cs.Clients, cs.LastReply, met(all))
+	fmt.Fprintf(b, "| a storm: no drops, counted by the server or at its socket | %s; %d at its socket | %s |\n",
+		serverDrops(cs.ServerDrops), cs.KernelDrops, met(counted == 0 && cs.ServerDrops != nil && cs.KernelDrops == 0))
+	b.WriteString("\n")
+	return nil
+}
+
+// serverDrops writes the drop counters that rose, or "none".
+func serverDrops(m map[string]float64) string {
+	if m == nil {
+		return "(not read)"
+	}
+	var parts []string
+	for _, k := range slices.Sorted(mapKeys(m)) {
+		parts = append(parts, fmt.Sprintf("`%s` %.0f", k, m[k]))
+	}
+	if len(parts) == 0 {
+		return "none"
 	}
 	return strings.Join(parts, ", ")
 }

@@ -34,6 +34,7 @@ type benchSetupFlags struct {
 	kea, fill       bool
 	since           string
 	workers, queued int
+	http            string
 }
 
 func newBenchSetupCmd() *cobra.Command {
@@ -73,6 +74,7 @@ written into the store directly instead (fast, for a million clients).`,
 	fl.IntVar(&f.port, "port", 10547, "UDP port cloudstack-pd listens on, on [::1]")
 	fl.IntVar(&f.workers, "workers", 0, "server.workers of the config (0: one per CPU)")
 	fl.IntVar(&f.queued, "queue-length", 0, "server.queue-length of the config (0: the default)")
+	fl.StringVar(&f.http, "http", "127.0.0.1:0", "http.listen of the config (/metrics; port 0: any free one)")
 	fl.BoolVar(&f.kea, "kea", false, "write kea-base.conf and reservations.kea.conf")
 	fl.BoolVar(&f.fill, "fill", false, "write the reservations into the store directly")
 	fl.StringVar(&f.since, "since", "2026-01-01T00:00:00Z", "the allocations' creation time (RFC 3339)")
@@ -165,7 +167,11 @@ func benchServeConfig(pools []allocator.Pool, f benchSetupFlags, state string) [
 		fmt.Fprintf(&b, "  queue-length: %d\n", f.queued)
 	}
 	// The HTTP endpoint runs, as in production, on a port of its own.
-	fmt.Fprintf(&b, "http:\n  listen: \"127.0.0.1:0\"\nstate: %s\ncontrol:\n  socket: %s\nlog:\n  level: warn\n", state, filepath.Join(filepath.Dir(state), "control.sock"))
+	http := f.http
+	if http == "" {
+		http = "127.0.0.1:0"
+	}
+	fmt.Fprintf(&b, "http:\n  listen: %q\nstate: %s\ncontrol:\n  socket: %s\nlog:\n  level: warn\n", http, state, filepath.Join(filepath.Dir(state), "control.sock"))
 	return b.Bytes()
 }
 
@@ -303,7 +309,8 @@ func runBenchStartup(ctx context.Context, f benchStartupFlags, stderr io.Writer)
 	}
 	defer stop()
 
-	pkt := gen.solicits[gen.pool(f.client)].fill(nil, f.client, 1)
+	link := synth.LinkAddr(gen.pool(f.client)).As16()
+	pkt := gen.solicits[gen.pool(f.client)].fill(nil, f.client, 1, &link)
 	want := gen.prefix(f.client)
 	buf := make([]byte, 4096)
 	var ready time.Duration

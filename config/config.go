@@ -172,6 +172,10 @@ type Server struct {
 	Workers int `mapstructure:"workers"`
 	// QueueLength bounds the packets waiting for a worker (0: 1024).
 	QueueLength int `mapstructure:"queue-length"`
+	// ReceiveBuffer is each DHCPv6 socket's receive buffer in bytes (0:
+	// server.DefaultReadBuffer, 64 MiB): what holds a burst beyond what
+	// the workers answer at once.
+	ReceiveBuffer int `mapstructure:"receive-buffer"`
 	// ShutdownDelay is how long serve keeps answering after SIGTERM or
 	// SIGINT while /readyz already says not ready, so that health checks
 	// see it go before it stops (0: stop at once).
@@ -372,6 +376,7 @@ var defaults = []struct {
 	{"server.pool-selection", DefaultPoolSelection},
 	{"server.workers", 0},
 	{"server.queue-length", 0},
+	{"server.receive-buffer", 0},
 	{"server.shutdown-delay", "0s"},
 	{"http.listen", DefaultHTTPListen},
 	{"control.socket", control.DefaultSocket},

@@ -381,7 +381,8 @@ func TestProblemsNeverShowSecrets(t *testing.T) {
 	}
 }
 
-// TestListenerLimits: server.workers and server.queue-length are bounded,
+// TestListenerLimits: server.workers, server.queue-length and
+// server.receive-buffer are bounded,
 // so that the buffers the listener allocates at start-up stay bounded; the
 // problem names the key, the value and the bound.
 func TestListenerLimits(t *testing.T) {
@@ -403,6 +404,11 @@ func TestListenerLimits(t *testing.T) {
 		{"queue-length negative", base + "server:\n  queue-length: -5\n", nil, "server.queue-length", []string{`"-5"`}},
 		{"workers from the environment", base, map[string]string{"CLOUDSTACK_PD_SERVER_WORKERS": "4096"}, "server.workers", []string{`"4096"`, "to 256"}},
 		{"queue-length from the environment", base, map[string]string{"CLOUDSTACK_PD_SERVER_QUEUE_LENGTH": "65536"}, "server.queue-length", []string{`"65536"`, "to 16384"}},
+		{"receive-buffer at the bounds", base + "server:\n  receive-buffer: 1073741824\n", nil, "", nil},
+		{"receive-buffer at the low bound", base + "server:\n  receive-buffer: 65536\n", nil, "", nil},
+		{"receive-buffer too small", base + "server:\n  receive-buffer: 4096\n", nil, "server.receive-buffer", []string{`"4096"`, "64 KiB", "1 GiB"}},
+		{"receive-buffer too large", base + "server:\n  receive-buffer: 2147483648\n", nil, "server.receive-buffer", []string{`"2147483648"`, "1 GiB"}},
+		{"receive-buffer negative", base + "server:\n  receive-buffer: -1\n", nil, "server.receive-buffer", []string{`"-1"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -25,6 +25,11 @@ const (
 	// retransmits after 1 s (RFC 8415 SOL_TIMEOUT, REQ_TIMEOUT), so a
 	// longer queue would hold answers that come too late.
 	MaxQueueLength = 16384
+	// MinReceiveBuffer and MaxReceiveBuffer bound server.receive-buffer:
+	// the kernel's receive buffer of each DHCPv6 socket, memory only while
+	// a burst fills it (about 1 KiB per small datagram).
+	MinReceiveBuffer = 64 << 10
+	MaxReceiveBuffer = 1 << 30
 )
 
 // validateLimits checks the listener's sizes: 0 (the default) up to their
@@ -39,6 +44,10 @@ func (c *Config) validateLimits() []Problem {
 	if s.QueueLength < 0 || s.QueueLength > MaxQueueLength {
 		probs = append(probs, Problem{Key: "server.queue-length", Value: s.QueueLength, Msg: fmt.Sprintf(
 			"must be 0 (default 1024) to %d: each queued packet holds a 64 KiB buffer (%d: 1 GiB), and a client retransmits after 1 s anyway", MaxQueueLength, MaxQueueLength)})
+	}
+	if r := s.ReceiveBuffer; r != 0 && (r < MinReceiveBuffer || r > MaxReceiveBuffer) {
+		probs = append(probs, Problem{Key: "server.receive-buffer", Value: r, Msg: fmt.Sprintf(
+			"must be 0 (default 64 MiB) or %d (64 KiB) to %d (1 GiB) bytes", MinReceiveBuffer, MaxReceiveBuffer)})
 	}
 	return probs
 }

@@ -322,11 +322,12 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 	}
 	l, err := server.Listen(server.ListenerConfig{
 		Addrs: addrs, Workers: cfg.Server.Workers, QueueLength: cfg.Server.QueueLength,
-		Logger: log, Metrics: metrics,
+		ReadBuffer: cfg.Server.ReceiveBuffer, Logger: log, Metrics: metrics,
 	}, h)
 	if err != nil {
 		return err
 	}
+	reg.MustRegister(l.Collectors()...)
 	// Bulk Leasequery: TCP on the addresses and ports the UDP listener
 	// got (RFC 5460).
 	bulk, err := server.ListenBulk(server.BulkConfig{

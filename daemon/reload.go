@@ -56,6 +56,7 @@ func restartOnly(running, cfg *config.Config) []string {
 		{"state", cfg.State != running.State},
 		{"server.workers", cfg.Server.Workers != running.Server.Workers},
 		{"server.queue-length", cfg.Server.QueueLength != running.Server.QueueLength},
+		{"server.receive-buffer", cfg.Server.ReceiveBuffer != running.Server.ReceiveBuffer},
 		{"log.format", !strings.EqualFold(cfg.Log.Format, running.Log.Format)},
 		{"http.listen", cfg.HTTP.Listen != running.HTTP.Listen},
 		{"server.leasequery.max-connections", cfg.Server.Leasequery.MaxConnections != running.Server.Leasequery.MaxConnections},

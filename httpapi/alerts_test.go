@@ -66,6 +66,7 @@ func exportedMetrics(t *testing.T) []string {
 	NewClusterMetrics(d, func() ClusterState { return ClusterState{} }, time.Now)
 	NewReloadMetrics(d)
 	d.MustRegister(server.NewRecorder(nil, 0, nil).Collectors()...)
+	d.MustRegister((&server.Listener{}).Collectors()...)
 	var out []string
 	for n := range d.names {
 		if strings.HasPrefix(n, server.Namespace+"_") {

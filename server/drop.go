@@ -43,7 +43,10 @@ const (
 	// ReasonConfirm: a Confirm; this server assigns no addresses, so it
 	// cannot tell whether they are on-link (RFC 8415 18.3.3 lets it stay silent).
 	ReasonConfirm Reason = "confirm"
-	// ReasonQueueFull: the listener's queue was full (counted by the listener).
+	// ReasonQueueFull: the listener's queue was full. No longer counted:
+	// a full queue makes the reader answer, and what it cannot read yet
+	// waits in the socket (Listener.SocketDrops counts what overflows it).
+	// The series stays, at 0, for the dashboards that read it.
 	ReasonQueueFull Reason = "queue-full"
 	// ReasonPanic: handling the packet panicked (counted by the listener).
 	ReasonPanic Reason = "panic"

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/cloudstack-pd/cloudstack-pd/server/udpbatch"
 )
 
@@ -21,6 +23,13 @@ const maxPacket = 65535
 // DefaultBatch is how many datagrams a read or a write moves at most, by
 // default (see ListenerConfig.Batch).
 const DefaultBatch = 16
+
+// DefaultReadBuffer is the receive buffer asked for each socket by
+// default: 64 MiB holds some 60,000 relayed requests on loopback (the
+// kernel counts about 1 KiB per small datagram), a second of a storm's
+// excess over what two cores answer. It is memory only while a backlog
+// fills it.
+const DefaultReadBuffer = 64 << 20
 
 // PacketHandler answers one packet, appending the reply to dst (Reply.Data
 // is the appended part). *Handler is one.
@@ -35,8 +44,17 @@ type ListenerConfig struct {
 	// Workers handling packets; 0 means one per CPU.
 	Workers int
 	// QueueLength bounds the packets waiting for a worker; 0 means 1024.
-	// A packet arriving at a full queue is dropped and counted.
+	// When the queue is full, the reader answers the packets of its batch
+	// that do not fit itself, and what arrives meanwhile waits in the
+	// socket's receive buffer (ReadBuffer).
 	QueueLength int
+	// ReadBuffer is the receive buffer asked for each socket, in bytes; 0
+	// means DefaultReadBuffer, a negative value the kernel's default. It
+	// is what holds a burst the server cannot answer at once (a storm of
+	// Solicits): a datagram that does not fit is dropped by the kernel
+	// and counted in socket_drops_total. Without CAP_NET_ADMIN the
+	// kernel caps it at net.core.rmem_max, and Listen logs a warning.
+	ReadBuffer int
 	// SocketsPerAddr is how many sockets listen on each address, each
 	// read by its own goroutine; 0 or 1 means one. With more, they are
 	// bound with SO_REUSEPORT (Linux) and the kernel spreads the
@@ -46,17 +64,34 @@ type ListenerConfig struct {
 	// Batch is the most datagrams one system call reads, and the most
 	// answers a worker sends in one (Linux: recvmmsg and sendmmsg); 0
 	// means DefaultBatch, 1 one at a time. A worker handles the packets
-	// already queued, up to Batch, before it sends their answers.
+	// already queued, up to Batch, before it sends their answers. A read
+	// that returns fewer than Batch datagrams (nothing more was waiting)
+	// is answered by the reader itself, which sends the answers together
+	// and reads again: no worker is woken for it. A full batch goes to
+	// the workers, so that under a backlog they answer in parallel while
+	// the reader reads on. With Batch 1, every packet goes to a worker.
 	Batch int
 	// Logger; nil discards.
 	Logger *slog.Logger
-	// Metrics counts the listener's own drops (queue-full, panic); nil: none.
+	// Metrics counts the listener's own drops (panic, send-failed) and its
+	// batches; nil: none.
 	Metrics *Metrics
 }
 
-// Listener owns the sockets: it reads packets, hands them to a fixed pool of
-// workers through a bounded queue, and writes the replies. The handler
-// never touches a socket.
+// Listener owns the sockets: it reads packets in batches; answers a batch
+// that did not fill itself, and hands a full one to a fixed pool of workers
+// through a bounded queue; and writes the replies. The handler never
+// touches a socket.
+//
+// Why a batch that did not fill is answered by the reader: on a machine
+// where a system call and a wake-up cost more than handling a packet, the
+// price of a packet is set by how many share a wake-up. A few packets read
+// together and handed to a worker cost two wake-ups (the reader's and the
+// worker's) and two goroutine switches; answered by the reader they cost
+// one. When many relays each have a few exchanges in flight, or the load is
+// light, batches are small and this halves the wake-ups; under a backlog
+// batches fill and the workers share them (docs/BENCHMARKS.md, "Load
+// shapes").
 type Listener struct {
 	cfg     ListenerConfig
 	conns   []*net.UDPConn
@@ -91,6 +126,9 @@ func Listen(cfg ListenerConfig, h PacketHandler) (*Listener, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.ReadBuffer == 0 {
+		cfg.ReadBuffer = DefaultReadBuffer
+	}
 	l := &Listener{cfg: cfg, handler: h, log: cfg.Logger}
 	for _, a := range cfg.Addrs {
 		if err := l.listen(a); err != nil {
@@ -102,6 +140,20 @@ func Listen(cfg ListenerConfig, h PacketHandler) (*Listener, error) {
 				return nil, fmt.Errorf("listen %s: %w (is the address configured on an interface of this host?)", a, err)
 			}
 			return nil, fmt.Errorf("listen %s: %w", a, err)
+		}
+	}
+	if cfg.ReadBuffer > 0 {
+		for _, c := range l.conns {
+			got, err := udpbatch.SetReadBuffer(c, cfg.ReadBuffer)
+			if err != nil {
+				l.closeConns()
+				return nil, fmt.Errorf("listen %s: %w", c.LocalAddr(), err)
+			}
+			if got < cfg.ReadBuffer {
+				l.log.Warn("socket receive buffer smaller than asked: a burst of requests beyond it is dropped (socket_drops_total); raise the sysctl net.core.rmem_max",
+					"socket", c.LocalAddr().String(), "bytes", got, "asked", cfg.ReadBuffer)
+				break
+			}
 		}
 	}
 	// Buffers are allocated once: one per queued packet and per packet a
@@ -200,6 +252,7 @@ func (l *Listener) read(ctx context.Context, i int) error {
 	views := make([][]byte, size)
 	lens := make([]int, size)
 	srcs := make([]netip.AddrPort, size)
+	in := l.newInline(bio, size)
 	for {
 		// At least one buffer, waiting for it; then what is free.
 		bufs = append(bufs[:0], <-l.free)
@@ -226,15 +279,31 @@ func (l *Listener) read(ctx context.Context, i int) error {
 			}
 			return fmt.Errorf("read %s: %w", c.LocalAddr(), err)
 		}
+		if n < size {
+			// Nothing more was waiting: answer here.
+			l.countBatch(byReader)
+			for j := range n {
+				in.serve(packet{conn: i, buf: bufs[j], n: lens[j], src: srcs[j]}, j)
+			}
+			in.flush()
+			for _, b := range bufs[n:] {
+				l.free <- b
+			}
+			clear(bufs)
+			continue
+		}
+		l.countBatch(byWorkers)
 		for j := range n {
+			p := packet{conn: i, buf: bufs[j], n: lens[j], src: srcs[j]}
 			select {
-			case l.queue <- packet{conn: i, buf: bufs[j], n: lens[j], src: srcs[j]}:
+			case l.queue <- p:
 			default:
-				l.free <- bufs[j]
-				l.countDrop(ReasonQueueFull)
-				l.log.Debug("queue full: packet dropped", "relay", srcs[j])
+				// The workers are behind: answer it here, and let what
+				// arrives meanwhile wait in the socket's buffer.
+				in.serve(p, j)
 			}
 		}
+		in.flush()
 		for _, b := range bufs[n:] {
 			l.free <- b
 		}
@@ -298,20 +367,57 @@ func (w *worker) run() {
 			if len(w.datas[i]) == 0 {
 				continue
 			}
-			if err := w.bios[i].Write(w.datas[i], w.dsts[i]); err != nil {
-				failed := len(w.datas[i])
-				if se := (*udpbatch.SendError)(nil); errors.As(err, &se) {
-					failed = se.Failed
-				}
-				for range failed {
-					w.l.countDrop(ReasonSendFailed)
-				}
-				w.l.log.Debug("cannot send replies", "failed", failed, "err", err)
-			}
+			w.l.send(w.bios[i], w.datas[i], w.dsts[i])
 			clear(w.datas[i])
 			w.datas[i], w.dsts[i] = w.datas[i][:0], w.dsts[i][:0]
 		}
 	}
+}
+
+// send writes answers to their destinations, counting those not sent.
+func (l *Listener) send(bio *udpbatch.Conn, datas [][]byte, dsts []netip.AddrPort) {
+	if err := bio.Write(datas, dsts); err != nil {
+		failed := len(datas)
+		if se := (*udpbatch.SendError)(nil); errors.As(err, &se) {
+			failed = se.Failed
+		}
+		for range failed {
+			l.countDrop(ReasonSendFailed)
+		}
+		l.log.Debug("cannot send replies", "failed", failed, "err", err)
+	}
+}
+
+// inline is a reader's own answering: the batch it read, answered into
+// buffers it keeps, sent on its socket in one call.
+type inline struct {
+	l     *Listener
+	bio   *udpbatch.Conn
+	outs  [][]byte // the answers' buffers, by place in the batch
+	datas [][]byte
+	dsts  []netip.AddrPort
+}
+
+func (l *Listener) newInline(bio *udpbatch.Conn, size int) *inline {
+	return &inline{l: l, bio: bio, outs: make([][]byte, size), datas: make([][]byte, 0, size), dsts: make([]netip.AddrPort, 0, size)}
+}
+
+// serve answers p, the k-th packet of the batch, and frees its buffer.
+func (in *inline) serve(p packet, k int) {
+	if r, ok := in.l.serveOne(in.outs[k][:0], p); ok {
+		in.outs[k] = r.Data
+		in.datas = append(in.datas, r.Data)
+		in.dsts = append(in.dsts, r.Dst)
+	}
+}
+
+// flush sends the answers of the batch.
+func (in *inline) flush() {
+	if len(in.datas) > 0 {
+		in.l.send(in.bio, in.datas, in.dsts)
+	}
+	clear(in.datas)
+	in.datas, in.dsts = in.datas[:0], in.dsts[:0]
 }
 
 // serveOne answers one packet into out and frees its buffer; a panic costs
@@ -334,6 +440,18 @@ func (l *Listener) serveOne(out []byte, p packet) (r Reply, ok bool) {
 	return r, true
 }
 
+// Who answered a batch (listener_batches_total).
+const (
+	byReader  = 0
+	byWorkers = 1
+)
+
+func (l *Listener) countBatch(by int) {
+	if l.cfg.Metrics != nil {
+		l.cfg.Metrics.countBatch(by)
+	}
+}
+
 func (l *Listener) countDrop(r Reason) {
 	if l.cfg.Metrics != nil {
 		l.cfg.Metrics.countDrop(r)
@@ -344,6 +462,26 @@ func (l *Listener) closeConns() {
 	for _, c := range l.conns {
 		c.Close()
 	}
+}
+
+// SocketDrops returns the datagrams the kernel dropped at the listener's
+// sockets, their receive buffers full (0 where it cannot tell).
+func (l *Listener) SocketDrops() uint64 {
+	var n uint64
+	for _, c := range l.conns {
+		d, _ := udpbatch.Drops(c)
+		n += d
+	}
+	return n
+}
+
+// Collectors returns the listener's metrics read at scrape time:
+// socket_drops_total.
+func (l *Listener) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "socket_drops_total",
+		Help: "Datagrams the kernel dropped at the DHCPv6 sockets because their receive buffer was full (a burst beyond server.receive-buffer, or the server starved of CPU).",
+	}, func() float64 { return float64(l.SocketDrops()) })}
 }
 
 // Close closes the sockets of a Listener that will not Serve (a start-up

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -104,34 +105,157 @@ func TestListenerSurvivesPanic(t *testing.T) {
 	}
 }
 
-// slow blocks every packet until released.
-type slow struct{ release chan struct{} }
-
-func (s *slow) HandleAppend([]byte, netip.AddrPort, []byte) (Reply, error) {
-	<-s.release
-	return Reply{}, drop(ReasonMalformed, nil)
-}
-
-func TestListenerQueueFullDropsAndCounts(t *testing.T) {
-	m := NewMetrics(nil)
-	s := &slow{release: make(chan struct{})}
-	srv := startListener(t, s, m)
-	c, err := net.DialUDP("udp6", nil, net.UDPAddrFromAddrPort(srv))
+// TestListenerFullQueueReaderAnswers: when the workers' queue is full,
+// the reader answers the packets of its batch itself instead of dropping
+// them, and what arrives meanwhile waits in the socket.
+func TestListenerFullQueueReaderAnswers(t *testing.T) {
+	h, _ := newTestHandler(t, testOptions)
+	m := h.Metrics()
+	l, err := Listen(ListenerConfig{Addrs: []netip.AddrPort{netip.MustParseAddrPort("[::1]:0")}, Workers: 1, QueueLength: 1, Batch: 4, Metrics: m}, h)
+	if err != nil {
+		testenv.IPv6Loopback(t)
+		t.Fatal(err)
+	}
+	defer l.Close()
+	// The queue is full and no worker runs: only the reader can answer.
+	l.queue <- packet{buf: <-l.free}
+	c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	// 2 workers block, 8 wait in the queue; the rest must be dropped, not queued without bound.
-	for range 40 {
-		c.Write([]byte{12})
+	pkt := relay.Encapsulate(msg(dhcpv6.MessageTypeSolicit, clientID(macA), iapd(1)), relay.Forward{LinkAddr: linkAddr,
+		PeerAddr: vmPeer, InterfaceID: []byte("VLAN2701"), RemoteID: relay.JuniperRemoteID(macA), HasSourcePort: true})
+	for range 8 { // two full batches, waiting before the reader starts
+		if _, err := c.WriteToUDPAddrPort(pkt, l.Addrs()[0]); err != nil {
+			t.Fatal(err)
+		}
 	}
-	deadline := time.Now().Add(3 * time.Second)
-	for testutil.ToFloat64(m.Drops.WithLabelValues(string(ReasonQueueFull))) == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	done := make(chan error, 1)
+	go func() { done <- l.read(context.Background(), 0) }()
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	buf := make([]byte, 2048)
+	for i := range 8 {
+		if _, _, err := c.ReadFromUDPAddrPort(buf); err != nil {
+			t.Fatalf("answer %d: %v", i+1, err)
+		}
 	}
-	close(s.release)
-	if got := testutil.ToFloat64(m.Drops.WithLabelValues(string(ReasonQueueFull))); got == 0 {
-		t.Error("no queue-full drop counted")
+	l.Close()
+	if err := <-done; err != nil {
+		t.Errorf("read: %v", err)
+	}
+	if got := testutil.ToFloat64(m.Drops.WithLabelValues(string(ReasonQueueFull))); got != 0 {
+		t.Errorf("%v queue-full drops", got)
+	}
+	if got := testutil.ToFloat64(m.Batches.WithLabelValues("workers")); got != 2 {
+		t.Errorf("%v full batches, want 2", got)
+	}
+}
+
+// TestListenerSocketDrops: datagrams beyond the socket's receive buffer are
+// counted in socket_drops_total, and the buffer asked for is set.
+func TestListenerSocketDrops(t *testing.T) {
+	h, _ := newTestHandler(t, testOptions)
+	l, err := Listen(ListenerConfig{Addrs: []netip.AddrPort{netip.MustParseAddrPort("[::1]:0")}, ReadBuffer: 4096}, h)
+	if err != nil {
+		testenv.IPv6Loopback(t)
+		t.Fatal(err)
+	}
+	defer l.Close()
+	col := l.Collectors()[0]
+	if got := testutil.ToFloat64(col); got != 0 {
+		t.Fatalf("socket_drops_total %v before anything was sent", got)
+	}
+	c, err := net.DialUDP("udp6", nil, net.UDPAddrFromAddrPort(l.Addrs()[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for range 200 { // nothing reads: a 4 KiB buffer holds a few
+		c.Write(make([]byte, 300))
+	}
+	if got := testutil.ToFloat64(col); got == 0 || uint64(got) != l.SocketDrops() {
+		t.Errorf("socket_drops_total %v, SocketDrops %d: want the drops counted", got, l.SocketDrops())
+	}
+}
+
+// serve runs l until the test ends.
+func serve(t *testing.T, l *Listener) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("Serve did not return after cancel")
+		}
+	})
+}
+
+// TestListenerBatches: a read that did not fill a batch is answered by the
+// reader, a full one by the workers (Batch 1: every packet by a worker);
+// every packet is answered either way.
+func TestListenerBatches(t *testing.T) {
+	for _, tc := range []struct {
+		batch           int
+		reader, workers int // batches; -1: at least one
+	}{
+		{batch: 16, reader: -1, workers: 2}, // 40 waiting: 16 and 16 to the workers, the 8 left in the reader
+		{batch: 1, reader: 0, workers: 40},
+	} {
+		t.Run(fmt.Sprintf("batch=%d", tc.batch), func(t *testing.T) {
+			h, _ := newTestHandler(t, testOptions)
+			m := h.Metrics()
+			l, err := Listen(ListenerConfig{Addrs: []netip.AddrPort{netip.MustParseAddrPort("[::1]:0")}, Workers: 2, QueueLength: 64,
+				Batch: tc.batch, Metrics: m}, h)
+			if err != nil {
+				testenv.IPv6Loopback(t)
+				t.Fatal(err)
+			}
+			c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			pkt := relay.Encapsulate(msg(dhcpv6.MessageTypeSolicit, clientID(macA), iapd(1)), relay.Forward{LinkAddr: linkAddr,
+				PeerAddr: vmPeer, InterfaceID: []byte("VLAN2701"), RemoteID: relay.JuniperRemoteID(macA), HasSourcePort: true})
+			for range 40 {
+				if _, err := c.WriteToUDPAddrPort(pkt, l.Addrs()[0]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			serve(t, l)
+			c.SetReadDeadline(time.Now().Add(3 * time.Second))
+			buf := make([]byte, 2048)
+			for i := range 40 {
+				if _, _, err := c.ReadFromUDPAddrPort(buf); err != nil {
+					t.Fatalf("answer %d: %v", i+1, err)
+				}
+			}
+			reader := testutil.ToFloat64(m.Batches.WithLabelValues("reader"))
+			workers := testutil.ToFloat64(m.Batches.WithLabelValues("workers"))
+			if tc.reader < 0 && reader < 1 || tc.reader >= 0 && reader != float64(tc.reader) || workers != float64(tc.workers) {
+				t.Errorf("batches answered by the reader %v, by the workers %v; want %d and %d", reader, workers, tc.reader, tc.workers)
+			}
+		})
+	}
+}
+
+// TestListenerAnswersOneInReader: a lone packet wakes no worker.
+func TestListenerAnswersOneInReader(t *testing.T) {
+	h, _ := newTestHandler(t, testOptions)
+	srv := startListener(t, h, h.Metrics())
+	if _, err := exchangeUDP(t, srv, msg(dhcpv6.MessageTypeSolicit, clientID(macA), iapd(1))); err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	if r, w := testutil.ToFloat64(h.Metrics().Batches.WithLabelValues("reader")), testutil.ToFloat64(h.Metrics().Batches.WithLabelValues("workers")); r != 1 || w != 0 {
+		t.Errorf("batches answered by the reader %v, by the workers %v; want 1 and 0", r, w)
 	}
 }
 

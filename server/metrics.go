@@ -33,6 +33,9 @@ type Metrics struct {
 	PoolSelections *prometheus.CounterVec
 	// Latency observes the time to handle one packet.
 	Latency prometheus.Histogram
+	// Batches counts the listener's batches of datagrams read, by who
+	// answered them: the reader (the batch did not fill) or the workers.
+	Batches *prometheus.CounterVec
 	// Leasequery counts leasequeries and bulk connections.
 	Leasequery *LeasequeryMetrics
 
@@ -43,6 +46,7 @@ type Metrics struct {
 	received, replies counterCache // by message type
 	drops, answers    counterCache // by index in Reasons, results
 	pools             counterCache // by index in poolRuleLabels
+	batches           counterCache // by byReader, byWorkers
 }
 
 // counterCache holds the children of a CounterVec by a small index.
@@ -72,6 +76,14 @@ func (m *Metrics) countReceived(t dhcpv6.MessageType) {
 
 func (m *Metrics) countReply(t dhcpv6.MessageType) {
 	m.replies.inc(int(t), t.String)
+}
+
+// batchLabels are the label values of listener_batches_total, by
+// byReader and byWorkers.
+var batchLabels = [...]string{"reader", "workers"}
+
+func (m *Metrics) countBatch(by int) {
+	m.batches.inc(by, func() string { return batchLabels[by] })
 }
 
 func (m *Metrics) countDrop(r Reason) {
@@ -152,10 +164,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time to handle one packet, from bytes in to bytes out.",
 			Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .05},
 		}),
+		Batches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "listener_batches_total",
+			Help: "Batches of datagrams the listener read, by who answered them: the reader (the batch did not fill: no backlog) or the workers (a full batch).",
+		}, []string{"handled_by"}),
 	}
 	m.Leasequery = newLeasequeryMetrics()
 	m.received.vec, m.replies.vec, m.drops.vec, m.answers.vec = m.Received, m.Replies, m.Drops, m.Answers
-	m.pools.vec = m.PoolSelections
+	m.pools.vec, m.batches.vec = m.PoolSelections, m.Batches
+	for _, l := range batchLabels {
+		m.Batches.WithLabelValues(l)
+	}
 	// Every series an alert or a dashboard reads starts at 0, so that
 	// rate() and increase() see the first event (the first Decline, the
 	// first malformed remote-id) instead of a series that appears with 1.
@@ -178,7 +197,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.PoolSelections.WithLabelValues(l)
 	}
 	if reg != nil {
-		reg.MustRegister(m.Received, m.Replies, m.Drops, m.Answers, m.MalformedOptions, m.PoolSelections, m.Latency)
+		reg.MustRegister(m.Received, m.Replies, m.Drops, m.Answers, m.MalformedOptions, m.PoolSelections, m.Latency, m.Batches)
 		reg.MustRegister(m.Leasequery.collectors()...)
 	}
 	return m

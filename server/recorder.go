@@ -34,7 +34,10 @@ type BindingStore interface {
 // flood of them) takes one entry, as it takes one binding in the store.
 // The entries are capped (DefaultMaxPending): beyond the cap a record of
 // a new IA is dropped and counted, never waited for. The packet path never
-// blocks, and memory stays bounded under any flood.
+// blocks, and memory stays bounded under any flood. When half the cap is
+// pending, Run flushes at once instead of waiting for its interval: a storm
+// (a pod's VMs all asking within a second) is written as it comes instead
+// of overflowing the cap.
 //
 // A record that can never be stored (allocator.Binding.Problem) is dropped
 // and counted at once; the rest of its batch is stored. Drops are counted
@@ -54,10 +57,8 @@ type Recorder struct {
 
 	mu      sync.Mutex
 	pending map[iaKey]pendingOp
-	flushMu sync.Mutex // one flush (or persist) at a time
-	// soon asks Run for a flush before the interval is up: pending is
-	// half full (a storm of new IAs).
-	soon chan struct{}
+	kick    chan struct{} // Run flushes now: half the cap is pending
+	flushMu sync.Mutex    // one flush (or persist) at a time
 
 	// Last exchanges kept in memory (exchanges.go); toucher is nil when
 	// the store cannot touch, and then every record is written.
@@ -104,12 +105,11 @@ const DefaultFlushInterval = time.Second
 
 // DefaultMaxPending is the most IAs (MAC and IAID) a Recorder holds
 // between two flushes: 20,000, some 12 MB (and as much again while a flush
-// writes them, in well under the flush interval). That is hundreds of
-// times the renewals per second of a cloud of 100,000 VMs; when half of
-// it is reached (a storm of new IAs: a pod's VMs all restarted) the
-// Recorder flushes without waiting for the interval, and what the store
-// cannot take as fast beyond the cap is dropped and counted
-// (DropPendingFull).
+// writes them). That is hundreds of times the renewals per second of a
+// cloud of 100,000 VMs; a flood of new IAs beyond it is dropped and
+// counted (DropPendingFull). A storm of a pod's 100,000 VMs within a
+// second still overflows it (docs/BENCHMARKS.md, "A storm"): 120,000 held
+// the storm but took make flood's serve to 481 MB.
 const DefaultMaxPending = 20_000
 
 // Reasons a Recorder drops a record, besides the allocator.Problem
@@ -134,8 +134,8 @@ func NewRecorder(store BindingStore, interval time.Duration, log *slog.Logger) *
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	r := &Recorder{store: store, interval: interval, clock: clock.Real{}, log: log, max: DefaultMaxPending, soon: make(chan struct{}, 1),
-		pending: map[iaKey]pendingOp{}, drops: map[string]*dropReason{},
+	r := &Recorder{store: store, interval: interval, clock: clock.Real{}, log: log, max: DefaultMaxPending,
+		pending: map[iaKey]pendingOp{}, drops: map[string]*dropReason{}, kick: make(chan struct{}, 1),
 		staleness: DefaultExchangeStaleness, maxSeen: MaxRemembered, seen: map[iaKey]seenEntry{}}
 	r.toucher, _ = store.(BindingToucher)
 	r.unchangedCount = prometheus.NewCounter(prometheus.CounterOpts{
@@ -209,16 +209,14 @@ func (r *Recorder) Record(b allocator.Binding) {
 	half := len(r.pending) >= r.max/2
 	r.mu.Unlock()
 	if half {
-		r.flushSoon()
+		r.kickFlush()
 	}
 }
 
-// flushSoon asks Run for a flush now, once: pending is half full, and the
-// rest of the interval could fill it (a storm of new IAs: each record
-// beyond the cap is dropped).
-func (r *Recorder) flushSoon() {
+// kickFlush has Run flush now, without waiting.
+func (r *Recorder) kickFlush() {
 	select {
-	case r.soon <- struct{}{}:
+	case r.kick <- struct{}{}:
 	default: // already asked
 	}
 }
@@ -251,11 +249,7 @@ func (r *Recorder) Release(rel allocator.BindingRelease) {
 	}
 	r.pending[k] = pendingOp{b: b, release: true}
 	r.forget(b.MAC, b.IAID) // the binding ends: no time of it to persist
-	half := len(r.pending) >= r.max/2
 	r.mu.Unlock()
-	if half {
-		r.flushSoon()
-	}
 }
 
 // drop counts a record not kept, and logs the first of each reason.
@@ -277,8 +271,8 @@ func (r *Recorder) drop(reason string, b *allocator.Binding) {
 // clock). Call it before Run.
 func (r *Recorder) SetClock(c clock.Clock) { r.clock = clock.OrReal(c) }
 
-// Run flushes every interval, and at once when half the pending cap is
-// reached, and persists the last exchanges kept in memory every
+// Run flushes every interval, and at once when half the cap of pending
+// IAs is reached, and persists the last exchanges kept in memory every
 // ExchangeStaleness until ctx is done, then does both once more.
 func (r *Recorder) Run(ctx context.Context) {
 	t := r.clock.NewTicker(r.interval)
@@ -293,7 +287,7 @@ func (r *Recorder) Run(ctx context.Context) {
 			return
 		case <-t.C():
 			r.Flush()
-		case <-r.soon:
+		case <-r.kick:
 			r.Flush()
 		case <-p.C():
 			r.PersistExchanges()

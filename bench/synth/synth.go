@@ -53,8 +53,16 @@ func InterfaceID(k int) string { return fmt.Sprintf("VLAN%d", 2700+k) }
 
 // LinkAddr is the link-address a relay on pool k's VLAN puts in its
 // Relay-Forward: the first address of the pool's ip6-cidr.
-func LinkAddr(k int) netip.Addr {
-	return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 6: 0, 7: byte(k), 15: 1})
+func LinkAddr(k int) netip.Addr { return RelayLinkAddr(k, 0) }
+
+// RelayLinkAddr is the link-address relay r (0 ≤ r < 2^32-1) puts in its
+// Relay-Forwards of pool k's VLAN: address r+1 of the pool's ip6-cidr,
+// so that several relays of one VLAN each have their own, as routers on
+// one link do. Relay 0's is LinkAddr(k).
+func RelayLinkAddr(k, r int) netip.Addr {
+	a := [16]byte{0x20, 0x01, 0x0d, 0xb8, 6: 0, 7: byte(k)}
+	binary.BigEndian.PutUint32(a[12:], uint32(r+1))
+	return netip.AddrFrom16(a)
 }
 
 // MAC returns client i's MAC.

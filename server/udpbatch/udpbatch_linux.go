@@ -29,10 +29,10 @@ type Conn struct {
 
 	// the call in progress: how many messages, how many done, its error,
 	// how many of them failed (writing)
-	n, done, failed int
-	errno           syscall.Errno
-	readFn          func(fd uintptr) bool
-	writeFn         func(fd uintptr) bool
+	n, done, failed   int
+	errno             syscall.Errno
+	readFn, readNowFn func(fd uintptr) bool
+	writeFn           func(fd uintptr) bool
 }
 
 // New returns a Conn moving up to size datagrams per call on c, an IPv6
@@ -58,7 +58,7 @@ func New(c *net.UDPConn, size int, zones *Zones) (*Conn, error) {
 		b.msgs[i].hdr.Iov = &b.iovs[i]
 		b.msgs[i].hdr.SetIovlen(1)
 	}
-	b.readFn, b.writeFn = b.recv, b.send
+	b.readFn, b.readNowFn, b.writeFn = b.recv, b.recvNow, b.send
 	return b, nil
 }
 
@@ -80,6 +80,14 @@ func (b *Conn) recv(fd uintptr) bool {
 		b.errno = e
 		return true
 	}
+}
+
+// recvNow is recv that does not wait: nothing waiting is 0 datagrams.
+func (b *Conn) recvNow(fd uintptr) bool {
+	if !b.recv(fd) {
+		b.done = 0
+	}
+	return true
 }
 
 func (b *Conn) send(fd uintptr) bool {
@@ -108,6 +116,17 @@ func (b *Conn) send(fd uintptr) bool {
 // first, into bufs, and returns how many; lens[i] is the length of the
 // i-th, srcs[i] its source (srcs may be nil).
 func (b *Conn) Read(bufs [][]byte, lens []int, srcs []netip.AddrPort) (int, error) {
+	return b.read(b.readFn, bufs, lens, srcs)
+}
+
+// ReadNow is Read without the wait: it returns 0 datagrams when none is
+// waiting. For a caller that learns readiness itself (epoll over many
+// sockets, as bench's relays do).
+func (b *Conn) ReadNow(bufs [][]byte, lens []int, srcs []netip.AddrPort) (int, error) {
+	return b.read(b.readNowFn, bufs, lens, srcs)
+}
+
+func (b *Conn) read(fn func(uintptr) bool, bufs [][]byte, lens []int, srcs []netip.AddrPort) (int, error) {
 	b.n = min(len(bufs), len(b.msgs))
 	for i := range b.n {
 		b.iovs[i].Base = unsafe.SliceData(bufs[i])
@@ -121,7 +140,7 @@ func (b *Conn) Read(bufs [][]byte, lens []int, srcs []netip.AddrPort) (int, erro
 		b.msgs[i].hdr.Flags = 0
 	}
 	b.done, b.errno = 0, 0
-	err := b.rc.Read(b.readFn)
+	err := b.rc.Read(fn)
 	for i := range b.n {
 		b.iovs[i].Base = nil // keep no buffer reachable from here
 	}
@@ -218,4 +237,59 @@ func ReusePort(network, address string, c syscall.RawConn) error {
 		return fmt.Errorf("SO_REUSEPORT: %w", err)
 	}
 	return nil
+}
+
+// SetReadBuffer asks for a receive buffer of n bytes on c: with
+// SO_RCVBUFFORCE when the process may (CAP_NET_ADMIN), else with SO_RCVBUF,
+// which the kernel caps at net.core.rmem_max. It returns the size the
+// kernel gave, in the bytes of n (the kernel doubles the value asked for its
+// bookkeeping, and reports the double).
+func SetReadBuffer(c *net.UDPConn, n int) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var got int
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n) != nil {
+			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, n); serr != nil {
+				return
+			}
+		}
+		got, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return 0, fmt.Errorf("receive buffer: %w", err)
+	}
+	return got / 2, nil
+}
+
+// Drops returns how many datagrams the kernel dropped at c since it was
+// opened, its receive buffer full (SO_MEMINFO's SK_MEMINFO_DROPS).
+func Drops(c *net.UDPConn) (uint64, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var mem [unix.SK_MEMINFO_VARS]uint32
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		l := uint32(unsafe.Sizeof(mem))
+		_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, unix.SO_MEMINFO,
+			uintptr(unsafe.Pointer(&mem[0])), uintptr(unsafe.Pointer(&l)), 0)
+		if e != 0 {
+			serr = e
+		}
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return 0, fmt.Errorf("SO_MEMINFO: %w", err)
+	}
+	return uint64(mem[unix.SK_MEMINFO_DROPS]), nil
 }

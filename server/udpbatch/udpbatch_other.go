@@ -32,6 +32,11 @@ func (b *Conn) Read(bufs [][]byte, lens []int, srcs []netip.AddrPort) (int, erro
 	return 1, nil
 }
 
+// ReadNow would read without waiting: Linux only.
+func (b *Conn) ReadNow([][]byte, []int, []netip.AddrPort) (int, error) {
+	return 0, errors.New("reading without waiting needs Linux")
+}
+
 // Write sends each datagram in turn (see the Linux Write).
 func (b *Conn) Write(datas [][]byte, dsts []netip.AddrPort) error {
 	var first error
@@ -59,4 +64,13 @@ func (b *Conn) Write(datas [][]byte, dsts []netip.AddrPort) error {
 // ReusePort would set SO_REUSEPORT: this package does so on Linux only.
 func ReusePort(string, string, syscall.RawConn) error {
 	return errors.New("several sockets per address (SO_REUSEPORT) need Linux")
+}
+
+// SetReadBuffer asks for a receive buffer of n bytes on c and returns n
+// (the size given is not known here).
+func SetReadBuffer(c *net.UDPConn, n int) (int, error) { return n, c.SetReadBuffer(n) }
+
+// Drops would return the datagrams the kernel dropped at c: Linux only.
+func Drops(*net.UDPConn) (uint64, error) {
+	return 0, errors.New("socket drops (SO_MEMINFO) need Linux")
 }

@@ -148,3 +148,80 @@ func TestWriteCountsFailures(t *testing.T) {
 		}
 	}
 }
+
+// TestReadBufferAndDrops: the receive buffer is what was asked (or what
+// the kernel allows without CAP_NET_ADMIN), and datagrams that do not fit
+// in it while nothing reads are counted as drops.
+func TestReadBufferAndDrops(t *testing.T) {
+	c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		testenv.IPv6Loopback(t)
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got, err := SetReadBuffer(c, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got < 1<<16 {
+		t.Errorf("receive buffer %d bytes, asked for 1 MiB", got)
+	}
+	if d, err := Drops(c); err != nil || d != 0 {
+		t.Fatalf("drops %d, %v before anything was sent", d, err)
+	}
+	// A small buffer, filled with nobody reading.
+	if _, err := SetReadBuffer(c, 4096); err != nil {
+		t.Fatal(err)
+	}
+	s, err := net.DialUDP("udp6", nil, c.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for range 200 {
+		s.Write(make([]byte, 200))
+	}
+	if d, err := Drops(c); err != nil || d == 0 {
+		t.Errorf("drops %d, %v after 200 datagrams into a 4 KiB buffer", d, err)
+	}
+}
+
+// TestReadNow: ReadNow returns what is waiting, and 0 without waiting
+// when nothing is.
+func TestReadNow(t *testing.T) {
+	c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		testenv.IPv6Loopback(t)
+		t.Fatal(err)
+	}
+	defer c.Close()
+	b, err := New(c, 8, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bufs, lens := [][]byte{make([]byte, 64), make([]byte, 64), make([]byte, 64)}, make([]int, 3)
+	if n, err := b.ReadNow(bufs, lens, nil); n != 0 || err != nil {
+		t.Fatalf("ReadNow on an empty socket: %d, %v", n, err)
+	}
+	s, err := net.DialUDP("udp6", nil, c.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.Write([]byte("one"))
+	s.Write([]byte("two"))
+	deadline := time.Now().Add(2 * time.Second)
+	var got []string
+	for len(got) < 2 && time.Now().Before(deadline) {
+		n, err := b.ReadNow(bufs, lens, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			got = append(got, string(bufs[i][:lens[i]]))
+		}
+	}
+	if fmt.Sprint(got) != "[one two]" {
+		t.Errorf("read %q", got)
+	}
+}
