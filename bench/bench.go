@@ -44,6 +44,7 @@ type benchFlags struct {
 	json        bool
 	verify      bool
 	serverPID   int
+	relayPort   int
 	flood       bool
 	// a storm (benchstorm.go)
 	storm         bool
@@ -83,6 +84,13 @@ outstanding exchanges are spread over the relays, so --sockets 4
 --sockets 128 --outstanding 128 is 128 routers with one client each: the
 shape of a cloud of a few hundred routers each relaying the DHCPv6 of
 many VMs, where a burst of packets seldom comes from one source.
+
+A real relay sends from the same address and port all day, and the
+server records it in the client's binding: a renewal through the same
+relay changes nothing and writes nothing. Bench's sockets take ports the
+system picks, new at every run, so that each run changes every client's
+binding; --relay-port P gives relay r the port P+r instead, the same run
+after run, as a real relay.
 
 Answers are checked: an exchange whose Advertise or Reply delegates no
 prefix counts as "no prefix", one whose prefix is not the client's
@@ -156,6 +164,7 @@ docs/BENCHMARKS.md (report); 'make bench' runs them all.`,
 	fl.DurationVar(&f.timeout, "timeout", time.Second, "how long to wait for each answer before counting the exchange as a drop")
 	fl.BoolVar(&f.json, "json", false, "print the result as JSON")
 	fl.BoolVar(&f.verify, "verify", false, "also decode every answer with the DHCPv6 library and count disagreements")
+	fl.IntVar(&f.relayPort, "relay-port", 0, "UDP source port of the first relay, the next relays' following it (0: ports the system picks, new at each run)")
 	fl.IntVar(&f.serverPID, "server-pid", 0, "the server's process id, to report the CPU time it used (Linux)")
 	fl.BoolVar(&f.flood, "flood", false, "one message per exchange with a random client DUID: Rebinds and Rapid Commit Solicits")
 	fl.BoolVar(&f.storm, "storm", false, "a storm: every client's Solicit within --storm-window, each exchange retried until answered or --duration ends")
@@ -260,6 +269,8 @@ func runBench(ctx context.Context, f benchFlags) (*benchResult, error) {
 		return nil, errors.New("give --duration or --count")
 	case f.timeout <= 0:
 		return nil, errors.New("--timeout must be positive")
+	case f.relayPort < 0 || f.relayPort > 0 && f.relayPort+f.sockets-1 > 65535:
+		return nil, fmt.Errorf("--relay-port %d: the relays' ports must be 1 to 65535 (%d sockets)", f.relayPort, f.sockets)
 	}
 	gen, err := newBenchGen(f.pools, f.first, f.clients)
 	if err != nil {
@@ -278,7 +289,11 @@ func runBench(ctx context.Context, f benchFlags) (*benchResult, error) {
 		}
 	}()
 	for i := range f.sockets {
-		c, err := net.DialUDP("udp6", nil, net.UDPAddrFromAddrPort(srv))
+		var local *net.UDPAddr
+		if f.relayPort > 0 {
+			local = &net.UDPAddr{Port: f.relayPort + i}
+		}
+		c, err := net.DialUDP("udp6", local, net.UDPAddrFromAddrPort(srv))
 		if err != nil {
 			return nil, fmt.Errorf("open a socket towards %s: %w", srv, err)
 		}

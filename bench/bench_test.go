@@ -452,3 +452,41 @@ func TestBenchReportCluster(t *testing.T) {
 		}
 	}
 }
+
+// With --relay-port, relay r sends from port P+r, run after run, as a real
+// relay does: the server sees the same sources in a second run.
+func TestBenchRelayPort(t *testing.T) {
+	const sockets, pools = 4, 2
+	seen := &relaySources{links: map[netip.AddrPort]map[netip.Addr]bool{}}
+	srv := benchServerWrapped(t, pools, 100, nil, func(h server.PacketHandler) server.PacketHandler {
+		seen.next = h
+		return seen
+	})
+	base := testenv.FreeUDPPortRange(t, sockets)
+	for run := range 2 {
+		res, err := runBench(t.Context(), benchFlags{
+			server: srv.String(), clients: 100, pools: pools, outstanding: sockets, sockets: sockets,
+			count: 100, timeout: 5 * time.Second, relayPort: base,
+		})
+		if err != nil {
+			t.Fatalf("run %d: %v", run+1, err)
+		}
+		if res.Exchanges < 100 || res.Drops != 0 {
+			t.Errorf("run %d: %+v", run+1, res)
+		}
+	}
+	seen.mu.Lock()
+	defer seen.mu.Unlock()
+	if len(seen.links) != sockets {
+		t.Errorf("%d relay sources over two runs, want the same %d", len(seen.links), sockets)
+	}
+	for src := range seen.links {
+		if p := int(src.Port()); p < base || p >= base+sockets {
+			t.Errorf("relay source %s: port outside %d-%d", src, base, base+sockets-1)
+		}
+	}
+	if _, err := runBench(t.Context(), benchFlags{server: srv.String(), clients: 100, pools: pools, outstanding: sockets,
+		sockets: sockets, count: 1, timeout: time.Second, relayPort: 65534}); err == nil || !strings.Contains(err.Error(), "--relay-port") {
+		t.Errorf("ports beyond 65535: err = %v", err)
+	}
+}

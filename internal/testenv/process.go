@@ -43,6 +43,32 @@ func FreeUDPPort(t testing.TB) int {
 	return c.LocalAddr().(*net.UDPAddr).Port
 }
 
+// FreeUDPPortRange returns the first of n consecutive UDP ports that were
+// all free a moment ago (for a program that binds P, P+1, …).
+func FreeUDPPortRange(t testing.TB, n int) int {
+	t.Helper()
+	for try := range 50 {
+		base := 20000 + (os.Getpid()*7919+try*4099)%40000
+		var open []*net.UDPConn
+		for i := range n {
+			c, err := net.ListenUDP("udp6", &net.UDPAddr{Port: base + i})
+			if err != nil {
+				break
+			}
+			open = append(open, c)
+		}
+		free := len(open) == n
+		for _, c := range open {
+			c.Close()
+		}
+		if free {
+			return base
+		}
+	}
+	t.Fatalf("no %d consecutive free UDP ports found", n)
+	return 0
+}
+
 // FreeTCPPort returns a TCP port on [::1] that was free a moment ago.
 func FreeTCPPort(t testing.TB) int {
 	t.Helper()
