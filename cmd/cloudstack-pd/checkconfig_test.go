@@ -129,7 +129,7 @@ func TestCheckConfigMasksSecrets(t *testing.T) {
 // TestCheckConfigEnvironment runs the command the way a shell does: the
 // environment is what config.Load sees too.
 func TestCheckConfigEnvironment(t *testing.T) {
-	t.Setenv("CLOUDSTACK_PD_API_SECRETKEY", "from-the-env-9999")
+	t.Setenv("CLOUDSTACK_PD_API_SECRETKEY", "from-the-env-zq7secret")
 	t.Setenv("CLOUDSTACK_PD_SERVER_RAPID_COMMIT", "true")
 	t.Setenv("CLOUDSTACK_PD_SERVR_WORKERS", "4") // a typo
 	path := filepath.Join(t.TempDir(), "config.yaml")
@@ -138,7 +138,7 @@ func TestCheckConfigEnvironment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(out, "9999") || !strings.Contains(out, "secretkey: (set)") || !strings.Contains(out, "rapid-commit: true") {
+	if strings.Contains(out, "zq7secret") || !strings.Contains(out, "secretkey: (set)") || !strings.Contains(out, "rapid-commit: true") {
 		t.Errorf("output:\n%s", out)
 	}
 	if !strings.Contains(out, "warning: CLOUDSTACK_PD_SERVR_WORKERS is set but names no config key") {
