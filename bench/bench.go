@@ -514,15 +514,11 @@ func (s *benchShard) run() {
 		}
 		n, err := s.bio.Read(s.bufs, s.lens, nil)
 		if err != nil {
-			var ne net.Error
-			switch {
-			case errors.As(err, &ne) && ne.Timeout():
-			case errors.Is(err, syscall.ECONNREFUSED):
-				// ICMP port unreachable for an earlier send: the
-				// message is lost and will time out.
-			case errors.Is(err, net.ErrClosed):
+			stop, bad := readFailure(err)
+			if stop {
 				return
-			default:
+			}
+			if bad {
 				s.malformed++
 			}
 			continue
@@ -950,4 +946,19 @@ func procCPU(pid int) time.Duration {
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	const ticks = 100 // USER_HZ
 	return time.Duration(ut+st) * time.Second / ticks
+}
+
+// readFailure says what a failed read of a generator's socket means: stop
+// (the socket is closed), or count it as malformed, or neither: a
+// timeout, or an ICMP port unreachable for an earlier send (that message
+// is lost and will time out).
+func readFailure(err error) (stop, malformed bool) {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, syscall.ECONNREFUSED):
+		return false, false
+	case errors.Is(err, net.ErrClosed):
+		return true, false
+	}
+	return false, true
 }

@@ -18,7 +18,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
@@ -281,13 +280,11 @@ func (s *stormShard) storm(ctx context.Context) {
 		}
 		n, err := s.bio.Read(s.bufs, s.lens, nil)
 		if err != nil {
-			var ne net.Error
-			switch {
-			case errors.As(err, &ne) && ne.Timeout():
-			case errors.Is(err, syscall.ECONNREFUSED):
-			case errors.Is(err, net.ErrClosed):
+			stop, bad := readFailure(err)
+			if stop {
 				return
-			default:
+			}
+			if bad {
 				s.malformed++
 			}
 			continue
