@@ -3,7 +3,6 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
 	"github.com/cloudstack-pd/cloudstack-pd/buildinfo"
+	"github.com/cloudstack-pd/cloudstack-pd/internal/httpserve"
 )
 
 // DefaultSyncStaleAfter is how long after the last successful sync /readyz
@@ -226,21 +226,5 @@ const ShutdownTimeout = 3 * time.Second
 // it happens. Listen first (net.Listen) so that a bad or busy http.listen
 // fails at start-up, not in a goroutine.
 func Serve(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
-	srv := NewServer(ln.Addr().String(), h, log)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		_ = srv.Close()
-	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return httpserve.Run(ctx, NewServer(ln.Addr().String(), h, log), ln, ShutdownTimeout)
 }
