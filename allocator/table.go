@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,9 +43,15 @@ type Table struct {
 	// sources, zones), for a TableBuilder to reuse.
 	interned map[string]span
 	locs     []*time.Location // the time zones of the records' times
-	cidrs    []netip.Prefix   // the distinct ip6-cidrs of the records
-	index    []uint64         // by MAC hash: see slot
-	seed     maphash.Seed
+	attrs    []attrs          // the records' shared fields (rec.attr)
+	times    []recTimes       // the records' gone-at and quarantined-at times (rec.times)
+	// baseTimes is len(times) when the table was built afresh: a
+	// TableBuilder only appends to times, and Build compacts once they
+	// have grown well beyond it.
+	baseTimes int
+	cidrs     []netip.Prefix // the distinct ip6-cidrs of the records
+	index     []uint64       // by MAC hash: see slot
+	seed      maphash.Seed
 	// The prefixes in use, kept from the builder for OverlapsOther: the
 	// pools' bitmaps (taken, see tableLoader) or, without them, the
 	// index of record numbers by prefix hash (prefixes).
@@ -72,20 +77,36 @@ type stamp struct {
 	loc  uint32 // index in Table.locs; ^0: the zero Time
 }
 
-// rec is one allocation; the fields mirror Allocation's.
+// rec is one allocation; the fields mirror Allocation's. It is 88 bytes:
+// what most allocations share (state, source, ip6-cidr, zones) is in an
+// attrs kept once, and the times only a released allocation has are in
+// Table.times.
 type rec struct {
-	prefix                [16]byte
-	ip6                   [16]byte
-	since, goneAt, quarAt stamp
-	mac                   span
-	state, source         span
-	vmID, vmName, nicID   span
-	ip6Zone               span
-	pool                  uint16
-	bits                  uint8
-	ip6Kind               uint8  // 0 none, 4 IPv4, 6 IPv6
-	cidr                  uint32 // index in Table.cidrs + 1; 0: none
+	prefix              [16]byte
+	ip6                 [16]byte
+	sinceSec            int64
+	mac                 span
+	vmID, vmName, nicID span
+	sinceNsec           int32
+	attr                uint32 // index in Table.attrs
+	times               uint32 // index in Table.times + 1; 0: no gone-at, no quarantined-at
+	pool                uint16
+	bits                uint8
+	ip6Kind             uint8 // 0 none, 4 IPv4, 6 IPv6
 }
+
+// attrs are the fields of a record that most records share: each distinct
+// attrs is kept once in Table.attrs.
+type attrs struct {
+	state, source span
+	ip6Zone       span
+	cidr          uint32 // index in Table.cidrs + 1; 0: none
+	sinceLoc      uint32 // the since time's zone, index in Table.locs; ^0: no since
+}
+
+// recTimes are a record's gone-at and quarantined-at times, which only a
+// released allocation has.
+type recTimes struct{ goneAt, quarAt stamp }
 
 // Entry is what the packet path needs of an allocation (see Table.Find).
 type Entry struct {
@@ -286,7 +307,7 @@ func (t *Table) Find(mac []byte) (Entry, bool) {
 	return Entry{
 		Pool:   &t.pools[r.pool],
 		Prefix: netip.PrefixFrom(netip.AddrFrom16(r.prefix), int(r.bits)),
-		State:  State(t.str(r.state)),
+		State:  State(t.str(t.attrs[r.attr].state)),
 	}, true
 }
 
@@ -314,27 +335,30 @@ func (t *Table) rec(i int) *rec { return &t.recs[i/recChunk][i%recChunk] }
 // from. Its MAC and strings are shared with the table: do not modify them.
 func (t *Table) At(i int) Allocation {
 	r := t.rec(i)
+	at := &t.attrs[r.attr]
 	a := Allocation{
-		Pool:          t.pools[r.pool].Name,
-		MAC:           net.HardwareAddr(t.macOf(r.mac)),
-		Prefix:        netip.PrefixFrom(netip.AddrFrom16(r.prefix), int(r.bits)),
-		State:         State(t.str(r.state)),
-		Since:         t.time(r.since),
-		GoneAt:        t.time(r.goneAt),
-		QuarantinedAt: t.time(r.quarAt),
-		VMID:          t.str(r.vmID),
-		VMName:        t.str(r.vmName),
-		NICID:         t.str(r.nicID),
-		Source:        t.str(r.source),
+		Pool:   t.pools[r.pool].Name,
+		MAC:    net.HardwareAddr(t.macOf(r.mac)),
+		Prefix: netip.PrefixFrom(netip.AddrFrom16(r.prefix), int(r.bits)),
+		State:  State(t.str(at.state)),
+		Since:  t.time(stamp{sec: r.sinceSec, nsec: r.sinceNsec, loc: at.sinceLoc}),
+		VMID:   t.str(r.vmID),
+		VMName: t.str(r.vmName),
+		NICID:  t.str(r.nicID),
+		Source: t.str(at.source),
 	}
-	if r.cidr != 0 {
-		a.IP6CIDR = t.cidrs[r.cidr-1]
+	if r.times != 0 {
+		tm := &t.times[r.times-1]
+		a.GoneAt, a.QuarantinedAt = t.time(tm.goneAt), t.time(tm.quarAt)
+	}
+	if at.cidr != 0 {
+		a.IP6CIDR = t.cidrs[at.cidr-1]
 	}
 	switch r.ip6Kind {
 	case 4:
 		a.IP6 = netip.AddrFrom4([4]byte(r.ip6[12:]))
 	case 6:
-		a.IP6 = netip.AddrFrom16(r.ip6).WithZone(t.str(r.ip6Zone))
+		a.IP6 = netip.AddrFrom16(r.ip6).WithZone(t.str(at.ip6Zone))
 	}
 	return a
 }
@@ -369,7 +393,7 @@ func (t *Table) StateCounts() map[string]map[State]int {
 		if c[name] == nil {
 			c[name] = map[State]int{}
 		}
-		c[name][State(t.str(r.state))]++
+		c[name][State(t.str(t.attrs[r.attr].state))]++
 	}
 	t.counts.Store(&c)
 	return c
@@ -438,7 +462,7 @@ func (t *Table) find(mac []byte) int {
 // invariants as NewTable documents them.
 type tableLoader struct {
 	t        *Table
-	strs     strings.Builder
+	strs     []byte          // Table.strs, as it grows
 	interned map[string]span // repeated strings: states, sources, zones
 	locIdx   map[*time.Location]uint32
 	fixed    map[int]uint32 // unnamed fixed zones, by offset
@@ -446,6 +470,12 @@ type tableLoader struct {
 	lastCIDR struct { // the last ip6-cidr looked up: most repeat it
 		p netip.Prefix
 		i uint32
+	}
+	attrIdx  map[attrs]uint32
+	lastAttr struct { // the last attrs looked up: most repeat it
+		a  attrs
+		i  uint32
+		ok bool
 	}
 	prefixes []uint64 // by prefix hash: see slot; nil with taken
 	// taken, when the pools do not overlap and are small enough, marks
@@ -504,6 +534,7 @@ func newTableLoader(pools []Pool, n int) *tableLoader {
 		locIdx:   map[*time.Location]uint32{},
 		fixed:    map[int]uint32{},
 		cidrIdx:  map[netip.Prefix]uint32{},
+		attrIdx:  map[attrs]uint32{},
 	}
 	for i := range t.pools {
 		b.poolIdx[t.pools[i].Name] = i
@@ -594,36 +625,36 @@ func (b *tableLoader) addView(v *allocView) error {
 	if i >= 0 {
 		return b.fail(fmt.Errorf("prefix %s owned by %s and %s: %w", v.prefix, net.HardwareAddr(t.macOf(t.rec(i).mac)), mac, ErrDuplicatePrefix))
 	}
+	since := b.stamp(v.since)
 	r := rec{
-		prefix: pa,
-		bits:   pbits,
-		pool:   uint16(v.poolIndex),
-		state:  b.intern(v.state),
-		source: b.intern(v.source),
-		vmID:   b.str(v.vmID),
-		vmName: b.str(v.vmName),
-		nicID:  b.str(v.nicID),
-		since:  b.stamp(v.since),
-		goneAt: b.stamp(v.goneAt),
-		quarAt: b.stamp(v.quarantinedAt),
-		cidr:   b.cidr(v.ip6CIDR),
+		prefix:    pa,
+		bits:      pbits,
+		pool:      uint16(v.poolIndex),
+		vmID:      b.str(v.vmID),
+		vmName:    b.str(v.vmName),
+		nicID:     b.str(v.nicID),
+		sinceSec:  since.sec,
+		sinceNsec: since.nsec,
+		times:     b.times(v.goneAt, v.quarantinedAt),
 	}
+	at := attrs{state: b.intern(v.state), source: b.intern(v.source), cidr: b.cidr(v.ip6CIDR), sinceLoc: since.loc}
 	switch {
 	case v.ip6.Is4():
 		r.ip6Kind, r.ip6 = 4, v.ip6.As16()
 	case v.ip6.Is6():
 		r.ip6Kind, r.ip6 = 6, v.ip6.As16()
-		r.ip6Zone = b.intern(bytesOf(v.ip6.Zone()))
+		at.ip6Zone = b.intern(bytesOf(v.ip6.Zone()))
 	}
+	r.attr = b.attr(at)
 	r.mac = span{uint32(len(t.macs)), uint32(len(v.mac))}
-	t.macs = append(t.macs, v.mac...)
+	t.macs = append(growBuf(t.macs, len(v.mac)), v.mac...)
 	n := int32(t.n)
 	if t.n%recChunk == 0 {
 		c := recChunk // the first chunk grows from what is expected
 		if t.n == 0 {
 			c = min(max(b.hint, 16), recChunk)
 		}
-		t.recs = append(t.recs, make([]rec, 0, c))
+		t.recs = append(t.recs, makeHuge[rec](c))
 	}
 	last := &t.recs[len(t.recs)-1]
 	*last = append(*last, r)
@@ -647,7 +678,8 @@ func (b *tableLoader) finish() (*Table, error) {
 			return nil, err
 		}
 	}
-	b.t.strs = b.strs.String()
+	b.t.strs = unsafeString(b.strs) // never written again
+	b.t.baseTimes = len(b.t.times)
 	b.t.interned = b.interned
 	b.t.taken, b.t.prefixes = b.taken, b.prefixes
 	b.prefixes, b.taken = nil, nil
@@ -675,7 +707,7 @@ func (b *tableLoader) indexMACs() error {
 	for size < 2*t.n {
 		size *= 2
 	}
-	t.index = make([]uint64, size)
+	t.index = makeHuge[uint64](size)[:size]
 	for i := range t.n {
 		mac := t.macOf(t.rec(i).mac)
 		mh := maphash.Bytes(t.seed, mac)
@@ -792,8 +824,8 @@ func (b *tableLoader) str(s []byte) span {
 	if len(s) == 0 {
 		return span{}
 	}
-	sp := span{uint32(b.strs.Len()), uint32(len(s))}
-	b.strs.Write(s)
+	sp := span{uint32(len(b.strs)), uint32(len(s))}
+	b.strs = append(growBuf(b.strs, len(s)), s...)
 	return sp
 }
 
@@ -808,6 +840,32 @@ func (b *tableLoader) intern(s []byte) span {
 	sp := b.str(s)
 	b.interned[string(s)] = sp
 	return sp
+}
+
+// attr returns the index of a in the table's attrs, adding it the first
+// time.
+func (b *tableLoader) attr(a attrs) uint32 {
+	if b.lastAttr.ok && b.lastAttr.a == a {
+		return b.lastAttr.i
+	}
+	i, ok := b.attrIdx[a]
+	if !ok {
+		i = uint32(len(b.t.attrs))
+		b.t.attrs = append(b.t.attrs, a)
+		b.attrIdx[a] = i
+	}
+	b.lastAttr.a, b.lastAttr.i, b.lastAttr.ok = a, i, true
+	return i
+}
+
+// times returns a record's reference to its gone-at and quarantined-at
+// times: 0 when both are zero, else their index in the table's times + 1.
+func (b *tableLoader) times(goneAt, quarAt time.Time) uint32 {
+	if goneAt == (time.Time{}) && quarAt == (time.Time{}) {
+		return 0
+	}
+	b.t.times = append(b.t.times, recTimes{goneAt: b.stamp(goneAt), quarAt: b.stamp(quarAt)})
+	return uint32(len(b.t.times))
 }
 
 // stamp stores t, keeping its location.

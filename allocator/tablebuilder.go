@@ -42,6 +42,9 @@ type TableBuilder struct {
 	locIdx      map[*time.Location]uint32
 	fixed       map[int]uint32
 	cidrIdx     map[netip.Prefix]uint32
+	attrIdx     map[attrs]uint32
+	ownAttrs    bool
+	ownTimes    bool
 	built       bool
 }
 
@@ -53,6 +56,7 @@ func NewTableBuilder(base *Table) *TableBuilder {
 		macs: base.macs, strs: base.strs, extraMacs: base.extraMacs, extraStrs: base.extraStrs,
 		interned: base.interned,
 		locs:     base.locs, cidrs: base.cidrs,
+		attrs: base.attrs, times: base.times, baseTimes: base.baseTimes,
 		index: base.index, seed: base.seed,
 		taken: slices.Clone(base.taken), prefixes: base.prefixes,
 	}
@@ -156,7 +160,7 @@ func (b *TableBuilder) Build() *Table {
 	b.mustNotBeBuilt()
 	b.built = true
 	t := b.t
-	if len(t.extraStrs)+len(t.extraMacs) > (len(t.strs)+len(t.macs))/2+64<<10 {
+	if len(t.extraStrs)+len(t.extraMacs) > (len(t.strs)+len(t.macs))/2+64<<10 || len(t.times) > 2*t.baseTimes+4096 {
 		return t.compact()
 	}
 	return t
@@ -398,21 +402,74 @@ func (b *TableBuilder) fill(r *rec, a *Allocation) {
 		}
 		return b.str(s)
 	}
-	r.state = keep(r.state, string(a.State), true)
-	r.source = keep(r.source, a.Source, true)
+	var old attrs
+	if int(r.attr) < len(t.attrs) {
+		old = t.attrs[r.attr]
+	}
+	since := b.stamp(a.Since)
+	at := attrs{
+		state:    keep(old.state, string(a.State), true),
+		source:   keep(old.source, a.Source, true),
+		cidr:     b.cidr(a.IP6CIDR),
+		sinceLoc: since.loc,
+	}
 	r.vmID = keep(r.vmID, a.VMID, false)
 	r.vmName = keep(r.vmName, a.VMName, false)
 	r.nicID = keep(r.nicID, a.NICID, false)
-	r.since, r.goneAt, r.quarAt = b.stamp(a.Since), b.stamp(a.GoneAt), b.stamp(a.QuarantinedAt)
-	r.cidr = b.cidr(a.IP6CIDR)
-	r.ip6Kind, r.ip6, r.ip6Zone = 0, [16]byte{}, span{}
+	r.sinceSec, r.sinceNsec = since.sec, since.nsec
+	r.times = b.times(r.times, a.GoneAt, a.QuarantinedAt)
+	r.ip6Kind, r.ip6 = 0, [16]byte{}
 	switch {
 	case a.IP6.Is4():
 		r.ip6Kind, r.ip6 = 4, a.IP6.As16()
 	case a.IP6.Is6():
 		r.ip6Kind, r.ip6 = 6, a.IP6.As16()
-		r.ip6Zone = b.intern(a.IP6.Zone())
+		at.ip6Zone = b.intern(a.IP6.Zone())
 	}
+	r.attr = b.attr(at)
+}
+
+// attr returns the index of a in the table's attrs, adding it the first
+// time.
+func (b *TableBuilder) attr(a attrs) uint32 {
+	t := b.t
+	if b.attrIdx == nil {
+		b.attrIdx = make(map[attrs]uint32, len(t.attrs))
+		for i, x := range t.attrs {
+			b.attrIdx[x] = uint32(i)
+		}
+	}
+	if i, ok := b.attrIdx[a]; ok {
+		return i
+	}
+	if !b.ownAttrs {
+		t.attrs, b.ownAttrs = slices.Clip(t.attrs), true // the first append copies
+	}
+	t.attrs = append(t.attrs, a)
+	i := uint32(len(t.attrs) - 1)
+	b.attrIdx[a] = i
+	return i
+}
+
+// times returns a record's reference to its gone-at and quarantined-at
+// times (see tableLoader.times), old when they did not change. New ones
+// are appended: Build compacts once they outgrow the table's.
+func (b *TableBuilder) times(old uint32, goneAt, quarAt time.Time) uint32 {
+	t := b.t
+	if goneAt == (time.Time{}) && quarAt == (time.Time{}) {
+		return 0
+	}
+	if old != 0 && int(old) <= len(t.times) {
+		tm := &t.times[old-1]
+		if t.time(tm.goneAt) == goneAt && t.time(tm.quarAt) == quarAt {
+			return old
+		}
+	}
+	if !b.ownTimes {
+		t.times, b.ownTimes = slices.Clip(t.times), true // the first append copies
+	}
+	t.times = append(t.times, recTimes{goneAt: b.stamp(goneAt), quarAt: b.stamp(quarAt)})
+	return uint32(len(t.times))
 }
 
 // str stores s in the extra strings.

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // sortedAllocations returns t's allocations by MAC.
@@ -341,6 +342,43 @@ func TestTableBuilderCompacts(t *testing.T) {
 	}
 	if got := tbl.At(0); !reflect.DeepEqual(got, a) {
 		t.Errorf("At(0) = %+v, want %+v", got, a)
+	}
+}
+
+// TestTableBuilderCompactsTimes: a replica that sees the same allocation
+// released again and again (a new gone-at each time) does not keep every
+// gone-at it ever wrote, and shares the attributes that do not change.
+func TestTableBuilderCompactsTimes(t *testing.T) {
+	pools := []Pool{tinyA}
+	a := Allocation{Pool: "tiny-a", MAC: mac("06:00:00:00:00:01"), Prefix: netip.MustParsePrefix("2001:db8:a00::/60"), State: StateGone, Since: t0, Source: "sync"}
+	tbl, err := NewTable(pools, []Allocation{a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20000 {
+		a.GoneAt = t0.Add(time.Duration(i+1) * time.Second)
+		b := NewTableBuilder(tbl)
+		if err := b.Put(a); err != nil {
+			t.Fatal(err)
+		}
+		tbl = b.Build()
+	}
+	if n := len(tbl.times); n > 2*4096+1 {
+		t.Errorf("the table keeps %d gone-at times for one allocation", n)
+	}
+	if n := len(tbl.attrs); n != 1 {
+		t.Errorf("the table keeps %d attributes for one allocation whose state, source and zone never change", n)
+	}
+	if got := tbl.At(0); !reflect.DeepEqual(got, a) {
+		t.Errorf("At(0) = %+v, want %+v", got, a)
+	}
+}
+
+// The record of an allocation stays 88 bytes: a million of them are most
+// of serve's memory (docs/BENCHMARKS.md, start-up).
+func TestRecordSize(t *testing.T) {
+	if n := unsafe.Sizeof(rec{}); n != 88 {
+		t.Errorf("a record takes %d bytes, want 88", n)
 	}
 }
 
