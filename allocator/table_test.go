@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cloudstack-pd/cloudstack-pd/allocator/kv"
 )
 
 // tableAllocations are allocations with every kind of field value a
@@ -322,5 +324,78 @@ func TestFindDoesNotAllocate(t *testing.T) {
 		_, _ = tbl.Find(absent)
 	}); n != 0 {
 		t.Errorf("Find: %v allocations per run, want 0", n)
+	}
+}
+
+// TestLoadTableInBatches loads more records than the load's batches hold
+// at once (loadPipe), of both shapes (the fast path and encoding/json's),
+// and one larger than a batch: the table is the one NewTable builds from
+// the same allocations in the same order. With a duplicate prefix early
+// and a record that does not decode late, the load reports the record
+// that does not decode, as if the table were built after reading.
+func TestLoadTableInBatches(t *testing.T) {
+	s := openTest(t)
+	n := 3*loadBatches*loadBatchItems + 17
+	var want []Allocation
+	for i := range n {
+		a := alloc("pod-a", fmt.Sprintf("06:00:00:%02x:%02x:%02x", i>>16, i>>8&0xff, i&0xff), "2001:db8:200::/60")
+		a.Prefix = netip.PrefixFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0x02, byte(i >> 12), byte(i >> 4), byte(i << 4)}), 60)
+		switch i % 7 {
+		case 3:
+			a.VMName = "vm \"quoted\"" // escaped: encoding/json reads it
+		case 5:
+			a.State, a.GoneAt = StateGone, t0.Add(time.Duration(i)*time.Second)
+		}
+		if i == 1000 {
+			a.VMName = strings.Repeat("v", loadBatchBytes+1) // larger than a batch
+		}
+		want = append(want, a)
+	}
+	put := func(recs map[int][]byte) {
+		err := s.b.Update(func(tx kv.Tx) error {
+			for i, a := range want {
+				v, err := EncodeAllocation(a)
+				if err != nil {
+					return err
+				}
+				if r, ok := recs[i]; ok {
+					v = r
+				}
+				if err := tx.Put(allocSpace(a.Pool), a.MAC, v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(nil)
+	exp, err := NewTable([]Pool{poolA, poolB}, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl, _, err := s.LoadTable([]Pool{poolA, poolB})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tbl.Len() != n {
+		t.Fatalf("%d allocations loaded, want %d", tbl.Len(), n)
+	}
+	for i := range n {
+		if got, w := tbl.At(i), exp.At(i); !reflect.DeepEqual(got, w) {
+			t.Fatalf("allocation %d:\nloaded %+v\nwant   %+v", i, got, w)
+		}
+	}
+
+	dup, _ := EncodeAllocation(Allocation{Pool: "pod-a", MAC: want[100].MAC, Prefix: want[50].Prefix, State: StateActive, Since: t0})
+	put(map[int][]byte{100: dup})
+	if _, _, err := s.LoadTable([]Pool{poolA, poolB}); !errors.Is(err, ErrDuplicatePrefix) {
+		t.Fatalf("err = %v, want the duplicate prefix", err)
+	}
+	put(map[int][]byte{100: dup, n - 5: []byte(`{"prefix": 7}`)})
+	if _, _, err := s.LoadTable([]Pool{poolA, poolB}); err == nil || errors.Is(err, ErrDuplicatePrefix) || !strings.Contains(err.Error(), want[n-5].MAC.String()) {
+		t.Errorf("err = %v, want the record of %s that does not decode", err, want[n-5].MAC)
 	}
 }
