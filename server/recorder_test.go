@@ -262,10 +262,10 @@ func TestRecorderOneEntryPerIA(t *testing.T) {
 	}
 }
 
-// TestRecorderCap: beyond the cap, records of new IAs are dropped and
-// counted at once (never waited for); records of pending IAs still
-// replace theirs; after a flush there is room again, and a store failure
-// puts back only what fits.
+// TestRecorderCap: beyond the cap, without Run (nothing would flush),
+// records of new IAs are dropped and counted at once; records of pending
+// IAs still replace theirs; after a flush there is room again, and a
+// store failure puts back only what fits. (With Run, recorder_wait_test.go.)
 func TestRecorderCap(t *testing.T) {
 	fs := &fakeStore{}
 	rec := NewRecorder(fs, 0, nil)
