@@ -48,7 +48,8 @@ type BindingStore interface {
 // requests wait in the socket's receive buffer, and every binding is
 // recorded. It waits only while the store keeps up: while Run runs, and
 // unless the last flush failed or a wait has run out since the last flush
-// that succeeded. So a store that fails (a full disk, etcd without quorum)
+// that succeeded; and only for a VM's first pending IA (a VM flooding new
+// IAIDs does not slow the packet path down). So a store that fails (a full disk, etcd without quorum)
 // or hangs costs at most one wait of MaxRecordWait per packet-path
 // goroutine; then records beyond the cap are dropped at once and counted
 // (DropPendingFull), as they are without Run, until a flush succeeds.
@@ -82,8 +83,11 @@ type Recorder struct {
 	running   bool // Run is flushing
 	keepingUp bool // the last flush did not fail, and no wait ran out since the last one that succeeded
 	changed   chan struct{}
-	waits     prometheus.Counter
-	waited    prometheus.Counter // seconds
+	// The MACs (macKey) with an IA in pending: a record of another IA of
+	// one of them does not wait.
+	pendingMACs map[iaKey]struct{}
+	waits       prometheus.Counter
+	waited      prometheus.Counter // seconds
 
 	// Last exchanges kept in memory (exchanges.go); toucher is nil when
 	// the store cannot touch, and then every record is written.
@@ -174,7 +178,7 @@ func NewRecorder(store BindingStore, interval time.Duration, log *slog.Logger) *
 	r := &Recorder{store: store, interval: interval, clock: clock.Real{}, log: log, max: DefaultMaxPending,
 		pending: map[iaKey]pendingOp{}, drops: map[string]*dropReason{}, kick: make(chan struct{}, 1),
 		staleness: DefaultExchangeStaleness, maxSeen: MaxRemembered, seen: map[iaKey]seenEntry{},
-		maxWait: DefaultMaxRecordWait, keepingUp: true, changed: make(chan struct{})}
+		maxWait: DefaultMaxRecordWait, keepingUp: true, changed: make(chan struct{}), pendingMACs: map[iaKey]struct{}{}}
 	r.toucher, _ = store.(BindingToucher)
 	r.unchangedCount = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: Namespace, Name: "bindings_unchanged_total",
@@ -263,13 +267,13 @@ func (r *Recorder) Record(b allocator.Binding) {
 		if queued || len(r.pending) < r.max {
 			break
 		}
-		if !r.waitForRoom(&w) {
+		if !r.waitForRoom(&w, b.MAC) {
 			r.mu.Unlock()
 			r.drop(DropPendingFull, &b)
 			return
 		}
 	}
-	r.pending[k] = pendingOp{b: b}
+	r.addPending(k, pendingOp{b: b})
 	half := len(r.pending) >= r.max/2
 	r.mu.Unlock()
 	if half {
@@ -290,8 +294,16 @@ type roomWait struct {
 // The wait of one record (w) is bounded by r.maxWait in all; when it runs
 // out, the store is taken as not keeping up: no record waits again until
 // a flush succeeds.
-func (r *Recorder) waitForRoom(w *roomWait) bool {
+//
+// A record of a MAC that already has an IA pending does not wait: a VM
+// has one prefix, so one IA of it is enough to record, and a VM flooding
+// new IAIDs (each a new IA) fills the cap once, then is dropped without
+// slowing the packet path down to the store's pace.
+func (r *Recorder) waitForRoom(w *roomWait, mac []byte) bool {
 	if !r.running || !r.keepingUp || r.maxWait < 0 {
+		return false
+	}
+	if _, other := r.pendingMACs[macKey(mac)]; other {
 		return false
 	}
 	if w.timer == nil {
@@ -318,6 +330,12 @@ func (r *Recorder) waitForRoom(w *roomWait) bool {
 			"waited", r.maxWait, "pending", len(r.pending))
 	}
 	return false
+}
+
+// addPending adds op, of an IA not pending yet, to pending. r.mu is held.
+func (r *Recorder) addPending(k iaKey, op pendingOp) {
+	r.pending[k] = op
+	r.pendingMACs[macKey(op.b.MAC)] = struct{}{}
 }
 
 // endWait counts the time a record waited, if it did.
@@ -379,13 +397,13 @@ func (r *Recorder) Release(rel allocator.BindingRelease) {
 		if ok || len(r.pending) < r.max {
 			break
 		}
-		if !r.waitForRoom(&w) {
+		if !r.waitForRoom(&w, b.MAC) {
 			r.mu.Unlock()
 			r.drop(DropPendingFull, &b)
 			return
 		}
 	}
-	r.pending[k] = pendingOp{b: b, release: true}
+	r.addPending(k, pendingOp{b: b, release: true})
 	r.forget(b.MAC, b.IAID) // the binding ends: no time of it to persist
 	half := len(r.pending) >= r.max/2
 	r.mu.Unlock()
@@ -464,6 +482,7 @@ func (r *Recorder) Flush() (err error) {
 	r.mu.Lock()
 	batch := r.pending
 	r.pending = make(map[iaKey]pendingOp, min(len(batch), r.max))
+	clear(r.pendingMACs)
 	r.wake()
 	// Until they are written, the releases still end their bindings in
 	// Leasequery answers (Fresh).
@@ -585,7 +604,7 @@ func (r *Recorder) write(batch map[iaKey]pendingOp, put []allocator.Binding, del
 			full = append(full, op.b)
 			continue
 		}
-		r.pending[k] = op
+		r.addPending(k, op)
 	}
 	r.mu.Unlock()
 	for i := range full {

@@ -20,23 +20,26 @@ import (
 // for the next flush while the store keeps up, and is dropped at once when
 // it does not.
 
-// iaOp is what the packet path hands the Recorder for IA i: a binding, or
-// a release.
+// iaOp is what the packet path hands the Recorder for an IA: a binding,
+// or a release.
 type iaOp struct {
 	name string
-	do   func(rec *Recorder, i int)
+	of   func(rec *Recorder, mac net.HardwareAddr, iaid uint32)
 }
+
+// do hands over IA 1 of VM i.
+func (op iaOp) do(rec *Recorder, i int) { op.of(rec, waitMAC(i), 1) }
 
 func waitMAC(i int) net.HardwareAddr {
 	return binary.BigEndian.AppendUint32([]byte{2, 0}, uint32(i))
 }
 
 var iaOps = []iaOp{
-	{"record", func(rec *Recorder, i int) {
-		rec.Record(allocator.Binding{ClientDUID: append([]byte{0, 3, 0, 1}, waitMAC(i)...), MAC: waitMAC(i), IAID: 1, Prefix: prefixA})
+	{"record", func(rec *Recorder, mac net.HardwareAddr, iaid uint32) {
+		rec.Record(allocator.Binding{ClientDUID: append([]byte{0, 3, 0, 1}, mac...), MAC: mac, IAID: iaid, Prefix: prefixA})
 	}},
-	{"release", func(rec *Recorder, i int) {
-		rec.Release(allocator.BindingRelease{ClientDUID: append([]byte{0, 3, 0, 1}, waitMAC(i)...), MAC: waitMAC(i), IAID: 1})
+	{"release", func(rec *Recorder, mac net.HardwareAddr, iaid uint32) {
+		rec.Release(allocator.BindingRelease{ClientDUID: append([]byte{0, 3, 0, 1}, mac...), MAC: mac, IAID: iaid})
 	}},
 }
 
@@ -370,6 +373,46 @@ func TestRecorderShutdownEndsWaits(t *testing.T) {
 			dropped := droppedCount(t, w.rec, DropPendingFull)
 			if last == (dropped == 1) || dropped > 1 {
 				t.Errorf("the waiting record: written %v, dropped %v: want one of the two", last, dropped)
+			}
+		})
+	}
+}
+
+// TestRecorderIAIDFloodDoesNotWait: a VM that sends a new IAID with every
+// message (each a new IA) fills the cap, then its records are dropped at
+// once, without waiting: it cannot slow the packet path down to the
+// store's pace. Another VM's first IA still waits for room, and gets it.
+func TestRecorderIAIDFloodDoesNotWait(t *testing.T) {
+	for _, op := range iaOps {
+		t.Run(op.name, func(t *testing.T) {
+			st := newGateStore()
+			w := startWaitRun(t, st, 10)
+			defer w.stop(t, st)
+			flooder := waitMAC(7)
+			for iaid := range uint32(5) {
+				op.of(w.rec, flooder, iaid)
+			}
+			first := st.next(t) // a flush writing, slowly
+			for iaid := uint32(5); iaid < 15; iaid++ {
+				op.of(w.rec, flooder, iaid)
+			}
+			returns(t, "a new IAID of a VM with an IA pending", func() { op.of(w.rec, flooder, 15) })
+			if n := droppedCount(t, w.rec, DropPendingFull); n != 1 {
+				t.Errorf("dropped{pending-full} = %v, want 1", n)
+			}
+			if n := recorderCounter(t, w.rec, "cloudstack_pd_binding_waits_total"); n != 0 {
+				t.Errorf("binding_waits_total = %v after the flooding VM's record, want 0", n)
+			}
+
+			done := make(chan struct{})
+			go func() { defer close(done); op.do(w.rec, 8) }()
+			w.waiting()
+			first.result <- nil
+			returns(t, "another VM's wait", func() { <-done })
+			second := st.next(t)
+			second.result <- nil
+			if n := droppedCount(t, w.rec, DropPendingFull); n != 1 {
+				t.Errorf("dropped{pending-full} = %v after another VM's wait, want 1 still", n)
 			}
 		})
 	}
