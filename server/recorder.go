@@ -144,10 +144,11 @@ const DefaultFlushInterval = time.Second
 const DefaultMaxPending = 20_000
 
 // DefaultMaxRecordWait is the longest a record of a new IA waits for room
-// when DefaultMaxPending IAs are pending: 2 s, twice what one flush of the
-// cap took on the two-core machine of docs/BENCHMARKS.md (0.75–0.9 s, an
-// fsync per 1,000 records), since a waiter may have to wait for the whole
-// of the running flush.
+// when DefaultMaxPending IAs are pending: 2 s. A waiter may have to wait
+// for the whole of the running flush, and one flush of the cap took
+// 0.2–0.5 s on the two-core machine of docs/BENCHMARKS.md (an fsync per
+// 1,000 records), more with the other core busy answering; a store slower
+// than that is not keeping up.
 const DefaultMaxRecordWait = 2 * time.Second
 
 // Reasons a Recorder drops a record, besides the allocator.Problem
