@@ -551,14 +551,19 @@ func inKeyOrder(batch map[iaKey]pendingOp) []iaKey {
 	for k, op := range batch {
 		items = append(items, item{k, op.b.ClientDUID, op.b.IAID})
 	}
-	slices.SortFunc(items, func(a, b item) int {
-		return cmp.Or(cmp.Compare(len(a.duid), len(b.duid)), bytes.Compare(a.duid, b.duid), cmp.Compare(a.iaid, b.iaid))
-	})
+	slices.SortFunc(items, func(a, b item) int { return compareBindingKeys(a.duid, a.iaid, b.duid, b.iaid) })
 	keys := make([]iaKey, len(items))
 	for i := range items {
 		keys[i] = items[i].k
 	}
 	return keys
+}
+
+// compareBindingKeys compares the store's keys of two bindings
+// (allocator.AppendBindingKey) without building them: client DUID by
+// length then bytes, then IAID.
+func compareBindingKeys(duidA []byte, iaidA uint32, duidB []byte, iaidB uint32) int {
+	return cmp.Or(cmp.Compare(len(duidA), len(duidB)), bytes.Compare(duidA, duidB), cmp.Compare(iaidA, iaidB))
 }
 
 // write writes one chunk of Flush. On a store failure it puts the chunk
