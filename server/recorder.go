@@ -191,7 +191,7 @@ func NewRecorder(store BindingStore, interval time.Duration, log *slog.Logger) *
 	})
 	r.dropped = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Name: "bindings_dropped_total",
-		Help: "Bindings (or releases) not recorded in the store, by reason: pending-full (too many IAs waiting for the next flush), mac, client-duid-length, prefix, time (a record the store can never hold).",
+		Help: "Bindings (or releases) not recorded in the store, by reason: pending-full (too many IAs waiting for the next flush, and the store not keeping up), mac, client-duid-length, prefix, time (a record the store can never hold).",
 	}, []string{"reason"})
 	for _, reason := range dropReasons {
 		r.drops[reason] = &dropReason{count: r.dropped.WithLabelValues(reason)}
