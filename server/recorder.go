@@ -41,19 +41,20 @@ type BindingStore interface {
 // its interval.
 //
 // Back-pressure: a record (or release) of a new IA that finds the cap
-// reached waits, at most MaxRecordWait, for the next flush to take the
-// pending set (it asks Run to flush as soon as the running flush ends),
-// instead of being dropped. During a storm (a pod's VMs all asking within
-// a second) the packet path then answers at the rate the store writes,
-// requests wait in the socket's receive buffer, and every binding is
-// recorded. It waits only while the store keeps up: while Run runs, and
-// unless the last flush failed or a wait has run out since the last flush
-// that succeeded; and only for a VM's first pending IA (a VM flooding new
-// IAIDs does not slow the packet path down). So a store that fails (a full disk, etcd without quorum)
-// or hangs costs at most one wait of MaxRecordWait per packet-path
-// goroutine; then records beyond the cap are dropped at once and counted
-// (DropPendingFull), as they are without Run, until a flush succeeds.
-// Waits are counted in binding_waits_total and binding_wait_seconds_total.
+// reached waits, at most DefaultMaxRecordWait (SetMaxRecordWait), for the
+// next flush to take the pending set (it asks Run to flush as soon as the
+// running flush ends), instead of being dropped. During a storm (a pod's
+// VMs all asking within a second) the packet path then answers at the
+// rate the store writes, requests wait in the socket's receive buffer,
+// and every binding is recorded. It waits only while the store keeps up:
+// while Run runs, and unless the last flush failed or a wait has run out
+// since the last flush that succeeded; and only for a VM's first pending
+// IA (a VM flooding new IAIDs does not slow the packet path down). So a
+// store that fails (a full disk, etcd without quorum) or hangs costs at
+// most one wait per packet-path goroutine; then records beyond the cap
+// are dropped at once and counted (DropPendingFull), as they are without
+// Run, until a flush succeeds. Waits are counted in binding_waits_total
+// and binding_wait_seconds_total.
 //
 // A record that can never be stored (allocator.Binding.Problem) is dropped
 // and counted at once; the rest of its batch is stored. Drops are counted
@@ -77,8 +78,8 @@ type Recorder struct {
 	flushMu sync.Mutex    // one flush (or persist) at a time
 
 	// Back-pressure, under mu: whether a record may wait for room in
-	// pending (mayWait), and the channel closed (then replaced) when there
-	// may be room or waiting stops being allowed.
+	// pending (waitForRoom), and the channel closed (then replaced) when
+	// there may be room or waiting stops being allowed.
 	maxWait   time.Duration
 	running   bool // Run is flushing
 	keepingUp bool // the last flush did not fail, and no wait ran out since the last one that succeeded
@@ -469,11 +470,11 @@ const flushChunk = 1000
 // in the order of the store's binding keys (client DUID, IAID): each
 // transaction then rewrites a few neighbouring pages of the store instead
 // of one page per record scattered over it, which made a flush of the cap
-// three times faster (docs/BENCHMARKS.md, "A storm"). On a store failure what was not written is put back (newer records of
-// the same IA win, the cap still holds) and retried at the next flush, so
-// a store error loses nothing while the process lives and the cap is not
-// reached. A record the store can never hold is dropped and counted, not
-// retried.
+// three times faster (docs/BENCHMARKS.md, "A storm"). On a store failure
+// what was not written is put back (newer records of the same IA win, the
+// cap still holds) and retried at the next flush, so a store error loses
+// nothing while the process lives and the cap is not reached. A record
+// the store can never hold is dropped and counted, not retried.
 //
 // Taking the pending set wakes the records waiting for room; a flush that
 // fails stops records from waiting, one that writes lets them wait again.
