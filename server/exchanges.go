@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"hash/maphash"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/cloudstack-pd/cloudstack-pd/allocator"
@@ -215,7 +216,7 @@ func setExchange(b *allocator.Binding, t time.Time, msg string) {
 
 // PersistExchanges writes the last-exchange times kept in memory that the
 // store does not have yet (Store.TouchBindings), flushChunk per
-// transaction, and forgets the IAs whose binding has expired. Run calls
+// transaction in the order of the store's keys, and forgets the IAs whose binding has expired. Run calls
 // it every ExchangeStaleness and at shutdown.
 func (r *Recorder) PersistExchanges() error {
 	if r.toucher == nil {
@@ -243,6 +244,7 @@ func (r *Recorder) PersistExchanges() error {
 		fps = append(fps, e.fp)
 	}
 	r.mu.Unlock()
+	sortTouches(touches, keys, fps)
 	for start := 0; start < len(touches); start += flushChunk {
 		end := min(start+flushChunk, len(touches))
 		// The stored binding must still be the one this server wrote:
@@ -272,6 +274,26 @@ func (r *Recorder) PersistExchanges() error {
 		r.mu.Unlock()
 	}
 	return nil
+}
+
+// sortTouches puts touches (and the keys and fingerprints beside them) in
+// the order of the store's binding keys, as Flush does its records: each
+// transaction of PersistExchanges then rewrites neighbouring pages.
+func sortTouches(touches []allocator.BindingTouch, keys []iaKey, fps []uint64) {
+	order := make([]int, len(touches))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int {
+		return compareBindingKeys(touches[a].ClientDUID, touches[a].IAID, touches[b].ClientDUID, touches[b].IAID)
+	})
+	t2, k2, f2 := make([]allocator.BindingTouch, len(order)), make([]iaKey, len(order)), make([]uint64, len(order))
+	for i, j := range order {
+		t2[i], k2[i], f2[i] = touches[j], keys[j], fps[j]
+	}
+	copy(touches, t2)
+	copy(keys, k2)
+	copy(fps, f2)
 }
 
 // SetExchangeStaleness sets how long a last-exchange time may stay in

@@ -1,8 +1,11 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -342,5 +345,67 @@ func TestRememberedByMAC(t *testing.T) {
 	rec.mu.Unlock()
 	if n != 1 || be.updates.Load() != 50 {
 		t.Errorf("%d entries remembered, %d writes; want 1 and 50", n, be.updates.Load())
+	}
+}
+
+// touchLog is a store that notes the keys of the touches it is given, in
+// the order given.
+type touchLog struct {
+	*allocator.Store
+	keys [][]byte
+}
+
+func (l *touchLog) TouchBindings(touches []allocator.BindingTouch, same func(int, *allocator.Binding) bool) (int, []int, error) {
+	for _, t := range touches {
+		l.keys = append(l.keys, allocator.AppendBindingKey(nil, t.ClientDUID, t.IAID))
+	}
+	return l.Store.TouchBindings(touches, same)
+}
+
+// TestPersistInKeyOrder: the last exchanges kept in memory are persisted
+// in the order of the store's binding keys, across transactions, as a
+// flush writes; and every one of them reaches its binding (what is sorted
+// stays with its binding).
+func TestPersistInKeyOrder(t *testing.T) {
+	st := &touchLog{Store: openTestStore(t)}
+	fc := clock.NewFake(testNow)
+	rec := NewRecorder(st, 0, nil)
+	rec.SetClock(fc)
+	n := 2*flushChunk + flushChunk/2
+	binding := func(i int, at time.Time) allocator.Binding {
+		mac := binary.BigEndian.AppendUint32([]byte{2, 0}, uint32(i))
+		a := [16]byte{0x20, 0x01, 0x0d, 0xb8}
+		binary.BigEndian.PutUint32(a[4:], uint32(i)<<4)
+		return allocator.Binding{ClientDUID: append(append([]byte{0, 3, 0, 1}, mac...), make([]byte, i%3)...), MAC: mac, IAID: uint32(i % 2),
+			Prefix: netip.PrefixFrom(netip.AddrFrom16(a), 60), ValidLifetime: 7200, LastExchange: at}
+	}
+	for i := range n {
+		rec.Record(binding(i, testNow))
+	}
+	if err := rec.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	later := testNow.Add(time.Minute)
+	for i := range n {
+		rec.Record(binding(i, later)) // unchanged: kept in memory
+	}
+	fc.Set(later)
+	if err := rec.PersistExchanges(); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.keys) != n || !slices.IsSortedFunc(st.keys, bytes.Compare) {
+		t.Errorf("%d touches, in key order: %v; want %d in key order", len(st.keys), slices.IsSortedFunc(st.keys, bytes.Compare), n)
+	}
+	if got := testutil.ToFloat64(rec.persisted); got != float64(n) {
+		t.Errorf("binding_exchanges_persisted_total = %v, want %d", got, n)
+	}
+	bs, err := st.Bindings()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range bs {
+		if !b.LastExchange.Equal(later) {
+			t.Fatalf("binding of %s: last exchange %v, want %v", b.MAC, b.LastExchange, later)
+		}
 	}
 }

@@ -45,8 +45,10 @@ type Options struct {
 	LeasequeryRequestors []netip.Prefix
 }
 
-// BindingSink receives the bindings the handler makes and ends. It must
-// not block: the handler calls it on the packet path.
+// BindingSink receives the bindings the handler makes and ends. The
+// handler calls it on the packet path, holding no lock: it may wait only
+// briefly and boundedly (the Recorder waits for room, at most its
+// MaxRecordWait, only while its store keeps up).
 type BindingSink interface {
 	// Record notes that b was delegated (or renewed). The sink owns b.
 	Record(b allocator.Binding)

@@ -262,10 +262,10 @@ func TestRecorderOneEntryPerIA(t *testing.T) {
 	}
 }
 
-// TestRecorderCap: beyond the cap, records of new IAs are dropped and
-// counted at once (never waited for); records of pending IAs still
-// replace theirs; after a flush there is room again, and a store failure
-// puts back only what fits.
+// TestRecorderCap: beyond the cap, without Run (nothing would flush),
+// records of new IAs are dropped and counted at once; records of pending
+// IAs still replace theirs; after a flush there is room again, and a
+// store failure puts back only what fits. (With Run, recorder_wait_test.go.)
 func TestRecorderCap(t *testing.T) {
 	fs := &fakeStore{}
 	rec := NewRecorder(fs, 0, nil)
@@ -404,5 +404,36 @@ func TestRecorderFlushesInChunks(t *testing.T) {
 	}
 	if len(seen) != n || dels != 1 || rec.Pending() != 0 {
 		t.Errorf("written %d distinct bindings and %d releases, want %d and 1", len(seen), dels, n)
+	}
+}
+
+// TestRecorderFlushesInKeyOrder: a flush writes its records in the order
+// of the store's binding keys (client DUID by length then bytes, then
+// IAID), across its transactions, so that each transaction rewrites
+// neighbouring pages of the store.
+func TestRecorderFlushesInKeyOrder(t *testing.T) {
+	fs := &fakeStore{}
+	rec := NewRecorder(fs, 0, nil)
+	n := 2*flushChunk + flushChunk/2
+	for i := range n {
+		mac := binary.BigEndian.AppendUint32([]byte{2, 0}, uint32(i))
+		// DUIDs of two lengths, and two IAIDs of some of them.
+		duid := append([]byte{0, 3, 0, 1}, mac[:4+i%2]...)
+		rec.Record(allocator.Binding{ClientDUID: duid, MAC: mac, IAID: uint32(i % 3), Prefix: prefixA})
+	}
+	if err := rec.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var keys [][]byte
+	for _, call := range fs.calls {
+		for _, b := range call {
+			keys = append(keys, allocator.AppendBindingKey(nil, b.ClientDUID, b.IAID))
+		}
+	}
+	if len(fs.calls) != 3 || len(keys) != n {
+		t.Fatalf("%d records in %d transactions, want %d in 3", len(keys), len(fs.calls), n)
+	}
+	if !slices.IsSortedFunc(keys, bytes.Compare) {
+		t.Error("records not written in the order of their keys")
 	}
 }
