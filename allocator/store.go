@@ -97,6 +97,22 @@ func (s *Store) Verify() error { return s.verify(false) }
 // LoadTable, as serve does at start.
 func (s *Store) VerifyIndexes() error { return s.verify(true) }
 
+// VerifyIndexesBeforeWrites is VerifyIndexes in the background, for a
+// server that answers from the table it has just loaded (and so read)
+// while the rest of the store is checked: the result comes on the
+// channel, and until it does every write to the store waits; after a
+// failure every write fails with it, so that nothing is written to a
+// damaged store. A backend that cannot verify in the background is
+// verified now.
+func (s *Store) VerifyIndexesBeforeWrites() <-chan error {
+	if v, ok := s.b.(kv.BackgroundVerifier); ok {
+		return v.VerifyBeforeWrites(true)
+	}
+	done := make(chan error, 1)
+	done <- s.VerifyIndexes()
+	return done
+}
+
 func (s *Store) verify(skipAlloc bool) error {
 	if v, ok := s.b.(kv.Verifier); ok {
 		return v.Verify(skipAlloc)

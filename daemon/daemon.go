@@ -173,20 +173,6 @@ func (d *daemon) storeError(err error, cfg *config.Config) error {
 	return err
 }
 
-// loadVerified loads the table, as loadTable, while another goroutine
-// reads every other page of the store (Store.VerifyIndexes): serve starts
-// on a store that is sound throughout, in about the time of the load
-// alone.
-func (d *daemon) loadVerified(cfg *config.Config) (*allocator.Table, error) {
-	verified := make(chan error, 1)
-	go func() { verified <- d.st.VerifyIndexes() }()
-	tbl, err := d.loadTable(cfg)
-	if verr := <-verified; verr != nil {
-		return nil, d.storeError(verr, cfg)
-	}
-	return tbl, err
-}
-
 // loadTable reads the table for cfg's pools and logs allocations kept for
 // pools that are no longer configured.
 func (d *daemon) loadTable(cfg *config.Config) (*allocator.Table, error) {
@@ -291,12 +277,21 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 			log.Error("closing the store", "err", err)
 		}
 	}()
-	tbl, err := d.loadVerified(cfg)
+	tbl, err := d.loadTable(cfg)
 	if err != nil {
 		return err
 	}
+	// The rest of the store (its indexes, bindings and history; the load
+	// read the allocations) is checked in the background rather than
+	// beside the load, on the same cores: serve answers from the table it
+	// has read, every write to the store waits for the check, and a
+	// damaged store stops serve as it would have refused to start.
+	verified := st.VerifyIndexesBeforeWrites()
 	live.Swap(tbl)
 	duid, err := st.ServerDUID(func() ([]byte, error) { return server.NewServerDUID(rand.Reader, d.clock.Now()) })
+	if errors.Is(err, allocator.ErrDamaged) {
+		return d.storeError(err, cfg)
+	}
 	if err != nil {
 		return fmt.Errorf("server DUID: %w", err)
 	}
@@ -533,7 +528,25 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 		}
 		stopServe()
 	}()
+	// A damaged store, found by the check begun after the load, stops
+	// serve with the error it would have refused to start with.
+	var damaged error
+	damagedSet := make(chan struct{})
+	go func() {
+		defer close(damagedSet)
+		select {
+		case verr := <-verified:
+			if verr != nil {
+				damaged = verr
+				log.Error("the store is damaged: stopping", "state", st.Path(), "err", verr)
+				stopServe()
+			}
+		case <-serveCtx.Done():
+		}
+	}()
 	err = l.Serve(serveCtx)
+	stopServe()
+	<-damagedSet
 	stopBulk()
 	if berr := <-bulkDone; berr != nil && err == nil {
 		err = berr
@@ -553,6 +566,9 @@ func Run(ctx context.Context, cfg *config.Config, deps Deps) (err error) {
 	<-recDone // the recorder flushes once more on the way out
 	stopHTTP()
 	<-httpDone // before the store closes: the API reads it
+	if damaged != nil {
+		return d.storeError(damaged, cfg)
+	}
 	if err != nil {
 		return err
 	}

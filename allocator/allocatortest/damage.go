@@ -13,12 +13,14 @@ import (
 
 // Damages are the ways Damage spoils a store file, as disks and operators
 // do.
-var Damages = []string{"truncated", "zeroed-page", "random", "empty"}
+var Damages = []string{"truncated", "zeroed-page", "zeroed-history-page", "random", "empty"}
 
 // Damage spoils the store file at path: "truncated" cuts it to 8 KiB (two
 // meta pages that still point past the end); "zeroed-page" zeroes the
 // middle one of the leaf pages in use (the file's size and meta pages stay
-// valid); "random" overwrites the whole file with random bytes (the same
+// valid); "zeroed-history-page" zeroes the middle one of the pages of the
+// history, which serve does not load (it finds it with its check of the
+// rest of the store, after it has started); "random" overwrites the whole file with random bytes (the same
 // ones every time); "empty" truncates it to 0 bytes. The store must be
 // closed and hold a few pages of allocations (Fill a thousand).
 func Damage(path, how string) error {
@@ -47,6 +49,15 @@ func Damage(path, how string) error {
 			return fmt.Errorf("%s: %d leaf pages, too few to damage one in the middle", path, len(leaves))
 		}
 		return ZeroPage(path, leaves[len(leaves)/2])
+	case "zeroed-history-page":
+		pages, err := boltstore.BucketPages(path, "history")
+		if err != nil {
+			return err
+		}
+		if len(pages) == 0 {
+			return fmt.Errorf("%s: no page of the history to damage", path)
+		}
+		return ZeroPage(path, pages[len(pages)/2])
 	}
 	return fmt.Errorf("damage %q: want one of %v", how, Damages)
 }

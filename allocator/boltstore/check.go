@@ -3,6 +3,7 @@ package boltstore
 import (
 	"fmt"
 	"strings"
+	"unsafe"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -96,4 +97,35 @@ func LeafPages(path string) ([]int, error) {
 		return nil
 	})
 	return leaves, err
+}
+
+// BucketPages returns the ids of the pages that hold the values of the
+// top-level bucket name in the bbolt file at path, in key order, each
+// once (for tests that damage one bucket).
+func BucketPages(path, name string) ([]int, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	var pages []int
+	err = db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(name))
+		if b == nil {
+			return fmt.Errorf("%s: no bucket %q", path, name)
+		}
+		base, size := db.Info().Data, uintptr(db.Info().PageSize)
+		c := b.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if len(v) == 0 {
+				continue
+			}
+			id := int((uintptr(unsafe.Pointer(unsafe.SliceData(v))) - base) / size)
+			if len(pages) == 0 || pages[len(pages)-1] != id {
+				pages = append(pages, id)
+			}
+		}
+		return nil
+	})
+	return pages, err
 }

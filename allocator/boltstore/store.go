@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -72,7 +73,8 @@ type Options struct {
 	// NoVerify skips Verify, which Open otherwise runs: reading every page
 	// of the store once, some 0.1 to 0.4 s for a million allocations. A
 	// caller that sets it must verify the store itself before it trusts
-	// it (serve runs allocator.Store.VerifyIndexes beside LoadTable).
+	// it (serve loads its table, then runs
+	// allocator.Store.VerifyIndexesBeforeWrites).
 	// False (the default): a damaged page anywhere gives ErrDamaged from
 	// Open.
 	NoVerify bool
@@ -112,15 +114,19 @@ type Store struct {
 	// undo removes the file and the folders Open created; nil when the
 	// file was there before.
 	undo func()
+	// gate, once VerifyBeforeWrites ran, holds Update until its Verify
+	// ends.
+	gate atomic.Pointer[writeGate]
 }
 
 var (
-	_ kv.Backend  = (*Store)(nil)
-	_ kv.Verifier = (*Store)(nil)
-	_ kv.Checker  = (*Store)(nil)
-	_ kv.Creator  = (*Store)(nil)
-	_ kv.Backuper = (*Store)(nil)
-	_ kv.Splitter = (*tx)(nil)
+	_ kv.Backend            = (*Store)(nil)
+	_ kv.Verifier           = (*Store)(nil)
+	_ kv.BackgroundVerifier = (*Store)(nil)
+	_ kv.Checker            = (*Store)(nil)
+	_ kv.Creator            = (*Store)(nil)
+	_ kv.Backuper           = (*Store)(nil)
+	_ kv.Splitter           = (*tx)(nil)
 )
 
 // lockedError names the store another process holds.
@@ -263,6 +269,12 @@ func (s *Store) View(fn func(kv.Tx) error) error {
 func (s *Store) Update(fn func(kv.Tx) error) error {
 	if s.readOnly {
 		return fmt.Errorf("store %s: %w: %w", s.path, kv.ErrReadOnly, berrors.ErrDatabaseReadOnly)
+	}
+	if g := s.gate.Load(); g != nil {
+		<-g.done
+		if g.err != nil {
+			return g.err // nothing is written to a damaged store
+		}
 	}
 	s.update.Lock()
 	defer s.update.Unlock()
@@ -683,6 +695,31 @@ func (s *Store) Verify(skipAlloc bool) error {
 			})
 		})
 	})
+}
+
+// VerifyBeforeWrites runs Verify(skipAlloc) in the background (see
+// kv.BackgroundVerifier): Update waits for its result, and fails with it
+// once it failed. serve loads its table (which reads the allocation
+// buckets), starts this and answers at once, the rest of the store
+// checked before its first write, rather than checking it beside the load
+// on the same cores.
+func (s *Store) VerifyBeforeWrites(skipAlloc bool) <-chan error {
+	g := &writeGate{done: make(chan struct{})}
+	s.gate.Store(g)
+	out := make(chan error, 1)
+	go func() {
+		g.err = s.Verify(skipAlloc)
+		out <- g.err // before the writes go on: they see the result given
+		close(g.done)
+	}()
+	return out
+}
+
+// writeGate holds writes until a background Verify ends (err is set
+// before done is closed).
+type writeGate struct {
+	done chan struct{}
+	err  error
 }
 
 // damagedError is a store whose file does not read.

@@ -149,6 +149,13 @@ type (
 	Verifier interface {
 		Verify(skipAlloc bool) error
 	}
+	// BackgroundVerifier is a Verifier that can check the store while it
+	// is read: VerifyBeforeWrites starts Verify(skipAlloc) and returns its
+	// result on the channel; until it is known every write waits, and
+	// after a failure every write fails with it.
+	BackgroundVerifier interface {
+		VerifyBeforeWrites(skipAlloc bool) <-chan error
+	}
 	// Checker reports what the backend finds wrong with its own
 	// structure, one line each (allocator.Store.Check adds its rules'
 	// findings); the error is for a store that does not read (ErrDamaged).

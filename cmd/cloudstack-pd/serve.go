@@ -67,6 +67,10 @@ runs the CloudStack sync; --init allows starting on an empty cluster table.
 The store must exist: serve refuses to start on a missing state file
 unless given --init (a new cloud; 'import-kea' also creates it), and
 refuses a file that is empty, not a store, or damaged, whatever the flags.
+It answers as soon as the allocations are loaded, and checks the rest of
+the store (indexes, bindings, history) meanwhile: until that check passes
+nothing is written to the store, and a damaged page found then stops serve
+with exit status 1.
 A serve that created the store with --init and then fails to start
 removes it again.`,
 		Example: `  cloudstack-pd serve --config /etc/cloudstack-pd/config.yaml
