@@ -18,9 +18,9 @@ import (
 // The backend streams each pool's Alloc space (kv.Tx.Scan) and the
 // records are read straight into the table (see Table) by decodeRecord,
 // which reads the JSON EncodeAllocation writes without reflection and
-// hands anything else to encoding/json. Reading and building run on two
-// cores (see loadPipe): a million allocations load in about half a
-// second. A record that does not decode fails the load before any
+// hands anything else to encoding/json. Reading, decoding and building
+// share two cores (see loadPipe): a million allocations load in about
+// half a second. A record that does not decode fails the load before any
 // invariant does, as if the table were built after reading. The bbolt
 // backend drops the store's pages it read from the process's memory as it
 // goes.
@@ -37,7 +37,6 @@ func (s *Store) LoadTable(pools []Pool) (*Table, LoadReport, error) {
 		b.deferred = true
 		pipe := newLoadPipe(b)
 		defer pipe.abort() // a read error, or a damaged page's panic
-		var v allocView    // kept from record to record: see decodeRecord
 		for _, name := range tx.StoredPools() {
 			i, configured := b.poolIdx[name]
 			err := tx.kt.Scan(allocSpace(name), nil, func(k, val []byte) error {
@@ -49,7 +48,8 @@ func (s *Store) LoadTable(pools []Pool) (*Table, LoadReport, error) {
 					rep.Orphaned = append(rep.Orphaned, a)
 					return nil
 				}
-				return pipe.add(name, i, k, val, &v)
+				pipe.add(name, i, k, val)
+				return nil
 			})
 			if err != nil {
 				return err
@@ -65,64 +65,116 @@ func (s *Store) LoadTable(pools []Pool) (*Table, LoadReport, error) {
 	return tbl, rep, nil
 }
 
-// loadPipe builds a table from records while the caller reads and decodes
-// the next ones: add copies each record into a batch and decodes it there;
-// a goroutine adds the batches, in order, to the tableLoader. The builder
-// goroutine only reads the batches' copies, never the store's memory
-// (bbolt's mapped file, which only the reading goroutine may fault on).
+// loadPipe builds a table from records in three stages, one goroutine
+// each, so that two cores share the work: the caller reads the store and
+// copies each record into a batch (add), a decoder goroutine decodes the
+// batch's records, and a builder goroutine adds them, in order, to the
+// tableLoader. Only the caller touches the store's memory (bbolt's mapped
+// file, whose pages only it may fault on, under guard); the other two read
+// the batches' copies. A record that does not decode stops the decoding
+// and fails the load whatever the builder found, as if the table were
+// built after reading.
 type loadPipe struct {
-	b      *tableLoader
-	cur    *loadBatch
-	full   chan *loadBatch
-	free   chan *loadBatch
-	done   chan error // the builder's first error, once full is closed
-	closed bool
+	b        *tableLoader
+	cur      *loadBatch
+	toDecode chan *loadBatch
+	toBuild  chan *loadBatch
+	free     chan *loadBatch
+	decoded  chan error // the decoder's first error, once it is done
+	built    chan error // the builder's first error, once it is done
+	closed   bool
 }
 
-// loadBatch is records copied from the store and decoded: each item's
-// byte strings point into buf.
+// loadBatch is records copied from the store: each item's key and value
+// are spans of buf, and once decoded its byte strings point into buf.
 type loadBatch struct {
 	buf   []byte
 	items []loadItem
 }
 
 type loadItem struct {
-	v     allocView
-	a     Allocation // when decodeRecord could not read the record
-	viaJS bool
+	pool      string
+	poolIndex int
+	key, val  [2]int // spans of loadBatch.buf
+	v         allocView
+	a         Allocation // when decodeRecord could not read the record
+	viaJS     bool
 }
 
 const (
 	loadBatchBytes = 256 << 10
 	loadBatchItems = 1024
-	loadBatches    = 4
+	loadBatches    = 6
 )
 
 func newLoadPipe(b *tableLoader) *loadPipe {
-	p := &loadPipe{b: b, full: make(chan *loadBatch, loadBatches), free: make(chan *loadBatch, loadBatches), done: make(chan error, 1)}
+	p := &loadPipe{b: b,
+		toDecode: make(chan *loadBatch, loadBatches), toBuild: make(chan *loadBatch, loadBatches),
+		free: make(chan *loadBatch, loadBatches), decoded: make(chan error, 1), built: make(chan error, 1)}
 	for range loadBatches {
 		p.free <- &loadBatch{buf: make([]byte, 0, loadBatchBytes), items: make([]loadItem, 0, loadBatchItems)}
 	}
+	go p.decode()
 	go p.build()
 	return p
 }
 
-// build adds the batches to the table, in order, until full is closed.
-// After an error it only returns the batches: the reader goes on, so that
-// a record that does not decode is reported first.
+// decode decodes the batches and hands them on, until toDecode is closed.
+// After an error it hands them on undecoded and empty.
+func (p *loadPipe) decode() {
+	var (
+		err error
+		v   allocView // kept from record to record: see decodeRecord
+	)
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("decoding the table: %v", r)
+			for batch := range p.toDecode { // let the reader finish
+				p.recycle(batch)
+			}
+		}
+		close(p.toBuild)
+		p.decoded <- err
+	}()
+	for batch := range p.toDecode {
+		if err != nil {
+			p.recycle(batch)
+			continue
+		}
+		for i := range batch.items {
+			it := &batch.items[i]
+			key, val := batch.buf[it.key[0]:it.key[1]:it.key[1]], batch.buf[it.val[0]:it.val[1]]
+			if decodeRecord(val, &v) {
+				it.v = v
+				it.v.pool, it.v.poolIndex, it.v.mac = &p.b.t.pools[it.poolIndex], it.poolIndex, key
+				continue
+			}
+			a, derr := DecodeAllocation(it.pool, key, val)
+			if derr != nil {
+				err = derr
+				batch.items = batch.items[:i]
+				break
+			}
+			it.a, it.viaJS = a, true
+		}
+		p.toBuild <- batch
+	}
+}
+
+// build adds the batches to the table, in order, until toBuild is closed.
+// After an error it only returns the batches.
 func (p *loadPipe) build() {
 	var err error
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("building the table: %v", r)
-			for batch := range p.full { // let the reader finish
-				batch.buf, batch.items = batch.buf[:0], batch.items[:0]
-				p.free <- batch
+			for batch := range p.toBuild { // let the others finish
+				p.recycle(batch)
 			}
 		}
-		p.done <- err
+		p.built <- err
 	}()
-	for batch := range p.full {
+	for batch := range p.toBuild {
 		for i := range batch.items {
 			if err != nil {
 				break
@@ -134,69 +186,68 @@ func (p *loadPipe) build() {
 				err = p.b.addView(&it.v)
 			}
 		}
-		batch.buf, batch.items = batch.buf[:0], batch.items[:0]
-		p.free <- batch
+		p.recycle(batch)
 	}
 }
 
-// add copies the record (k, val) of pool i into the current batch and
-// decodes it there; v carries decodeRecord's cache from record to record.
-func (p *loadPipe) add(pool string, i int, k, val []byte, v *allocView) error {
+func (p *loadPipe) recycle(batch *loadBatch) {
+	clear(batch.items) // the Allocations' strings
+	batch.buf, batch.items = batch.buf[:0], batch.items[:0]
+	p.free <- batch
+}
+
+// add copies the record (k, val) of pool i into the current batch.
+func (p *loadPipe) add(pool string, i int, k, val []byte) {
 	if p.cur == nil {
 		p.cur = <-p.free
 	}
 	c := p.cur
 	if len(c.buf)+len(k)+len(val) > cap(c.buf) && len(c.items) > 0 {
 		p.send()
-		return p.add(pool, i, k, val, v)
+		p.add(pool, i, k, val)
+		return
 	}
 	off := len(c.buf)
 	c.buf = append(c.buf, k...)
 	c.buf = append(c.buf, val...)
-	key, rec := c.buf[off:off+len(k):off+len(k)], c.buf[off+len(k):]
-	c.items = append(c.items, loadItem{})
-	it := &c.items[len(c.items)-1]
-	if decodeRecord(rec, v) {
-		it.v = *v
-		it.v.pool, it.v.poolIndex, it.v.mac = &p.b.t.pools[i], i, key
-	} else {
-		a, err := DecodeAllocation(pool, k, val)
-		if err != nil {
-			c.items = c.items[:len(c.items)-1]
-			return err
-		}
-		it.a, it.viaJS = a, true
-	}
+	c.items = append(c.items, loadItem{pool: pool, poolIndex: i,
+		key: [2]int{off, off + len(k)}, val: [2]int{off + len(k), len(c.buf)}})
 	if len(c.items) == cap(c.items) {
 		p.send()
 	}
-	return nil
 }
 
 func (p *loadPipe) send() {
-	p.full <- p.cur
+	p.toDecode <- p.cur
 	p.cur = nil
 }
 
-// finish waits for the builder and returns the table, or its first error.
+// finish waits for the decoder and the builder and returns the table, or
+// the first record that does not decode, or the builder's first error.
 func (p *loadPipe) finish() (*Table, error) {
 	if p.cur != nil && len(p.cur.items) > 0 {
 		p.send()
 	}
 	p.closed = true
-	close(p.full)
-	if err := <-p.done; err != nil {
-		return nil, err
+	close(p.toDecode)
+	derr, berr := <-p.decoded, <-p.built
+	if derr != nil {
+		return nil, derr
+	}
+	if berr != nil {
+		return nil, berr
 	}
 	return p.b.finish()
 }
 
-// abort stops the builder after a read error, and waits for it.
+// abort stops the decoder and the builder after a read error, and waits
+// for them.
 func (p *loadPipe) abort() {
 	if !p.closed {
 		p.closed = true
-		close(p.full)
-		<-p.done
+		close(p.toDecode)
+		<-p.decoded
+		<-p.built
 	}
 }
 
