@@ -364,7 +364,8 @@ func TestBenchReport(t *testing.T) {
 	doc := filepath.Join(dir, "BENCHMARKS.md")
 	os.WriteFile(doc, []byte("# Benchmarks\n\nbefore\n\n"+sectionBegin+"\nold\n"+sectionEnd+"\n\nafter\n"), 0o644)
 	sec, err := benchReport(benchReportFlags{doc: doc, kea: kea, cs: cs, reflect: reflect, gobench: gobench,
-		startup: []string{write("up", benchStartup{ReadySeconds: 1.2, PeakRSSMB: 300})}, startupN: 1_000_000}, time.Now())
+		startup:      []string{write("up", benchStartup{ReadySeconds: 1.2, PeakRSSMB: 300})},
+		startupFirst: write("up-first", benchStartup{ReadySeconds: 2.5, PeakRSSMB: 310}), startupN: 1_000_000}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -380,7 +381,8 @@ func TestBenchReport(t *testing.T) {
 		"| 128 relays, 128 outstanding: p99 ≤ Kea's | 4.000 ms vs 3.000 ms | **not met** |",
 		"| 4 relays, 64 outstanding: serve's CPU per exchange ≤ 2× bench reflect's | 20.0 µs vs 8.0 µs (2.50×) | **not met** |",
 		"| 128 relays, 128 outstanding: serve's CPU per exchange ≤ 2× bench reflect's | 30.0 µs vs 12.0 µs (2.50×) | **not met** |",
-		"| ≤ 10 allocations per answered packet | 40 (BenchmarkHandle, worst case) | **not met** |", "ready ≤ 2 s | 1.20 s | **met**"} {
+		"| ≤ 10 allocations per answered packet | 40 (BenchmarkHandle, worst case) | **not met** |", "ready ≤ 2 s | 1.20 s | **met**",
+		"| first start (not in the median) | 2.500 | 310 |"} {
 		if !strings.Contains(string(got), want) {
 			t.Errorf("report lacks %q:\n%s", want, got)
 		}
