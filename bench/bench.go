@@ -512,15 +512,11 @@ func (s *benchShard) run() {
 			deadline = now + 4*int64(tick)
 			_ = s.conn.SetReadDeadline(s.r.base.Add(time.Duration(deadline)))
 		}
-		n, err := s.bio.Read(s.bufs, s.lens, nil)
-		if err != nil {
-			stop, bad := readFailure(err)
-			if stop {
-				return
-			}
-			if bad {
-				s.malformed++
-			}
+		n, ok, stop := s.readBatch()
+		if stop {
+			return
+		}
+		if !ok {
 			continue
 		}
 		now = s.r.now()
@@ -946,6 +942,21 @@ func procCPU(pid int) time.Duration {
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	const ticks = 100 // USER_HZ
 	return time.Duration(ut+st) * time.Second / ticks
+}
+
+// readBatch reads the next answers into s.bufs (their lengths in s.lens).
+// A read that failed reads none (ok false): a malformed one is counted, a
+// timeout or a port unreachable is not; stop when the socket is closed.
+func (s *benchShard) readBatch() (n int, ok, stop bool) {
+	n, err := s.bio.Read(s.bufs, s.lens, nil)
+	if err == nil {
+		return n, true, false
+	}
+	stop, bad := readFailure(err)
+	if bad {
+		s.malformed++
+	}
+	return 0, false, stop
 }
 
 // readFailure says what a failed read of a generator's socket means: stop

@@ -278,15 +278,11 @@ func (s *stormShard) storm(ctx context.Context) {
 			deadline = wake
 			_ = s.conn.SetReadDeadline(s.sr.base.Add(time.Duration(deadline)))
 		}
-		n, err := s.bio.Read(s.bufs, s.lens, nil)
-		if err != nil {
-			stop, bad := readFailure(err)
-			if stop {
-				return
-			}
-			if bad {
-				s.malformed++
-			}
+		n, ok, stop := s.readBatch()
+		if stop {
+			return
+		}
+		if !ok {
 			continue
 		}
 		now = s.sr.now()
