@@ -120,7 +120,7 @@ func newLoadPipe(b *tableLoader) *loadPipe {
 }
 
 // decode decodes the batches and hands them on, until toDecode is closed.
-// After an error it hands them on undecoded and empty.
+// After an error it only returns the batches.
 func (p *loadPipe) decode() {
 	var (
 		err error
